@@ -1,0 +1,94 @@
+"""The Starlette application: the widget script, its socket, the demo shop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+
+from .config import Settings
+from .endpoint import widget_socket
+from .engine import RuleSet
+from .hub import Hub
+from .rules import load_rules
+from .store import Store, open_store
+
+log = logging.getLogger("popin")
+SWEEP_INTERVAL_SECONDS = 60.0
+
+
+def load_ruleset(path: Path) -> RuleSet:
+    loaded = load_rules(path)
+    for error in loaded.errors:
+        log.error("rule file error: %s (the file is left out)", error)
+    log.info("loaded %d rules from %d files in %s", len(loaded.rules), len(loaded.files), path)
+    return RuleSet(loaded.rules)
+
+
+def create_app(settings: Settings, store: Store | None = None) -> Starlette:
+    """Build the app; pass `store` to share one the caller owns (tests, benchmarks)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = store is None
+        active = open_store(settings.store) if store is None else store
+        hub = Hub(active, load_ruleset(settings.rules), settings.sites)
+        app.state.hub = hub
+        sweeper = asyncio.create_task(_sweep_forever(hub))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            if owned:
+                await active.close()
+
+    widget = settings.static / "popin.min.js"
+
+    async def widget_script(_request: Request) -> FileResponse:
+        # Short cache: owners see rule-driven widget changes quickly, visitors still cache.
+        return FileResponse(widget, media_type="text/javascript; charset=utf-8",
+                            headers={"Cache-Control": "public, max-age=300"})
+
+    async def health(request: Request) -> JSONResponse:
+        hub: Hub = request.app.state.hub
+        return JSONResponse({"ok": True, "rules": len(hub.rules),
+                             "sessions": hub.live_sessions})
+
+    async def metrics(request: Request) -> PlainTextResponse:
+        hub: Hub = request.app.state.hub
+        lines = ["# TYPE popin_events_total counter"]
+        lines += [f'popin_events_total{{kind="{name}"}} {count}'
+                  for name, count in sorted(hub.counts.items())]
+        lines += ["# TYPE popin_live_sessions gauge", f"popin_live_sessions {hub.live_sessions}"]
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    async def home(_request: Request) -> RedirectResponse:
+        return RedirectResponse("/demo/")
+
+    routes = [
+        Route("/", home),
+        Route("/popin.js", widget_script),
+        Route("/healthz", health),
+        Route("/metrics", metrics),
+        WebSocketRoute("/ws", widget_socket),
+        Mount("/demo", StaticFiles(directory=settings.static / "demo", html=True), name="demo"),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+async def _sweep_forever(hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+        ended = hub.sweep()
+        if ended:
+            hub.counts["session.ended"] += ended

@@ -1,0 +1,119 @@
+"""The `popin` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+from .rules import load_rules
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    try:
+        settings = load_settings(args.config)
+    except ConfigError as error:
+        raise SystemExit(f"popin: {error}") from None
+    if getattr(args, "store", None):
+        settings.store = args.store
+    if getattr(args, "rules", None):
+        settings.rules = args.rules
+    return settings
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    settings = _settings(args)
+    app = create_app(settings)
+    print(f"popin {__version__}: demo shop at http://{args.host}:{args.port}/demo/ "
+          f"(store {settings.store}, rules {settings.rules})", file=sys.stderr)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        ws="websockets-sansio",
+        # Browsers offer permessage-deflate; our frames are tiny and it costs memory per socket.
+        ws_per_message_deflate=False,
+        ws_max_size=16 * 1024,
+        log_level=args.log_level,
+        # Raw client addresses are never logged.
+        access_log=False,
+    )
+    return 0
+
+
+def rules_check(args: argparse.Namespace) -> int:
+    path: Path = args.path or _settings(args).rules
+    if not path.exists():
+        print(f"{path}: no such file or folder", file=sys.stderr)
+        return 2
+    loaded = load_rules(path)
+    for error in loaded.errors:
+        print(error, file=sys.stderr)
+    good_files = len(loaded.files) - len(loaded.errors)
+    print(f"{len(loaded.rules)} rules in {good_files} of {len(loaded.files)} files are valid"
+          + (f"; {len(loaded.errors)} file(s) have errors" if loaded.errors else ""))
+    return 1 if loaded.errors else 0
+
+
+def widget_build(args: argparse.Namespace) -> int:
+    from .widget import BUILT, build, size_of
+
+    script = build()
+    size = size_of(script)
+    if args.check:
+        if not BUILT.exists() or BUILT.read_text(encoding="utf-8") != script:
+            print(f"{BUILT} is out of date: run 'popin widget build'", file=sys.stderr)
+            return 1
+    else:
+        BUILT.write_text(script, encoding="utf-8")
+    print(f"{BUILT}: {size.minified} bytes minified, {size.gzipped} bytes gzipped")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="popin", description="On-site trigger marketing server.")
+    top.add_argument("--version", action="version", version=f"popin {__version__}")
+    top.add_argument("--config", type=Path, help="a popin.toml settings file")
+    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("serve", help="run the server (widget, socket, demo shop)")
+    run.add_argument("--host", default="127.0.0.1")
+    run.add_argument("--port", type=int, default=8000)
+    run.add_argument("--store", help="sqlite:///popin.db (default) or redis://host:6379/0")
+    run.add_argument("--rules", type=Path, help="folder of rule files (default: rules/)")
+    run.add_argument("--log-level", default="info",
+                     choices=["critical", "error", "warning", "info", "debug"])
+    run.set_defaults(func=serve)
+
+    rules = commands.add_parser("rules", help="work with rule files")
+    rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
+    check = rule_commands.add_parser("check", help="validate rule files; errors as file:line")
+    check.add_argument("path", nargs="?", type=Path, help="file or folder (default: rules/)")
+    check.set_defaults(func=rules_check)
+
+    widget = commands.add_parser("widget", help="build the browser widget")
+    widget_commands = widget.add_subparsers(dest="widget_command", required=True,
+                                            metavar="COMMAND")
+    build = widget_commands.add_parser("build", help="minify widget/popin.js into static/")
+    build.add_argument("--check", action="store_true", help="fail if the built file is stale")
+    build.set_defaults(func=widget_build)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""The widget's wire format: JSON text frames, decoded and checked here, without I/O.
+
+Client to server: {"type": "hello"|"pageview"|"dwell"|"event"|"popin", ...}
+Server to client: {"type": "config"|"show"|"error", ...}
+
+Anything malformed raises `ProtocolError`, which becomes an error frame; the
+connection closes only when a client keeps misbehaving.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from .events import (
+    POPIN_STATUSES,
+    ClientMessage,
+    Custom,
+    Dwell,
+    Hello,
+    PageView,
+    PopinStatus,
+    Scalar,
+)
+
+MAX_MESSAGE_BYTES = 4096
+# Past this many bad messages on one connection, the client is broken or hostile.
+MAX_ERRORS_PER_CONNECTION = 20
+CLOSE_POLICY_VIOLATION = 1008
+CLOSE_TOO_BIG = 1009
+# Application close codes (4000-4999) so the widget knows not to retry.
+CLOSE_UNKNOWN_SITE = 4004
+CLOSE_FORBIDDEN_ORIGIN = 4003
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+_EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+MAX_URL = 2048
+MAX_PROPS = 32
+MAX_PROP_TEXT = 512
+
+
+class ProtocolError(Exception):
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+    def frame(self) -> dict[str, Any]:
+        frame: dict[str, Any] = {"type": "error", "code": self.code, "message": self.message}
+        if self.field:
+            frame["field"] = self.field
+        return frame
+
+
+def encode(message: dict[str, Any]) -> str:
+    return orjson.dumps(message).decode()
+
+
+def decode(data: str | bytes) -> ClientMessage:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise ProtocolError("too_big", f"messages are limited to {MAX_MESSAGE_BYTES} bytes")
+    try:
+        message = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProtocolError("bad_json", "message is not valid JSON") from None
+    if not isinstance(message, dict):
+        raise ProtocolError("bad_message", "message must be a JSON object")
+    kind = message.get("type")
+    parse = _PARSERS.get(kind) if isinstance(kind, str) else None
+    if parse is None:
+        raise ProtocolError("unknown_type", f"unknown message type {kind!r}; expected one of "
+                            f"{', '.join(_PARSERS)}", "type")
+    return parse(message)
+
+
+def _text(message: dict[str, Any], field: str, limit: int, required: bool = True) -> str:
+    value = message.get(field, None if required else "")
+    if not isinstance(value, str) or (required and not value):
+        raise ProtocolError("bad_field", f"{field!r} must be non-empty text", field)
+    if len(value) > limit:
+        raise ProtocolError("bad_field", f"{field!r} is longer than {limit} characters", field)
+    return value
+
+
+def _identifier(message: dict[str, Any], field: str) -> str:
+    value = message.get(field)
+    if not isinstance(value, str) or not _ID.match(value):
+        raise ProtocolError("bad_field", f"{field!r} must be 8-64 letters, digits, '-' or '_'",
+                            field)
+    return value
+
+
+def _url(message: dict[str, Any]) -> tuple[str, str]:
+    url = _text(message, "url", MAX_URL)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        raise ProtocolError("bad_field", "'url' must be an http(s) URL", "url")
+    return url, parts.path or "/"
+
+
+def _hello(message: dict[str, Any]) -> Hello:
+    url, _path = _url(message)
+    return Hello(
+        visitor=_identifier(message, "visitor"),
+        session=_identifier(message, "session"),
+        url=url,
+        referrer=_text(message, "referrer", MAX_URL, required=False),
+        language=_text(message, "language", 35, required=False),
+        timezone=_text(message, "timezone", 64, required=False),
+    )
+
+
+def _pageview(message: dict[str, Any]) -> PageView:
+    url, path = _url(message)
+    return PageView(url=url, path=path, title=_text(message, "title", 300, required=False))
+
+
+def _dwell(message: dict[str, Any]) -> Dwell:
+    keyword = _text(message, "keyword", 64).strip().lower()
+    seconds = message.get("seconds")
+    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
+            or not math.isfinite(seconds) or not 0 < seconds <= 86400):
+        raise ProtocolError("bad_field", "'seconds' must be a number of seconds, 0 < s <= 86400",
+                            "seconds")
+    return Dwell(keyword=keyword, seconds=float(seconds))
+
+
+def _event(message: dict[str, Any]) -> Custom:
+    name = message.get("name")
+    if not isinstance(name, str) or not _EVENT_NAME.match(name):
+        raise ProtocolError("bad_field", "'name' must be 1-64 letters, digits or _.:-", "name")
+    props = message.get("props", {})
+    if props is None:
+        props = {}
+    if not isinstance(props, dict) or len(props) > MAX_PROPS:
+        raise ProtocolError("bad_field", f"'props' must be an object of at most {MAX_PROPS} keys",
+                            "props")
+    checked: dict[str, Scalar] = {}
+    for key, value in props.items():
+        if len(key) > 64 or not _scalar(value):
+            raise ProtocolError("bad_field", f"'props.{key[:64]}' must be text (at most "
+                                f"{MAX_PROP_TEXT} characters), a number, true/false or null",
+                                f"props.{key[:64]}")
+        checked[key] = value
+    return Custom(name=name, props=checked)
+
+
+def _scalar(value: object) -> bool:
+    if isinstance(value, str):
+        return len(value) <= MAX_PROP_TEXT
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return value is None or isinstance(value, bool | int)
+
+
+def _popin(message: dict[str, Any]) -> PopinStatus:
+    push_id = _text(message, "id", 64)
+    status = message.get("status")
+    for known in POPIN_STATUSES:
+        if status == known:
+            return PopinStatus(push_id=push_id, status=known)
+    raise ProtocolError("bad_field", f"'status' must be one of {', '.join(POPIN_STATUSES)}",
+                        "status")
+
+
+_PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
+    "hello": _hello,
+    "pageview": _pageview,
+    "dwell": _dwell,
+    "event": _event,
+    "popin": _popin,
+}
