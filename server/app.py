@@ -7,6 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -24,6 +25,17 @@ from .store import Store, open_store
 log = logging.getLogger("popin")
 SWEEP_INTERVAL_SECONDS = 60.0
 
+# How popin runs on uvicorn, for `popin serve`, the tests and the benchmarks alike.
+UVICORN_OPTIONS: dict[str, Any] = {
+    # The fastest Starlette configuration measured (PRODUCT.md).
+    "ws": "websockets-sansio",
+    # Browsers offer permessage-deflate; our frames are tiny and it costs memory per socket.
+    "ws_per_message_deflate": False,
+    "ws_max_size": 16 * 1024,
+    # Raw client addresses are never logged.
+    "access_log": False,
+}
+
 
 def load_ruleset(path: Path) -> RuleSet:
     loaded = load_rules(path)
@@ -40,6 +52,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         owned = store is None
         active = open_store(settings.store) if store is None else store
+        if owned:
+            await active.open()
         hub = Hub(active, load_ruleset(settings.rules), settings.sites)
         app.state.hub = hub
         sweeper = asyncio.create_task(_sweep_forever(hub))

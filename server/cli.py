@@ -28,25 +28,15 @@ def _settings(args: argparse.Namespace) -> Settings:
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import create_app
+    from .app import UVICORN_OPTIONS, create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = _settings(args)
     app = create_app(settings)
     print(f"popin {__version__}: demo shop at http://{args.host}:{args.port}/demo/ "
           f"(store {settings.store}, rules {settings.rules})", file=sys.stderr)
-    uvicorn.run(
-        app,
-        host=args.host,
-        port=args.port,
-        ws="websockets-sansio",
-        # Browsers offer permessage-deflate; our frames are tiny and it costs memory per socket.
-        ws_per_message_deflate=False,
-        ws_max_size=16 * 1024,
-        log_level=args.log_level,
-        # Raw client addresses are never logged.
-        access_log=False,
-    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                **UVICORN_OPTIONS)
     return 0
 
 

@@ -13,6 +13,9 @@ from .profile import Profile
 
 
 class Store(Protocol):
+    async def open(self) -> None:
+        """Be ready to serve, or fail now with a clear error (at start, not first visit)."""
+
     async def load_profile(self, site: str, visitor: str) -> Profile | None: ...
 
     async def save_profile(self, site: str, profile: Profile) -> None: ...

@@ -8,6 +8,9 @@ import redis.asyncio as redis
 
 from .profile import Profile
 
+MAX_CONNECTIONS = 32
+POOL_TIMEOUT_SECONDS = 10.0
+
 
 class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str = "popin") -> None:
@@ -20,10 +23,16 @@ class RedisStore:
         query = parse_qs(urlsplit(url).query)
         prefix = query.pop("prefix", ["popin"])[0]
         base = url.split("?", 1)[0]
-        return cls(redis.Redis.from_url(base), prefix)
+        # Many sessions save at once: wait for a free connection instead of failing.
+        pool = redis.BlockingConnectionPool.from_url(base, max_connections=MAX_CONNECTIONS,
+                                                     timeout=POOL_TIMEOUT_SECONDS)
+        return cls(redis.Redis.from_pool(pool), prefix)
 
     def _key(self, site: str, visitor: str) -> str:
         return f"{self._prefix}:{site}:profile:{visitor}"
+
+    async def open(self) -> None:
+        await self._client.ping()
 
     async def load_profile(self, site: str, visitor: str) -> Profile | None:
         data: bytes | str | None = await self._client.get(self._key(site, visitor))

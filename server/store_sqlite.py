@@ -57,6 +57,9 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: work(self._connect()))
 
+    async def open(self) -> None:
+        await self._run(lambda _db: None)
+
     async def load_profile(self, site: str, visitor: str) -> Profile | None:
         def load(db: sqlite3.Connection) -> bytes | None:
             row = db.execute("SELECT data FROM profiles WHERE site = ? AND visitor = ?",

@@ -76,7 +76,10 @@ def load(text: str, file: str) -> Any:
     except yaml.MarkedYAMLError as error:
         mark = error.problem_mark or error.context_mark
         line = mark.line + 1 if mark else 1
-        reason = " ".join(part for part in (error.context, error.problem) if part)
+        context = error.context
+        if context and error.context_mark and error.context_mark.line + 1 != line:
+            context = f"{context} started on line {error.context_mark.line + 1}"
+        reason = ": ".join(part for part in (context, error.problem) if part)
         raise SourceError(file, line, reason or "invalid YAML") from None
     except yaml.YAMLError as error:
         raise SourceError(file, 1, str(error)) from None

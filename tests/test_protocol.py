@@ -1,0 +1,70 @@
+"""The wire format: every malformed message becomes a ProtocolError naming the field."""
+
+from __future__ import annotations
+
+import pytest
+from popin.events import Custom, Dwell, Hello, PageView, PopinStatus
+from popin.protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
+
+HELLO = {"type": "hello", "visitor": "abcdefgh1234", "session": "session-1234",
+         "url": "https://shop.test/a?b=1"}
+
+
+def test_decodes_every_message_type() -> None:
+    assert decode(encode(HELLO)) == Hello("abcdefgh1234", "session-1234", "https://shop.test/a?b=1")
+    assert decode('{"type":"pageview","url":"https://x.test/p/q#h","title":"T"}') == PageView(
+        "https://x.test/p/q#h", "/p/q", "T")
+    assert decode('{"type":"pageview","url":"https://x.test"}') == PageView("https://x.test", "/")
+    assert decode(b'{"type":"dwell","keyword":" Wax ","seconds":5}') == Dwell("wax", 5.0)
+    assert decode('{"type":"event","name":"add_to_cart","props":{"sku":"s","n":2,"ok":true,'
+                  '"none":null}}') == Custom("add_to_cart", {"sku": "s", "n": 2, "ok": True,
+                                                             "none": None})
+    assert decode('{"type":"event","name":"x","props":null}') == Custom("x", {})
+    assert decode('{"type":"popin","id":"p.1","status":"dismissed"}') == PopinStatus(
+        "p.1", "dismissed")
+
+
+@pytest.mark.parametrize(("raw", "code", "field"), [
+    ("not json", "bad_json", None),
+    ("[1, 2]", "bad_message", None),
+    ('{"type": "teleport"}', "unknown_type", "type"),
+    ('{"no": "type"}', "unknown_type", "type"),
+    ('{"type": 7}', "unknown_type", "type"),
+    ('{"type":"hello","visitor":"short","session":"session-1234","url":"https://a.test"}',
+     "bad_field", "visitor"),
+    ('{"type":"hello","visitor":"abcdefgh1234","session":"../../etc","url":"https://a.test"}',
+     "bad_field", "session"),
+    ('{"type":"hello","visitor":"abcdefgh1234","session":"session-1234","url":"javascript:x"}',
+     "bad_field", "url"),
+    ('{"type":"pageview"}', "bad_field", "url"),
+    ('{"type":"pageview","url":"https://a.test","title":5}', "bad_field", "title"),
+    ('{"type":"dwell","keyword":"wax","seconds":-1}', "bad_field", "seconds"),
+    ('{"type":"dwell","keyword":"wax","seconds":true}', "bad_field", "seconds"),
+    ('{"type":"dwell","keyword":"wax","seconds":1e6}', "bad_field", "seconds"),
+    ('{"type":"dwell","keyword":"wax","seconds":1e999}', "bad_json", None),
+    ('{"type":"dwell","keyword":"","seconds":3}', "bad_field", "keyword"),
+    ('{"type":"event","name":"has space"}', "bad_field", "name"),
+    ('{"type":"event","name":"x","props":[1]}', "bad_field", "props"),
+    ('{"type":"event","name":"x","props":{"deep":{"a":1}}}', "bad_field", "props.deep"),
+    ('{"type":"popin","id":"p.1","status":"exploded"}', "bad_field", "status"),
+])
+def test_bad_messages_name_the_problem(raw: str, code: str, field: str | None) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(raw)
+    assert caught.value.code == code
+    assert caught.value.field == field
+    frame = caught.value.frame()
+    assert frame["type"] == "error" and frame["code"] == code and frame["message"]
+
+
+def test_oversized_message_is_refused_before_parsing() -> None:
+    big = encode({"type": "event", "name": "x", "props": {"a": "b" * MAX_MESSAGE_BYTES}})
+    with pytest.raises(ProtocolError) as caught:
+        decode(big)
+    assert caught.value.code == "too_big"
+
+
+def test_too_many_props_are_refused() -> None:
+    props = {f"k{i}": i for i in range(33)}
+    with pytest.raises(ProtocolError, match="at most 32 keys"):
+        decode(encode({"type": "event", "name": "x", "props": props}))

@@ -1,0 +1,85 @@
+"""Rule files: every error case in cases/rule_errors/ names its line and reason."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from popin.cli import main
+from popin.conditions import Facts
+from popin.rules import DEFAULT_CAP_PER_SESSION, DEFAULT_QUIET_AFTER_DISMISS, load_rules
+from popin.triggers import DwellTrigger, PageviewTrigger
+
+ROOT = Path(__file__).resolve().parent.parent
+ERROR_CASES = sorted((Path(__file__).parent / "cases" / "rule_errors").glob("*.yaml"))
+EXPECTED = re.compile(r"^# error: (\d+): (.*)$")
+
+
+@pytest.mark.parametrize("path", ERROR_CASES, ids=[case.stem for case in ERROR_CASES])
+def test_rule_error_names_file_line_and_reason(path: Path) -> None:
+    expected = EXPECTED.match(path.read_text().splitlines()[0])
+    assert expected, f"{path.name} must start with '# error: LINE: REASON'"
+    loaded = load_rules(path)
+    assert loaded.rules == []
+    assert len(loaded.errors) == 1
+    error = loaded.errors[0]
+    assert (error.file, error.line) == (str(path), int(expected[1]))
+    assert expected[2].strip() in error.reason
+    assert str(error).startswith(f"{path}:{expected[1]}: ")
+
+
+def test_shipped_playbook_is_valid() -> None:
+    loaded = load_rules(ROOT / "rules")
+    assert loaded.errors == []
+    assert len(loaded.rules) >= 5
+
+
+def test_broken_file_is_left_out_and_the_others_load(tmp_path: Path) -> None:
+    (tmp_path / "good.yaml").write_text(
+        "rules:\n  - {id: good, trigger: {event: go}, popin: {title: t, body: b}}\n")
+    (tmp_path / "bad.yml").write_text("rules:\n  - {id: bad, trigger: {event: go}}\n")
+    (tmp_path / "notes.txt").write_text("not a rule file")
+    loaded = load_rules(tmp_path)
+    assert [rule.id for rule in loaded.rules] == ["good"]
+    assert [Path(error.file).name for error in loaded.errors] == ["bad.yml"]
+    assert len(loaded.files) == 2
+
+
+def test_rule_id_clash_across_files_keeps_the_first(tmp_path: Path) -> None:
+    rule = "rules:\n  - {id: same, trigger: {event: go}, popin: {title: t, body: b}}\n"
+    (tmp_path / "a.yaml").write_text(rule)
+    (tmp_path / "b.yaml").write_text(rule)
+    loaded = load_rules(tmp_path)
+    assert [rule.file for rule in loaded.rules] == [str(tmp_path / "a.yaml")]
+    assert "already used at" in loaded.errors[0].reason
+
+
+def test_defaults_are_polite_and_triggers_compile(tmp_path: Path) -> None:
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n"
+        "  - id: d\n    trigger: {dwell: {keyword: ' Waxing ', seconds: 8}}\n"
+        "    popin: {title: t, body: b}\n"
+        "  - id: p\n    trigger: {pageview: /a/*/c}\n    when: {visits: {min: 2, max: 3}}\n"
+        "    quiet_after_dismiss: 90m\n    popin: {title: t, body: b}\n")
+    dwell, page = load_rules(tmp_path).rules
+    assert dwell.trigger == DwellTrigger("waxing", 8.0)
+    assert dwell.cap_per_session == DEFAULT_CAP_PER_SESSION
+    assert dwell.quiet_after_dismiss == DEFAULT_QUIET_AFTER_DISMISS
+    assert isinstance(page.trigger, PageviewTrigger)
+    assert page.trigger.regex.match("/a/b/c") and not page.trigger.regex.match("/a/b/b/c")
+    assert page.quiet_after_dismiss == 5400
+    assert [page.condition(Facts(visits=n)) for n in (1, 2, 3, 4)] == [False, True, True, False]
+
+
+def test_rules_check_command_reports_file_line_reason(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - id: a\n    trigger: {event: go}\n    popin: {title: t}\n")
+    assert main(["rules", "check", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    assert f"{bad}:4: 'popin' needs 'body'" in captured.err
+    assert "1 file(s) have errors" in captured.out
+    assert main(["rules", "check", str(ROOT / "rules")]) == 0
+    assert "files are valid" in capsys.readouterr().out
+    assert main(["rules", "check", str(tmp_path / "missing")]) == 2

@@ -1,0 +1,198 @@
+"""The widget socket in process: handshake checks, the message loop, bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from conftest import run
+from popin.app import create_app
+from popin.config import Settings, Site
+from popin.protocol import MAX_ERRORS_PER_CONNECTION, MAX_MESSAGE_BYTES
+from popin.store import open_store
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+RULES = """
+rules:
+  - id: wax
+    trigger: {dwell: {keyword: waxing, seconds: 5}}
+    popin: {title: "About {{ trigger.keyword }}", body: "<p>kit</p>"}
+  - id: cart
+    trigger: {event: add_to_cart}
+    popin: {title: "{{ trigger.props.name }}", body: b}
+"""
+ORIGIN = {"origin": "http://testserver", "user-agent": "Mozilla/5.0 (X11; Linux x86_64) "
+          "AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"}
+VISITOR = "visitor-0001"
+
+
+def hello(session: str = "session-0001") -> dict[str, Any]:
+    return {"type": "hello", "visitor": VISITOR, "session": session,
+            "url": "http://testserver/demo/skis.html"}
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "test.yaml").write_text(RULES)
+    return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=tmp_path / "rules",
+                    sites={"demo": Site("demo"), "shop": Site("shop", origins=(
+                        "https://shop.example",))})
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings)) as test_client:
+        yield test_client
+
+
+def metrics(client: TestClient) -> str:
+    return client.get("/metrics").text
+
+
+def send(ws: Any, message: dict[str, Any] | str) -> None:
+    ws.send_text(message if isinstance(message, str) else orjson.dumps(message).decode())
+
+
+def test_hello_gets_keywords_and_dwell_gets_a_popin(client: TestClient) -> None:
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        send(ws, hello())
+        assert ws.receive_json() == {"type": "config", "keywords": {"waxing": [5.0]}}
+        send(ws, {"type": "pageview", "url": "http://testserver/demo/skis.html"})
+        send(ws, {"type": "dwell", "keyword": "waxing", "seconds": 5})
+        shown = ws.receive_json()
+        assert shown["type"] == "show" and shown["rule"] == "wax"
+        assert "About waxing" in shown["html"]
+        send(ws, {"type": "popin", "id": shown["id"], "status": "dismissed"})
+        send(ws, "barrier")
+        assert ws.receive_json()["code"] == "bad_json"
+    assert 'kind="popin.dismissed"} 1' in metrics(client)
+
+
+def test_profile_is_persisted_in_the_store(settings: Settings) -> None:
+    with TestClient(create_app(settings)) as client, \
+            client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        send(ws, hello())
+        ws.receive_json()
+        send(ws, {"type": "dwell", "keyword": "waxing", "seconds": 5})
+        push = ws.receive_json()
+        send(ws, {"type": "popin", "id": push["id"], "status": "dismissed"})
+        send(ws, "barrier")
+        ws.receive_json()
+
+    async def stored() -> Any:
+        store = open_store(settings.store)
+        try:
+            return await store.load_profile("demo", VISITOR)
+        finally:
+            await store.close()
+
+    profile = run(stored())
+    assert profile.visits == 1
+    assert profile.interests == {"waxing": 5.0}
+    assert profile.popins["wax"].dismissed is not None
+    assert len(profile.popins["wax"].shown) == 1
+
+
+@pytest.mark.parametrize(("path", "headers", "code"), [
+    ("/ws?site=nope", ORIGIN, 4004),
+    ("/ws", ORIGIN, 4004),
+    ("/ws?site=demo", {"origin": "https://evil.example"}, 4003),
+    ("/ws?site=demo", {}, 4003),
+    ("/ws?site=shop", ORIGIN, 4003),
+])
+def test_unknown_keys_and_foreign_origins_are_refused(
+        client: TestClient, path: str, headers: dict[str, str], code: int) -> None:
+    with pytest.raises(WebSocketDisconnect) as refused, client.websocket_connect(
+            path, headers=headers):
+        pass
+    assert refused.value.code == code
+    assert "refused." in metrics(client)
+
+
+def test_listed_origin_is_welcome(client: TestClient) -> None:
+    shop = {"origin": "https://shop.example"}
+    with client.websocket_connect("/ws?site=shop", headers=shop) as ws:
+        send(ws, hello())
+        assert ws.receive_json()["type"] == "config"
+
+
+def test_bad_messages_get_error_frames_and_the_socket_carries_on(client: TestClient) -> None:
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        send(ws, {"type": "pageview", "url": "http://testserver/"})
+        assert ws.receive_json()["code"] == "not_ready"
+        send(ws, hello())
+        assert ws.receive_json()["type"] == "config"
+        for bad, code in [("{", "bad_json"), ('{"type":"warp"}', "unknown_type"),
+                          ("x" * (MAX_MESSAGE_BYTES + 1), "too_big"),
+                          (orjson.dumps(hello()).decode(), "bad_message"),
+                          ('{"type":"dwell","keyword":"waxing","seconds":"5"}', "bad_field")]:
+            send(ws, bad)
+            error = ws.receive_json()
+            assert (error["type"], error["code"]) == ("error", code)
+        ws.send_bytes(orjson.dumps({"type": "event", "name": "add_to_cart",
+                                    "props": {"name": "Skis"}}))
+        assert ws.receive_json()["rule"] == "cart"
+    text = metrics(client)
+    for code in ("not_ready", "bad_json", "unknown_type", "too_big", "bad_message", "bad_field"):
+        assert f'kind="error.{code}"}} 1' in text
+
+
+def test_a_client_that_keeps_misbehaving_is_closed(client: TestClient) -> None:
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        for _ in range(MAX_ERRORS_PER_CONNECTION):
+            send(ws, "garbage")
+            ws.receive_json()
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 1008
+    # The server is unharmed.
+    assert client.get("/healthz").json()["ok"] is True
+
+
+def test_reconnect_resumes_the_session_and_its_caps(client: TestClient) -> None:
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        send(ws, hello())
+        ws.receive_json()
+        send(ws, {"type": "event", "name": "add_to_cart", "props": {"name": "Skis"}})
+        push = ws.receive_json()
+        send(ws, {"type": "popin", "id": push["id"], "status": "clicked"})
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        send(ws, hello())
+        ws.receive_json()
+        send(ws, {"type": "event", "name": "add_to_cart", "props": {"name": "Skis"}})
+        send(ws, "barrier")
+        assert ws.receive_json()["code"] == "bad_json"
+    text = metrics(client)
+    assert 'kind="session.resumed"} 1' in text
+    assert 'kind="suppressed.cap_session"} 1' in text
+    assert client.get("/healthz").json()["sessions"] == 1
+
+
+def test_a_new_session_is_a_new_visit(client: TestClient) -> None:
+    for session in ("session-0001", "session-0002"):
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+            send(ws, hello(session))
+            ws.receive_json()
+    hub = client.app.state.hub  # type: ignore[attr-defined]
+    sessions = list(hub._sessions.values())
+    assert len(sessions) == 2
+    # Both sessions of one visitor share one profile object: neither overwrites the other.
+    assert sessions[0].profile is sessions[1].profile
+    assert sessions[0].profile.visits == 2
+    assert 'kind="visit"} 2' in metrics(client)
+
+
+def test_widget_script_and_demo_are_served(client: TestClient) -> None:
+    script = client.get("/popin.js")
+    assert script.status_code == 200
+    assert script.headers["content-type"].startswith("text/javascript")
+    assert "WebSocket" in script.text
+    page = client.get("/demo/")
+    assert page.status_code == 200
+    assert 'src="/popin.js" data-site="demo"' in page.text
+    assert client.get("/", follow_redirects=False).headers["location"] == "/demo/"

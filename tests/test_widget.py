@@ -1,0 +1,18 @@
+"""The widget build: committed, fresh, and small."""
+
+from __future__ import annotations
+
+from popin.cli import main
+from popin.widget import BUILT, SIZE_LIMIT_GZIPPED, build, size_of
+
+
+def test_built_widget_matches_its_source() -> None:
+    assert BUILT.read_text() == build(), "static/popin.min.js is stale: run 'popin widget build'"
+    assert main(["widget", "build", "--check"]) == 0
+
+
+def test_widget_size_is_printed_and_bounded() -> None:
+    size = size_of(BUILT.read_text())
+    # Shown with `pytest -s`, and recorded in the CI log by scripts/test.
+    print(f"\nwidget: {size.minified} bytes minified, {size.gzipped} bytes gzipped")
+    assert size.gzipped <= SIZE_LIMIT_GZIPPED
