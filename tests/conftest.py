@@ -10,11 +10,13 @@ import subprocess
 import threading
 import time
 from collections.abc import Coroutine, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import uvicorn
+
 from popin.app import UVICORN_OPTIONS, create_app
 from popin.config import Settings
 
@@ -29,7 +31,9 @@ T = TypeVar("T")
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
-    return asyncio.run(coroutine)
+    """Run a coroutine to the end, also from tests where Playwright holds the event loop."""
+    with ThreadPoolExecutor(max_workers=1) as worker:
+        return worker.submit(asyncio.run, coroutine).result()
 
 
 def free_port() -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from popin.events import Custom, Dwell, Hello, PageView, PopinStatus
 from popin.protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
 

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pytest
+
 from popin.cli import main
 from popin.conditions import Facts
 from popin.rules import DEFAULT_CAP_PER_SESSION, DEFAULT_QUIET_AFTER_DISMISS, load_rules

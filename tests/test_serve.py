@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import httpx2 as httpx
+
 from conftest import free_port, wait_for_port
 
 

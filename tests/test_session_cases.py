@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from popin.engine import RuleSet
 from popin.events import Hello, PopinStatus
 from popin.profile import Profile

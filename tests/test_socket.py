@@ -8,13 +8,14 @@ from typing import Any
 
 import orjson
 import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
 from conftest import run
 from popin.app import create_app
 from popin.config import Settings, Site
 from popin.protocol import MAX_ERRORS_PER_CONNECTION, MAX_MESSAGE_BYTES
 from popin.store import open_store
-from starlette.testclient import TestClient
-from starlette.websockets import WebSocketDisconnect
 
 RULES = """
 rules:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from conftest import free_port, run
 from popin.profile import Profile
 from popin.store import Store, open_store

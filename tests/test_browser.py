@@ -1,0 +1,265 @@
+"""End to end in Debian's headless Chromium: the demo shop, the widget, the server."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from conftest import ROOT, LiveServer, free_port, run
+from popin.config import Settings, Site
+from popin.profile import Profile
+from popin.store import open_store
+
+pytestmark = pytest.mark.browser
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+POPIN_CARD = "[data-popin] .card"  # Playwright's CSS pierces open shadow roots
+DESKTOP = {"width": 1280, "height": 800}
+
+
+def stored_profile(settings: Settings, visitor: str) -> Profile | None:
+    async def load() -> Profile | None:
+        store = open_store(settings.store)
+        try:
+            return await store.load_profile("demo", visitor)
+        finally:
+            await store.close()
+
+    return run(load())
+
+
+def eventually(page: Any, check: Callable[[], Any], timeout: float = 5.0) -> Any:
+    """Poll `check`, waiting through Playwright so the page's events keep arriving."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value or time.monotonic() > deadline:
+            return value
+        page.wait_for_timeout(100)
+
+
+class SocketLog:
+    """Every frame the page's widget sends, decoded."""
+
+    def __init__(self, page: Any) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.closed: list[str] = []
+        page.on("websocket", self._attach)
+
+    def _attach(self, ws: Any) -> None:
+        ws.on("framesent", lambda payload: self.sent.append(orjson.loads(payload)))
+        ws.on("close", lambda socket: self.closed.append(socket.url))
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [message for message in self.sent if message["type"] == kind]
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        yield context.new_page()
+    finally:
+        context.close()
+
+
+def test_keyword_dwell_shows_a_popin_and_the_dismissal_reaches_the_server(
+        live_server: LiveServer, live_settings: Settings, page: Any, screenshots: Path) -> None:
+    log = SocketLog(page)
+    page.goto(f"{live_server.url}/demo/skis.html")
+    # The waxing section is below the fold: time at the top of the page must not count.
+    page.wait_for_timeout(6500)
+    assert page.locator("[data-popin]").count() == 0
+    assert log.of_type("dwell") == []
+    heading = page.locator("#waxing h2")
+    heading.scroll_into_view_if_needed()
+    before = heading.bounding_box()
+    card = page.locator(POPIN_CARD)
+    card.wait_for(timeout=15000)
+    page.wait_for_timeout(400)  # let the entrance animation finish for the screenshot
+    page.screenshot(path=screenshots / "demo-keyword-popin.png")
+
+    assert log.of_type("dwell") == [{"type": "dwell", "keyword": "waxing", "seconds": 5}]
+    assert "Waxing made simple" in card.inner_text()
+    in_shadow = page.evaluate(
+        "() => !!document.querySelector('[data-popin]').shadowRoot.querySelector('.card')")
+    assert in_shadow
+    # A corner card, not centred over the content, and nothing on the page moved.
+    box = card.bounding_box()
+    assert box["x"] + box["width"] >= DESKTOP["width"] - 40
+    assert box["y"] + box["height"] >= DESKTOP["height"] - 40
+    assert box["x"] > DESKTOP["width"] / 2
+    assert heading.bounding_box() == before
+
+    page.locator("[data-popin] .close").click()
+    assert page.locator("[data-popin]").count() == 0
+    visitor = page.evaluate("localStorage.getItem('popin_v')")
+    dismissed = eventually(page, lambda: (p := stored_profile(live_settings, visitor)) and
+                           p.popins.get("waxing-help") and p.popins["waxing-help"].dismissed)
+    assert dismissed, "the dismissal did not reach the server's store"
+    statuses = [message["status"] for message in log.of_type("popin")]
+    assert statuses == ["shown", "dismissed"]
+
+
+def test_clicking_the_call_to_action_is_reported_before_navigating(
+        live_server: LiveServer, live_settings: Settings, page: Any) -> None:
+    page.goto(f"{live_server.url}/demo/skis.html")
+    page.locator("button", has_text="Add to cart").click()
+    cta = page.locator("[data-popin] .cta")
+    cta.wait_for(timeout=10000)
+    cta.click()
+    page.wait_for_url("**/demo/poles.html")
+    visitor = page.evaluate("localStorage.getItem('popin_v')")
+    clicked = eventually(page, lambda: (p := stored_profile(live_settings, visitor)) and
+                         p.popins.get("skis-cross-sell") and p.popins["skis-cross-sell"].clicked)
+    assert clicked, "the click was lost with the page"
+
+
+def test_on_a_phone_the_card_fits_the_screen(
+        live_server: LiveServer, browser: Any, screenshots: Path) -> None:
+    phone = {"width": 390, "height": 844}
+    context = browser.new_context(
+        viewport=phone, is_mobile=True, has_touch=True,
+        user_agent="Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 "
+                   "(KHTML, like Gecko) Version/17.0 Mobile/15E148 Safari/604.1")
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server.url}/demo/skis.html")
+        page.locator("button", has_text="Add to cart").click()
+        card = page.locator(POPIN_CARD)
+        card.wait_for(timeout=10000)
+        page.wait_for_timeout(400)
+        page.screenshot(path=screenshots / "demo-phone-popin.png")
+        box = card.bounding_box()
+        assert box["x"] >= 0 and box["x"] + box["width"] <= phone["width"]
+        assert box["y"] + box["height"] <= phone["height"]
+    finally:
+        context.close()
+
+
+class FixtureSite:
+    """Serves tests/fixtures from another origin, as a customer's site would."""
+
+    def __init__(self, popin_url: str) -> None:
+        self.port = free_port()
+        handler = partial(_FixtureHandler, popin_url, directory=str(FIXTURES))
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+class _FixtureHandler(SimpleHTTPRequestHandler):
+    def __init__(self, popin_url: str, *args: Any, **kwargs: Any) -> None:
+        self.popin_url = popin_url
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        # SPA routes serve the app shell, as a real SPA host does.
+        name = "spa.html" if self.path.startswith("/app/") else self.path.lstrip("/")
+        path = FIXTURES / name
+        if not path.is_file():
+            self.send_error(404)
+            return
+        body = path.read_text().replace("__POPIN__", self.popin_url).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fixture_site(tmp_path: Path) -> Iterator[tuple[FixtureSite, LiveServer]]:
+    port = free_port()
+    site = FixtureSite(f"http://127.0.0.1:{port}")
+    settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=FIXTURES / "rules",
+                        sites={"fixture": Site("fixture", origins=(site.url,)),
+                               "demo": Site("demo")})
+    server = LiveServer(settings, port).start()
+    try:
+        yield site, server
+    finally:
+        server.stop()
+        site.close()
+
+
+def test_queued_calls_spa_routes_and_one_global(
+        fixture_site: tuple[FixtureSite, LiveServer], page: Any) -> None:
+    site, _server = fixture_site
+    page.goto(f"{site.url}/bare.html")
+    bare_globals = set(page.evaluate("Object.keys(window)"))
+    log = SocketLog(page)
+    page.goto(f"{site.url}/spa.html")
+    # popin('track', ...) called before the script loaded arrives through the queue stub.
+    page.locator(POPIN_CARD, has_text="Queued call arrived").wait_for(timeout=10000)
+    page.locator("[data-popin] .close").click()
+    added = set(page.evaluate("Object.keys(window)")) - bare_globals
+    assert added == {"popin"}
+    page.locator("#to-settings").click()
+    page.locator(POPIN_CARD, has_text="Settings help").wait_for(timeout=10000)
+    page.locator("#to-home").click()
+    page.go_back()
+    urls = [message["url"] for message in log.of_type("pageview")]
+    assert urls == [f"{site.url}/spa.html", f"{site.url}/app/settings",
+                    f"{site.url}/app/home", f"{site.url}/app/settings"][:len(urls)]
+    eventually(page, lambda: len(log.of_type("pageview")) == 4)
+    assert len(log.of_type("pageview")) == 4
+    assert len(log.of_type("hello")) == 1
+
+
+def test_reconnects_after_a_server_restart_as_the_same_visitor_and_session(
+        fixture_site: tuple[FixtureSite, LiveServer], page: Any) -> None:
+    site, server = fixture_site
+    log = SocketLog(page)
+    page.goto(f"{site.url}/app/home")
+    assert eventually(page, lambda: log.of_type("hello"))
+    server.stop()
+    server.start()
+    assert eventually(page, lambda: len(log.of_type("hello")) >= 2, timeout=15)
+    first, second = log.of_type("hello")[:2]
+    assert (first["visitor"], first["session"]) == (second["visitor"], second["session"])
+    # The page's route did not change, so no second pageview.
+    assert len(log.of_type("pageview")) == 1
+
+
+def test_a_foreign_origin_is_refused_and_the_widget_gives_up_quietly(
+        fixture_site: tuple[FixtureSite, LiveServer], page: Any) -> None:
+    site, server = fixture_site
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.goto(f"{site.url}/foreign.html")
+    counted = eventually(page, lambda: 'refused.origin"}' in _metrics(server))
+    assert counted
+    page.wait_for_timeout(500)
+    assert page.locator("[data-popin]").count() == 0
+    assert errors == []
+
+
+def _metrics(server: LiveServer) -> str:
+    import httpx2
+
+    return httpx2.get(f"{server.url}/metrics").text
+
+
+def test_demo_pages_all_carry_the_tag() -> None:
+    for page in (ROOT / "static" / "demo").glob("*.html"):
+        assert '<script async src="/popin.js" data-site="demo"></script>' in page.read_text()

@@ -1,0 +1,56 @@
+"""The README's examples and claims, kept honest."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from conftest import ROOT
+from popin.cli import parser
+from popin.config import load_settings
+from popin.rules import parse_document
+from popin.widget import BUILT, size_of
+from popin.yamlsource import load
+
+README = (ROOT / "README.md").read_text()
+
+
+def blocks(language: str) -> list[str]:
+    return re.findall(rf"```{language}\n(.*?)```", README, re.DOTALL)
+
+
+def test_rule_example_is_valid() -> None:
+    (example,) = blocks("yaml")
+    rules = parse_document(load(example, "README.md"), "README.md")
+    assert [rule.id for rule in rules] == ["waxing-help"]
+
+
+def test_config_example_loads(tmp_path: Path) -> None:
+    (example,) = blocks("toml")
+    path = tmp_path / "popin.toml"
+    path.write_text(example)
+    settings = load_settings(path)
+    assert settings.sites["nordic-trail"].origins == ("https://www.nordic-trail.example",)
+
+
+def test_the_two_commands_and_ci_agree() -> None:
+    commands = [block.strip() for block in blocks("sh")]
+    assert "bash scripts/serve" in commands and "bash scripts/test" in commands
+    assert "exec bash scripts/test" in (ROOT / ".ci" / "run").read_text()
+    assert "popin serve" in (ROOT / "scripts" / "serve").read_text()
+
+
+def test_every_documented_command_exists() -> None:
+    documented = set(re.findall(r"^\| `popin ([a-z]+(?: [a-z]+)?)", README, re.MULTILINE))
+    assert documented == {"serve", "rules check", "widget build"}
+    for command in documented:
+        args = command.split()
+        if args[0] == "rules":
+            args.append("rules")
+        parser().parse_args(args)  # raises SystemExit on an unknown command
+
+
+def test_documented_widget_size_is_true() -> None:
+    claimed = re.search(r"weighs about (\d+) KB gzipped", README)
+    assert claimed
+    assert round(size_of(BUILT.read_text()).gzipped / 1024) == int(claimed[1])
