@@ -142,3 +142,13 @@ def screenshots(request: pytest.FixtureRequest) -> Path:
     folder = OUTPUT / "screenshots"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Print the widget's size on every run, so each change's effect on it is visible."""
+    from popin.widget import BUILT, SIZE_LIMIT_GZIPPED, size_of
+
+    size = size_of(BUILT.read_text())
+    terminalreporter.write_line(
+        f"widget static/popin.min.js: {size.minified} bytes minified, {size.gzipped} bytes "
+        f"gzipped (limit {SIZE_LIMIT_GZIPPED})")
