@@ -5,19 +5,28 @@ An optional `popin.toml`:
     store = "sqlite:///popin.db"
     rules = "rules"
 
+    geoip = "GeoLite2-City.mmdb"                 # optional: country/region/city conditions
+
     [[sites]]
     key = "demo"
     name = "Demo shop"
     origins = ["self", "https://shop.example"]   # "self": the page is served by popin
+    timezone = "Europe/Paris"
+    fatigue = {per_session = 2, per_day = 3}     # pop-ins per visitor, all rules together
+    [sites.business_hours]
+    mon = "09:00-12:00, 14:00-18:00"
+    sat = "10:00-16:00"
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 # Where this checkout keeps what the server serves and the shipped playbook.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -29,11 +38,23 @@ class ConfigError(Exception):
     pass
 
 
+WEEKDAY_KEYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_SPAN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
+# minutes since midnight, [start, end)
+Spans = tuple[tuple[int, int], ...]
+DEMO_HOURS: dict[str, Spans] = {day: ((9 * 60, 19 * 60),) for day in WEEKDAY_KEYS[:6]}
+
+
 @dataclass(frozen=True, slots=True)
 class Site:
     key: str
     name: str = ""
     origins: tuple[str, ...] = ("self",)
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Paris"))
+    business_hours: dict[str, Spans] = field(default_factory=lambda: dict(DEMO_HOURS))
+    # The visitor's budget across all rules; functional and transactional messages are exempt.
+    fatigue_per_session: int = 2
+    fatigue_per_day: int = 3
 
     def allows(self, origin: str | None, host: str | None) -> bool:
         """Is a WebSocket from a page at `origin` welcome? Browsers always send Origin."""
@@ -55,6 +76,7 @@ class Settings:
     rules: Path = DEFAULT_RULES
     static: Path = STATIC_DIR
     sites: dict[str, Site] = field(default_factory=lambda: {"demo": Site("demo", "Demo shop")})
+    geoip: Path | None = None
 
 
 def load_settings(path: Path | None) -> Settings:
@@ -65,21 +87,55 @@ def load_settings(path: Path | None) -> Settings:
         raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from None
-    unknown = set(raw) - {"store", "rules", "sites"}
+    unknown = set(raw) - {"store", "rules", "sites", "geoip"}
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
     if "store" in raw:
         settings.store = str(raw["store"])
     if "rules" in raw:
         settings.rules = (path.parent / str(raw["rules"])).resolve()
+    if "geoip" in raw:
+        settings.geoip = (path.parent / str(raw["geoip"])).resolve()
     if "sites" in raw:
         settings.sites = {}
         for entry in raw["sites"]:
-            if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
-                raise ConfigError(f"{path}: each [[sites]] needs a 'key'")
-            origins = entry.get("origins", ["self"])
-            if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
-                raise ConfigError(f"{path}: site {entry['key']!r}: 'origins' must be a list")
-            settings.sites[entry["key"]] = Site(entry["key"], str(entry.get("name", "")),
-                                                tuple(origins))
+            site = _site(entry, path)
+            settings.sites[site.key] = site
     return settings
+
+
+def _site(entry: Any, path: Path) -> Site:
+    if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
+        raise ConfigError(f"{path}: each [[sites]] needs a 'key'")
+    where = f"{path}: site {entry['key']!r}"
+    unknown = set(entry) - {"key", "name", "origins", "timezone", "business_hours", "fatigue"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    origins = entry.get("origins", ["self"])
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise ConfigError(f"{where}: 'origins' must be a list of text")
+    try:
+        zone = ZoneInfo(str(entry.get("timezone", "Europe/Paris")))
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}: unknown time zone {entry.get('timezone')!r}") from None
+    hours = DEMO_HOURS
+    if "business_hours" in entry:
+        hours = {day: _spans(text, f"{where}: business_hours.{day}")
+                 for day, text in entry["business_hours"].items()}
+        for day in hours:
+            if day not in WEEKDAY_KEYS:
+                raise ConfigError(f"{where}: business_hours: unknown day {day!r}")
+    fatigue = entry.get("fatigue", {})
+    return Site(entry["key"], str(entry.get("name", "")), tuple(origins), zone, hours,
+                int(fatigue.get("per_session", 2)), int(fatigue.get("per_day", 3)))
+
+
+def _spans(text: Any, where: str) -> Spans:
+    spans = []
+    for part in str(text).split(","):
+        match = _SPAN.match(part)
+        if match is None:
+            raise ConfigError(f"{where}: {part.strip()!r} is not a span like 09:00-18:00")
+        h1, m1, h2, m2 = (int(group) for group in match.groups())
+        spans.append((h1 * 60 + m1, h2 * 60 + m2))
+    return tuple(spans)

@@ -5,6 +5,7 @@ Decoding lives in `protocol`, behaviour in `session`, persistence in `hub`.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
@@ -40,13 +41,29 @@ async def widget_socket(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     user_agent = websocket.headers.get("user-agent", "")
+    client_ip = websocket.client.host if websocket.client else None
     session: Session | None = None
     errors = 0
+    rules_version = hub.rules_version
     try:
         while True:
-            frame = await websocket.receive()
+            deadline = session.next_deadline() if session is not None else None
+            if deadline is None:
+                frame = await websocket.receive()
+            else:
+                try:
+                    frame = await asyncio.wait_for(websocket.receive(),
+                                                   max(0.0, deadline - hub.clock()))
+                except TimeoutError:
+                    assert session is not None
+                    await _deliver(websocket, hub, session, session.tick(hub.rules, hub.clock()))
+                    continue
             if frame["type"] == "websocket.disconnect":
                 return
+            if session is not None and rules_version != hub.rules_version:
+                # The rules were reloaded: the widget may need to watch other things.
+                rules_version = hub.rules_version
+                await websocket.send_text(encode(hub.rules.widget_config))
             data = frame.get("text")
             if data is None:
                 data = frame.get("bytes") or b""
@@ -55,7 +72,7 @@ async def widget_socket(websocket: WebSocket) -> None:
                 if session is None:
                     if not isinstance(message, Hello):
                         raise ProtocolError("not_ready", "the first message must be 'hello'")
-                    session = await hub.open(site, message, user_agent)
+                    session = await hub.open(site, message, user_agent, client_ip)
                     result = session.begin(message, hub.rules, hub.clock())
                 elif isinstance(message, Hello):
                     raise ProtocolError("bad_message", "'hello' was already received", "type")

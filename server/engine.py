@@ -7,77 +7,140 @@ path), so a rule that cannot match an event costs nothing when that event arrive
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
-from .events import Custom, Dwell, Event, PageView
-from .rules import Rule
-from .triggers import DwellTrigger, PageviewTrigger, first_segment
+from .events import Custom, Dwell, Event, ExitIntent, Idle, PageView, Scroll, TabReturn, Timer
+from .rules import CatalogItem, Rule
+from .triggers import (
+    AfterTrigger,
+    BirthdayTrigger,
+    DwellTrigger,
+    EventTrigger,
+    ExitIntentTrigger,
+    IdleTrigger,
+    Keywords,
+    PageviewTrigger,
+    ScrollTrigger,
+    SearchTrigger,
+    TabReturnTrigger,
+    TimeOnPageTrigger,
+    VisitTrigger,
+    first_segment,
+)
 
 
-def _by_priority(rules: Iterable[Rule]) -> list[Rule]:
-    ordered = list(rules)
+def by_priority(rules: Iterable[Rule]) -> list[Rule]:
     # Stable: among equal priorities, file order decides.
-    ordered.sort(key=lambda rule: -rule.priority)
-    return ordered
+    return sorted(rules, key=lambda rule: -rule.priority)
+
+
+def _threshold(rule: Rule) -> float:
+    trigger = rule.trigger
+    if isinstance(trigger, DwellTrigger | IdleTrigger | TabReturnTrigger):
+        return trigger.seconds
+    if isinstance(trigger, ScrollTrigger):
+        return trigger.percent
+    return 0.0
+
+
+def _crossed(rules: list[Rule], previous: float, reached: float) -> list[Rule]:
+    """Rules (sorted by threshold) whose threshold lies in (previous, reached]."""
+    return by_priority(rule for rule in rules if previous < _threshold(rule) <= reached)
 
 
 class RuleSet:
-    __slots__ = ("_dwell", "_events", "_exact_paths", "_path_segments", "_paths_elsewhere",
-                 "keywords", "rules")
-
-    def __init__(self, rules: Iterable[Rule] = ()) -> None:
+    def __init__(self, rules: Iterable[Rule] = (), keywords: Keywords | None = None,
+                 catalog: Mapping[str, CatalogItem] | None = None) -> None:
         self.rules: tuple[Rule, ...] = tuple(rules)
+        self.keywords = dict(keywords or {})
+        self.catalog = dict(catalog or {})
+        self.by_id = {rule.id: rule for rule in self.rules}
+        kinds: defaultdict[type, list[Rule]] = defaultdict(list)
+        for rule in self.rules:
+            kinds[type(rule.trigger)].append(rule)
         exact: defaultdict[str, list[Rule]] = defaultdict(list)
         segments: defaultdict[str, list[Rule]] = defaultdict(list)
-        elsewhere: list[Rule] = []
-        dwell: defaultdict[str, list[Rule]] = defaultdict(list)
-        events: defaultdict[str, list[Rule]] = defaultdict(list)
-        for rule in self.rules:
-            trigger = rule.trigger
-            if isinstance(trigger, PageviewTrigger):
-                if trigger.literal is not None:
-                    exact[trigger.literal].append(rule)
-                elif trigger.first_segment is not None:
-                    segments[trigger.first_segment].append(rule)
-                else:
-                    elsewhere.append(rule)
-            elif isinstance(trigger, DwellTrigger):
-                dwell[trigger.keyword].append(rule)
+        self._paths_elsewhere: list[Rule] = []
+        for rule in kinds[PageviewTrigger]:
+            assert isinstance(rule.trigger, PageviewTrigger)
+            if rule.trigger.literal is not None:
+                exact[rule.trigger.literal].append(rule)
+            elif rule.trigger.first_segment is not None:
+                segments[rule.trigger.first_segment].append(rule)
             else:
-                events[trigger.name].append(rule)
-        self._exact_paths = {path: _by_priority(found) for path, found in exact.items()}
+                self._paths_elsewhere.append(rule)
+        self._exact_paths = {path: by_priority(found) for path, found in exact.items()}
         self._path_segments = dict(segments)
-        self._paths_elsewhere = elsewhere
-        self._dwell = {
-            keyword: sorted(found, key=_dwell_seconds) for keyword, found in dwell.items()
+        self._dwell = self._grouped(kinds[DwellTrigger],
+                                    lambda t: t.watch if isinstance(t, DwellTrigger) else "")
+        self._events = self._grouped(kinds[EventTrigger],
+                                     lambda t: t.name if isinstance(t, EventTrigger) else "")
+        self.after_start = self._grouped(
+            kinds[AfterTrigger], lambda t: t.event if isinstance(t, AfterTrigger) else "")
+        cancel: defaultdict[str, list[Rule]] = defaultdict(list)
+        for rule in kinds[AfterTrigger]:
+            assert isinstance(rule.trigger, AfterTrigger)
+            for name in rule.trigger.without:
+                cancel[name].append(rule)
+        self.after_cancel = dict(cancel)
+        self._scroll = sorted(kinds[ScrollTrigger], key=_threshold)
+        self._idle = sorted(kinds[IdleTrigger], key=_threshold)
+        self._tab = sorted(kinds[TabReturnTrigger], key=_threshold)
+        self._exit = by_priority(kinds[ExitIntentTrigger])
+        self.search = by_priority(kinds[SearchTrigger])
+        self.visit = by_priority([*kinds[VisitTrigger], *kinds[BirthdayTrigger]])
+        self.time_on_page = kinds[TimeOnPageTrigger]
+        self.widget_config = self._widget_config()
+        self._dispatch: dict[type, Callable[[Any, float], list[Rule]]] = {
+            PageView: lambda event, _previous: self._pageview(event.path),
+            Dwell: lambda event, previous: _crossed(self._dwell.get(event.keyword, []),
+                                                    previous, event.seconds),
+            Scroll: lambda event, previous: _crossed(self._scroll, previous, event.percent),
+            Idle: lambda event, previous: _crossed(self._idle, previous, event.seconds),
+            TabReturn: lambda event, _previous: _crossed(self._tab, 0, event.seconds),
+            ExitIntent: lambda _event, _previous: self._exit,
+            Custom: lambda event, _previous: [
+                rule for rule in self._events.get(event.name, ())
+                if isinstance(rule.trigger, EventTrigger) and rule.trigger.matches(event.props)],
+            Timer: lambda event, _previous: ([self.by_id[event.rule]]
+                                             if event.rule in self.by_id else []),
         }
-        self._events = {name: _by_priority(found) for name, found in events.items()}
-        # What the widget must watch: each keyword with the dwell thresholds to report.
-        self.keywords: dict[str, list[float]] = {
-            keyword: sorted({_dwell_seconds(rule) for rule in found})
-            for keyword, found in self._dwell.items()
-        }
+
+    @staticmethod
+    def _grouped(rules: list[Rule], key: Callable[[Any], str]) -> dict[str, list[Rule]]:
+        groups: defaultdict[str, list[Rule]] = defaultdict(list)
+        for rule in rules:
+            groups[key(rule.trigger)].append(rule)
+        return {name: sorted(found, key=lambda rule: (_threshold(rule), -rule.priority))
+                for name, found in groups.items()}
+
+    def _widget_config(self) -> dict[str, Any]:
+        """What the widget must measure for these rules, and nothing more."""
+        watch = []
+        for name, rules in self._dwell.items():
+            trigger = rules[0].trigger
+            assert isinstance(trigger, DwellTrigger)
+            watch.append({"name": name, "words": list(trigger.words),
+                          "selector": trigger.selector,
+                          "seconds": sorted({_threshold(rule) for rule in rules})})
+        return {"type": "config", "watch": watch,
+                "scroll": sorted({int(_threshold(rule)) for rule in self._scroll}),
+                "idle": sorted({_threshold(rule) for rule in self._idle}),
+                "tab": min((_threshold(rule) for rule in self._tab), default=0),
+                "exit": bool(self._exit)}
 
     def __len__(self) -> int:
         return len(self.rules)
 
-    def candidates(self, event: Event, previous_seconds: float = 0.0) -> list[Rule]:
+    def candidates(self, event: Event, previous: float = 0.0) -> list[Rule]:
         """Rules whose trigger this event satisfies, highest priority first.
 
-        For dwell, `previous_seconds` is what this keyword had reached on the page
-        before, so each threshold fires once when it is crossed.
+        For measured events (dwell, scroll, idle), `previous` is what was reached
+        before, so each threshold fires once, when it is crossed.
         """
-        if isinstance(event, PageView):
-            return self._pageview(event.path)
-        if isinstance(event, Dwell):
-            found = self._dwell.get(event.keyword)
-            if not found:
-                return []
-            return _by_priority(rule for rule in found
-                                if previous_seconds < _dwell_seconds(rule) <= event.seconds)
-        if isinstance(event, Custom):
-            return self._events.get(event.name, [])
-        return []
+        dispatch = self._dispatch.get(type(event))
+        return dispatch(event, previous) if dispatch else []
 
     def _pageview(self, path: str) -> list[Rule]:
         exact = self._exact_paths.get(path, [])
@@ -86,13 +149,4 @@ class RuleSet:
             return exact
         matched = [rule for rule in (*by_segment, *self._paths_elsewhere)
                    if isinstance(rule.trigger, PageviewTrigger) and rule.trigger.regex.match(path)]
-        if not matched:
-            return exact
-        return _by_priority([*exact, *matched])
-
-
-def _dwell_seconds(rule: Rule) -> float:
-    trigger = rule.trigger
-    return trigger.seconds if isinstance(trigger, DwellTrigger) else 0.0
-
-
+        return by_priority([*exact, *matched]) if matched else exact

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 # A pop-in's life as the widget reports it.
-PopinStatusName = Literal["shown", "clicked", "dismissed"]
-POPIN_STATUSES: tuple[PopinStatusName, ...] = ("shown", "clicked", "dismissed")
+# "failed": the widget could not show it (an inline slot missing from the page).
+PopinStatusName = Literal["shown", "clicked", "dismissed", "failed"]
+POPIN_STATUSES: tuple[PopinStatusName, ...] = ("shown", "clicked", "dismissed", "failed")
 
 Scalar = str | int | float | bool | None
 
@@ -25,6 +26,8 @@ class Hello:
     referrer: str = ""
     language: str = ""
     timezone: str = ""
+    # The browser's Global Privacy Control signal (navigator.globalPrivacyControl).
+    gpc: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,5 +59,51 @@ class PopinStatus:
     status: PopinStatusName
 
 
-Event = PageView | Dwell | Custom | PopinStatus
+@dataclass(frozen=True, slots=True)
+class Scroll:
+    """The page was scrolled past `percent` of its height."""
+
+    percent: int
+
+
+@dataclass(frozen=True, slots=True)
+class Idle:
+    """No interaction at all (pointer, keys, scroll, touch) for `seconds`."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExitIntent:
+    """Pointer leaving toward the browser chrome (desktop), or a fast scroll up (mobile)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TabReturn:
+    """The tab came back into view after being hidden for `seconds`."""
+
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Typing:
+    """The visitor started (True) or stopped (False) typing in a form field."""
+
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Consent:
+    granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Timer:
+    """An in-session timer came due; never sent by the widget."""
+
+    rule: str
+
+
+Event = (PageView | Dwell | Custom | PopinStatus | Scroll | Idle | ExitIntent | TabReturn
+         | Typing | Consent | Timer)
 ClientMessage = Hello | Event

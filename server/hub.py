@@ -6,17 +6,21 @@ blip, next page of the same visit) resumes the same session and its caps.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable
 
+from .agent import Geo, agent_of
 from .config import Site
-from .device import device_type
 from .engine import RuleSet
 from .events import Hello
+from .facts import Facts, landing_facts
 from .profile import Profile
 from .session import Result, Session
 from .store import Store
+
+log = logging.getLogger("popin.hub")
 
 # A session idle this long is over: the widget starts a new one after 30 minutes too.
 SESSION_IDLE_SECONDS = 30 * 60
@@ -26,11 +30,14 @@ SessionKey = tuple[str, str, str]
 
 class Hub:
     def __init__(self, store: Store, rules: RuleSet, sites: dict[str, Site],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, geo: Geo | None = None) -> None:
         self.store = store
-        self.rules = rules
+        self._rules = rules
+        # Bumped on every reload, so each socket sends its widget the new config once.
+        self.rules_version = 0
         self.sites = sites
         self.clock = clock
+        self.geo = geo
         self.counts: Counter[str] = Counter()
         self._sessions: dict[SessionKey, Session] = {}
         # Sessions with no socket, and since when; swept after SESSION_IDLE_SECONDS.
@@ -41,10 +48,21 @@ class Hub:
         self._profile_sessions: Counter[tuple[str, str]] = Counter()
 
     @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: RuleSet) -> None:
+        self._rules = rules
+        self.rules_version += 1
+
+    @property
     def live_sessions(self) -> int:
         return len(self._sessions)
 
-    async def open(self, site: Site, hello: Hello, user_agent: str) -> Session:
+    async def open(self, site: Site, hello: Hello, user_agent: str,
+                   client_ip: str | None = None) -> Session:
+        """Find or start the session; `client_ip` is used for geo here and never kept."""
         key = (site.key, hello.visitor, hello.session)
         session = self._sessions.get(key)
         if session is None:
@@ -56,8 +74,12 @@ class Hub:
             session = self._sessions.get(key)
         if session is None:
             self._profile_sessions[visitor_key] += 1
-            session = Session(site.key, hello.session, self._profiles[visitor_key],
-                              device_type(user_agent))
+            profile = self._profiles[visitor_key]
+            utm, referrer = landing_facts(hello.url, hello.referrer)
+            facts = Facts(profile, site, agent_of(user_agent),
+                          self.geo.locate(client_ip) if self.geo else Facts(profile).place,
+                          hello.language, utm, referrer, gpc=hello.gpc, now=self.clock())
+            session = Session(site.key, hello.session, profile, facts)
             self._sessions[key] = session
             self.counts["session.new"] += 1
         else:
@@ -68,6 +90,10 @@ class Hub:
 
     async def settle(self, session: Session, result: Result) -> None:
         self.counts.update(result.counts)
+        for call in result.effects:
+            # Delivery (signed, queued, retried) is the webhook queue's job; see issue 4.
+            self.counts["webhook.requested"] += 1
+            log.info("webhook requested by rule %s to %s", call.rule, call.url)
         if result.profile_changed:
             await self.store.save_profile(session.site, session.profile)
 

@@ -11,15 +11,31 @@ import orjson
 MAX_SHOWN_KEPT = 20
 
 
+# Enough for a daily fatigue budget.
+MAX_EXPOSURES_KEPT = 50
+
+
 @dataclass(slots=True)
 class RuleHistory:
     shown: list[float] = field(default_factory=list)
     clicked: float | None = None
     dismissed: float | None = None
+    # Kept out by the rule's holdout: "would have been shown" (stable per visitor).
+    held_out: float | None = None
 
     def record_shown(self, now: float) -> None:
         self.shown.append(now)
         del self.shown[:-MAX_SHOWN_KEPT]
+
+    def shown_since(self, since: float) -> int:
+        return sum(1 for moment in self.shown if moment >= since)
+
+
+@dataclass(slots=True)
+class CartLine:
+    name: str = ""
+    price: float = 0.0
+    quantity: int = 1
 
 
 @dataclass(slots=True)
@@ -33,12 +49,25 @@ class Profile:
     last_session: str = ""
     interests: dict[str, float] = field(default_factory=dict)
     popins: dict[str, RuleHistory] = field(default_factory=dict)
+    # Every pop-in shown, any rule: the visitor's fatigue budget.
+    exposures: list[float] = field(default_factory=list)
+    first_name: str = ""
+    # "YYYY-MM-DD" or "MM-DD", once known and verified by the site.
+    birthday: str = ""
+    # sku -> line; kept across visits so an abandoned cart can be recalled next time.
+    cart: dict[str, CartLine] = field(default_factory=dict)
+    # audience name -> membership end (epoch seconds)
+    audiences: dict[str, float] = field(default_factory=dict)
 
     def history(self, rule_id: str) -> RuleHistory:
         found = self.popins.get(rule_id)
         if found is None:
             found = self.popins[rule_id] = RuleHistory()
         return found
+
+    def record_exposure(self, now: float) -> None:
+        self.exposures.append(now)
+        del self.exposures[:-MAX_EXPOSURES_KEPT]
 
     def start_visit(self, session_id: str, now: float) -> bool:
         """Count a new visit when this session id is new; return whether it was."""
@@ -60,5 +89,6 @@ class Profile:
     def from_json(cls, data: bytes | str) -> Profile:
         raw: dict[str, Any] = orjson.loads(data)
         popins = {k: RuleHistory(**v) for k, v in raw.pop("popins", {}).items()}
-        return cls(**raw, popins=popins)
+        cart = {k: CartLine(**v) for k, v in raw.pop("cart", {}).items()}
+        return cls(**raw, popins=popins, cart=cart)
 

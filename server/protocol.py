@@ -1,6 +1,7 @@
 """The widget's wire format: JSON text frames, decoded and checked here, without I/O.
 
-Client to server: {"type": "hello"|"pageview"|"dwell"|"event"|"popin", ...}
+Client to server: {"type": "hello"|"pageview"|"dwell"|"scroll"|"idle"|"exit"|"tab"|"typing"|
+                   "consent"|"event"|"popin", ...}
 Server to client: {"type": "config"|"show"|"error", ...}
 
 Anything malformed raises `ProtocolError`, which becomes an error frame; the
@@ -20,12 +21,18 @@ import orjson
 from .events import (
     POPIN_STATUSES,
     ClientMessage,
+    Consent,
     Custom,
     Dwell,
+    ExitIntent,
     Hello,
+    Idle,
     PageView,
     PopinStatus,
     Scalar,
+    Scroll,
+    TabReturn,
+    Typing,
 )
 
 MAX_MESSAGE_BYTES = 4096
@@ -113,7 +120,24 @@ def _hello(message: dict[str, Any]) -> Hello:
         referrer=_text(message, "referrer", MAX_URL, required=False),
         language=_text(message, "language", 35, required=False),
         timezone=_text(message, "timezone", 64, required=False),
+        gpc=_flag(message, "gpc", required=False),
     )
+
+
+def _flag(message: dict[str, Any], field: str, required: bool = True) -> bool:
+    value = message.get(field, None if required else False)
+    if not isinstance(value, bool):
+        raise ProtocolError("bad_field", f"{field!r} must be true or false", field)
+    return value
+
+
+def _seconds(message: dict[str, Any], field: str = "seconds", limit: float = 86400) -> float:
+    value = message.get(field)
+    if (isinstance(value, bool) or not isinstance(value, int | float)
+            or not math.isfinite(value) or not 0 < value <= limit):
+        raise ProtocolError("bad_field", f"{field!r} must be a number, 0 < n <= {limit:g}",
+                            field)
+    return float(value)
 
 
 def _pageview(message: dict[str, Any]) -> PageView:
@@ -122,13 +146,10 @@ def _pageview(message: dict[str, Any]) -> PageView:
 
 
 def _dwell(message: dict[str, Any]) -> Dwell:
-    keyword = _text(message, "keyword", 64).strip().lower()
-    seconds = message.get("seconds")
-    if (isinstance(seconds, bool) or not isinstance(seconds, int | float)
-            or not math.isfinite(seconds) or not 0 < seconds <= 86400):
-        raise ProtocolError("bad_field", "'seconds' must be a number of seconds, 0 < s <= 86400",
-                            "seconds")
-    return Dwell(keyword=keyword, seconds=float(seconds))
+    watch = _text(message, "keyword", 200).strip()
+    # The name part is case-insensitive; a CSS selector after '@' is not.
+    name, at, selector = watch.partition("@")
+    return Dwell(keyword=name.lower() + at + selector, seconds=_seconds(message))
 
 
 def _event(message: dict[str, Any]) -> Custom:
@@ -173,6 +194,12 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     "hello": _hello,
     "pageview": _pageview,
     "dwell": _dwell,
+    "scroll": lambda message: Scroll(int(_seconds(message, "percent", 100))),
+    "idle": lambda message: Idle(_seconds(message)),
+    "exit": lambda _message: ExitIntent(),
+    "tab": lambda message: TabReturn(_seconds(message)),
+    "typing": lambda message: Typing(_flag(message, "active")),
+    "consent": lambda message: Consent(_flag(message, "granted")),
     "event": _event,
     "popin": _popin,
 }

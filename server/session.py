@@ -1,24 +1,58 @@
 """One visitor's live session: events in, pop-ins and effects out, no I/O.
 
-The WebSocket endpoint feeds decoded events to `Session.handle` and sends what comes
-back; the hub persists the profile when the result says it changed. Everything here
-is plain synchronous code, so tests drive it directly.
+The WebSocket endpoint feeds decoded events to `Session.handle`, calls `Session.tick`
+when `next_deadline()` comes, and sends what comes back; the hub persists the profile
+when the result says it changed. Everything here is plain synchronous code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
-from .conditions import Facts
-from .engine import RuleSet
-from .events import Custom, Dwell, Event, Hello, PageView, PopinStatus
-from .profile import Profile
-from .rules import Rule
+from .context import template_context
+from .engine import RuleSet, by_priority
+from .events import (
+    Consent,
+    Custom,
+    Dwell,
+    Event,
+    ExitIntent,
+    Hello,
+    Idle,
+    PageView,
+    PopinStatus,
+    Scroll,
+    TabReturn,
+    Timer,
+    Typing,
+)
+from .facts import Facts
+from .profile import CartLine, Profile
+from .rules import BUDGET_EXEMPT, Rule
 from .templates import RenderError
+from .triggers import (
+    AfterTrigger,
+    BirthdayTrigger,
+    PageviewTrigger,
+    SearchTrigger,
+    TimeOnPageTrigger,
+    VisitTrigger,
+)
 
 # Pushes remembered for status reports; older ones are long gone from the screen.
 MAX_PUSHES_TRACKED = 32
+SEARCH_PARAMETERS = ("q", "s", "search", "query", "keywords")
+DAY = 86400.0
+
+
+@dataclass(slots=True)
+class WebhookCall:
+    rule: str
+    url: str
+    payload: dict[str, Any]
 
 
 @dataclass(slots=True)
@@ -26,51 +60,132 @@ class Result:
     """What handling one message produced."""
 
     messages: list[dict[str, Any]] = field(default_factory=list)
+    effects: list[WebhookCall] = field(default_factory=list)
     profile_changed: bool = False
     # Names of things worth counting (pop-ins shown, suppressed and why, errors).
     counts: list[str] = field(default_factory=list)
+    # (rule id, outcome) for every candidate rule: what `popin rules explain` prints.
+    trace: list[tuple[str, str]] = field(default_factory=list)
 
 
 class Session:
-    __slots__ = ("_next_push", "facts", "id", "open_push", "page", "page_dwell", "profile",
-                 "pushes", "shown", "site", "user_agent")
+    __slots__ = ("_handlers", "_next_push", "exclusive_used", "facts", "id", "idle_reached",
+                 "open_push", "page", "page_dwell", "page_hits", "page_scroll", "profile",
+                 "pushes", "search", "shown", "site", "started", "timers", "typing",
+                 "visit_pending")
 
-    def __init__(self, site: str, session_id: str, profile: Profile, device: str) -> None:
+    def __init__(self, site: str, session_id: str, profile: Profile, facts: Facts) -> None:
         self.site = site
         self.id = session_id
         self.profile = profile
-        self.facts = Facts(visits=max(profile.visits, 1), device=device)
+        self.facts = facts
         self.page: PageView | None = None
         self.page_dwell: dict[str, float] = {}
-        # rule id -> pop-ins shown this session
+        self.page_scroll = 0.0
+        self.idle_reached = 0.0
+        self.page_hits: dict[str, int] = {}
+        self.search = ""
         self.shown: dict[str, int] = {}
-        # push id -> rule id, for the widget's shown/clicked/dismissed reports
+        self.exclusive_used: set[str] = set()
         self.pushes: dict[str, str] = {}
         self.open_push: str | None = None
+        self.typing = False
+        self.visit_pending = False
+        self.started = 0.0
+        # rule id -> when its in-session timer comes due
+        self.timers: dict[str, float] = {}
         self._next_push = 1
+        self._handlers: dict[type, Callable[[Any, RuleSet, float], Result]] = {
+            PageView: self._pageview, Dwell: self._dwell, Custom: self._custom,
+            Scroll: self._scroll, Idle: self._idle, PopinStatus: self._status,
+            ExitIntent: self._fire_event, TabReturn: self._fire_event, Timer: self._fire_event,
+            Typing: self._typing, Consent: self._consent,
+        }
 
     def begin(self, hello: Hello, rules: RuleSet, now: float) -> Result:
         """A (re)connection: count the visit if it is new, tell the widget what to watch."""
-        result = Result()
+        result = Result(profile_changed=True)
+        self.facts.now = now
+        self.started = self.started or now
         if self.profile.start_visit(hello.session, now):
             result.counts.append("visit")
-        result.profile_changed = True
-        self.facts.visits = self.profile.visits
+            self.visit_pending = True
         # A fresh page load (or a reconnect) shows no pop-in until told otherwise.
         self.open_push = None
-        result.messages.append({"type": "config", "keywords": rules.keywords})
+        self.typing = False
+        result.messages.append(rules.widget_config)
+        self._merge(result, self.tick(rules, now))
         return result
 
     def handle(self, event: Event, rules: RuleSet, now: float) -> Result:
-        if isinstance(event, PageView):
-            self.page = event
-            self.page_dwell = {}
-            return self._fire(rules.candidates(event), event, now)
-        if isinstance(event, Dwell):
-            return self._dwell(event, rules, now)
-        if isinstance(event, Custom):
-            return self._fire(rules.candidates(event), event, now)
-        return self._status(event, now)
+        self.facts.now = now
+        return self._handlers[type(event)](event, rules, now)
+
+    def next_deadline(self) -> float | None:
+        return min(self.timers.values()) if self.timers else None
+
+    def tick(self, rules: RuleSet, now: float) -> Result:
+        """Fire the timers that came due (also those that did while the socket was away)."""
+        result = Result()
+        due = sorted((deadline, rule) for rule, deadline in self.timers.items() if deadline <= now)
+        for _deadline, rule_id in due:
+            del self.timers[rule_id]
+            self._merge(result, self.handle(Timer(rule_id), rules, now))
+        return result
+
+    @staticmethod
+    def _merge(into: Result, other: Result) -> None:
+        into.messages += other.messages
+        into.effects += other.effects
+        into.counts += other.counts
+        into.trace += other.trace
+        into.profile_changed |= other.profile_changed
+
+    # -- events -------------------------------------------------------------------------
+
+    def _pageview(self, event: PageView, rules: RuleSet, now: float) -> Result:
+        self.page = event
+        self.page_dwell, self.page_scroll, self.idle_reached = {}, 0.0, 0.0
+        candidates = []
+        for rule in rules.candidates(event):
+            assert isinstance(rule.trigger, PageviewTrigger)
+            if rule.trigger.count > 1:
+                hits = self.page_hits[rule.id] = self.page_hits.get(rule.id, 0) + 1
+                if hits != rule.trigger.count:
+                    continue
+            candidates.append(rule)
+        if self.visit_pending:
+            self.visit_pending = False
+            candidates += [rule for rule in rules.visit if self._visit_matches(rule)]
+        query = next((value for key, value in parse_qsl(urlsplit(event.url).query)
+                      if key in SEARCH_PARAMETERS and value.strip()), "")
+        if query:
+            candidates += self._searched(query, rules)
+        for rule in rules.time_on_page:
+            if isinstance(rule.trigger, TimeOnPageTrigger):
+                self.timers[rule.id] = now + rule.trigger.seconds
+        return self._fire(by_priority(candidates), event, rules, now)
+
+    def _searched(self, query: str, rules: RuleSet) -> list[Rule]:
+        self.search = query[:200]
+        return [rule for rule in rules.search
+                if isinstance(rule.trigger, SearchTrigger) and rule.trigger.matches(query)]
+
+    def _visit_matches(self, rule: Rule) -> bool:
+        trigger, profile = rule.trigger, self.profile
+        if isinstance(trigger, BirthdayTrigger):
+            local = self.facts.local_time
+            born = profile.birthday[-5:]
+            today = f"{local.month:02d}-{local.day:02d}"
+            leap_day_off_year = born == "02-29" and today == "02-28" and local.year % 4 != 0
+            return bool(born) and (born == today or leap_day_off_year)
+        assert isinstance(trigger, VisitTrigger)
+        if trigger.kind == "first":
+            return profile.visits == 1
+        if trigger.kind == "number":
+            return profile.visits == trigger.number
+        away = (self.facts.now - profile.previous_seen) if profile.previous_seen else 0.0
+        return profile.visits >= 2 and away >= trigger.returning_after
 
     def _dwell(self, event: Dwell, rules: RuleSet, now: float) -> Result:
         previous = self.page_dwell.get(event.keyword, 0.0)
@@ -78,12 +193,73 @@ class Session:
             return Result(counts=["dwell.stale"])
         self.page_dwell[event.keyword] = event.seconds
         interests = self.profile.interests
-        interests[event.keyword] = interests.get(event.keyword, 0.0) + event.seconds - previous
-        result = self._fire(rules.candidates(event, previous), event, now)
+        name = event.keyword.split("@")[0]
+        interests[name] = interests.get(name, 0.0) + event.seconds - previous
+        result = self._fire(rules.candidates(event, previous), event, rules, now)
         result.profile_changed = True
         return result
 
-    def _status(self, event: PopinStatus, now: float) -> Result:
+    def _scroll(self, event: Scroll, rules: RuleSet, now: float) -> Result:
+        previous = self.page_scroll
+        if event.percent <= previous:
+            return Result()
+        self.page_scroll = event.percent
+        return self._fire(rules.candidates(event, previous), event, rules, now)
+
+    def _idle(self, event: Idle, rules: RuleSet, now: float) -> Result:
+        # A shorter idle report than the last one means the visitor was active in between.
+        previous = self.idle_reached if event.seconds > self.idle_reached else 0.0
+        self.idle_reached = event.seconds
+        return self._fire(rules.candidates(event, previous), event, rules, now)
+
+    def _fire_event(self, event: Event, rules: RuleSet, now: float) -> Result:
+        return self._fire(rules.candidates(event), event, rules, now)
+
+    def _custom(self, event: Custom, rules: RuleSet, now: float) -> Result:
+        changed = self._track_cart(event)
+        for rule in rules.after_cancel.get(event.name, ()):
+            self.timers.pop(rule.id, None)
+        for rule in rules.after_start.get(event.name, ()):
+            if isinstance(rule.trigger, AfterTrigger):
+                self.timers.setdefault(rule.id, now + rule.trigger.within)
+        candidates = rules.candidates(event)
+        query = event.props.get("query")
+        if event.name == "search" and isinstance(query, str) and query.strip():
+            candidates = by_priority([*candidates, *self._searched(query, rules)])
+        result = self._fire(candidates, event, rules, now)
+        result.profile_changed |= changed
+        return result
+
+    def _track_cart(self, event: Custom) -> bool:
+        cart, props = self.profile.cart, event.props
+        sku = str(props.get("sku", ""))[:64]
+        if event.name == "add_to_cart" and sku:
+            price = props.get("price")
+            line = cart.get(sku) or CartLine(str(props.get("name", ""))[:200])
+            if isinstance(price, int | float) and not isinstance(price, bool):
+                line.price = float(price)
+            quantity = props.get("quantity", 1)
+            added = quantity if isinstance(quantity, int) and 0 < quantity < 1000 else 1
+            line.quantity = line.quantity + added if sku in cart else added
+            cart[sku] = line
+            return True
+        if event.name == "remove_from_cart" and sku in cart:
+            del cart[sku]
+            return True
+        if event.name == "order_placed" and cart:
+            cart.clear()
+            return True
+        return False
+
+    def _typing(self, event: Typing, _rules: RuleSet, _now: float) -> Result:
+        self.typing = event.active
+        return Result()
+
+    def _consent(self, event: Consent, _rules: RuleSet, _now: float) -> Result:
+        self.facts.consent = "granted" if event.granted else "denied"
+        return Result(counts=[f"consent.{self.facts.consent}"])
+
+    def _status(self, event: PopinStatus, _rules: RuleSet, now: float) -> Result:
         rule_id = self.pushes.get(event.push_id)
         if rule_id is None:
             return Result(counts=["status.unknown_push"])
@@ -95,74 +271,117 @@ class Session:
         history = self.profile.history(rule_id)
         if event.status == "dismissed":
             history.dismissed = now
-        else:
+        elif event.status == "clicked":
             history.clicked = now
         result.profile_changed = True
         return result
 
-    def _fire(self, candidates: list[Rule], event: Event, now: float) -> Result:
+    # -- rules --------------------------------------------------------------------------
+
+    def _fire(self, candidates: list[Rule], event: Event, rules: RuleSet, now: float) -> Result:
         result = Result()
-        if not candidates:
-            return result
-        if self.open_push is not None:
-            result.counts.append("suppressed.busy")
-            return result
+        showed = False
         for rule in candidates:
-            if not rule.condition(self.facts):
-                continue
-            blocked = self._guard(rule, now)
-            if blocked:
-                result.counts.append(f"suppressed.{blocked}")
-                continue
+            outcome = self._try(rule, event, rules, now, result, showed)
+            result.trace.append((rule.id, outcome))
+            if outcome == "shown":
+                showed = True
+            elif outcome in ("holdout", "template_error"):
+                result.counts.append(outcome)
+            elif outcome not in ("acted", "conditions"):
+                result.counts.append(f"suppressed.{outcome}")
+        return result
+
+    def _try(self, rule: Rule, event: Event, rules: RuleSet, now: float, result: Result,
+             showed: bool) -> str:
+        facts = self.facts
+        if not rule.condition(facts):
+            return "conditions"
+        # Never shown to bots, never tagged.
+        if facts.agent.is_bot:
+            return "bot"
+        blocked = self._guard(rule, now)
+        if blocked:
+            return blocked
+        if rule.visual is not None:
+            if showed or self.open_push is not None:
+                return "busy"
+            if self.typing:
+                return "typing"
+            if rule.category not in BUDGET_EXEMPT and self._budget_spent(now):
+                return "fatigue"
+        held_out = bool(rule.holdout) and facts.bucket(f"holdout:{rule.id}") < rule.holdout
+        html = ""
+        if rule.visual is not None and not held_out:
             try:
-                html = rule.popin.render(self._context(event))
+                html = rule.visual.render(template_context(event, facts, self.page,
+                                                           self.search, rules))
             except RenderError:
-                result.counts.append("template_error")
-                continue
+                return "template_error"
+        # From here on the rule counts as having fired, held out or not.
+        self.shown[rule.id] = self.shown.get(rule.id, 0) + 1
+        if rule.exclusive:
+            self.exclusive_used.add(rule.exclusive)
+        result.profile_changed = True
+        if held_out:
+            self.profile.history(rule.id).held_out = now
+            return "holdout"
+        if rule.visual is not None:
             result.messages.append(self._push(rule, html, now))
             result.counts.append("popin.pushed")
-            result.profile_changed = True
-            return result
-        return result
+        self._effects(rule, event, now, result)
+        return "shown" if rule.visual is not None else "acted"
 
     def _guard(self, rule: Rule, now: float) -> str | None:
         """Why this rule must stay quiet now, or None."""
         if self.shown.get(rule.id, 0) >= rule.cap_per_session:
             return "cap_session"
+        if rule.exclusive and rule.exclusive in self.exclusive_used:
+            return "exclusive"
         history = self.profile.popins.get(rule.id)
         if history is None:
             return None
-        if rule.cap_per_visitor is not None and len(history.shown) >= rule.cap_per_visitor:
-            return "cap_visitor"
+        if rule.cap_per_visitor is not None:
+            since = now - rule.cap_window if rule.cap_window else 0.0
+            if history.shown_since(since) >= rule.cap_per_visitor:
+                return "cap_visitor"
         if history.dismissed is not None and now - history.dismissed < rule.quiet_after_dismiss:
             return "quiet"
         return None
 
+    def _budget_spent(self, now: float) -> bool:
+        site = self.facts.site
+        in_session = sum(1 for moment in self.profile.exposures if moment >= self.started)
+        today = sum(1 for moment in self.profile.exposures if moment >= now - DAY)
+        return in_session >= site.fatigue_per_session or today >= site.fatigue_per_day
+
+    def _effects(self, rule: Rule, event: Event, now: float, result: Result) -> None:
+        for tag in rule.tags:
+            # GPC: never into an audience meant for ad platforms.
+            if self.facts.gpc:
+                result.counts.append("tag.gpc_refused")
+                continue
+            audiences = self.profile.audiences
+            audiences[tag.audience] = max(audiences.get(tag.audience, 0.0), now + tag.days * DAY)
+            result.counts.append("tagged")
+        for hook in rule.webhooks:
+            result.effects.append(WebhookCall(rule.id, hook.url, {
+                "rule": rule.id, "site": self.site, "visitor": self.profile.visitor,
+                "event": type(event).__name__.lower(), "at": now}))
+
     def _push(self, rule: Rule, html: str, now: float) -> dict[str, Any]:
+        assert rule.visual is not None
         push_id = f"{self.id[:12]}.{self._next_push}"
         self._next_push += 1
         self.pushes[push_id] = rule.id
         if len(self.pushes) > MAX_PUSHES_TRACKED:
             del self.pushes[next(iter(self.pushes))]
         self.open_push = push_id
-        self.shown[rule.id] = self.shown.get(rule.id, 0) + 1
         self.profile.history(rule.id).record_shown(now)
-        return {"type": "show", "id": push_id, "rule": rule.id,
-                "placement": rule.popin.placement, "html": html}
-
-    def _context(self, event: Event) -> dict[str, Any]:
-        page = self.page
-        trigger: dict[str, Any] = {}
-        if isinstance(event, Dwell):
-            trigger = {"keyword": event.keyword, "seconds": event.seconds}
-        elif isinstance(event, Custom):
-            trigger = {"event": event.name, "props": event.props}
-        elif isinstance(event, PageView):
-            trigger = {"url": event.url, "path": event.path}
-        return {
-            "visitor": {"visits": self.profile.visits, "device": self.facts.device,
-                        "interests": dict(self.profile.interests)},
-            "page": {"url": page.url if page else "", "path": page.path if page else "",
-                     "title": page.title if page else ""},
-            "trigger": trigger,
-        }
+        if rule.category not in BUDGET_EXEMPT:
+            self.profile.record_exposure(now)
+        message = {"type": "show", "id": push_id, "rule": rule.id, "kind": rule.visual.kind,
+                   "placement": rule.visual.placement, "html": html}
+        if rule.visual.slot:
+            message["slot"] = rule.visual.slot
+        return message

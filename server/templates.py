@@ -13,8 +13,8 @@ from markupsafe import Markup
 from .schema import Reader
 from .yamlsource import Mapping
 
-PLACEMENTS = ("corner",)
-POPIN_KEYS = ("title", "body", "cta", "placement")
+PLACEMENTS = ("corner", "top_bar", "bottom_bar", "inline")
+POPIN_KEYS = ("title", "body", "cta", "placement", "slot")
 # Where a call-to-action may lead: never javascript: or data: URLs.
 SAFE_URL_SCHEMES = frozenset({"", "http", "https", "mailto", "tel"})
 
@@ -22,11 +22,11 @@ ENVIRONMENT = SandboxedEnvironment(autoescape=True, trim_blocks=True, lstrip_blo
 
 # The card around the owner's content; the widget styles it inside its Shadow DOM.
 CARD = ENVIRONMENT.from_string(
-    '<div class="card" role="dialog" aria-live="polite" aria-label="{{ title }}">'
+    '<div class="card {{ placement }}" role="dialog" aria-live="polite" aria-label="{{ title }}">'
     '<button class="close" type="button" aria-label="Close" data-popin-dismiss>&times;</button>'
     '<p class="title">{{ title }}</p><div class="body">{{ body }}</div>'
-    '{% if cta_url %}<a class="cta" href="{{ cta_url }}" data-popin-click>{{ cta_label }}</a>'
-    "{% endif %}</div>"
+    '{% for label, url in links %}<a class="cta" href="{{ url }}">{{ label }}</a> {% endfor %}'
+    "</div>"
 )
 
 
@@ -36,28 +36,33 @@ class RenderError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class PopinTemplate:
+    """Anything shown on the page: a pop-in, an assistance offer, appointment slots."""
+
     title: Template
     body: Template
-    cta_label: Template | None
-    cta_url: Template | None
-    placement: str
+    # (label, url) templates; the first is the call to action.
+    links: tuple[tuple[Template, Template], ...] = ()
+    placement: str = "corner"
+    # A CSS selector for placement "inline": the page's own reserved slot.
+    slot: str = ""
+    kind: str = "popin"
 
     def render(self, context: dict[str, Any]) -> str:
         try:
-            url = self.cta_url.render(context).strip() if self.cta_url else ""
-            if urlsplit(url).scheme.lower() not in SAFE_URL_SCHEMES:
-                raise RenderError(f"call-to-action URL {url[:40]!r} has a forbidden scheme")
-            return CARD.render(
-                title=self.title.render(context),
-                body=Markup(self.body.render(context)),
-                cta_label=self.cta_label.render(context) if self.cta_label else "",
-                cta_url=url,
-            )
+            links = []
+            for label, url_template in self.links:
+                url = url_template.render(context).strip()
+                if urlsplit(url).scheme.lower() not in SAFE_URL_SCHEMES:
+                    raise RenderError(f"link URL {url[:40]!r} has a forbidden scheme")
+                links.append((label.render(context), url))
+            return CARD.render(title=self.title.render(context),
+                               body=Markup(self.body.render(context)),
+                               links=links, placement=self.placement)
         except TemplateError as error:
             raise RenderError(str(error)) from error
 
 
-def _compile(node: Mapping, key: str, reader: Reader) -> Template:
+def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
     source = reader.text(node, key, max_length=5000)
     try:
         return ENVIRONMENT.from_string(source)
@@ -70,14 +75,22 @@ def _compile(node: Mapping, key: str, reader: Reader) -> Template:
 def compile_popin(value: Any, line: int, reader: Reader) -> PopinTemplate:
     node = reader.mapping(value, line, "'popin'")
     reader.keys(node, "'popin'", POPIN_KEYS, required=["title", "body"])
-    cta_label = cta_url = None
+    links: tuple[tuple[Template, Template], ...] = ()
     if "cta" in node:
         cta = reader.mapping(node["cta"], node.line_of("cta"), "'cta'")
         reader.keys(cta, "'cta'", ["label", "url"], required=["label", "url"])
-        cta_label, cta_url = _compile(cta, "label", reader), _compile(cta, "url", reader)
+        links = ((compile_template(cta, "label", reader), compile_template(cta, "url", reader)),)
     placement = node.get("placement", "corner")
     if placement not in PLACEMENTS:
         reader.fail(node.line_of("placement"),
                     f"unknown placement {placement!r}; expected one of {', '.join(PLACEMENTS)}")
-    return PopinTemplate(_compile(node, "title", reader), _compile(node, "body", reader),
-                         cta_label, cta_url, placement)
+    slot = ""
+    if placement == "inline":
+        if "slot" not in node:
+            reader.fail(node.line_of("placement"), "placement 'inline' needs 'slot', the CSS "
+                        "selector of the page's reserved element")
+        slot = reader.text(node, "slot", max_length=120)
+    elif "slot" in node:
+        reader.fail(node.line_of("slot"), "'slot' only goes with placement: inline")
+    return PopinTemplate(compile_template(node, "title", reader),
+                         compile_template(node, "body", reader), links, placement, slot)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from popin.conditions import Facts
 from popin.engine import RuleSet
 from popin.events import Custom, Dwell, PageView, PopinStatus
+from popin.profile import Profile
 from popin.rules import Rule, parse_document
 from popin.yamlsource import load
 
@@ -44,7 +45,7 @@ def test_conditions_of_other_rules_are_never_evaluated() -> None:
 
     ruleset = RuleSet([spy(rule) for rule in rules_from(many_rules(90))])
     for rule in ruleset.candidates(Custom("e3")):
-        rule.condition(Facts())
+        rule.condition(Facts(Profile("visitor-0001")))
     assert evaluated == ["r3"]
 
 
@@ -54,7 +55,8 @@ def test_dwell_thresholds_fire_when_crossed() -> None:
         "  - {id: five, trigger: {dwell: {keyword: wax, seconds: 5}}, popin: {title: t, body: b}}\n"
         "  - {id: ten, trigger: {dwell: {keyword: wax, seconds: 10}}, priority: 1,\n"
         "     popin: {title: t, body: b}}\n"))
-    assert ruleset.keywords == {"wax": [5.0, 10.0]}
+    assert ruleset.widget_config["watch"] == [
+        {"name": "wax", "words": ["wax"], "selector": "", "seconds": [5.0, 10.0]}]
     assert [r.id for r in ruleset.candidates(Dwell("wax", 5), 0)] == ["five"]
     assert [r.id for r in ruleset.candidates(Dwell("wax", 10), 5)] == ["ten"]
     assert [r.id for r in ruleset.candidates(Dwell("wax", 10), 0)] == ["ten", "five"]

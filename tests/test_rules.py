@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from popin.cli import main
-from popin.conditions import Facts
+from popin.facts import Facts
+from popin.profile import Profile
 from popin.rules import DEFAULT_CAP_PER_SESSION, DEFAULT_QUIET_AFTER_DISMISS, load_rules
 from popin.triggers import DwellTrigger, PageviewTrigger
 
@@ -64,13 +65,14 @@ def test_defaults_are_polite_and_triggers_compile(tmp_path: Path) -> None:
         "  - id: p\n    trigger: {pageview: /a/*/c}\n    when: {visits: {min: 2, max: 3}}\n"
         "    quiet_after_dismiss: 90m\n    popin: {title: t, body: b}\n")
     dwell, page = load_rules(tmp_path).rules
-    assert dwell.trigger == DwellTrigger("waxing", 8.0)
+    assert dwell.trigger == DwellTrigger("waxing", 8.0, ("waxing",))
     assert dwell.cap_per_session == DEFAULT_CAP_PER_SESSION
     assert dwell.quiet_after_dismiss == DEFAULT_QUIET_AFTER_DISMISS
     assert isinstance(page.trigger, PageviewTrigger)
     assert page.trigger.regex.match("/a/b/c") and not page.trigger.regex.match("/a/b/b/c")
     assert page.quiet_after_dismiss == 5400
-    assert [page.condition(Facts(visits=n)) for n in (1, 2, 3, 4)] == [False, True, True, False]
+    visits = [page.condition(Facts(Profile("v", visits=n))) for n in (1, 2, 3, 4)]
+    assert visits == [False, True, True, False]
 
 
 def test_rules_check_command_reports_file_line_reason(

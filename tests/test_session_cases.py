@@ -10,8 +10,11 @@ from typing import Any
 import pytest
 import yaml
 
+from popin.agent import Agent
+from popin.config import Site
 from popin.engine import RuleSet
 from popin.events import Hello, PopinStatus
+from popin.facts import Facts
 from popin.profile import Profile
 from popin.protocol import decode, encode
 from popin.rules import parse_document
@@ -30,7 +33,11 @@ class Replay:
     def __init__(self, case: dict[str, Any]) -> None:
         self.rules = RuleSet(parse_document(load(case["rules"], "case-rules"), "case-rules"))
         self.profile = Profile(visitor="visitor-0001")
-        self.device = case.get("device", "desktop")
+        # A generous fatigue budget unless the case is about it.
+        budget = case.get("fatigue", {"per_session": 99, "per_day": 99})
+        site = Site("site", fatigue_per_session=budget["per_session"],
+                    fatigue_per_day=budget["per_day"])
+        self.facts = Facts(self.profile, site, agent=Agent(case.get("device", "desktop")))
         self.visit = 0
         self.last_push = ""
         self.counts: list[str] = []
@@ -39,7 +46,7 @@ class Replay:
     def new_visit(self, now: float) -> Session:
         self.visit += 1
         session_id = f"session-{self.visit:04d}"
-        self.session = Session("site", session_id, self.profile, self.device)
+        self.session = Session("site", session_id, self.profile, self.facts)
         self.session.begin(hello(session_id), self.rules, now)
         return self.session
 
@@ -88,7 +95,7 @@ def test_status_for_push_of_another_session_is_ignored() -> None:
     rule = "rules:\n- {id: r, trigger: {event: go}, popin: {title: T, body: B}}"
     replay = Replay({"rules": rule})
     replay.send({"type": "event", "name": "go"}, 0)
-    other = Session("site", "session-other", replay.profile, "desktop")
+    other = Session("site", "session-other", replay.profile, replay.facts)
     result = other.handle(PopinStatus(push_id=replay.last_push, status="dismissed"),
                           replay.rules, 1)
     assert result.counts == ["status.unknown_push"]

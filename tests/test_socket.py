@@ -62,7 +62,10 @@ def send(ws: Any, message: dict[str, Any] | str) -> None:
 def test_hello_gets_keywords_and_dwell_gets_a_popin(client: TestClient) -> None:
     with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
         send(ws, hello())
-        assert ws.receive_json() == {"type": "config", "keywords": {"waxing": [5.0]}}
+        config = ws.receive_json()
+        assert config["type"] == "config"
+        assert config["watch"] == [{"name": "waxing", "words": ["waxing"], "selector": "",
+                                    "seconds": [5.0]}]
         send(ws, {"type": "pageview", "url": "http://testserver/demo/skis.html"})
         send(ws, {"type": "dwell", "keyword": "waxing", "seconds": 5})
         shown = ws.receive_json()

@@ -12,7 +12,9 @@
   var SESSION_IDLE = 18e5; // 30 min, as the server
   var ACTIVE_WINDOW = 3e4; // no input for 30 s: the visitor is not reading any more
   var ws, attempts = 0, everOpened = false, outbox = [], lastUrl, lastActive = Date.now();
-  var keywords = {}, observer, visible = new Map(), host, scanTimer;
+  var config = { watch: [], scroll: [], idle: [], tab: 0, exit: false };
+  var watches = {}, observer, visible = new Map(), host, scanTimer;
+  var page = { scroll: 0, exit: false }, idleSent = 0, typing = false, hiddenAt = 0, lastY = 0, lastYAt = 0;
 
   // Storage that never throws (private modes, blocked storage).
   function stored(key, value) {
@@ -49,14 +51,15 @@
       ws.send(JSON.stringify({
         type: 'hello', visitor: visitor, session: sessionId(), url: location.href,
         referrer: d.referrer, language: navigator.language || '',
-        timezone: (Intl.DateTimeFormat().resolvedOptions().timeZone || '')
+        timezone: (Intl.DateTimeFormat().resolvedOptions().timeZone || ''),
+        gpc: navigator.globalPrivacyControl === true
       }));
       while (outbox.length) ws.send(JSON.stringify(outbox.shift()));
     };
     ws.onmessage = function (event) {
       var message;
       try { message = JSON.parse(event.data); } catch (e) { return; }
-      if (message.type === 'config') configure(message.keywords || {});
+      if (message.type === 'config') configure(message);
       else if (message.type === 'show') show(message);
     };
     ws.onclose = function (event) {
@@ -74,20 +77,23 @@
     if (url === lastUrl) return;
     lastUrl = url;
     send({ type: 'pageview', url: location.href, title: d.title });
-    for (var keyword in keywords) keywords[keyword].seconds = keywords[keyword].next = 0;
+    for (var name in watches) watches[name].seconds = watches[name].next = 0;
+    page = { scroll: 0, exit: false };
     scanSoon();
   }
 
-  // Keyword dwell: how long text holding a keyword stayed visible while the visitor was
-  // active. Only threshold crossings leave the page, never its text.
-  function configure(wanted) {
+  // Keyword dwell: how long text holding a keyword (or any word of a group, optionally
+  // within a CSS selector) stayed visible while the visitor was active. Only threshold
+  // crossings leave the page, never its text.
+  function configure(message) {
+    config = message;
     var next = {};
-    for (var keyword in wanted) {
-      var old = keywords[keyword] || { seconds: 0 }, thresholds = wanted[keyword], crossed = 0;
-      while (crossed < thresholds.length && old.seconds >= thresholds[crossed]) crossed++;
-      next[keyword] = { thresholds: thresholds, seconds: old.seconds, next: crossed };
-    }
-    keywords = next;
+    message.watch.forEach(function (watch) {
+      var old = watches[watch.name] || { seconds: 0 }, crossed = 0;
+      while (crossed < watch.seconds.length && old.seconds >= watch.seconds[crossed]) crossed++;
+      next[watch.name] = { spec: watch, seconds: old.seconds, next: crossed };
+    });
+    watches = next;
     scanSoon();
   }
   function scanSoon() {
@@ -97,45 +103,79 @@
   function scan() {
     if (observer) observer.disconnect();
     visible.clear();
-    var list = Object.keys(keywords);
-    if (!list.length || !d.body || !w.IntersectionObserver) return;
+    if (!d.body || !w.IntersectionObserver) return;
     observer = new IntersectionObserver(function (entries) {
       entries.forEach(function (entry) {
-        var seen = entry.isIntersecting && (entry.intersectionRatio >= 0.5 ||
+        visible.get(entry.target).on = entry.isIntersecting && (entry.intersectionRatio >= 0.5 ||
           entry.intersectionRect.height >= innerHeight / 2);
-        visible.get(entry.target).on = seen;
       });
     }, { threshold: [0, 0.1, 0.25, 0.5, 0.75, 1] });
-    var walker = d.createTreeWalker(d.body, 4), node;
-    while ((node = walker.nextNode())) {
-      var element = node.parentElement;
-      if (!element || /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|OPTION)$/.test(element.tagName)) continue;
-      var text = node.nodeValue.toLowerCase();
-      list.forEach(function (keyword) {
-        if (text.indexOf(keyword) < 0) return;
-        var entry = visible.get(element);
-        if (!entry) {
-          visible.set(element, entry = { on: false, keywords: {} });
-          observer.observe(element);
+    for (var name in watches) {
+      var spec = watches[name].spec, roots = [d.body];
+      try { if (spec.selector) roots = d.querySelectorAll(spec.selector); } catch (e) { roots = []; }
+      [].forEach.call(roots, function (root) {
+        var walker = d.createTreeWalker(root, 4), node;
+        while ((node = walker.nextNode())) {
+          var element = node.parentElement, text = node.nodeValue.toLowerCase();
+          if (!element || /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|OPTION)$/.test(element.tagName)) continue;
+          if (!spec.words.some(function (word) { return text.indexOf(word) >= 0; })) continue;
+          var entry = visible.get(element);
+          if (!entry) {
+            visible.set(element, entry = { on: false, names: {} });
+            observer.observe(element);
+          }
+          entry.names[name] = 1;
         }
-        entry.keywords[keyword] = 1;
       });
     }
   }
   function tick() {
-    if (d.visibilityState !== 'visible' || Date.now() - lastActive > ACTIVE_WINDOW) return;
+    if (d.visibilityState !== 'visible') return;
+    var idle = (Date.now() - lastActive) / 1000;
+    config.idle.forEach(function (seconds) {
+      if (idle >= seconds && idleSent < seconds) send({ type: 'idle', seconds: seconds });
+    });
+    idleSent = Math.max(idleSent, Math.floor(idle));
+    if (idle * 1000 > ACTIVE_WINDOW) return;
     var seen = {};
     visible.forEach(function (entry) {
-      if (entry.on) for (var keyword in entry.keywords) seen[keyword] = 1;
+      if (entry.on) for (var name in entry.names) seen[name] = 1;
     });
-    for (var keyword in seen) {
-      var state = keywords[keyword];
+    for (var name in seen) {
+      var state = watches[name];
       if (!state) continue;
       state.seconds++;
-      while (state.next < state.thresholds.length && state.seconds >= state.thresholds[state.next]) {
-        send({ type: 'dwell', keyword: keyword, seconds: state.thresholds[state.next++] });
+      var thresholds = state.spec.seconds;
+      while (state.next < thresholds.length && state.seconds >= thresholds[state.next]) {
+        send({ type: 'dwell', keyword: name, seconds: thresholds[state.next++] });
       }
     }
+  }
+  function active() {
+    lastActive = Date.now();
+    idleSent = 0;
+  }
+  function scrolled() {
+    var root = d.documentElement, now = Date.now(), y = w.scrollY;
+    var percent = Math.min(100, Math.round((y + innerHeight) / root.scrollHeight * 100));
+    config.scroll.forEach(function (threshold) {
+      if (percent >= threshold && page.scroll < threshold) send({ type: 'scroll', percent: threshold });
+    });
+    page.scroll = Math.max(page.scroll, percent);
+    // On touch screens, a fast swipe back up is the nearest thing to leaving.
+    if (lastY - y > innerHeight / 3 && now - lastYAt < 300) exitIntent();
+    if (now - lastYAt > 300 || y > lastY) { lastY = y; lastYAt = now; }
+  }
+  function exitIntent() {
+    if (!config.exit || page.exit) return;
+    page.exit = true;
+    send({ type: 'exit' });
+  }
+  function field(target) {
+    return target && target.matches && target.matches('input,textarea,select,[contenteditable=""],[contenteditable=true]');
+  }
+  function typed(active) {
+    if (active !== typing) send({ type: 'typing', active: typing = active });
   }
 
   // The pop-in: a card in a corner, inside a Shadow DOM so the page's CSS and ours never
@@ -151,6 +191,9 @@
     '.cta{display:inline-block;margin-top:4px;padding:8px 14px;border-radius:8px;background:#0b57d0;' +
     'color:#fff;font-weight:600;text-decoration:none}' +
     '@keyframes in{from{opacity:0;transform:translateY(8px)}}' +
+    '.top_bar,.bottom_bar{border-radius:0;padding:10px 48px 10px 16px;display:flex;flex-wrap:wrap;' +
+    'align-items:center;gap:4px 16px}.top_bar .title,.bottom_bar .title,.top_bar p,.bottom_bar p{margin:0}' +
+    '.inline{box-shadow:none;border:1px solid #ddd;animation:none}' +
     '@media (prefers-reduced-motion:reduce){.card{animation:none}}';
   function report(id, status) {
     send({ type: 'popin', id: id, status: status });
@@ -159,12 +202,19 @@
     if (host) host.remove();
     host = null;
   }
+  var PLACES = {
+    corner: 'position:fixed;z-index:2147483000;right:16px;bottom:16px;width:360px;max-width:calc(100vw - 32px)',
+    top_bar: 'position:fixed;z-index:2147483000;left:0;right:0;top:0',
+    bottom_bar: 'position:fixed;z-index:2147483000;left:0;right:0;bottom:0',
+    inline: 'display:block'
+  };
   function show(message) {
     remove();
-    var card = host = d.createElement('div'), id = message.id;
+    var slot = message.slot && d.querySelector(message.slot), id = message.id;
+    if (message.slot && !slot) return report(id, 'failed');
+    var card = host = d.createElement('div');
     card.setAttribute('data-popin', message.rule);
-    card.style.cssText = 'position:fixed;z-index:2147483000;right:16px;bottom:16px;' +
-      'width:360px;max-width:calc(100vw - 32px)';
+    card.style.cssText = PLACES[message.placement] || PLACES.corner;
     var root = card.attachShadow({ mode: 'open' });
     root.innerHTML = '<style>' + CSS + '</style>' + message.html;
     root.addEventListener('click', function (event) {
@@ -191,7 +241,7 @@
         remove();
       }
     });
-    d.body.appendChild(card);
+    (slot || d.body).appendChild(card);
     report(id, 'shown');
   }
 
@@ -201,8 +251,20 @@
   }
   function start() {
     ['pointerdown', 'pointermove', 'keydown', 'scroll', 'wheel', 'touchstart'].forEach(function (name) {
-      w.addEventListener(name, function () { lastActive = Date.now(); }, { passive: true, capture: true });
+      w.addEventListener(name, active, { passive: true, capture: true });
     });
+    w.addEventListener('scroll', scrolled, { passive: true });
+    d.addEventListener('mouseout', function (event) {
+      if (!event.relatedTarget && event.clientY <= 0) exitIntent();
+    });
+    d.addEventListener('visibilitychange', function () {
+      if (d.hidden) return void (hiddenAt = Date.now());
+      var away = hiddenAt && (Date.now() - hiddenAt) / 1000;
+      if (config.tab && away >= config.tab) send({ type: 'tab', seconds: Math.round(away) });
+      hiddenAt = 0;
+    });
+    d.addEventListener('focusin', function (event) { typed(!!field(event.target)); });
+    d.addEventListener('focusout', function () { typed(false); });
     var push = history.pushState;
     history.pushState = function () {
       var result = push.apply(this, arguments);
@@ -224,6 +286,9 @@
   api.loaded = true;
   api.track = function (name, props) {
     send({ type: 'event', name: String(name), props: props || {} });
+  };
+  api.consent = function (granted) {
+    send({ type: 'consent', granted: !!granted });
   };
   w.popin = api;
   connect();
