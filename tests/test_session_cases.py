@@ -4,20 +4,21 @@ and the real Session, with no sockets and no store."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from popin.agent import Agent
+from popin.agent import Agent, Place
 from popin.config import Site
 from popin.engine import RuleSet
 from popin.events import Hello, PopinStatus
-from popin.facts import Facts
+from popin.facts import Facts, landing_facts
 from popin.profile import Profile
 from popin.protocol import decode, encode
-from popin.rules import parse_document
+from popin.rules import Loaded, parse_document, parse_shared
 from popin.session import Result, Session
 from popin.yamlsource import load
 
@@ -25,42 +26,68 @@ CASES = sorted((Path(__file__).parent / "cases" / "session").glob("*.yaml"))
 URL = "https://shop.test"
 
 
-def hello(session_id: str) -> Hello:
-    return Hello(visitor="visitor-0001", session=session_id, url=URL + "/")
+# Cases run on a Monday morning in Paris unless they say otherwise (`start:`).
+DEFAULT_START = "2026-11-23T10:00:00+01:00"
 
 
 class Replay:
     def __init__(self, case: dict[str, Any]) -> None:
-        self.rules = RuleSet(parse_document(load(case["rules"], "case-rules"), "case-rules"))
-        self.profile = Profile(visitor="visitor-0001")
+        text = case["rules"]
+        self.rules = RuleSet(parse_document(load(text, "case-rules"), "case-rules"),
+                             *_shared(text))
+        self.profile = Profile(visitor="visitor-0001", **case.get("visitor", {}))
         # A generous fatigue budget unless the case is about it.
         budget = case.get("fatigue", {"per_session": 99, "per_day": 99})
         site = Site("site", fatigue_per_session=budget["per_session"],
                     fatigue_per_day=budget["per_day"])
-        self.facts = Facts(self.profile, site, agent=Agent(case.get("device", "desktop")))
+        agent = case.get("agent", {})
+        self.hello = Hello(visitor="visitor-0001", session="session-0000",
+                           url=case.get("landing", URL + "/"),
+                           referrer=case.get("referrer", ""),
+                           language=case.get("language", "en-GB"), gpc=case.get("gpc", False))
+        utm, referrer = landing_facts(self.hello.url, self.hello.referrer)
+        self.facts = Facts(self.profile, site,
+                           Agent(agent.get("device", case.get("device", "desktop")),
+                                 agent.get("browser", "Chrome"), agent.get("os", "Linux")),
+                           Place(**case.get("place", {})), self.hello.language, utm, referrer,
+                           gpc=self.hello.gpc)
+        self.start = datetime.fromisoformat(case.get("start", DEFAULT_START)).timestamp()
         self.visit = 0
         self.last_push = ""
-        self.counts: list[str] = []
         self.session = self.new_visit(0.0)
 
-    def new_visit(self, now: float) -> Session:
+    def new_visit(self, at: float) -> Session:
         self.visit += 1
         session_id = f"session-{self.visit:04d}"
         self.session = Session("site", session_id, self.profile, self.facts)
-        self.session.begin(hello(session_id), self.rules, now)
+        hello = Hello(**{**{name: getattr(self.hello, name) for name in Hello.__slots__},
+                         "session": session_id})
+        self.session.begin(hello, self.rules, self.start + at)
         return self.session
 
-    def send(self, message: dict[str, Any], now: float) -> Result:
+    def send(self, message: dict[str, Any], at: float) -> Result:
         message = {key: (self.last_push if value == "$last" else value)
                    for key, value in message.items()}
         if message.get("url", "").startswith("/"):
             message["url"] = URL + message["url"]
         event = decode(encode(message))
         assert not isinstance(event, Hello)
-        result = self.session.handle(event, self.rules, now)
+        return self.remember(self.session.handle(event, self.rules, self.start + at))
+
+    def tick(self, at: float) -> Result:
+        return self.remember(self.session.tick(self.rules, self.start + at))
+
+    def remember(self, result: Result) -> Result:
         for pushed in result.messages:
-            self.last_push = pushed["id"]
+            if pushed["type"] == "show":
+                self.last_push = pushed["id"]
         return result
+
+
+def _shared(text: str) -> tuple[dict[str, tuple[str, ...]], dict[str, Any]]:
+    loaded = Loaded()
+    parse_shared(load(text, "case-rules"), "case-rules", loaded)
+    return loaded.keywords, loaded.catalog
 
 
 @pytest.mark.parametrize("path", CASES, ids=[case.stem for case in CASES])
@@ -69,22 +96,44 @@ def test_session_case(path: Path) -> None:
     replay = Replay(case)
     for number, step in enumerate(case["steps"], 1):
         where = f"{path.name} step {number}"
-        now = float(step.get("at", 0))
+        at = float(step.get("at", 0))
         if step.get("new_visit"):
-            replay.new_visit(now)
-        if "send" not in step:
+            replay.new_visit(at)
+        if "send" in step:
+            result = replay.send(step["send"], at)
+        elif step.get("tick"):
+            assert replay.session.next_deadline() is not None, f"{where}: no timer is set"
+            result = replay.tick(at)
+        else:
+            if "timers" in step:
+                assert sorted(replay.session.timers) == step["timers"], where
             continue
-        result = replay.send(step["send"], now)
         shown = [message["rule"] for message in result.messages if message["type"] == "show"]
-        assert shown == step.get("expect", []), where
+        assert shown == step.get("expect", []), f"{where}: {result.trace}"
         for name in step.get("counts", []):
             assert name in result.counts, f"{where}: {name} not in {result.counts}"
         for text in step.get("html_contains", []):
             assert any(text in message["html"] for message in result.messages), where
         for text in step.get("html_lacks", []):
             assert all(text not in message["html"] for message in result.messages), where
-    for key, value in case.get("profile", {}).items():
-        assert getattr(replay.profile, key) == value, f"{path.name}: profile.{key}"
+        for rule, outcome in step.get("trace", {}).items():
+            assert (rule, outcome) in result.trace, f"{where}: {result.trace}"
+        if "webhooks" in step:
+            assert [call.url for call in result.effects] == step["webhooks"], where
+        if "timers" in step:
+            assert sorted(replay.session.timers) == step["timers"], where
+        if "kind" in step:
+            assert [m["kind"] for m in result.messages] == [step["kind"]], where
+        if "placement" in step:
+            assert [m["placement"] for m in result.messages] == [step["placement"]], where
+    expected = case.get("profile", {})
+    for key, value in expected.items():
+        actual = getattr(replay.profile, key)
+        if key == "audiences":
+            actual = sorted(actual)
+        elif key == "cart":
+            actual = {sku: line.quantity for sku, line in actual.items()}
+        assert actual == value, f"{path.name}: profile.{key}"
 
 
 def test_cases_exist() -> None:
@@ -93,7 +142,7 @@ def test_cases_exist() -> None:
 
 def test_status_for_push_of_another_session_is_ignored() -> None:
     rule = "rules:\n- {id: r, trigger: {event: go}, popin: {title: T, body: B}}"
-    replay = Replay({"rules": rule})
+    replay = Replay({"rules": rule, "steps": []})
     replay.send({"type": "event", "name": "go"}, 0)
     other = Session("site", "session-other", replay.profile, replay.facts)
     result = other.handle(PopinStatus(push_id=replay.last_push, status="dismissed"),
