@@ -15,6 +15,8 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from .agent import Geo
+from .checks import rule_warnings
 from .config import Settings
 from .endpoint import widget_socket
 from .engine import RuleSet
@@ -37,12 +39,14 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
-def load_ruleset(path: Path) -> RuleSet:
+def load_ruleset(path: Path, geo: bool = False) -> RuleSet:
     loaded = load_rules(path)
     for error in loaded.errors:
         log.error("rule file error: %s (the file is left out)", error)
+    for warning in rule_warnings(loaded.rules, geo):
+        log.warning("%s", warning)
     log.info("loaded %d rules from %d files in %s", len(loaded.rules), len(loaded.files), path)
-    return RuleSet(loaded.rules)
+    return RuleSet(loaded.rules, loaded.keywords, loaded.catalog)
 
 
 def create_app(settings: Settings, store: Store | None = None) -> Starlette:
@@ -54,7 +58,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         active = open_store(settings.store) if store is None else store
         if owned:
             await active.open()
-        hub = Hub(active, load_ruleset(settings.rules), settings.sites)
+        geo = Geo(settings.geoip) if settings.geoip else None
+        hub = Hub(active, load_ruleset(settings.rules, geo is not None), settings.sites,
+                  geo=geo)
         app.state.hub = hub
         sweeper = asyncio.create_task(_sweep_forever(hub))
         try:
@@ -65,6 +71,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
                 await sweeper
             if owned:
                 await active.close()
+            if geo is not None:
+                geo.close()
 
     widget = settings.static / "popin.min.js"
 

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
+from .checks import rule_warnings
 from .config import ConfigError, Settings, load_settings
 from .rules import load_rules
 
@@ -22,6 +23,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.store = args.store
     if getattr(args, "rules", None):
         settings.rules = args.rules
+    if getattr(args, "geoip", None):
+        settings.geoip = args.geoip
     return settings
 
 
@@ -32,6 +35,8 @@ def serve(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = _settings(args)
+    if settings.geoip is not None and not settings.geoip.is_file():
+        raise SystemExit(f"popin: the geoip database {settings.geoip} does not exist")
     app = create_app(settings)
     print(f"popin {__version__}: demo shop at http://{args.host}:{args.port}/demo/ "
           f"(store {settings.store}, rules {settings.rules})", file=sys.stderr)
@@ -48,9 +53,14 @@ def rules_check(args: argparse.Namespace) -> int:
     loaded = load_rules(path)
     for error in loaded.errors:
         print(error, file=sys.stderr)
-    good_files = len(loaded.files) - len(loaded.errors)
+    settings = _settings(args)
+    warnings = rule_warnings(loaded.rules, settings.geoip is not None)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    good_files = len({rule.file for rule in loaded.rules})
     print(f"{len(loaded.rules)} rules in {good_files} of {len(loaded.files)} files are valid"
-          + (f"; {len(loaded.errors)} file(s) have errors" if loaded.errors else ""))
+          + (f"; {len(loaded.errors)} error(s)" if loaded.errors else "")
+          + (f"; {len(warnings)} warning(s)" if warnings else ""))
     return 1 if loaded.errors else 0
 
 
@@ -80,6 +90,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--store", help="sqlite:///popin.db (default) or redis://host:6379/0")
     run.add_argument("--rules", type=Path, help="folder of rule files (default: rules/)")
+    run.add_argument("--geoip", type=Path, help="a MaxMind-format .mmdb for geo conditions")
     run.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
     run.set_defaults(func=serve)
@@ -88,6 +99,7 @@ def parser() -> argparse.ArgumentParser:
     rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
     check = rule_commands.add_parser("check", help="validate rule files; errors as file:line")
     check.add_argument("path", nargs="?", type=Path, help="file or folder (default: rules/)")
+    check.add_argument("--geoip", type=Path, help="the .mmdb that geo conditions will use")
     check.set_defaults(func=rules_check)
 
     widget = commands.add_parser("widget", help="build the browser widget")

@@ -82,7 +82,7 @@ def test_rules_check_command_reports_file_line_reason(
     assert main(["rules", "check", str(tmp_path)]) == 1
     captured = capsys.readouterr()
     assert f"{bad}:4: 'popin' needs 'body'" in captured.err
-    assert "1 file(s) have errors" in captured.out
+    assert "1 error(s)" in captured.out
     assert main(["rules", "check", str(ROOT / "rules")]) == 0
     assert "files are valid" in capsys.readouterr().out
     assert main(["rules", "check", str(tmp_path / "missing")]) == 2
