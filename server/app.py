@@ -16,7 +16,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from .agent import Geo
-from .checks import rule_warnings
+from .checks import render_warnings, rule_warnings
 from .config import Settings
 from .endpoint import widget_socket
 from .engine import RuleSet
@@ -43,10 +43,11 @@ def load_ruleset(path: Path, geo: bool = False) -> RuleSet:
     loaded = load_rules(path)
     for error in loaded.errors:
         log.error("rule file error: %s (the file is left out)", error)
-    for warning in rule_warnings(loaded.rules, geo):
+    ruleset = RuleSet(loaded.rules, loaded.keywords, loaded.catalog)
+    for warning in rule_warnings(loaded.rules, geo) + render_warnings(ruleset):
         log.warning("%s", warning)
     log.info("loaded %d rules from %d files in %s", len(loaded.rules), len(loaded.files), path)
-    return RuleSet(loaded.rules, loaded.keywords, loaded.catalog)
+    return ruleset
 
 
 def create_app(settings: Settings, store: Store | None = None) -> Starlette:

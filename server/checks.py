@@ -6,8 +6,14 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 from .conditions import GEO_FIELDS
+from .context import template_context
+from .engine import RuleSet
+from .events import Custom, PageView
+from .facts import Facts
+from .profile import CartLine, Profile
 from .rules import Rule
 from .schema import did_you_mean
+from .templates import RenderError
 from .triggers import AfterTrigger, DwellTrigger, EventTrigger, PageviewTrigger
 
 # Events popin itself, the demo shop and the site's backend conventionally send.
@@ -31,6 +37,26 @@ def _trigger_key(rule: Rule) -> str | None:
     if isinstance(trigger, EventTrigger):
         return f"event {trigger.name} {sorted(trigger.props)}"
     return None
+
+
+def render_warnings(ruleset: RuleSet) -> list[str]:
+    """Render every template once with a sample visitor, so that template errors which
+    only show at run time (a missing filter, `cart.items` being a method) show now."""
+    sku = next(iter(ruleset.catalog), "sample")
+    profile = Profile("sample-visitor", visits=2, first_name="Sam", birthday="1990-01-01",
+                      interests={"sample": 10.0}, cart={sku: CartLine("Sample", 10.0, 1)})
+    facts = Facts(profile, now=1.8e9)
+    page = PageView("https://shop.example/sample?q=sample", "/sample", "Sample page")
+    event = Custom("add_to_cart", {"sku": sku, "price": 10, "name": "Sample", "query": "s"})
+    warnings = []
+    for rule in ruleset.rules:
+        if rule.visual is None:
+            continue
+        try:
+            rule.visual.render(template_context(event, facts, page, "sample", ruleset))
+        except RenderError as error:
+            warnings.append(f"{_where(rule)}: its template fails with a sample visitor: {error}")
+    return warnings
 
 
 def rule_warnings(rules: Iterable[Rule], geo_available: bool,

@@ -9,8 +9,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from . import __version__
-from .checks import rule_warnings
+from .checks import render_warnings, rule_warnings
 from .config import ConfigError, Settings, load_settings
+from .engine import RuleSet
 from .rules import load_rules
 
 
@@ -55,9 +56,10 @@ def rules_check(args: argparse.Namespace) -> int:
         print(error, file=sys.stderr)
     settings = _settings(args)
     warnings = rule_warnings(loaded.rules, settings.geoip is not None)
+    warnings += render_warnings(RuleSet(loaded.rules, loaded.keywords, loaded.catalog))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    good_files = len({rule.file for rule in loaded.rules})
+    good_files = len(set(loaded.files) - {error.file for error in loaded.errors})
     print(f"{len(loaded.rules)} rules in {good_files} of {len(loaded.files)} files are valid"
           + (f"; {len(loaded.errors)} error(s)" if loaded.errors else "")
           + (f"; {len(warnings)} warning(s)" if warnings else ""))

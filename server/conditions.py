@@ -116,7 +116,7 @@ def _entry(key: str, value: Any, line: int, reader: Reader, scope: Scope) -> Con
         flag = FLAGS[key]
         return flag if value else (lambda facts: not flag(facts))
     if key == "interest":
-        return _interest(value, line, reader)
+        return _interest(value, line, reader, scope)
     if key == "audience":
         names = _strings(value, line, reader, "'audience'")
         return lambda facts: any(facts.profile.audiences.get(n, 0) > facts.now for n in names)
@@ -176,8 +176,8 @@ def _text(read: Text, key: str, value: Any, line: int, reader: Reader) -> Condit
     return lambda facts: read(facts).lower() in allowed
 
 
-def _interest(value: Any, line: int, reader: Reader) -> Condition:
-    """Seconds of dwell on a watched keyword or keyword group, across visits."""
+def _interest(value: Any, line: int, reader: Reader, scope: Scope) -> Condition:
+    """Seconds of dwell on a keyword or on any word of a keyword group, across visits."""
     if isinstance(value, str):
         name, bounds, bounds_line = value.strip().lower(), None, line
     else:
@@ -186,8 +186,11 @@ def _interest(value: Any, line: int, reader: Reader) -> Condition:
         name = reader.text(node, "keyword", max_length=64).strip().lower()
         bounds, bounds_line = node.get("seconds"), node.line_of("seconds")
 
+    names = tuple({name, *scope.keywords.get(name, ())})
+
     def seconds(facts: Facts) -> float:
-        return facts.profile.interests.get(name, 0.0)
+        interests = facts.profile.interests
+        return sum(interests.get(word, 0.0) for word in names)
 
     if bounds is not None:
         return number_condition(seconds, "interest.seconds", bounds, bounds_line, reader)

@@ -57,7 +57,7 @@ def template_context(event: Event, facts: Facts, page: PageView | None, search: 
                  "title": page.title if page else ""},
         "trigger": trigger,
         "product": _item(sku, product) if sku else None,
-        "cart": {"items": cart_items,
+        "cart": {"lines": cart_items,
                  "value": sum(line.price * line.quantity for line in profile.cart.values())},
         "complements": complements,
         "alternatives": [_item(other, catalog.get(other))

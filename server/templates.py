@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import Template, TemplateError, TemplateSyntaxError
+from jinja2 import Template, TemplateSyntaxError
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
@@ -58,8 +58,11 @@ class PopinTemplate:
             return CARD.render(title=self.title.render(context),
                                body=Markup(self.body.render(context)),
                                links=links, placement=self.placement)
-        except TemplateError as error:
-            raise RenderError(str(error)) from error
+        except RenderError:
+            raise
+        except Exception as error:
+            # Owners' templates are code: whatever they raise must not reach the socket.
+            raise RenderError(f"{type(error).__name__}: {error}") from error
 
 
 def compile_template(node: Mapping, key: str, reader: Reader) -> Template:

@@ -86,3 +86,18 @@ def test_rules_check_command_reports_file_line_reason(
     assert main(["rules", "check", str(ROOT / "rules")]) == 0
     assert "files are valid" in capsys.readouterr().out
     assert main(["rules", "check", str(tmp_path / "missing")]) == 2
+
+
+def test_rules_check_dry_renders_templates(tmp_path: Path,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - id: loop\n    trigger: {event: signup}\n"
+        "    popin: {title: t, body: '{% for i in cart.items %}{{ i }}{% endfor %}'}\n")
+    assert main(["rules", "check", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'r.yaml'}:2: rule 'loop': its template fails with a sample visitor" in err
+
+
+def test_shipped_playbook_has_no_warnings(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["rules", "check", str(ROOT / "rules")]) == 0
+    assert "warning" not in capsys.readouterr().err

@@ -18,11 +18,13 @@ from popin.events import Hello, PopinStatus
 from popin.facts import Facts, landing_facts
 from popin.profile import Profile
 from popin.protocol import decode, encode
-from popin.rules import Loaded, parse_document, parse_shared
+from popin.rules import Loaded, load_rules, parse_document, parse_shared
 from popin.session import Result, Session
 from popin.yamlsource import load
 
 CASES = sorted((Path(__file__).parent / "cases" / "session").glob("*.yaml"))
+PLAYBOOK_CASES = sorted((Path(__file__).parent / "cases" / "playbook").glob("*.yaml"))
+SHIPPED_RULES = Path(__file__).resolve().parent.parent / "rules"
 URL = "https://shop.test"
 
 
@@ -33,13 +35,20 @@ DEFAULT_START = "2026-11-23T10:00:00+01:00"
 class Replay:
     def __init__(self, case: dict[str, Any]) -> None:
         text = case["rules"]
-        self.rules = RuleSet(parse_document(load(text, "case-rules"), "case-rules"),
-                             *_shared(text))
+        if text == "shipped":
+            loaded = load_rules(SHIPPED_RULES)
+            assert loaded.errors == []
+            self.rules = RuleSet(loaded.rules, loaded.keywords, loaded.catalog)
+            # The shipped playbook runs with the real default budget.
+            site = Site("demo")
+        else:
+            self.rules = RuleSet(parse_document(load(text, "case-rules"), "case-rules"),
+                                 *_shared(text))
+            # A generous fatigue budget unless the case is about it.
+            budget = case.get("fatigue", {"per_session": 99, "per_day": 99})
+            site = Site("site", fatigue_per_session=budget["per_session"],
+                        fatigue_per_day=budget["per_day"])
         self.profile = Profile(visitor="visitor-0001", **case.get("visitor", {}))
-        # A generous fatigue budget unless the case is about it.
-        budget = case.get("fatigue", {"per_session": 99, "per_day": 99})
-        site = Site("site", fatigue_per_session=budget["per_session"],
-                    fatigue_per_day=budget["per_day"])
         agent = case.get("agent", {})
         self.hello = Hello(visitor="visitor-0001", session="session-0000",
                            url=case.get("landing", URL + "/"),
@@ -92,6 +101,22 @@ def _shared(text: str) -> tuple[dict[str, tuple[str, ...]], dict[str, Any]]:
 
 @pytest.mark.parametrize("path", CASES, ids=[case.stem for case in CASES])
 def test_session_case(path: Path) -> None:
+    replay_case(path)
+
+
+@pytest.mark.parametrize("path", PLAYBOOK_CASES, ids=[case.stem for case in PLAYBOOK_CASES])
+def test_playbook_case(path: Path) -> None:
+    """Each scenario of PRODUCT.md, replayed against the shipped rules/ folder."""
+    replay_case(path)
+
+
+def test_every_playbook_campaign_has_a_replayed_case() -> None:
+    campaigns = {path.stem for path in SHIPPED_RULES.glob("*.yaml")} - {"catalog"}
+    replayed = {yaml.safe_load(path.read_text())["campaign"] for path in PLAYBOOK_CASES}
+    assert campaigns <= replayed, f"no replay case for {sorted(campaigns - replayed)}"
+
+
+def replay_case(path: Path) -> None:
     case = yaml.safe_load(path.read_text())
     replay = Replay(case)
     for number, step in enumerate(case["steps"], 1):
