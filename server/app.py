@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from pathlib import Path
 from typing import Any
 
 from starlette.applications import Starlette
@@ -16,12 +15,11 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from .agent import Geo
-from .checks import render_warnings, rule_warnings
 from .config import Settings
 from .endpoint import widget_socket
 from .engine import RuleSet
 from .hub import Hub
-from .rules import load_rules
+from .reload import reload_rules, watch_rules
 from .store import Store, open_store
 
 log = logging.getLogger("popin")
@@ -39,17 +37,6 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
-def load_ruleset(path: Path, geo: bool = False) -> RuleSet:
-    loaded = load_rules(path)
-    for error in loaded.errors:
-        log.error("rule file error: %s (the file is left out)", error)
-    ruleset = RuleSet(loaded.rules, loaded.keywords, loaded.catalog)
-    for warning in rule_warnings(loaded.rules, geo) + render_warnings(ruleset):
-        log.warning("%s", warning)
-    log.info("loaded %d rules from %d files in %s", len(loaded.rules), len(loaded.files), path)
-    return ruleset
-
-
 def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     """Build the app; pass `store` to share one the caller owns (tests, benchmarks)."""
 
@@ -60,16 +47,21 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         if owned:
             await active.open()
         geo = Geo(settings.geoip) if settings.geoip else None
-        hub = Hub(active, load_ruleset(settings.rules, geo is not None), settings.sites,
-                  geo=geo)
+        hub = Hub(active, RuleSet(), settings.sites, geo=geo)
+        reload_rules(hub, settings.rules, geo is not None, starting=True)
         app.state.hub = hub
-        sweeper = asyncio.create_task(_sweep_forever(hub))
+        tasks = [asyncio.create_task(_sweep_forever(hub))]
+        watch_files = settings.reload and settings.rules.is_dir()
+        tasks.append(asyncio.create_task(
+            watch_rules(hub, settings.rules, geo is not None, files=watch_files)))
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if owned:
                 await active.close()
             if geo is not None:
@@ -85,6 +77,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     async def health(request: Request) -> JSONResponse:
         hub: Hub = request.app.state.hub
         return JSONResponse({"ok": True, "rules": len(hub.rules),
+                             "rule_errors": hub.rule_status.errors,
+                             "rules_loaded_at": hub.rule_status.loaded_at,
                              "sessions": hub.live_sessions})
 
     async def metrics(request: Request) -> PlainTextResponse:

@@ -26,6 +26,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         settings.rules = args.rules
     if getattr(args, "geoip", None):
         settings.geoip = args.geoip
+    if getattr(args, "no_reload", False):
+        settings.reload = False
     return settings
 
 
@@ -66,6 +68,28 @@ def rules_check(args: argparse.Namespace) -> int:
     return 1 if loaded.errors else 0
 
 
+def rules_explain(args: argparse.Namespace) -> int:
+    from datetime import datetime
+
+    from .explain import explain
+
+    settings = _settings(args)
+    loaded = load_rules(settings.rules)
+    for error in loaded.errors:
+        print(error, file=sys.stderr)
+    site = next(iter(settings.sites.values()))
+    start = datetime.fromisoformat(args.start) if args.start else datetime.now(site.zone)
+    try:
+        lines = args.events.read_text(encoding="utf-8").splitlines()
+    except OSError as error:
+        print(f"{args.events}: {error.strerror}", file=sys.stderr)
+        return 2
+    ruleset = RuleSet(loaded.rules, loaded.keywords, loaded.catalog)
+    for line in explain(lines, ruleset, site, start, device=args.device):
+        print(line)
+    return 1 if loaded.errors else 0
+
+
 def widget_build(args: argparse.Namespace) -> int:
     from .widget import BUILT, build, size_of
 
@@ -93,6 +117,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--store", help="sqlite:///popin.db (default) or redis://host:6379/0")
     run.add_argument("--rules", type=Path, help="folder of rule files (default: rules/)")
     run.add_argument("--geoip", type=Path, help="a MaxMind-format .mmdb for geo conditions")
+    run.add_argument("--no-reload", action="store_true",
+                     help="do not watch the rules folder (SIGHUP still reloads)")
     run.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
     run.set_defaults(func=serve)
@@ -103,6 +129,16 @@ def parser() -> argparse.ArgumentParser:
     check.add_argument("path", nargs="?", type=Path, help="file or folder (default: rules/)")
     check.add_argument("--geoip", type=Path, help="the .mmdb that geo conditions will use")
     check.set_defaults(func=rules_check)
+    explain = rule_commands.add_parser(
+        "explain", help="replay recorded events (JSON Lines) and say which rules fired and why")
+    explain.add_argument("events", type=Path, help="one widget message per line; optional "
+                         '"at" (seconds); {"type": "tick"} lets timers come due')
+    explain.add_argument("--rules", type=Path, help="folder of rule files (default: rules/)")
+    explain.add_argument("--start", help="when the replay starts, ISO 8601 "
+                         "(default: now, site time)")
+    explain.add_argument("--device", default="desktop",
+                         choices=["desktop", "mobile", "tablet", "bot", "other"])
+    explain.set_defaults(func=rules_explain)
 
     widget = commands.add_parser("widget", help="build the browser widget")
     widget_commands = widget.add_subparsers(dest="widget_command", required=True,

@@ -77,6 +77,8 @@ class Settings:
     static: Path = STATIC_DIR
     sites: dict[str, Site] = field(default_factory=lambda: {"demo": Site("demo", "Demo shop")})
     geoip: Path | None = None
+    # Watch the rules folder and reload on change (and on SIGHUP).
+    reload: bool = True
 
 
 def load_settings(path: Path | None) -> Settings:

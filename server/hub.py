@@ -10,6 +10,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from .agent import Geo, agent_of
 from .config import Site
@@ -28,6 +29,16 @@ SESSION_IDLE_SECONDS = 30 * 60
 SessionKey = tuple[str, str, str]
 
 
+@dataclass(slots=True)
+class RuleStatus:
+    """What the owner needs to know about the rules in force."""
+
+    loaded_at: float = 0.0
+    checked_at: float = 0.0
+    files: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
 class Hub:
     def __init__(self, store: Store, rules: RuleSet, sites: dict[str, Site],
                  clock: Callable[[], float] = time.time, geo: Geo | None = None) -> None:
@@ -35,6 +46,7 @@ class Hub:
         self._rules = rules
         # Bumped on every reload, so each socket sends its widget the new config once.
         self.rules_version = 0
+        self.rule_status = RuleStatus(loaded_at=clock())
         self.sites = sites
         self.clock = clock
         self.geo = geo

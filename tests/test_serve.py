@@ -60,3 +60,27 @@ def test_serve_reports_rule_errors_at_start_and_keeps_the_good_rules(tmp_path: P
         output = stop(process)
     assert f"{rules / 'bad.yaml'}:4: unknown key 'bdy' in 'popin' (did you mean 'body'?)" in output
     assert (tmp_path / "s.db").is_file()
+
+
+def test_sighup_reloads_the_rules(tmp_path: Path) -> None:
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    rule = "rules:\n  - {{id: r{n}, trigger: {{event: signup}}, tag: t}}\n"
+    (rules / "a.yaml").write_text(rule.format(n=1))
+    process, port = start(tmp_path, "--rules", str(rules), "--no-reload")
+    try:
+        def count() -> int:
+            rules_now: int = httpx.get(f"http://127.0.0.1:{port}/healthz").json()["rules"]
+            return rules_now
+
+        assert count() == 1
+        (rules / "b.yaml").write_text(rule.format(n=2))
+        time.sleep(0.5)
+        assert count() == 1, "--no-reload must not watch files"
+        process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while count() != 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    finally:
+        stop(process)
