@@ -6,8 +6,9 @@ path), so a rule that cannot match an event costs nothing when that event arrive
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from .events import Custom, Dwell, Event, ExitIntent, Idle, PageView, Scroll, TabReturn, Timer
@@ -44,9 +45,26 @@ def _threshold(rule: Rule) -> float:
     return 0.0
 
 
-def _crossed(rules: list[Rule], previous: float, reached: float) -> list[Rule]:
-    """Rules (sorted by threshold) whose threshold lies in (previous, reached]."""
-    return by_priority(rule for rule in rules if previous < _threshold(rule) <= reached)
+class Thresholds:
+    """Rules sorted by threshold: those crossed between two readings, found by bisection."""
+
+    __slots__ = ("_rules", "_values")
+
+    def __init__(self, rules: Iterable[Rule]) -> None:
+        self._rules = sorted(rules, key=lambda rule: (_threshold(rule), -rule.priority))
+        self._values = [_threshold(rule) for rule in self._rules]
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self._rules)
+
+    def __bool__(self) -> bool:
+        return bool(self._rules)
+
+    def crossed(self, previous: float, reached: float) -> list[Rule]:
+        """Rules whose threshold lies in (previous, reached], highest priority first."""
+        low = bisect_right(self._values, previous)
+        high = bisect_right(self._values, reached)
+        return by_priority(self._rules[low:high]) if high > low else []
 
 
 class RuleSet:
@@ -72,8 +90,11 @@ class RuleSet:
                 self._paths_elsewhere.append(rule)
         self._exact_paths = {path: by_priority(found) for path, found in exact.items()}
         self._path_segments = dict(segments)
-        self._dwell = self._grouped(kinds[DwellTrigger],
-                                    lambda t: t.watch if isinstance(t, DwellTrigger) else "")
+        dwell: defaultdict[str, list[Rule]] = defaultdict(list)
+        for rule in kinds[DwellTrigger]:
+            assert isinstance(rule.trigger, DwellTrigger)
+            dwell[rule.trigger.watch].append(rule)
+        self._dwell = {watch: Thresholds(found) for watch, found in dwell.items()}
         self._events = self._grouped(kinds[EventTrigger],
                                      lambda t: t.name if isinstance(t, EventTrigger) else "")
         self.after_start = self._grouped(
@@ -84,9 +105,9 @@ class RuleSet:
             for name in rule.trigger.without:
                 cancel[name].append(rule)
         self.after_cancel = dict(cancel)
-        self._scroll = sorted(kinds[ScrollTrigger], key=_threshold)
-        self._idle = sorted(kinds[IdleTrigger], key=_threshold)
-        self._tab = sorted(kinds[TabReturnTrigger], key=_threshold)
+        self._scroll = Thresholds(kinds[ScrollTrigger])
+        self._idle = Thresholds(kinds[IdleTrigger])
+        self._tab = Thresholds(kinds[TabReturnTrigger])
         self._exit = by_priority(kinds[ExitIntentTrigger])
         self.search = by_priority(kinds[SearchTrigger])
         self.visit = by_priority([*kinds[VisitTrigger], *kinds[BirthdayTrigger]])
@@ -94,11 +115,12 @@ class RuleSet:
         self.widget_config = self._widget_config()
         self._dispatch: dict[type, Callable[[Any, float], list[Rule]]] = {
             PageView: lambda event, _previous: self._pageview(event.path),
-            Dwell: lambda event, previous: _crossed(self._dwell.get(event.keyword, []),
-                                                    previous, event.seconds),
-            Scroll: lambda event, previous: _crossed(self._scroll, previous, event.percent),
-            Idle: lambda event, previous: _crossed(self._idle, previous, event.seconds),
-            TabReturn: lambda event, _previous: _crossed(self._tab, 0, event.seconds),
+            Dwell: lambda event, previous: (
+                self._dwell[event.keyword].crossed(previous, event.seconds)
+                if event.keyword in self._dwell else []),
+            Scroll: lambda event, previous: self._scroll.crossed(previous, event.percent),
+            Idle: lambda event, previous: self._idle.crossed(previous, event.seconds),
+            TabReturn: lambda event, _previous: self._tab.crossed(0, event.seconds),
             ExitIntent: lambda _event, _previous: self._exit,
             Custom: lambda event, _previous: [
                 rule for rule in self._events.get(event.name, ())
@@ -118,7 +140,8 @@ class RuleSet:
     def _widget_config(self) -> dict[str, Any]:
         """What the widget must measure for these rules, and nothing more."""
         watch = []
-        for name, rules in self._dwell.items():
+        for name, thresholds in self._dwell.items():
+            rules = list(thresholds)
             trigger = rules[0].trigger
             assert isinstance(trigger, DwellTrigger)
             watch.append({"name": name, "words": list(trigger.words),
