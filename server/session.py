@@ -145,6 +145,7 @@ class Session:
 
     def _pageview(self, event: PageView, rules: RuleSet, now: float) -> Result:
         self.page = event
+        self.search = ""
         self.page_dwell, self.page_scroll, self.idle_reached = {}, 0.0, 0.0
         candidates = []
         for rule in rules.candidates(event):
@@ -224,7 +225,9 @@ class Session:
                 self.timers.setdefault(rule.id, now + rule.trigger.within)
         candidates = rules.candidates(event)
         query = event.props.get("query")
-        if event.name == "search" and isinstance(query, str) and query.strip():
+        # A query already seen in this page's URL is the same search, told twice.
+        if (event.name == "search" and isinstance(query, str) and query.strip()
+                and query[:200] != self.search):
             candidates = by_priority([*candidates, *self._searched(query, rules)])
         result = self._fire(candidates, event, rules, now)
         result.profile_changed |= changed

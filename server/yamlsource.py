@@ -80,6 +80,8 @@ def load(text: str, file: str) -> Any:
         if context and error.context_mark and error.context_mark.line + 1 != line:
             context = f"{context} started on line {error.context_mark.line + 1}"
         reason = ": ".join(part for part in (context, error.problem) if part)
+        if "mapping values are not allowed" in reason or "but got '?'" in reason:
+            reason += " (text holding ': ' or '?' must be quoted, e.g. title: \"Why: this?\")"
         raise SourceError(file, line, reason or "invalid YAML") from None
     except yaml.YAMLError as error:
         raise SourceError(file, 1, str(error)) from None

@@ -263,3 +263,38 @@ def _metrics(server: LiveServer) -> str:
 def test_demo_pages_all_carry_the_tag() -> None:
     for page in (ROOT / "static" / "demo").glob("*.html"):
         assert '<script async src="/popin.js" data-site="demo"></script>' in page.read_text()
+
+
+def test_playbook_campaigns_run_in_the_demo(
+        live_server: LiveServer, live_settings: Settings, page: Any, screenshots: Path) -> None:
+    page.goto(f"{live_server.url}/demo/")
+    page.fill("input[name=q]", "classic skis")
+    page.press("input[name=q]", "Enter")
+    card = page.locator(POPIN_CARD)
+    card.wait_for(timeout=10000)
+    assert 'Going further with "classic skis"' in card.inner_text()
+    page.wait_for_timeout(400)  # the entrance animation
+    page.screenshot(path=screenshots / "demo-search-suggestions.png")
+    page.locator("[data-popin] .close").click()
+
+    page.goto(f"{live_server.url}/demo/boots.html")
+    card.wait_for(timeout=10000)
+    assert "Classic touring boots is out of stock" in card.inner_text()
+    assert "Classic Pro boots" in card.inner_text()
+    page.wait_for_timeout(400)  # the entrance animation
+    page.screenshot(path=screenshots / "demo-out-of-stock.png")
+    page.locator("[data-popin] .close").click()
+
+    page.goto(f"{live_server.url}/demo/signup.html")
+    page.fill("input[name=first_name]", "Léa")
+    page.fill("input[name=email]", "lea@example.com")
+    page.click("text=Create my account")
+    card.wait_for(timeout=10000)
+    assert "Welcome, Léa!" in card.inner_text()
+    page.wait_for_timeout(400)  # the entrance animation
+    page.screenshot(path=screenshots / "demo-welcome-after-signup.png")
+
+    visitor = page.evaluate("localStorage.getItem('popin_v')")
+    profile = eventually(page, lambda: (p := stored_profile(live_settings, visitor)) and
+                         "waiting-for-stock" in p.audiences and p)
+    assert {"waiting-for-stock", "theme-equipment"} <= set(profile.audiences)

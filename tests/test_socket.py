@@ -200,3 +200,23 @@ def test_widget_script_and_demo_are_served(client: TestClient) -> None:
     assert page.status_code == 200
     assert 'src="/popin.js" data-site="demo"' in page.text
     assert client.get("/", follow_redirects=False).headers["location"] == "/demo/"
+
+
+def test_in_session_timers_fire_without_another_message(tmp_path: Path) -> None:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "t.yaml").write_text(
+        "rules:\n  - id: hesitation\n"
+        "    trigger: {after: {event: add_to_cart, without: checkout_started, within: 0.3}}\n"
+        "    popin: {title: \"Any questions?\", body: b}\n")
+    settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=tmp_path / "rules")
+    with TestClient(create_app(settings)) as client, \
+            client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        send(ws, hello())
+        ws.receive_json()
+        send(ws, {"type": "event", "name": "add_to_cart", "props": {"sku": "skis"}})
+        shown = ws.receive_json()  # nothing else is sent: the timer wakes the socket
+        assert shown["rule"] == "hesitation"
+        send(ws, {"type": "event", "name": "add_to_cart", "props": {"sku": "wax"}})
+        send(ws, {"type": "event", "name": "checkout_started"})
+        send(ws, "barrier")
+        assert ws.receive_json()["code"] == "bad_json"

@@ -66,3 +66,10 @@ document.addEventListener('DOMContentLoaded', function () {
   renderCart();
   search();
 });
+function signUp(event) {
+  event.preventDefault();
+  var form = event.target;
+  popin('track', 'signup', { first_name: form.first_name.value.slice(0, 40) });
+  form.hidden = true;
+  document.getElementById('signed-up').hidden = false;
+}
