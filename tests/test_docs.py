@@ -42,15 +42,25 @@ def test_the_two_commands_and_ci_agree() -> None:
 
 def test_every_documented_command_exists() -> None:
     documented = set(re.findall(r"^\| `popin ([a-z]+(?: [a-z]+)?)", README, re.MULTILINE))
-    assert documented == {"serve", "rules check", "widget build"}
+    assert documented == {"serve", "rules check", "rules explain", "widget build"}
+    examples = {"rules explain": ["events.jsonl"], "rules check": ["rules"]}
     for command in documented:
-        args = command.split()
-        if args[0] == "rules":
-            args.append("rules")
-        parser().parse_args(args)  # raises SystemExit on an unknown command
+        # parse_args raises SystemExit on an unknown command or option.
+        parser().parse_args([*command.split(), *examples.get(command, [])])
 
 
 def test_documented_widget_size_is_true() -> None:
     claimed = re.search(r"weighs about (\d+) KB gzipped", README)
     assert claimed
     assert round(size_of(BUILT.read_text()).gzipped / 1024) == int(claimed[1])
+
+
+def test_every_trigger_condition_and_action_is_documented() -> None:
+    from popin.actions import ACTIONS
+    from popin.conditions import FIELDS
+    from popin.triggers import COMPILERS
+
+    for name in [*COMPILERS, *ACTIONS]:
+        assert f"`{name}:" in README, f"trigger/action {name!r} is not in the README"
+    for name in FIELDS:
+        assert f"`{name}`" in README or f"`{name}:" in README, f"condition {name!r} undocumented"
