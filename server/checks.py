@@ -60,10 +60,10 @@ def render_warnings(ruleset: RuleSet) -> list[str]:
 
 
 def rule_warnings(rules: Iterable[Rule], geo_available: bool,
-                  known_events: Iterable[str] = KNOWN_EVENTS) -> list[str]:
+                  declared_events: Iterable[str] = ()) -> list[str]:
     rules = list(rules)
     warnings: list[str] = []
-    events = set(known_events)
+    events = KNOWN_EVENTS | set(declared_events)
     for rule in rules:
         geo = sorted(set(GEO_FIELDS) & rule.uses)
         if geo and not geo_available:
@@ -79,8 +79,9 @@ def rule_warnings(rules: Iterable[Rule], geo_available: bool,
             names = [rule.trigger.event, *rule.trigger.without]
         for name in names:
             if name not in events:
-                warnings.append(f"{_where(rule)}: event {name!r} is not one popin or the demo "
-                                f"knows{did_you_mean(name, events)}; make sure the site sends it")
+                warnings.append(f"{_where(rule)}: event {name!r} is not a known event"
+                                f"{did_you_mean(name, events)}; if the site sends it, list it "
+                                "under 'events:' in a rule file")
     overlapping: defaultdict[tuple[str, int], list[Rule]] = defaultdict(list)
     for rule in rules:
         key = _trigger_key(rule)

@@ -57,7 +57,7 @@ def rules_check(args: argparse.Namespace) -> int:
     for error in loaded.errors:
         print(error, file=sys.stderr)
     settings = _settings(args)
-    warnings = rule_warnings(loaded.rules, settings.geoip is not None)
+    warnings = rule_warnings(loaded.rules, settings.geoip is not None, loaded.events)
     warnings += render_warnings(RuleSet(loaded.rules, loaded.keywords, loaded.catalog))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)

@@ -38,7 +38,8 @@ def reload_rules(hub: Hub, folder: Path, geo_available: bool, starting: bool = F
         hub.counts["rules.reload_failed"] += 1
         return False
     ruleset = RuleSet(loaded.rules, loaded.keywords, loaded.catalog)
-    for warning in rule_warnings(loaded.rules, geo_available) + render_warnings(ruleset):
+    for warning in (rule_warnings(loaded.rules, geo_available, loaded.events)
+                    + render_warnings(ruleset)):
         log.warning("%s", warning)
     hub.rules = ruleset
     hub.rule_status.loaded_at = hub.rule_status.checked_at

@@ -1,6 +1,7 @@
 """Campaign files: one YAML file per campaign in `rules/`, parsed and compiled once.
 
     campaign: Help with waxing
+    events: [newsletter_opened]     # custom events this site sends
     keywords:                       # groups, usable by dwell, search and interest
       ski-care: [waxing, wax, glide]
     catalog:                        # for cross-sell and out-of-stock personalisation
@@ -44,7 +45,7 @@ from .templates import PopinTemplate
 from .triggers import Keywords, Trigger, compile_trigger
 from .yamlsource import Mapping, SourceError, load_file
 
-FILE_KEYS = ("campaign", "description", "keywords", "catalog", "rules")
+FILE_KEYS = ("campaign", "description", "keywords", "catalog", "events", "rules")
 RULE_KEYS = ("id", "description", "category", "trigger", "when", *ACTIONS, "cap",
              "quiet_after_dismiss", "priority", "exclusive", "holdout")
 CATEGORIES = ("functional", "transactional", "event", "behavioural")
@@ -97,6 +98,8 @@ class Loaded:
     files: list[str] = field(default_factory=list)
     keywords: Keywords = field(default_factory=dict)
     catalog: dict[str, CatalogItem] = field(default_factory=dict)
+    # Custom event names the site says it sends (so `rules check` does not warn).
+    events: set[str] = field(default_factory=set)
 
 
 def parse_rule(node: Mapping, reader: Reader, campaign: str, keywords: Keywords) -> Rule:
@@ -182,8 +185,13 @@ def _top(document: Any, file: str) -> tuple[Reader, Mapping]:
 
 
 def parse_shared(document: Any, file: str, loaded: Loaded) -> None:
-    """First pass: keyword groups and catalog entries, which any file's rules may use."""
+    """First pass: keyword groups, catalog entries and declared events, for every file."""
     reader, top = _top(document, file)
+    if "events" in top:
+        names = reader.sequence(top["events"], top.line_of("events"), "'events'")
+        if not all(isinstance(name, str) for name in names):
+            reader.fail(top.line_of("events"), "'events' must be a list of event names")
+        loaded.events.update(names)
     if "keywords" in top:
         groups = reader.mapping(top["keywords"], top.line_of("keywords"), "'keywords'")
         for name, words in groups.items():

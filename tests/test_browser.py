@@ -298,3 +298,88 @@ def test_playbook_campaigns_run_in_the_demo(
     profile = eventually(page, lambda: (p := stored_profile(live_settings, visitor)) and
                          "waiting-for-stock" in p.audiences and p)
     assert {"waiting-for-stock", "theme-equipment"} <= set(profile.audiences)
+
+
+def test_the_widget_measures_scroll_idle_exit_tab_typing_and_scoped_dwell(
+        fixture_site: tuple[FixtureSite, LiveServer], browser: Any) -> None:
+    site, _server = fixture_site
+    context = browser.new_context(viewport={"width": 1000, "height": 700})
+    page = context.new_page()
+    try:
+        log = SocketLog(page)
+        page.goto(f"{site.url}/behaviour.html")
+        assert eventually(page, lambda: log.of_type("pageview"))
+        page.wait_for_timeout(400)  # the config arrives and the page is scanned
+
+        page.locator("#name").click()
+        page.keyboard.type("Anna")
+        page.locator("h1").click()
+        typing = [message["active"] for message in log.of_type("typing")]
+        assert eventually(page, lambda: [m["active"] for m in log.of_type("typing")] ==
+                          [True, False]), typing
+
+        # "avalanche" in #aside does not count: only the #guide section is watched.
+        page.locator("#aside p").scroll_into_view_if_needed()
+        page.wait_for_timeout(2500)
+        assert log.of_type("dwell") == []
+        page.locator("#guide p").scroll_into_view_if_needed()
+        assert eventually(page, lambda: log.of_type("dwell"), timeout=6)
+        assert log.of_type("dwell") == [{"type": "dwell", "keyword": "avalanche@#guide",
+                                         "seconds": 2}]
+        assert log.of_type("scroll") == [{"type": "scroll", "percent": 50}]
+
+        # No input at all for five seconds.
+        assert eventually(page, lambda: log.of_type("idle"), timeout=9)
+        assert log.of_type("idle") == [{"type": "idle", "seconds": 5}]
+
+        # The pointer leaves through the top of the window, twice: reported once.
+        for _ in range(2):
+            page.evaluate("document.dispatchEvent(new MouseEvent('mouseout', "
+                          "{clientY: -2, relatedTarget: null, bubbles: true}))")
+        assert eventually(page, lambda: log.of_type("exit"))
+        page.wait_for_timeout(200)
+        assert len(log.of_type("exit")) == 1
+
+        # The tab is hidden for six seconds, then shown again.
+        page.evaluate("""() => {
+            const set = (hidden) => {
+                Object.defineProperty(document, 'hidden', {value: hidden, configurable: true});
+                Object.defineProperty(document, 'visibilityState',
+                    {value: hidden ? 'hidden' : 'visible', configurable: true});
+                document.dispatchEvent(new Event('visibilitychange'));
+            };
+            set(true);
+            const now = Date.now;
+            Date.now = () => now() + 6000;
+            set(false);
+        }""")
+        tab = eventually(page, lambda: log.of_type("tab"))
+        assert tab and tab[0]["seconds"] >= 5
+    finally:
+        context.close()
+
+
+def test_bar_and_inline_placements(
+        fixture_site: tuple[FixtureSite, LiveServer], page: Any, screenshots: Path) -> None:
+    site, _server = fixture_site
+    log = SocketLog(page)
+    page.goto(f"{site.url}/behaviour.html")
+    assert eventually(page, lambda: log.of_type("pageview"))
+    page.evaluate("popin.track('show_bar')")
+    bar = page.locator(POPIN_CARD, has_text="A top bar")
+    bar.wait_for(timeout=10000)
+    page.wait_for_timeout(400)
+    page.screenshot(path=screenshots / "fixture-top-bar.png")
+    box = bar.bounding_box()
+    assert box["y"] == 0 and box["x"] == 0 and box["width"] == DESKTOP["width"]
+    page.locator("[data-popin] .close").click()
+
+    page.evaluate("popin.track('show_inline')")
+    inline = page.locator("#offers [data-popin] .card")
+    inline.wait_for(timeout=10000)
+    assert "In the page's slot" in inline.inner_text()
+    page.locator("[data-popin] .close").click()
+
+    page.evaluate("popin.track('show_missing')")
+    assert eventually(page, lambda: [m for m in log.of_type("popin") if m["status"] == "failed"])
+    assert page.locator("[data-popin]").count() == 0

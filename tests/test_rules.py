@@ -101,3 +101,15 @@ def test_rules_check_dry_renders_templates(tmp_path: Path,
 def test_shipped_playbook_has_no_warnings(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["rules", "check", str(ROOT / "rules")]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_unknown_events_warn_unless_declared(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    rule = "rules:\n  - {id: r, trigger: {event: add_to_kart}, tag: t}\n"
+    (tmp_path / "r.yaml").write_text(rule)
+    assert main(["rules", "check", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert "event 'add_to_kart' is not a known event (did you mean 'add_to_cart'?)" in err
+    (tmp_path / "r.yaml").write_text("events: [add_to_kart]\n" + rule)
+    assert main(["rules", "check", str(tmp_path)]) == 0
+    assert "warning" not in capsys.readouterr().err
