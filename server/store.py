@@ -7,8 +7,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Protocol
+from typing import Any, Protocol
 
+from .delivery import Delivery
+from .keys import ApiKey
 from .profile import Profile
 
 
@@ -16,13 +18,54 @@ class Store(Protocol):
     async def open(self) -> None:
         """Be ready to serve, or fail now with a clear error (at start, not first visit)."""
 
+    async def close(self) -> None: ...
+
+    # Visitors
     async def load_profile(self, site: str, visitor: str) -> Profile | None: ...
 
     async def save_profile(self, site: str, profile: Profile) -> None: ...
 
     async def delete_profile(self, site: str, visitor: str) -> bool: ...
 
-    async def close(self) -> None: ...
+    async def link_user(self, site: str, user_id: str, visitor: str) -> str:
+        """Link the site's user id to a visitor; the first visitor linked stays the one,
+        so every device of a user converges on it. Returns that visitor."""
+
+    async def visitor_of_user(self, site: str, user_id: str) -> str | None: ...
+
+    async def erase_visitor(self, site: str, visitor: str) -> None:
+        """Forget a visitor everywhere: profile, user links, outbox, queued webhooks."""
+
+    # API keys
+    async def put_key(self, key: ApiKey) -> None: ...
+
+    async def key_by_digest(self, digest: str) -> ApiKey | None: ...
+
+    async def list_keys(self, site: str) -> list[ApiKey]: ...
+
+    # Requests applied once
+    async def claim(self, site: str, key: str, ttl: float) -> bool:
+        """True the first time `key` is claimed within `ttl` seconds, False after."""
+
+    # Pushes waiting for a visitor, until acknowledged or expired
+    async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
+                         expires: float) -> None: ...
+
+    async def outbox_list(self, site: str, visitor: str, now: float) -> list[dict[str, Any]]: ...
+
+    async def outbox_remove(self, site: str, visitor: str, push_id: str) -> None: ...
+
+    # Webhook deliveries
+    async def queue_delivery(self, delivery: Delivery) -> None: ...
+
+    async def lease_deliveries(self, now: float, limit: int,
+                               lease: float) -> list[Delivery]:
+        """Pending deliveries due by `now`, held for `lease` seconds so that no other
+        sender takes them meanwhile."""
+
+    async def save_delivery(self, delivery: Delivery) -> None: ...
+
+    async def list_deliveries(self, site: str, status: str) -> list[Delivery]: ...
 
 
 def _sqlite(url: str) -> Store:

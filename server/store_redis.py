@@ -2,20 +2,37 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+import orjson
 import redis.asyncio as redis
 
+from .delivery import Delivery
+from .keys import ApiKey
 from .profile import Profile
 
 MAX_CONNECTIONS = 32
 POOL_TIMEOUT_SECONDS = 10.0
+
+# Take the due deliveries and push their due time past the lease, atomically, so that
+# two senders never hold the same delivery.
+LEASE = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
+return ids
+"""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
 
 
 class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str = "popin") -> None:
         self._client = client
         self._prefix = prefix
+        self._lease = client.register_script(LEASE)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -28,22 +45,132 @@ class RedisStore:
                                                      timeout=POOL_TIMEOUT_SECONDS)
         return cls(redis.Redis.from_pool(pool), prefix)
 
-    def _key(self, site: str, visitor: str) -> str:
-        return f"{self._prefix}:{site}:profile:{visitor}"
+    def _key(self, site: str, kind: str, name: str) -> str:
+        return f"{self._prefix}:{site}:{kind}:{name}"
 
     async def open(self) -> None:
         await self._client.ping()
 
+    async def close(self) -> None:
+        await self._client.aclose()
+
     async def load_profile(self, site: str, visitor: str) -> Profile | None:
-        data: bytes | str | None = await self._client.get(self._key(site, visitor))
+        data: bytes | str | None = await self._client.get(self._key(site, "profile", visitor))
         return None if data is None else Profile.from_json(data)
 
     async def save_profile(self, site: str, profile: Profile) -> None:
-        await self._client.set(self._key(site, profile.visitor), profile.to_json())
+        await self._client.set(self._key(site, "profile", profile.visitor), profile.to_json())
 
     async def delete_profile(self, site: str, visitor: str) -> bool:
-        deleted: int = await self._client.delete(self._key(site, visitor))
+        deleted: int = await self._client.delete(self._key(site, "profile", visitor))
         return deleted > 0
 
-    async def close(self) -> None:
-        await self._client.aclose()
+    async def link_user(self, site: str, user_id: str, visitor: str) -> str:
+        key = self._key(site, "user", user_id)
+        await self._client.set(key, visitor, nx=True)
+        found: bytes | str | None = await self._client.get(key)
+        linked = visitor if found is None else _text(found)
+        await self._client.sadd(self._key(site, "visitor-users", linked), user_id)
+        return linked
+
+    async def visitor_of_user(self, site: str, user_id: str) -> str | None:
+        found: bytes | str | None = await self._client.get(self._key(site, "user", user_id))
+        return None if found is None else _text(found)
+
+    async def erase_visitor(self, site: str, visitor: str) -> None:
+        users_key = self._key(site, "visitor-users", visitor)
+        hooks_key = self._key(site, "visitor-deliveries", visitor)
+        users = [_text(user) for user in await self._client.smembers(users_key)]
+        hooks = [_text(hook) for hook in await self._client.smembers(hooks_key)]
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.delete(self._key(site, "profile", visitor), self._key(site, "outbox", visitor),
+                        users_key, hooks_key)
+            for user in users:
+                pipe.delete(self._key(site, "user", user))
+            for hook in hooks:
+                pipe.delete(f"{self._prefix}:delivery:{hook}")
+                pipe.zrem(f"{self._prefix}:deliveries:due", hook)
+                pipe.srem(self._key(site, "deliveries", "all"), hook)
+            await pipe.execute()
+
+    async def put_key(self, key: ApiKey) -> None:
+        record = orjson.dumps(key.public() | {"digest": key.digest})
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self._prefix}:api-key:{key.digest}", record)
+            pipe.sadd(self._key(key.site, "api-keys", "all"), key.digest)
+            await pipe.execute()
+
+    async def key_by_digest(self, digest: str) -> ApiKey | None:
+        data: bytes | str | None = await self._client.get(f"{self._prefix}:api-key:{digest}")
+        return None if data is None else ApiKey.from_dict(orjson.loads(data))
+
+    async def list_keys(self, site: str) -> list[ApiKey]:
+        digests = await self._client.smembers(self._key(site, "api-keys", "all"))
+        keys = [await self.key_by_digest(_text(digest)) for digest in digests]
+        return sorted((key for key in keys if key is not None), key=lambda key: key.created)
+
+    async def claim(self, site: str, key: str, ttl: float) -> bool:
+        claimed = await self._client.set(self._key(site, "claim", key), b"1", nx=True,
+                                         px=max(1, int(ttl * 1000)))
+        return bool(claimed)
+
+    async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
+                         expires: float) -> None:
+        await self._client.hset(self._key(site, "outbox", visitor), push["id"],
+                                orjson.dumps({"push": push, "expires": expires}))
+
+    async def outbox_list(self, site: str, visitor: str, now: float) -> list[dict[str, Any]]:
+        key = self._key(site, "outbox", visitor)
+        entries = await self._client.hgetall(key)
+        pushes, expired = [], []
+        for push_id, raw in entries.items():
+            entry = orjson.loads(raw)
+            if entry["expires"] < now:
+                expired.append(push_id)
+            else:
+                pushes.append(entry["push"])
+        if expired:
+            await self._client.hdel(key, *expired)
+        return sorted(pushes, key=lambda push: (float(push.get("at", 0)), str(push["id"])))
+
+    async def outbox_remove(self, site: str, visitor: str, push_id: str) -> None:
+        await self._client.hdel(self._key(site, "outbox", visitor), push_id)
+
+    async def queue_delivery(self, delivery: Delivery) -> None:
+        await self.save_delivery(delivery)
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        due_key = f"{self._prefix}:deliveries:due"
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self._prefix}:delivery:{delivery.id}", orjson.dumps(delivery.to_dict()))
+            pipe.sadd(self._key(delivery.site, "deliveries", "all"), delivery.id)
+            pipe.sadd(self._key(delivery.site, "visitor-deliveries", delivery.visitor),
+                      delivery.id)
+            if delivery.status == "pending":
+                pipe.zadd(due_key, {delivery.id: delivery.due})
+            else:
+                pipe.zrem(due_key, delivery.id)
+            await pipe.execute()
+
+    async def lease_deliveries(self, now: float, limit: int, lease: float) -> list[Delivery]:
+        ids = await self._lease(keys=[f"{self._prefix}:deliveries:due"],
+                                args=[now, limit, now + lease])
+        leased = []
+        for delivery_id in ids:
+            data = await self._client.get(f"{self._prefix}:delivery:{_text(delivery_id)}")
+            if data is not None:
+                delivery = Delivery.from_dict(orjson.loads(data))
+                delivery.due = now + lease
+                leased.append(delivery)
+        return leased
+
+    async def list_deliveries(self, site: str, status: str) -> list[Delivery]:
+        ids = await self._client.smembers(self._key(site, "deliveries", "all"))
+        found = []
+        for delivery_id in ids:
+            data = await self._client.get(f"{self._prefix}:delivery:{_text(delivery_id)}")
+            if data is not None:
+                delivery = Delivery.from_dict(orjson.loads(data))
+                if delivery.status == status:
+                    found.append(delivery)
+        return sorted(found, key=lambda delivery: delivery.due)

@@ -8,22 +8,40 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+import orjson
+
+from .delivery import Delivery
+from .keys import ApiKey
 from .profile import Profile
 
 T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
-    site TEXT NOT NULL,
-    visitor TEXT NOT NULL,
-    data BLOB NOT NULL,
-    PRIMARY KEY (site, visitor)
-) WITHOUT ROWID;
+    site TEXT NOT NULL, visitor TEXT NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (site, visitor)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (
+    site TEXT NOT NULL, user_id TEXT NOT NULL, visitor TEXT NOT NULL,
+    PRIMARY KEY (site, user_id)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS users_by_visitor ON users (site, visitor);
+CREATE TABLE IF NOT EXISTS api_keys (
+    digest TEXT PRIMARY KEY, site TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS claims (
+    site TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (site, key)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outbox (
+    site TEXT NOT NULL, visitor TEXT NOT NULL, id TEXT NOT NULL, expires REAL NOT NULL,
+    at REAL NOT NULL, data BLOB NOT NULL, PRIMARY KEY (site, visitor, id)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS deliveries (
+    id TEXT PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, status TEXT NOT NULL,
+    due REAL NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, due);
 """
 
 
@@ -57,29 +75,20 @@ class SQLiteStore:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, lambda: work(self._connect()))
 
+    async def _one(self, sql: str, *args: Any) -> Any:
+        row = await self._run(lambda db: db.execute(sql, args).fetchone())
+        return None if row is None else row[0]
+
+    async def _all(self, sql: str, *args: Any) -> list[Any]:
+        rows = await self._run(lambda db: db.execute(sql, args).fetchall())
+        return [row[0] for row in rows]
+
+    async def _write(self, sql: str, *args: Any) -> int:
+        cursor = await self._run(lambda db: db.execute(sql, args))
+        return cursor.rowcount
+
     async def open(self) -> None:
         await self._run(lambda _db: None)
-
-    async def load_profile(self, site: str, visitor: str) -> Profile | None:
-        def load(db: sqlite3.Connection) -> bytes | None:
-            row = db.execute("SELECT data FROM profiles WHERE site = ? AND visitor = ?",
-                             (site, visitor)).fetchone()
-            return None if row is None else bytes(row[0])
-
-        data = await self._run(load)
-        return None if data is None else Profile.from_json(data)
-
-    async def save_profile(self, site: str, profile: Profile) -> None:
-        data = profile.to_json()
-        await self._run(lambda db: db.execute(
-            "INSERT INTO profiles (site, visitor, data) VALUES (?, ?, ?) "
-            "ON CONFLICT (site, visitor) DO UPDATE SET data = excluded.data",
-            (site, profile.visitor, data)))
-
-    async def delete_profile(self, site: str, visitor: str) -> bool:
-        cursor = await self._run(lambda db: db.execute(
-            "DELETE FROM profiles WHERE site = ? AND visitor = ?", (site, visitor)))
-        return cursor.rowcount > 0
 
     async def close(self) -> None:
         def close(_db: sqlite3.Connection) -> None:
@@ -90,3 +99,114 @@ class SQLiteStore:
         if self._db is not None:
             await self._run(close)
         self._executor.shutdown(wait=True)
+
+    async def load_profile(self, site: str, visitor: str) -> Profile | None:
+        data = await self._one("SELECT data FROM profiles WHERE site = ? AND visitor = ?",
+                               site, visitor)
+        return None if data is None else Profile.from_json(bytes(data))
+
+    async def save_profile(self, site: str, profile: Profile) -> None:
+        await self._write(
+            "INSERT INTO profiles (site, visitor, data) VALUES (?, ?, ?) "
+            "ON CONFLICT (site, visitor) DO UPDATE SET data = excluded.data",
+            site, profile.visitor, profile.to_json())
+
+    async def delete_profile(self, site: str, visitor: str) -> bool:
+        return await self._write("DELETE FROM profiles WHERE site = ? AND visitor = ?",
+                                 site, visitor) > 0
+
+    async def link_user(self, site: str, user_id: str, visitor: str) -> str:
+        await self._write("INSERT OR IGNORE INTO users (site, user_id, visitor) VALUES (?, ?, ?)",
+                          site, user_id, visitor)
+        linked: str = await self._one(
+            "SELECT visitor FROM users WHERE site = ? AND user_id = ?", site, user_id)
+        return linked
+
+    async def visitor_of_user(self, site: str, user_id: str) -> str | None:
+        found: str | None = await self._one(
+            "SELECT visitor FROM users WHERE site = ? AND user_id = ?", site, user_id)
+        return found
+
+    async def erase_visitor(self, site: str, visitor: str) -> None:
+        def erase(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                for table in ("profiles", "users", "outbox", "deliveries"):
+                    db.execute(f"DELETE FROM {table} WHERE site = ? AND visitor = ?",
+                               (site, visitor))
+
+        await self._run(erase)
+
+    async def put_key(self, key: ApiKey) -> None:
+        await self._write("INSERT OR REPLACE INTO api_keys (digest, site, data) VALUES (?, ?, ?)",
+                          key.digest, key.site, orjson.dumps(key.public() | {
+                              "digest": key.digest}))
+
+    async def key_by_digest(self, digest: str) -> ApiKey | None:
+        data = await self._one("SELECT data FROM api_keys WHERE digest = ?", digest)
+        return None if data is None else ApiKey.from_dict(orjson.loads(data))
+
+    async def list_keys(self, site: str) -> list[ApiKey]:
+        rows = await self._all("SELECT data FROM api_keys WHERE site = ?", site)
+        return sorted((ApiKey.from_dict(orjson.loads(row)) for row in rows),
+                      key=lambda key: key.created)
+
+    async def claim(self, site: str, key: str, ttl: float) -> bool:
+        def claim(db: sqlite3.Connection) -> bool:
+            now = time.time()
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("DELETE FROM claims WHERE site = ? AND key = ? AND expires < ?",
+                           (site, key, now))
+                cursor = db.execute("INSERT OR IGNORE INTO claims (site, key, expires) "
+                                    "VALUES (?, ?, ?)", (site, key, now + ttl))
+                return cursor.rowcount == 1
+
+        return await self._run(claim)
+
+    async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
+                         expires: float) -> None:
+        await self._write("INSERT OR REPLACE INTO outbox (site, visitor, id, expires, at, data) "
+                          "VALUES (?, ?, ?, ?, ?, ?)", site, visitor, push["id"], expires,
+                          float(push.get("at", 0)), orjson.dumps(push))
+
+    async def outbox_list(self, site: str, visitor: str, now: float) -> list[dict[str, Any]]:
+        await self._write("DELETE FROM outbox WHERE site = ? AND visitor = ? AND expires < ?",
+                          site, visitor, now)
+        rows = await self._all("SELECT data FROM outbox WHERE site = ? AND visitor = ? "
+                               "ORDER BY at, id", site, visitor)
+        return [orjson.loads(row) for row in rows]
+
+    async def outbox_remove(self, site: str, visitor: str, push_id: str) -> None:
+        await self._write("DELETE FROM outbox WHERE site = ? AND visitor = ? AND id = ?",
+                          site, visitor, push_id)
+
+    async def queue_delivery(self, delivery: Delivery) -> None:
+        await self.save_delivery(delivery)
+
+    async def save_delivery(self, delivery: Delivery) -> None:
+        await self._write(
+            "INSERT OR REPLACE INTO deliveries (id, site, visitor, status, due, data) "
+            "VALUES (?, ?, ?, ?, ?, ?)", delivery.id, delivery.site, delivery.visitor,
+            delivery.status, delivery.due, orjson.dumps(delivery.to_dict()))
+
+    async def lease_deliveries(self, now: float, limit: int, lease: float) -> list[Delivery]:
+        def lease_due(db: sqlite3.Connection) -> list[Delivery]:
+            with db:
+                # IMMEDIATE: two processes sharing the file never lease the same delivery.
+                db.execute("BEGIN IMMEDIATE")
+                rows = db.execute("SELECT data FROM deliveries WHERE status = 'pending' AND "
+                                  "due <= ? ORDER BY due LIMIT ?", (now, limit)).fetchall()
+                leased = [Delivery.from_dict(orjson.loads(row[0])) for row in rows]
+                for delivery in leased:
+                    delivery.due = now + lease
+                    db.execute("UPDATE deliveries SET due = ?, data = ? WHERE id = ?",
+                               (delivery.due, orjson.dumps(delivery.to_dict()), delivery.id))
+                return leased
+
+        return await self._run(lease_due)
+
+    async def list_deliveries(self, site: str, status: str) -> list[Delivery]:
+        rows = await self._all("SELECT data FROM deliveries WHERE site = ? AND status = ? "
+                               "ORDER BY due", site, status)
+        return [Delivery.from_dict(orjson.loads(row)) for row in rows]

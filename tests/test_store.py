@@ -11,6 +11,8 @@ import pytest
 import redis
 
 from conftest import free_port, run
+from popin.delivery import Delivery
+from popin.keys import ApiKey, digest_of, new_key
 from popin.profile import Profile
 from popin.store import Store, open_store
 
@@ -134,3 +136,114 @@ def test_unreachable_redis_fails_when_opened() -> None:
 def test_unknown_store_scheme_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match=r"unknown store 'postgres'.*sqlite, redis"):
         open_store("postgres://localhost/x")
+
+
+def test_user_links_converge_on_the_first_visitor(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        assert await store.visitor_of_user("demo", "user-42") is None
+        assert await store.link_user("demo", "user-42", "visitor-phone") == "visitor-phone"
+        assert await store.link_user("demo", "user-42", "visitor-laptop") == "visitor-phone"
+        assert await store.visitor_of_user("demo", "user-42") == "visitor-phone"
+        assert await store.visitor_of_user("other-site", "user-42") is None
+        await store.close()
+
+    run(scenario())
+
+
+def test_api_keys_by_digest_and_site(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        token, key = new_key("demo", ("events",), "backend", 1000.0)
+        _other_token, other = new_key("demo", ("export",), "ads", 2000.0)
+        await store.put_key(key)
+        await store.put_key(other)
+        assert await store.key_by_digest(digest_of(token)) == key
+        assert await store.key_by_digest(digest_of(token + "x")) is None
+        assert [k.id for k in await store.list_keys("demo")] == [key.id, other.id]
+        assert await store.list_keys("elsewhere") == []
+        revoked = ApiKey(**{**key.public(), "digest": key.digest, "scopes": key.scopes,
+                            "revoked": 3000.0})
+        await store.put_key(revoked)
+        found = await store.key_by_digest(key.digest)
+        assert found is not None and not found.allows("events")
+        await store.close()
+
+    run(scenario())
+
+
+def test_claims_apply_once_within_their_ttl(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        results = await asyncio.gather(*(store.claim("demo", "order-1", 60) for _ in range(20)))
+        assert sorted(results) == [False] * 19 + [True]
+        assert await store.claim("demo", "order-2", 60) is True
+        assert await store.claim("other", "order-1", 60) is True
+        assert await store.claim("demo", "short", 0.05) is True
+        await asyncio.sleep(0.1)
+        assert await store.claim("demo", "short", 0.05) is True
+        await store.close()
+
+    run(scenario())
+
+
+def test_outbox_keeps_pushes_until_removed_or_expired(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        await store.outbox_put("demo", "v1", {"id": "p1", "at": 1, "html": "a"}, expires=100)
+        await store.outbox_put("demo", "v1", {"id": "p2", "at": 2, "html": "b"}, expires=500)
+        assert [p["id"] for p in await store.outbox_list("demo", "v1", now=50)] == ["p1", "p2"]
+        assert [p["id"] for p in await store.outbox_list("demo", "v1", now=200)] == ["p2"]
+        await store.outbox_remove("demo", "v1", "p2")
+        assert await store.outbox_list("demo", "v1", now=200) == []
+        await store.close()
+
+    run(scenario())
+
+
+def delivery(number: int, visitor: str = "v1", due: float = 10.0) -> Delivery:
+    return Delivery(id=f"d{number}", site="demo", visitor=visitor, url="http://x.test/hook",
+                    body=f'{{"n": {number}}}', created=1.0, due=due)
+
+
+def test_deliveries_are_leased_once(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        for number in range(5):
+            await store.queue_delivery(delivery(number, due=10.0 + number))
+        first, second = await asyncio.gather(store.lease_deliveries(12.5, 10, 30),
+                                             store.lease_deliveries(12.5, 10, 30))
+        ids = sorted(d.id for d in first + second)
+        assert ids == ["d0", "d1", "d2"], "a due delivery was leased twice or not at all"
+        assert [d.id for d in await store.lease_deliveries(20, 10, 30)] == ["d3", "d4"]
+        # The lease ran out without an answer: the delivery is due again.
+        again = await store.lease_deliveries(43, 10, 30)
+        assert sorted(d.id for d in again) == ["d0", "d1", "d2"]
+        done = again[0]
+        done.status = "delivered"
+        await store.save_delivery(done)
+        assert [d.id for d in await store.list_deliveries("demo", "delivered")] == [done.id]
+        assert done.id not in [d.id for d in await store.lease_deliveries(1000, 10, 30)]
+        await store.close()
+
+    run(scenario())
+
+
+def test_erasure_leaves_nothing_behind(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        await store.save_profile("demo", sample("visitor-0001"))
+        await store.save_profile("demo", sample("visitor-0002"))
+        await store.link_user("demo", "user-1", "visitor-0001")
+        await store.outbox_put("demo", "visitor-0001", {"id": "p1"}, expires=1e12)
+        await store.queue_delivery(delivery(1, visitor="visitor-0001"))
+        await store.queue_delivery(delivery(2, visitor="visitor-0002"))
+        await store.erase_visitor("demo", "visitor-0001")
+        assert await store.load_profile("demo", "visitor-0001") is None
+        assert await store.visitor_of_user("demo", "user-1") is None
+        assert await store.outbox_list("demo", "visitor-0001", now=0) == []
+        assert [d.id for d in await store.lease_deliveries(1e9, 10, 30)] == ["d2"]
+        assert await store.load_profile("demo", "visitor-0002") is not None
+        await store.close()
+
+    run(scenario())
