@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from .events import Hello
+from .config import Site
+from .events import Hello, Identify
 from .hub import Hub
+from .identity import TraitError
 from .protocol import (
     CLOSE_FORBIDDEN_ORIGIN,
     CLOSE_POLICY_VIOLATION,
@@ -26,20 +29,42 @@ from .session import Result, Session
 log = logging.getLogger("popin.socket")
 
 
-async def widget_socket(websocket: WebSocket) -> None:
-    hub: Hub = websocket.app.state.hub
+class Connection:
+    """This socket as the hub sees it: somewhere to push business-event pop-ins."""
+
+    __slots__ = ("websocket",)
+
+    def __init__(self, websocket: WebSocket) -> None:
+        self.websocket = websocket
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.websocket.send_text(encode(message))
+
+    async def close(self, code: int) -> None:
+        await self.websocket.close(code)
+
+
+def _refusal(hub: Hub, websocket: WebSocket) -> tuple[Site | None, int]:
     site = hub.sites.get(websocket.query_params.get("site", ""))
     if site is None:
-        hub.counts["refused.unknown_site"] += 1
-        await websocket.close(CLOSE_UNKNOWN_SITE)
-        return
+        return None, CLOSE_UNKNOWN_SITE
     if not site.allows(websocket.headers.get("origin"), websocket.headers.get("host")):
-        hub.counts["refused.origin"] += 1
-        log.warning("refused a socket for site %r from origin %r", site.key,
-                    websocket.headers.get("origin"))
-        await websocket.close(CLOSE_FORBIDDEN_ORIGIN)
+        return None, CLOSE_FORBIDDEN_ORIGIN
+    return site, 0
+
+
+async def widget_socket(websocket: WebSocket) -> None:
+    hub: Hub = websocket.app.state.hub
+    site, refused = _refusal(hub, websocket)
+    if site is None:
+        hub.counts["refused.unknown_site" if refused == CLOSE_UNKNOWN_SITE
+                   else "refused.origin"] += 1
+        if refused == CLOSE_FORBIDDEN_ORIGIN:
+            log.warning("refused a socket from origin %r", websocket.headers.get("origin"))
+        await websocket.close(refused)
         return
     await websocket.accept()
+    connection = Connection(websocket)
     user_agent = websocket.headers.get("user-agent", "")
     client_ip = websocket.client.host if websocket.client else None
     session: Session | None = None
@@ -73,9 +98,14 @@ async def widget_socket(websocket: WebSocket) -> None:
                     if not isinstance(message, Hello):
                         raise ProtocolError("not_ready", "the first message must be 'hello'")
                     session = await hub.open(site, message, user_agent, client_ip)
+                    hub.attach(session, connection)
                     result = session.begin(message, hub.rules, hub.clock())
+                    result.messages += await hub.pending(session)
                 elif isinstance(message, Hello):
                     raise ProtocolError("bad_message", "'hello' was already received", "type")
+                elif isinstance(message, Identify):
+                    await _identify(websocket, hub, site, session, message)
+                    continue
                 else:
                     result = session.handle(message, hub.rules, hub.clock())
             except ProtocolError as error:
@@ -91,7 +121,19 @@ async def widget_socket(websocket: WebSocket) -> None:
         pass
     finally:
         if session is not None:
+            hub.detach(session, connection)
             hub.release(session)
+
+
+async def _identify(websocket: WebSocket, hub: Hub, site: Site, session: Session,
+                    message: Identify) -> None:
+    try:
+        visitor, _stored = await hub.identify(site, session.profile.visitor, message.user_id,
+                                              message.traits)
+    except TraitError as error:
+        raise ProtocolError("bad_field", error.message, error.field) from None
+    # The widget keeps this id from now on: every device of the user shares one profile.
+    await websocket.send_text(encode({"type": "identity", "visitor": visitor}))
 
 
 async def _deliver(websocket: WebSocket, hub: Hub, session: Session, result: Result) -> None:

@@ -98,6 +98,14 @@ class Consent:
 
 
 @dataclass(frozen=True, slots=True)
+class Identify:
+    """`popin.identify(userId, traits)`: the page knows who is logged in."""
+
+    user_id: str
+    traits: dict[str, Scalar] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Timer:
     """An in-session timer came due; never sent by the widget."""
 
@@ -106,4 +114,4 @@ class Timer:
 
 Event = (PageView | Dwell | Custom | PopinStatus | Scroll | Idle | ExitIntent | TabReturn
          | Typing | Consent | Timer)
-ClientMessage = Hello | Event
+ClientMessage = Hello | Identify | Event

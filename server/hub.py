@@ -7,16 +7,22 @@ blip, next page of the same visit) resumes the same session and its caps.
 from __future__ import annotations
 
 import logging
+import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
-from .agent import Geo, agent_of
+import orjson
+
+from .agent import Agent, Geo, agent_of
 from .config import Site
+from .delivery import Delivery
 from .engine import RuleSet
-from .events import Hello
+from .events import Custom, Hello, Scalar
 from .facts import Facts, landing_facts
+from .identity import apply_traits, merge_into
 from .profile import Profile
 from .session import Result, Session
 from .store import Store
@@ -27,6 +33,26 @@ log = logging.getLogger("popin.hub")
 SESSION_IDLE_SECONDS = 30 * 60
 
 SessionKey = tuple[str, str, str]
+VisitorKey = tuple[str, str]
+# Close code telling a widget its visitor was erased: forget the ids, do not come back.
+CLOSE_ERASED = 4010
+
+
+class Socket(Protocol):
+    """A live widget connection, as the endpoint gives it to the hub."""
+
+    async def send(self, message: dict[str, Any]) -> None: ...
+
+    async def close(self, code: int) -> None: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a business event did for one visitor."""
+
+    visitor: str
+    shown_live: int = 0
+    queued: int = 0
 
 
 @dataclass(slots=True)
@@ -58,6 +84,7 @@ class Hub:
         # Two tabs of one visitor share one profile object, so neither overwrites the other.
         self._profiles: dict[tuple[str, str], Profile] = {}
         self._profile_sessions: Counter[tuple[str, str]] = Counter()
+        self._sockets: dict[VisitorKey, dict[Socket, Session]] = {}
 
     @property
     def rules(self) -> RuleSet:
@@ -101,13 +128,124 @@ class Hub:
         return session
 
     async def settle(self, session: Session, result: Result) -> None:
+        """Persist what a result changed: profile, outbox, acknowledgements, webhooks."""
         self.counts.update(result.counts)
+        site, visitor = session.site, session.profile.visitor
+        for message in result.messages:
+            if message["type"] == "show":
+                # Until the widget acknowledges it, a push waits here for the next socket.
+                await self.store.outbox_put(site, visitor, message, message["expires"])
+        for push_id in result.acks:
+            await self.store.outbox_remove(site, visitor, push_id)
+        now = self.clock()
         for call in result.effects:
-            # Delivery (signed, queued, retried) is the webhook queue's job; see issue 4.
-            self.counts["webhook.requested"] += 1
-            log.info("webhook requested by rule %s to %s", call.rule, call.url)
+            body = orjson.dumps(call.payload).decode()
+            await self.store.queue_delivery(Delivery(
+                id=secrets.token_hex(12), site=site, visitor=visitor, url=call.url, body=body,
+                created=now, due=now))
+            self.counts["webhook.queued"] += 1
         if result.profile_changed:
-            await self.store.save_profile(session.site, session.profile)
+            await self.store.save_profile(site, session.profile)
+
+    async def pending(self, session: Session) -> list[dict[str, Any]]:
+        """The oldest push this visitor never acknowledged, to send again on (re)connect."""
+        waiting = await self.store.outbox_list(session.site, session.profile.visitor,
+                                               self.clock())
+        if not waiting:
+            return []
+        session.adopt(waiting[0])
+        self.counts["outbox.resent"] += 1
+        return [waiting[0]]
+
+    def attach(self, session: Session, socket: Socket) -> None:
+        self._sockets.setdefault((session.site, session.profile.visitor), {})[socket] = session
+
+    def detach(self, session: Session, socket: Socket) -> None:
+        key = (session.site, session.profile.visitor)
+        sockets = self._sockets.get(key, {})
+        sockets.pop(socket, None)
+        if not sockets:
+            self._sockets.pop(key, None)
+
+    async def business_event(self, site: Site, visitor: str, event: Custom) -> Outcome:
+        """An event from the site's backend: live if the visitor is connected, else the
+        pop-in waits in their outbox for the next visit."""
+        outcome = Outcome(visitor)
+        live = self._sockets.get((site.key, visitor), {})
+        session = next(iter(live.values()), None) or self._idle_session(site.key, visitor)
+        if session is None:
+            profile = await self.store.load_profile(site.key, visitor) or Profile(visitor)
+            session = Session(site.key, f"backend-{secrets.token_hex(8)}", profile,
+                              Facts(profile, site, Agent("other"), now=self.clock()))
+        result = session.handle(event, self.rules, self.clock())
+        await self.settle(session, result)
+        shown = [message for message in result.messages if message["type"] == "show"]
+        for message in shown:
+            for socket in list(live):
+                await socket.send(message)
+        outcome.shown_live = len(shown) if live else 0
+        outcome.queued = 0 if live else len(shown)
+        return outcome
+
+    def _idle_session(self, site: str, visitor: str) -> Session | None:
+        for (site_key, visitor_id, _), session in self._sessions.items():
+            if site_key == site and visitor_id == visitor:
+                return session
+        return None
+
+    async def identify(self, site: Site, visitor: str, user_id: str,
+                       traits: dict[str, Scalar]) -> tuple[str, list[str]]:
+        """Link the site's user to this visitor; a second device converges on the first
+        visitor's profile. Traits are checked before anything changes. Returns the
+        visitor id to use from now on, and the traits stored."""
+        apply_traits(Profile(visitor), traits)  # raises TraitError before anything changes
+        profile = self._profiles.get((site.key, visitor)) or await self.store.load_profile(
+            site.key, visitor) or Profile(visitor)
+        kept_id = await self.store.link_user(site.key, user_id, visitor)
+        if kept_id != visitor:
+            kept = self._profiles.get((site.key, kept_id)) or await self.store.load_profile(
+                site.key, kept_id) or Profile(kept_id)
+            merge_into(kept, profile)
+            await self.store.erase_visitor(site.key, visitor)
+            await self.store.link_user(site.key, user_id, kept_id)
+            self._rekey(site.key, visitor, kept)
+            profile = kept
+            self.counts["identity.merged"] += 1
+        profile.user_id = user_id
+        stored = apply_traits(profile, traits)
+        await self.store.save_profile(site.key, profile)
+        return kept_id, stored
+
+    def _rekey(self, site: str, old: str, kept: Profile) -> None:
+        """Live sessions of the second device now work on the kept profile."""
+        for key in [key for key in self._sessions if key[:2] == (site, old)]:
+            session = self._sessions.pop(key)
+            session.profile = session.facts.profile = kept
+            new_key = (site, kept.visitor, key[2])
+            self._sessions[new_key] = session
+            if key in self._idle_since:
+                self._idle_since[new_key] = self._idle_since.pop(key)
+            if key in self._connections:
+                self._connections[new_key] = self._connections.pop(key)
+            self._profile_sessions[(site, kept.visitor)] += 1
+        self._profiles[(site, kept.visitor)] = kept
+        self._profiles.pop((site, old), None)
+        self._profile_sessions.pop((site, old), None)
+        sockets = self._sockets.pop((site, old), {})
+        self._sockets.setdefault((site, kept.visitor), {}).update(sockets)
+
+    async def forget(self, site: str, visitor: str) -> None:
+        """Erase a visitor everywhere, and end their live sessions so nothing comes back."""
+        for socket in list(self._sockets.pop((site, visitor), {})):
+            await socket.close(CLOSE_ERASED)
+        for key in [key for key in self._sessions if key[:2] == (site, visitor)]:
+            del self._sessions[key]
+            self._idle_since.pop(key, None)
+            self._connections.pop(key, None)
+        self._profiles.pop((site, visitor), None)
+        self._profile_sessions.pop((site, visitor), None)
+        await self.store.erase_visitor(site, visitor)
+        self.counts["visitor.erased"] += 1
 
     def release(self, session: Session) -> None:
         key = (session.site, session.profile.visitor, session.id)

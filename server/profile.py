@@ -58,6 +58,11 @@ class Profile:
     cart: dict[str, CartLine] = field(default_factory=dict)
     # audience name -> membership end (epoch seconds)
     audiences: dict[str, float] = field(default_factory=dict)
+    # The site's own id for this person, once identified.
+    user_id: str = ""
+    # Normalised e-mail and E.164 phone, as SHA-256 hex: for audience matching only.
+    email_sha256: str = ""
+    phone_sha256: str = ""
 
     def history(self, rule_id: str) -> RuleHistory:
         found = self.popins.get(rule_id)

@@ -1,8 +1,8 @@
 """The widget's wire format: JSON text frames, decoded and checked here, without I/O.
 
 Client to server: {"type": "hello"|"pageview"|"dwell"|"scroll"|"idle"|"exit"|"tab"|"typing"|
-                   "consent"|"event"|"popin", ...}
-Server to client: {"type": "config"|"show"|"error", ...}
+                   "consent"|"event"|"popin"|"identify", ...}
+Server to client: {"type": "config"|"show"|"identity"|"error", ...}
 
 Anything malformed raises `ProtocolError`, which becomes an error frame; the
 connection closes only when a client keeps misbehaving.
@@ -26,6 +26,7 @@ from .events import (
     Dwell,
     ExitIntent,
     Hello,
+    Identify,
     Idle,
     PageView,
     PopinStatus,
@@ -180,6 +181,15 @@ def _scalar(value: object) -> bool:
     return value is None or isinstance(value, bool | int)
 
 
+def _identify(message: dict[str, Any]) -> Identify:
+    traits = message.get("traits") or {}
+    if not isinstance(traits, dict) or len(traits) > 8 or not all(
+            isinstance(value, str | None) and len(value or "") <= 200 for value in traits.values()):
+        raise ProtocolError("bad_field", "'traits' must be an object of at most 8 texts",
+                            "traits")
+    return Identify(_text(message, "user_id", 128), traits)
+
+
 def _popin(message: dict[str, Any]) -> PopinStatus:
     push_id = _text(message, "id", 64)
     status = message.get("status")
@@ -202,4 +212,5 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     "consent": lambda message: Consent(_flag(message, "granted")),
     "event": _event,
     "popin": _popin,
+    "identify": _identify,
 }

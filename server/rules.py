@@ -21,6 +21,7 @@
         priority: 0
         exclusive: care-offers      # at most one rule of this group per session
         holdout: 10                 # percent kept out, to measure lift
+        expires: 7d                 # a pop-in for an absent visitor waits this long
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ from .yamlsource import Mapping, SourceError, load_file
 
 FILE_KEYS = ("campaign", "description", "keywords", "catalog", "events", "rules")
 RULE_KEYS = ("id", "description", "category", "trigger", "when", *ACTIONS, "cap",
-             "quiet_after_dismiss", "priority", "exclusive", "holdout")
+             "quiet_after_dismiss", "priority", "exclusive", "holdout", "expires")
 CATEGORIES = ("functional", "transactional", "event", "behavioural")
 # Expected answers, not marketing: they do not spend the visitor's fatigue budget.
 BUDGET_EXEMPT = frozenset({"functional", "transactional"})
@@ -57,6 +58,8 @@ RULE_FILE_SUFFIXES = (".yaml", ".yml")
 # Defaults that keep a campaign polite when its author says nothing.
 DEFAULT_CAP_PER_SESSION = 1
 DEFAULT_QUIET_AFTER_DISMISS = 7 * 86400.0
+# How long a pop-in for an absent visitor waits in their outbox for the next visit.
+DEFAULT_EXPIRES = 7 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +87,7 @@ class Rule:
     priority: int = 0
     exclusive: str = ""
     holdout: float = 0.0
+    expires: float = DEFAULT_EXPIRES
     campaign: str = ""
     file: str = ""
     line: int = 0
@@ -167,6 +171,8 @@ def _guards(node: Mapping, reader: Reader) -> dict[str, Any]:
         guards["priority"] = priority
     if "exclusive" in node:
         guards["exclusive"] = reader.text(node, "exclusive", max_length=64)
+    if "expires" in node:
+        guards["expires"] = reader.duration(node["expires"], node.line_of("expires"), "'expires'")
     if "holdout" in node:
         holdout = reader.number(node["holdout"], node.line_of("holdout"), "'holdout'", minimum=0)
         if holdout >= 100:

@@ -61,6 +61,8 @@ class Result:
 
     messages: list[dict[str, Any]] = field(default_factory=list)
     effects: list[WebhookCall] = field(default_factory=list)
+    # Push ids the widget has acknowledged (any status report): out of the outbox.
+    acks: list[str] = field(default_factory=list)
     profile_changed: bool = False
     # Names of things worth counting (pop-ins shown, suppressed and why, errors).
     counts: list[str] = field(default_factory=list)
@@ -121,6 +123,11 @@ class Session:
         self.facts.now = now
         return self._handlers[type(event)](event, rules, now)
 
+    def adopt(self, push: dict[str, Any]) -> None:
+        """A push re-sent from the outbox (it was never acknowledged): track its reports."""
+        self.pushes[push["id"]] = push["rule"]
+        self.open_push = push["id"]
+
     def next_deadline(self) -> float | None:
         return min(self.timers.values()) if self.timers else None
 
@@ -137,6 +144,7 @@ class Session:
     def _merge(into: Result, other: Result) -> None:
         into.messages += other.messages
         into.effects += other.effects
+        into.acks += other.acks
         into.counts += other.counts
         into.trace += other.trace
         into.profile_changed |= other.profile_changed
@@ -265,8 +273,8 @@ class Session:
     def _status(self, event: PopinStatus, _rules: RuleSet, now: float) -> Result:
         rule_id = self.pushes.get(event.push_id)
         if rule_id is None:
-            return Result(counts=["status.unknown_push"])
-        result = Result(counts=[f"popin.{event.status}"])
+            return Result(counts=["status.unknown_push"], acks=[event.push_id])
+        result = Result(counts=[f"popin.{event.status}"], acks=[event.push_id])
         if event.status == "shown":
             return result
         if self.open_push == event.push_id:
@@ -374,7 +382,8 @@ class Session:
 
     def _push(self, rule: Rule, html: str, now: float) -> dict[str, Any]:
         assert rule.visual is not None
-        push_id = f"{self.id[:12]}.{self._next_push}"
+        # Unique across sessions: pushes outlive them in the outbox.
+        push_id = f"{self.id[:16]}.{int(now * 1000):x}.{self._next_push}"
         self._next_push += 1
         self.pushes[push_id] = rule.id
         if len(self.pushes) > MAX_PUSHES_TRACKED:
@@ -384,7 +393,8 @@ class Session:
         if rule.category not in BUDGET_EXEMPT:
             self.profile.record_exposure(now)
         message = {"type": "show", "id": push_id, "rule": rule.id, "kind": rule.visual.kind,
-                   "placement": rule.visual.placement, "html": html}
+                   "placement": rule.visual.placement, "html": html, "at": now,
+                   "expires": now + rule.expires}
         if rule.visual.slot:
             message["slot"] = rule.visual.slot
         return message

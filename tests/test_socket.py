@@ -165,6 +165,8 @@ def test_reconnect_resumes_the_session_and_its_caps(client: TestClient) -> None:
         send(ws, {"type": "event", "name": "add_to_cart", "props": {"name": "Skis"}})
         push = ws.receive_json()
         send(ws, {"type": "popin", "id": push["id"], "status": "clicked"})
+        send(ws, "barrier")  # the ack is stored before this socket goes
+        assert ws.receive_json()["code"] == "bad_json"
     with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
         send(ws, hello())
         ws.receive_json()

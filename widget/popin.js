@@ -61,9 +61,14 @@
       try { message = JSON.parse(event.data); } catch (e) { return; }
       if (message.type === 'config') configure(message);
       else if (message.type === 'show') show(message);
+      else if (message.type === 'identity') stored('popin_v', visitor = message.visitor);
     };
     ws.onclose = function (event) {
       ws = null;
+      // 4010: this visitor was erased; keep nothing of them on the device.
+      if (event.code === 4010) ['popin_v', 'popin_s', 'popin_seen'].forEach(function (key) {
+        try { localStorage.removeItem(key); } catch (e) {}
+      });
       // 1008 and 4xxx: the server refused us; a server never reached: stop after a while.
       if (event.code === 1008 || (event.code >= 4000 && event.code < 5000)) return;
       if (!opened && !everOpened && attempts > 8) return;
@@ -209,6 +214,10 @@
     inline: 'display:block'
   };
   function show(message) {
+    // Re-sent because the acknowledgement was lost on the way: acknowledge, never repeat.
+    var seen = stored('popin_seen').split(' ');
+    if (seen.indexOf(message.id) >= 0) return report(message.id, 'shown');
+    stored('popin_seen', seen.slice(-19).concat(message.id).join(' '));
     remove();
     var slot = message.slot && d.querySelector(message.slot), id = message.id;
     if (message.slot && !slot) return report(id, 'failed');
@@ -286,6 +295,9 @@
   api.loaded = true;
   api.track = function (name, props) {
     send({ type: 'event', name: String(name), props: props || {} });
+  };
+  api.identify = function (userId, traits) {
+    send({ type: 'identify', user_id: String(userId), traits: traits || {} });
   };
   api.consent = function (granted) {
     send({ type: 'consent', granted: !!granted });
