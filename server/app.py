@@ -9,16 +9,26 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
 from .agent import Geo
+from .api import ROUTES as API_ROUTES
+from .api import ApiError, api_error
 from .config import Settings
 from .endpoint import widget_socket
 from .engine import RuleSet
 from .hub import Hub
+from .openapi import document
 from .reload import reload_rules, watch_rules
 from .store import Store, open_store
 
@@ -92,7 +102,12 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     async def home(_request: Request) -> RedirectResponse:
         return RedirectResponse("/demo/")
 
+    async def openapi(_request: Request) -> JSONResponse:
+        return JSONResponse(document())
+
     routes = [
+        *API_ROUTES,
+        Route("/openapi.json", openapi),
         Route("/", home),
         Route("/popin.js", widget_script),
         Route("/healthz", health),
@@ -100,7 +115,21 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         WebSocketRoute("/ws", widget_socket),
         Mount("/demo", StaticFiles(directory=settings.static / "demo", html=True), name="demo"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    return Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={ApiError: api_error, HTTPException: http_error})
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """JSON errors under /api (the backend reads them); plain ones elsewhere."""
+    assert isinstance(error, HTTPException)
+    if request.url.path.startswith("/api/"):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "error")
+        response = ApiError(error.status_code, code, str(error.detail)).response()
+        # 405 must say which methods are allowed (RFC 9110).
+        response.headers.update(error.headers or {})
+        return response
+    return PlainTextResponse(str(error.detail), status_code=error.status_code,
+                             headers=error.headers)
 
 
 async def _sweep_forever(hub: Hub) -> None:

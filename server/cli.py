@@ -90,6 +90,51 @@ def rules_explain(args: argparse.Namespace) -> int:
     return 1 if loaded.errors else 0
 
 
+def keys_command(args: argparse.Namespace) -> int:
+    """popin keys create|list|revoke: the backend's API keys, stored as digests."""
+    import asyncio
+    import time
+
+    from .keys import ApiKey, new_key
+    from .store import open_store
+
+    settings = _settings(args)
+    if args.site not in settings.sites:
+        print(f"unknown site {args.site!r}; configured: {', '.join(settings.sites)}",
+              file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        store = open_store(settings.store)
+        await store.open()
+        try:
+            if args.keys_command == "create":
+                token, key = new_key(args.site, tuple(dict.fromkeys(args.scope)), args.label,
+                                     time.time())
+                await store.put_key(key)
+                print(f"key {key.id} for site {key.site}, scopes {', '.join(key.scopes)}")
+                print(f"token (shown once, keep it secret): {token}")
+                return 0
+            keys = await store.list_keys(args.site)
+            if args.keys_command == "list":
+                for key in keys:
+                    state = "revoked" if key.revoked else "active"
+                    print(f"{key.id}  {state:7}  {','.join(key.scopes):24}  {key.label}")
+                return 0
+            found = next((key for key in keys if key.id == args.key_id), None)
+            if found is None:
+                print(f"no key {args.key_id!r} for site {args.site!r}", file=sys.stderr)
+                return 1
+            await store.put_key(ApiKey(**{**found.public(), "digest": found.digest,
+                                          "scopes": found.scopes, "revoked": time.time()}))
+            print(f"revoked key {found.id}")
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def widget_build(args: argparse.Namespace) -> int:
     from .widget import BUILT, build, size_of
 
@@ -139,6 +184,22 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--device", default="desktop",
                          choices=["desktop", "mobile", "tablet", "bot", "other"])
     explain.set_defaults(func=rules_explain)
+
+    keys = commands.add_parser("keys", help="API keys for the site's backend")
+    keys.add_argument("--site", default="demo", help="the site key (default: demo)")
+    keys.add_argument("--store", help="the store, as for serve")
+    key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
+    create = key_commands.add_parser("create", help="make a key; its token is shown once")
+    create.add_argument("--scope", action="append", required=True,
+                        choices=["events", "profiles", "export"],
+                        help="events, profiles or export; repeat for several")
+    create.add_argument("--label", default="", help="what the key is for")
+    key_commands.add_parser("list", help="the site's keys (never their tokens)")
+    revoke = key_commands.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id")
+    for sub_parser in (create, revoke):
+        sub_parser.set_defaults(func=keys_command)
+    key_commands.choices["list"].set_defaults(func=keys_command)
 
     widget = commands.add_parser("widget", help="build the browser widget")
     widget_commands = widget.add_subparsers(dest="widget_command", required=True,

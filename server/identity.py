@@ -15,6 +15,7 @@ from .events import Scalar
 from .profile import Profile, RuleHistory
 
 TRAITS = ("first_name", "birthday", "email", "phone")
+MAX_NAME = 100
 _BIRTHDAY = re.compile(r"^(?:(\d{4})-)?(\d{2})-(\d{2})$")
 
 
@@ -34,7 +35,7 @@ def normal_email(raw: str) -> str:
     try:
         checked = validate_email(raw.strip(), check_deliverability=False)
     except EmailNotValidError as error:
-        raise TraitError("email", str(error)) from None
+        raise TraitError("traits.email", str(error)) from None
     return str(checked.normalized).lower()
 
 
@@ -43,9 +44,9 @@ def normal_phone(raw: str, region: str) -> str:
     try:
         number = phonenumbers.parse(raw.strip(), region or None)
     except phonenumbers.NumberParseException as error:
-        raise TraitError("phone", str(error)) from None
+        raise TraitError("traits.phone", str(error)) from None
     if not phonenumbers.is_possible_number(number):
-        raise TraitError("phone", f"{raw!r} is not a possible phone number")
+        raise TraitError("traits.phone", f"{raw!r} is not a possible phone number")
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
@@ -62,7 +63,9 @@ def apply_traits(profile: Profile, traits: dict[str, Scalar], region: str = "FR"
         if not isinstance(value, str):
             raise TraitError(f"traits.{name}", "must be text")
         if name == "first_name":
-            updates["first_name"] = value.strip()[:50]
+            if len(value.strip()) > MAX_NAME:
+                raise TraitError("traits.first_name", f"at most {MAX_NAME} characters")
+            updates["first_name"] = value.strip()
         elif name == "birthday":
             match = _BIRTHDAY.match(value.strip())
             if not match or not (1 <= int(match[2]) <= 12 and 1 <= int(match[3]) <= 31):

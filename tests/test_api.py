@@ -1,0 +1,264 @@
+"""The backend API: keys and scopes, events live and deferred, identify, erasure, and
+the whole API checked against its own OpenAPI description by schemathesis."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import (
+    ignored_auth,
+    missing_required_header,
+    positive_data_acceptance,
+)
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from conftest import run
+from popin.app import create_app
+from popin.config import Settings
+from popin.keys import ApiKey, new_key
+from popin.store import open_store
+
+RULES = """
+rules:
+  - id: satisfaction
+    category: transactional
+    trigger: {event: purchase}
+    popin: {title: "How was your purchase?", body: "<p>{{ trigger.props.sku }}</p>"}
+  - id: welcome
+    category: transactional
+    trigger: {event: signup}
+    expires: 2d
+    popin: {title: "Welcome {{ visitor.first_name }}!", body: b}
+"""
+ORIGIN = {"origin": "http://testserver"}
+
+
+@pytest.fixture
+def settings_(tmp_path: Path) -> Settings:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text(RULES)
+    return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=tmp_path / "rules",
+                    reload=False)
+
+
+def make_key(settings: Settings, *scopes: str, revoked: bool = False) -> str:
+    token, key = new_key("demo", scopes, "test", 1.0)
+    if revoked:
+        key = ApiKey(**{**key.public(), "digest": key.digest, "scopes": key.scopes,
+                        "revoked": 2.0})
+
+    async def put() -> None:
+        store = open_store(settings.store)
+        await store.open()
+        await store.put_key(key)
+        await store.close()
+
+    run(put())
+    return token
+
+
+@pytest.fixture
+def client(settings_: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings_)) as test_client:
+        yield test_client
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def hello(visitor: str, session: str = "session-0001") -> str:
+    return orjson.dumps({"type": "hello", "visitor": visitor, "session": session,
+                         "url": "http://testserver/demo/"}).decode()
+
+
+def test_keys_and_scopes(client: TestClient, settings_: Settings) -> None:
+    events = make_key(settings_, "events")
+    export = make_key(settings_, "export")
+    revoked = make_key(settings_, "events", revoked=True)
+    body = {"events": [{"name": "purchase", "visitor": "visitor-0001"}]}
+    missing = client.post("/api/v1/events", json=body)
+    assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+    assert missing.headers["www-authenticate"] == "Bearer"
+    for token in ("pk_wrong", revoked):
+        response = client.post("/api/v1/events", json=body, headers=auth(token))
+        assert response.status_code == 401
+        assert response.json() == {"error": {"code": "unauthorized",
+                                             "message": "this API key is not valid"}}
+    forbidden = client.post("/api/v1/events", json=body, headers=auth(export))
+    assert forbidden.status_code == 403
+    assert "lacks the 'events' scope" in forbidden.json()["error"]["message"]
+    assert client.get("/api/v1/visitors/visitor-0001", headers=auth(events)).status_code == 403
+    assert client.post("/api/v1/events", json=body, headers=auth(events)).status_code == 200
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (b"{", "body"),
+    ({"events": []}, "events"),
+    ({"events": [{"name": "x"}]}, "events[0].visitor"),
+    ({"events": [{"name": "x", "visitor": "visitor-0001", "user_id": "u"}]},
+     "events[0].visitor"),
+    ({"events": [{"name": "x", "visitor": "visitor-0001"}, {"name": "bad name!",
+                                                            "visitor": "visitor-0001"}]},
+     "events[1].name"),
+    ({"events": [{"name": "x", "visitor": "short"}]}, "events[0].visitor"),
+    ({"events": [{"name": "x", "visitor": "visitor-0001", "props": {"a": [1]}}]},
+     "events[0].props.a"),
+    ({"events": [{"name": "x", "visitor": "visitor-0001", "color": "red"}]},
+     "events[0].color"),
+    ({"events": [{"name": "x", "visitor": "visitor-0001", "time": "yesterday"}]},
+     "events[0].time"),
+])
+def test_bad_input_names_the_field_and_applies_nothing(
+        client: TestClient, settings_: Settings, body: Any, field: str) -> None:
+    token = make_key(settings_, "events")
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    response = client.post("/api/v1/events", content=content, headers=auth(token))
+    assert response.status_code == 400
+    assert response.json()["error"]["field"] == field
+    assert 'kind="api.event"' not in client.get("/metrics").text
+
+
+def test_purchase_for_a_connected_visitor_arrives_live(client: TestClient,
+                                                       settings_: Settings) -> None:
+    token = make_key(settings_, "events")
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(hello("visitor-live-1"))
+        ws.receive_json()
+        response = client.post("/api/v1/events", headers=auth(token), json={"events": [
+            {"name": "purchase", "visitor": "visitor-live-1", "props": {"sku": "skis"},
+             "idempotency_key": "order-1001"}]})
+        assert response.json()["results"] == [{"index": 0, "status": "applied",
+                                               "visitor": "visitor-live-1",
+                                               "shown_live": 1, "queued": 0}]
+        shown = ws.receive_json()
+        assert shown["rule"] == "satisfaction" and "skis" in shown["html"]
+        # A retried request is applied once.
+        again = client.post("/api/v1/events", headers=auth(token), json={"events": [
+            {"name": "purchase", "visitor": "visitor-live-1", "idempotency_key": "order-1001"}]})
+        assert again.json()["results"][0]["status"] == "duplicate"
+
+
+def test_signup_for_an_offline_visitor_shows_at_the_next_visit_once(
+        client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events")
+    response = client.post("/api/v1/events", headers=auth(token), json={"events": [
+        {"name": "signup", "visitor": "visitor-away-1"}]})
+    assert response.json()["results"][0]["queued"] == 1
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(hello("visitor-away-1"))
+        assert ws.receive_json()["type"] == "config"
+        shown = ws.receive_json()
+        assert shown["rule"] == "welcome"
+        # The socket drops before the widget acknowledges: it is sent again.
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(hello("visitor-away-1"))
+        ws.receive_json()
+        again = ws.receive_json()
+        assert again["id"] == shown["id"]
+        ws.send_text(orjson.dumps({"type": "popin", "id": again["id"],
+                                   "status": "shown"}).decode())
+        ws.send_text("barrier")
+        assert ws.receive_json()["code"] == "bad_json"
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(hello("visitor-away-1", "session-0002"))
+        ws.receive_json()
+        ws.send_text("barrier")
+        assert ws.receive_json()["code"] == "bad_json", "shown twice"
+
+
+def test_identify_hashes_contacts_and_converges_devices(
+        client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events", "profiles")
+    first = client.post("/api/v1/identify", headers=auth(token), json={
+        "visitor": "visitor-laptop", "user_id": "user-42",
+        "traits": {"first_name": "Léa", "email": "  Lea.Martin@Example.COM ",
+                   "phone": "06 12 34 56 78", "birthday": "1990-11-23"}})
+    assert first.json() == {"visitor": "visitor-laptop", "user_id": "user-42",
+                            "stored": ["birthday", "email_sha256", "first_name",
+                                       "phone_sha256"]}
+    bad = client.post("/api/v1/identify", headers=auth(token), json={
+        "visitor": "visitor-laptop", "user_id": "user-42", "traits": {"email": "not-mail"}})
+    assert bad.status_code == 400 and bad.json()["error"]["field"] == "traits.email"
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(hello("visitor-phone"))
+        ws.receive_json()
+        ws.send_text(orjson.dumps({"type": "identify", "user_id": "user-42",
+                                   "traits": {}}).decode())
+        assert ws.receive_json() == {"type": "identity", "visitor": "visitor-laptop"}
+        ws.send_text('{"type": "event", "name": "purchase", "props": {"sku": "wax"}}')
+        assert ws.receive_json()["rule"] == "satisfaction"
+    profile = client.get("/api/v1/users/user-42", headers=auth(token)).json()
+    assert profile["visitor"] == "visitor-laptop" and profile["visits"] == 1
+    assert profile["first_name"] == "Léa"
+    import hashlib
+    assert profile["email_sha256"] == hashlib.sha256(b"lea.martin@example.com").hexdigest()
+    assert profile["phone_sha256"] == hashlib.sha256(b"+33612345678").hexdigest()
+    assert client.get("/api/v1/visitors/visitor-phone", headers=auth(token)).status_code == 404
+    database = Path(settings_.store.removeprefix("sqlite:///")).read_bytes()
+    assert b"example.com" not in database.lower() and b"612345678" not in database
+
+
+def test_erasure_leaves_nothing_behind(client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events", "profiles")
+    client.post("/api/v1/identify", headers=auth(token), json={
+        "visitor": "visitor-gone-1", "user_id": "user-7", "traits": {"first_name": "Sam"}})
+    client.post("/api/v1/events", headers=auth(token), json={"events": [
+        {"name": "signup", "visitor": "visitor-gone-1"}]})
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(hello("visitor-gone-1"))
+        ws.receive_json()
+        ws.receive_json()  # the welcome, not acknowledged
+        assert client.delete("/api/v1/users/user-7", headers=auth(token)).status_code == 204
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_json()
+        assert closed.value.code == 4010
+    assert client.get("/api/v1/visitors/visitor-gone-1", headers=auth(token)).status_code == 404
+    assert client.get("/api/v1/users/user-7", headers=auth(token)).status_code == 404
+    db = sqlite3.connect(settings_.store.removeprefix("sqlite:///"))
+    for table in ("profiles", "users", "outbox", "deliveries"):
+        rows = db.execute(f"SELECT count(*) FROM {table} WHERE visitor = ?",
+                          ("visitor-gone-1",)).fetchone()[0]
+        assert rows == 0, f"{table} still holds the erased visitor"
+    db.close()
+
+
+def test_unknown_api_paths_answer_json(client: TestClient) -> None:
+    response = client.get("/api/v1/nothing")
+    assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert client.get("/api/v1/events").status_code == 405
+    assert client.get("/openapi.json").json()["openapi"].startswith("3.")
+
+
+@pytest.fixture
+def api_schema(settings_: Settings) -> Any:
+    return schemathesis.openapi.from_asgi("/openapi.json", create_app(settings_))
+
+
+@pytest.fixture
+def api_token(settings_: Settings) -> str:
+    return make_key(settings_, "events", "profiles")
+
+
+schema = schemathesis.pytest.from_fixture("api_schema")
+
+
+@schema.parametrize()
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+def test_api_matches_its_openapi(case: Any, api_token: str) -> None:
+    # Inputs valid by the schema may still be refused for what a schema cannot say (an
+    # e-mail that does not parse, a phone number that cannot exist): 400 naming the
+    # field, which every other check still holds to the document.
+    # Auth is enforced and tested head-on in test_keys_and_scopes; schemathesis's own
+    # auth probes cannot take away a key given this way, so they are left to that test.
+    case.call_and_validate(headers=auth(api_token), excluded_checks=[
+        positive_data_acceptance, ignored_auth, missing_required_header])
