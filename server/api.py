@@ -66,7 +66,15 @@ async def authorize(request: Request, scope: str) -> ApiKey:
     return key
 
 
+def check_query(request: Request, allowed: tuple[str, ...] = ()) -> None:
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        raise ApiError(400, "invalid", f"unknown query parameter '{unknown[0][:64]}'",
+                       unknown[0][:64])
+
+
 async def body_of(request: Request) -> dict[str, Any]:
+    check_query(request)
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ApiError(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
@@ -208,6 +216,7 @@ async def _visitor_of(request: Request, key: ApiKey) -> str:
 async def visitor_resource(request: Request) -> Response:
     key = await authorize(request, "profiles")
     hub: Hub = request.app.state.hub
+    check_query(request)
     visitor = await _visitor_of(request, key)
     if request.method == "DELETE":
         await hub.forget(key.site, visitor)
@@ -218,7 +227,22 @@ async def visitor_resource(request: Request) -> Response:
     return JSONResponse(public_profile(profile))
 
 
+async def list_webhooks(request: Request) -> JSONResponse:
+    key = await authorize(request, "events")
+    hub: Hub = request.app.state.hub
+    check_query(request, ("status",))
+    status = request.query_params.get("status", "dead")
+    if status not in ("pending", "delivered", "dead"):
+        raise ApiError(400, "invalid", "'status' is pending, delivered or dead", "status")
+    deliveries = await hub.store.list_deliveries(key.site, status)
+    return JSONResponse({"deliveries": [
+        {name: getattr(delivery, name) for name in ("id", "url", "status", "attempts",
+                                                     "last_error", "created", "due")}
+        for delivery in deliveries[:1000]]})
+
+
 ROUTES = [
+    Route("/api/v1/webhooks", list_webhooks, methods=["GET"]),
     Route("/api/v1/events", post_events, methods=["POST"]),
     Route("/api/v1/identify", post_identify, methods=["POST"]),
     Route("/api/v1/visitors/{visitor}", visitor_resource, methods=["GET", "DELETE"]),

@@ -31,6 +31,7 @@ from .hub import Hub
 from .openapi import document
 from .reload import reload_rules, watch_rules
 from .store import Store, open_store
+from .webhooks import send_forever
 
 log = logging.getLogger("popin")
 SWEEP_INTERVAL_SECONDS = 60.0
@@ -60,7 +61,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         hub = Hub(active, RuleSet(), settings.sites, geo=geo)
         reload_rules(hub, settings.rules, geo is not None, starting=True)
         app.state.hub = hub
-        tasks = [asyncio.create_task(_sweep_forever(hub))]
+        tasks = [asyncio.create_task(_sweep_forever(hub)),
+                 asyncio.create_task(send_forever(hub, settings.webhooks))]
         watch_files = settings.reload and settings.rules.is_dir()
         tasks.append(asyncio.create_task(
             watch_rules(hub, settings.rules, geo is not None, files=watch_files)))

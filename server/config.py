@@ -34,6 +34,16 @@ STATIC_DIR = PROJECT_ROOT / "static"
 DEFAULT_RULES = PROJECT_ROOT / "rules"
 
 
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    timeout: float = 5.0
+    max_attempts: int = 8
+    # Seconds before the 2nd attempt; doubled each time, capped at an hour, with jitter.
+    backoff: float = 2.0
+    poll_interval: float = 0.5
+    batch: int = 20
+
+
 class ConfigError(Exception):
     pass
 
@@ -55,6 +65,8 @@ class Site:
     # The visitor's budget across all rules; functional and transactional messages are exempt.
     fatigue_per_session: int = 2
     fatigue_per_day: int = 3
+    # Signs webhook requests (HMAC-SHA256); without it, webhooks are dead-lettered.
+    webhook_secret: str = ""
 
     def allows(self, origin: str | None, host: str | None) -> bool:
         """Is a WebSocket from a page at `origin` welcome? Browsers always send Origin."""
@@ -79,6 +91,7 @@ class Settings:
     geoip: Path | None = None
     # Watch the rules folder and reload on change (and on SIGHUP).
     reload: bool = True
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
 
 
 def load_settings(path: Path | None) -> Settings:
@@ -89,7 +102,7 @@ def load_settings(path: Path | None) -> Settings:
         raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from None
-    unknown = set(raw) - {"store", "rules", "sites", "geoip"}
+    unknown = set(raw) - {"store", "rules", "sites", "geoip", "webhooks"}
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
     if "store" in raw:
@@ -98,6 +111,11 @@ def load_settings(path: Path | None) -> Settings:
         settings.rules = (path.parent / str(raw["rules"])).resolve()
     if "geoip" in raw:
         settings.geoip = (path.parent / str(raw["geoip"])).resolve()
+    if "webhooks" in raw:
+        try:
+            settings.webhooks = WebhookSettings(**raw["webhooks"])
+        except TypeError as error:
+            raise ConfigError(f"{path}: [webhooks]: {error}") from None
     if "sites" in raw:
         settings.sites = {}
         for entry in raw["sites"]:
@@ -110,7 +128,8 @@ def _site(entry: Any, path: Path) -> Site:
     if not isinstance(entry, dict) or not isinstance(entry.get("key"), str):
         raise ConfigError(f"{path}: each [[sites]] needs a 'key'")
     where = f"{path}: site {entry['key']!r}"
-    unknown = set(entry) - {"key", "name", "origins", "timezone", "business_hours", "fatigue"}
+    unknown = set(entry) - {"key", "name", "origins", "timezone", "business_hours", "fatigue",
+                            "webhook_secret"}
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     origins = entry.get("origins", ["self"])
@@ -129,7 +148,8 @@ def _site(entry: Any, path: Path) -> Site:
                 raise ConfigError(f"{where}: business_hours: unknown day {day!r}")
     fatigue = entry.get("fatigue", {})
     return Site(entry["key"], str(entry.get("name", "")), tuple(origins), zone, hours,
-                int(fatigue.get("per_session", 2)), int(fatigue.get("per_day", 3)))
+                int(fatigue.get("per_session", 2)), int(fatigue.get("per_day", 3)),
+                str(entry.get("webhook_secret", "")))
 
 
 def _spans(text: Any, where: str) -> Spans:

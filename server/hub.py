@@ -139,9 +139,10 @@ class Hub:
             await self.store.outbox_remove(site, visitor, push_id)
         now = self.clock()
         for call in result.effects:
-            body = orjson.dumps(call.payload).decode()
+            delivery_id = secrets.token_hex(12)
+            body = orjson.dumps({"id": delivery_id, **call.payload}).decode()
             await self.store.queue_delivery(Delivery(
-                id=secrets.token_hex(12), site=site, visitor=visitor, url=call.url, body=body,
+                id=delivery_id, site=site, visitor=visitor, url=call.url, body=body,
                 created=now, due=now))
             self.counts["webhook.queued"] += 1
         if result.profile_changed:
@@ -253,6 +254,8 @@ class Hub:
         if self._connections[key] <= 0:
             del self._connections[key]
             self._idle_since[key] = self.clock()
+            # With its last page gone, nothing of this session is on screen any more.
+            session.open_push = None
 
     def sweep(self) -> int:
         """End sessions idle for too long; return how many ended."""

@@ -96,6 +96,16 @@ def document() -> dict[str, Any]:
                                       **_json({"type": "object",
                                                "required": ["visitor", "stored"]})},
                               **_errors(400, 401, 403, 404, 413)}}},
+            "/api/v1/webhooks": {"get": {
+                "summary": "Webhook deliveries by status; dead ones carry their last error",
+                "security": [{"key": []}],
+                "parameters": [{"name": "status", "in": "query", "required": False,
+                                "schema": {"enum": ["pending", "delivered", "dead"]}}],
+                "responses": {"200": {"description": "Deliveries, newest due last", **_json({
+                    "type": "object", "required": ["deliveries"],
+                    "properties": {"deliveries": {"type": "array", "items": {
+                        "type": "object", "required": ["id", "url", "status", "attempts"]}}}})},
+                    **_errors(400, 401, 403)}}},
             "/api/v1/visitors/{visitor}": _profile_operations("visitor", ID),
             "/api/v1/users/{user_id}": _profile_operations("user_id", TEXT),
         },

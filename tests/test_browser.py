@@ -383,3 +383,52 @@ def test_bar_and_inline_placements(
     page.evaluate("popin.track('show_missing')")
     assert eventually(page, lambda: [m for m in log.of_type("popin") if m["status"] == "failed"])
     assert page.locator("[data-popin]").count() == 0
+
+
+def test_backend_events_reach_the_browser_live_and_at_the_next_visit(
+        live_server: LiveServer, live_settings: Settings, browser: Any,
+        screenshots: Path) -> None:
+    import httpx2
+
+    from popin.keys import new_key
+
+    token, key = new_key("demo", ("events",), "browser test", 1.0)
+
+    async def put() -> None:
+        store = open_store(live_settings.store)
+        await store.open()
+        await store.put_key(key)
+        await store.close()
+
+    run(put())
+    api = {"Authorization": f"Bearer {token}"}
+    context = browser.new_context(viewport=DESKTOP)
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server.url}/demo/")
+        visitor = page.evaluate("localStorage.getItem('popin_v')")
+        eventually(page, lambda: httpx2.get(f"{live_server.url}/healthz").json()["sessions"])
+        # A purchase recorded by the backend while the visitor is on the site: live.
+        httpx2.post(f"{live_server.url}/api/v1/events", headers=api, json={"events": [
+            {"name": "purchase", "visitor": visitor, "props": {"value": 289}}]})
+        card = page.locator(POPIN_CARD, has_text="How did we do?")
+        card.wait_for(timeout=5000)
+        page.wait_for_timeout(400)
+        page.screenshot(path=screenshots / "backend-purchase-live.png")
+        page.close()
+
+        # The visitor has left; the backend records their signup (e.g. by e-mail link).
+        response = httpx2.post(f"{live_server.url}/api/v1/events", headers=api, json={
+            "events": [{"name": "signup", "visitor": visitor,
+                        "props": {"first_name": "Noé"}}]})
+        assert response.json()["results"][0]["queued"] == 1
+        page = context.new_page()
+        page.goto(f"{live_server.url}/demo/")
+        welcome = page.locator(POPIN_CARD, has_text="Welcome, Noé!")
+        welcome.wait_for(timeout=10000)
+        page.wait_for_timeout(300)
+        page.reload()
+        page.wait_for_timeout(2000)
+        assert page.locator(POPIN_CARD, has_text="Welcome").count() == 0, "shown twice"
+    finally:
+        context.close()
