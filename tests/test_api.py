@@ -262,3 +262,37 @@ def test_api_matches_its_openapi(case: Any, api_token: str) -> None:
     # auth probes cannot take away a key given this way, so they are left to that test.
     case.call_and_validate(headers=auth(api_token), excluded_checks=[
         positive_data_acceptance, ignored_auth, missing_required_header])
+
+
+def test_keys_command_creates_lists_and_revokes(
+        settings_: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    from popin.cli import main
+
+    store = ["--store", settings_.store]
+    assert main(["keys", *store, "create", "--scope", "events", "--label", "crm"]) == 0
+    out = capsys.readouterr().out
+    token = out.split("token (shown once, keep it secret): ")[1].strip()
+    key_id = out.split()[1]
+    assert main(["keys", *store, "list"]) == 0
+    listed = capsys.readouterr().out
+    assert key_id in listed and "active" in listed and token not in listed
+    body = {"events": [{"name": "signup", "user_id": "user-nobody"}]}
+    with TestClient(create_app(settings_)) as client:
+        ok = client.post("/api/v1/events", json=body, headers=auth(token))
+        assert ok.json()["results"] == [{"index": 0, "status": "unknown_user"}]
+        assert main(["keys", *store, "revoke", key_id]) == 0
+        assert client.post("/api/v1/events", json=body, headers=auth(token)).status_code == 401
+    assert "revoked" in capsys.readouterr().out
+    assert main(["keys", *store, "revoke", "nope"]) == 1
+    assert main(["keys", *store, "--site", "elsewhere", "list"]) == 2
+
+
+def test_events_by_user_id_once_linked(client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events")
+    client.post("/api/v1/identify", headers=auth(token), json={
+        "visitor": "visitor-known-1", "user_id": "user-9", "traits": {}})
+    response = client.post("/api/v1/events", headers=auth(token), json={"events": [
+        {"name": "signup", "user_id": "user-9"}]})
+    assert response.json()["results"][0] == {"index": 0, "status": "applied",
+                                             "visitor": "visitor-known-1", "shown_live": 0,
+                                             "queued": 1}

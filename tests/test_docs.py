@@ -42,8 +42,10 @@ def test_the_two_commands_and_ci_agree() -> None:
 
 def test_every_documented_command_exists() -> None:
     documented = set(re.findall(r"^\| `popin ([a-z]+(?: [a-z]+)?)", README, re.MULTILINE))
-    assert documented == {"serve", "rules check", "rules explain", "widget build"}
-    examples = {"rules explain": ["events.jsonl"], "rules check": ["rules"]}
+    assert documented == {"serve", "rules check", "rules explain", "keys create",
+                          "widget build"}
+    examples = {"rules explain": ["events.jsonl"], "rules check": ["rules"],
+                "keys create": ["--scope", "events"]}
     for command in documented:
         # parse_args raises SystemExit on an unknown command or option.
         parser().parse_args([*command.split(), *examples.get(command, [])])
@@ -64,3 +66,15 @@ def test_every_trigger_condition_and_action_is_documented() -> None:
         assert f"`{name}:" in README, f"trigger/action {name!r} is not in the README"
     for name in FIELDS:
         assert f"`{name}`" in README or f"`{name}:" in README, f"condition {name!r} undocumented"
+
+
+def test_every_api_path_has_a_curl_example() -> None:
+    from popin.openapi import document
+
+    curls = [line for line in README.splitlines() if line.startswith("curl")]
+    for path, operations in document()["paths"].items():
+        prefix = path.split("{")[0]
+        for method in operations:
+            wanted = [line for line in curls if prefix in line
+                      and (("-X DELETE" in line) == (method == "delete"))]
+            assert wanted, f"no curl example for {method.upper()} {path}"
