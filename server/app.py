@@ -91,7 +91,8 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         return JSONResponse({"ok": True, "rules": len(hub.rules),
                              "rule_errors": hub.rule_status.errors,
                              "rules_loaded_at": hub.rule_status.loaded_at,
-                             "sessions": hub.live_sessions})
+                             "sessions": hub.live_sessions,
+                             "connections": hub.live_connections})
 
     async def metrics(request: Request) -> PlainTextResponse:
         hub: Hub = request.app.state.hub

@@ -96,6 +96,10 @@ class Hub:
         self.rules_version += 1
 
     @property
+    def live_connections(self) -> int:
+        return sum(len(sockets) for sockets in self._sockets.values())
+
+    @property
     def live_sessions(self) -> int:
         return len(self._sessions)
 

@@ -11,7 +11,8 @@ from typing import Any
 import orjson
 import pytest
 import schemathesis
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, given, settings, strategies
+from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import (
     ignored_auth,
     missing_required_header,
@@ -24,6 +25,7 @@ from conftest import run
 from popin.app import create_app
 from popin.config import Settings
 from popin.keys import ApiKey, new_key
+from popin.openapi import document
 from popin.store import open_store
 
 RULES = """
@@ -238,61 +240,26 @@ def test_unknown_api_paths_answer_json(client: TestClient) -> None:
     assert client.get("/openapi.json").json()["openapi"].startswith("3.")
 
 
-@pytest.fixture
-def api_schema(settings_: Settings) -> Any:
-    return schemathesis.openapi.from_asgi("/openapi.json", create_app(settings_))
+@pytest.mark.parametrize("path", sorted(document()["paths"]))
+def test_api_matches_its_openapi(settings_: Settings, path: str) -> None:
+    """schemathesis generates requests from the document, valid and invalid, and checks
+    every answer against it (status codes, bodies, content types, no server error)."""
+    token = make_key(settings_, "events", "profiles")
+    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(settings_))
+    operations = [result.ok() for result in schema.get_all_operations()]
+    for operation in [op for op in operations if op.path == path]:
 
+        @given(case=strategies.one_of(
+            operation.as_strategy(generation_mode=GenerationMode.POSITIVE),
+            operation.as_strategy(generation_mode=GenerationMode.NEGATIVE)))
+        @settings(max_examples=50, deadline=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+        def check(case: Any) -> None:
+            # Valid-looking input may still be refused for what a schema cannot say (an
+            # e-mail that does not parse, a phone number that cannot exist): a 400 naming
+            # the field. Auth is tested head-on in test_keys_and_scopes; schemathesis's
+            # probes cannot take away a key given this way.
+            case.call_and_validate(headers=auth(token), excluded_checks=[
+                positive_data_acceptance, ignored_auth, missing_required_header])
 
-@pytest.fixture
-def api_token(settings_: Settings) -> str:
-    return make_key(settings_, "events", "profiles")
-
-
-schema = schemathesis.pytest.from_fixture("api_schema")
-
-
-@schema.parametrize()
-@settings(max_examples=25, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-def test_api_matches_its_openapi(case: Any, api_token: str) -> None:
-    # Inputs valid by the schema may still be refused for what a schema cannot say (an
-    # e-mail that does not parse, a phone number that cannot exist): 400 naming the
-    # field, which every other check still holds to the document.
-    # Auth is enforced and tested head-on in test_keys_and_scopes; schemathesis's own
-    # auth probes cannot take away a key given this way, so they are left to that test.
-    case.call_and_validate(headers=auth(api_token), excluded_checks=[
-        positive_data_acceptance, ignored_auth, missing_required_header])
-
-
-def test_keys_command_creates_lists_and_revokes(
-        settings_: Settings, capsys: pytest.CaptureFixture[str]) -> None:
-    from popin.cli import main
-
-    store = ["--store", settings_.store]
-    assert main(["keys", *store, "create", "--scope", "events", "--label", "crm"]) == 0
-    out = capsys.readouterr().out
-    token = out.split("token (shown once, keep it secret): ")[1].strip()
-    key_id = out.split()[1]
-    assert main(["keys", *store, "list"]) == 0
-    listed = capsys.readouterr().out
-    assert key_id in listed and "active" in listed and token not in listed
-    body = {"events": [{"name": "signup", "user_id": "user-nobody"}]}
-    with TestClient(create_app(settings_)) as client:
-        ok = client.post("/api/v1/events", json=body, headers=auth(token))
-        assert ok.json()["results"] == [{"index": 0, "status": "unknown_user"}]
-        assert main(["keys", *store, "revoke", key_id]) == 0
-        assert client.post("/api/v1/events", json=body, headers=auth(token)).status_code == 401
-    assert "revoked" in capsys.readouterr().out
-    assert main(["keys", *store, "revoke", "nope"]) == 1
-    assert main(["keys", *store, "--site", "elsewhere", "list"]) == 2
-
-
-def test_events_by_user_id_once_linked(client: TestClient, settings_: Settings) -> None:
-    token = make_key(settings_, "events")
-    client.post("/api/v1/identify", headers=auth(token), json={
-        "visitor": "visitor-known-1", "user_id": "user-9", "traits": {}})
-    response = client.post("/api/v1/events", headers=auth(token), json={"events": [
-        {"name": "signup", "user_id": "user-9"}]})
-    assert response.json()["results"][0] == {"index": 0, "status": "applied",
-                                             "visitor": "visitor-known-1", "shown_live": 0,
-                                             "queued": 1}
+        check()

@@ -416,6 +416,12 @@ def test_backend_events_reach_the_browser_live_and_at_the_next_visit(
         page.wait_for_timeout(400)
         page.screenshot(path=screenshots / "backend-purchase-live.png")
         page.close()
+        # Once the server has seen the page go, the visitor is away.
+        health = f"{live_server.url}/healthz"
+        deadline = time.monotonic() + 10
+        while httpx2.get(health).json()["connections"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
 
         # The visitor has left; the backend records their signup (e.g. by e-mail link).
         response = httpx2.post(f"{live_server.url}/api/v1/events", headers=api, json={
