@@ -8,7 +8,7 @@ and a visitor in another zone sees each slot at their own local time.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -56,7 +56,7 @@ def _instant(day: date, minute: int, zone: ZoneInfo) -> datetime:
     extra_days, minute = divmod(minute, 24 * 60)
     wall = datetime.combine(day + timedelta(days=extra_days), time(minute // 60, minute % 60),
                             tzinfo=zone)
-    return wall.astimezone(timezone.utc)
+    return wall.astimezone(UTC)
 
 
 def slots(calendar: Calendar, now: float) -> list[Slot]:

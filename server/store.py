@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from .booking import Booking, BookOutcome, Lead
 from .delivery import Delivery
 from .keys import ApiKey
 from .profile import Profile
@@ -34,7 +35,8 @@ class Store(Protocol):
     async def visitor_of_user(self, site: str, user_id: str) -> str | None: ...
 
     async def erase_visitor(self, site: str, visitor: str) -> None:
-        """Forget a visitor everywhere: profile, user links, outbox, queued webhooks."""
+        """Forget a visitor everywhere: profile, user links, outbox, queued webhooks,
+        appointments and leads."""
 
     # API keys
     async def put_key(self, key: ApiKey) -> None: ...
@@ -66,6 +68,27 @@ class Store(Protocol):
     async def save_delivery(self, delivery: Delivery) -> None: ...
 
     async def list_deliveries(self, site: str, status: str) -> list[Delivery]: ...
+
+    # Appointments and leads
+    async def book(self, booking: Booking, capacity: int) -> tuple[BookOutcome, Booking]:
+        """Atomically, even across processes: "duplicate" (with the booking already made
+        under this idempotency key), "full" when the slot holds `capacity` confirmed
+        bookings, else "confirmed"."""
+
+    async def get_booking(self, site: str, booking_id: str) -> Booking | None: ...
+
+    async def cancel_booking(self, site: str, booking_id: str) -> Booking | None:
+        """Cancel, which frees the slot; None when there is no such booking."""
+
+    async def booked(self, site: str, calendar: str, start: float,
+                     end: float) -> dict[float, int]:
+        """Confirmed bookings per slot start, between `start` and `end`."""
+
+    async def list_bookings(self, site: str, start: float, end: float) -> list[Booking]: ...
+
+    async def put_lead(self, lead: Lead) -> None: ...
+
+    async def list_leads(self, site: str, since: float) -> list[Lead]: ...
 
 
 def _sqlite(url: str) -> Store:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import redis.asyncio as redis
 
+from .booking import Booking, BookOutcome, Lead
 from .delivery import Delivery
 from .keys import ApiKey
 from .profile import Profile
@@ -28,11 +29,26 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+# Book one slot: idempotency, capacity and the write in one atomic step.
+BOOK = """
+local existing = redis.call('GET', KEYS[2])
+if existing then return {'duplicate', redis.call('GET', ARGV[5] .. existing)} end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'full', ''} end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
+return {'confirmed', ARGV[2]}
+"""
+
+
 class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str = "popin") -> None:
         self._client = client
         self._prefix = prefix
         self._lease = client.register_script(LEASE)
+        self._book = client.register_script(BOOK)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -82,9 +98,21 @@ class RedisStore:
         hooks_key = self._key(site, "visitor-deliveries", visitor)
         users = [_text(user) for user in await self._client.smembers(users_key)]
         hooks = [_text(hook) for hook in await self._client.smembers(hooks_key)]
+        bookings_key = self._key(site, "visitor-bookings", visitor)
+        leads_key = self._key(site, "visitor-leads", visitor)
+        bookings = [_text(b) for b in await self._client.smembers(bookings_key)]
+        leads = [_text(lead) for lead in await self._client.smembers(leads_key)]
+        for booking_id in bookings:
+            await self.cancel_booking(site, booking_id)
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.delete(self._key(site, "profile", visitor), self._key(site, "outbox", visitor),
-                        users_key, hooks_key)
+                        users_key, hooks_key, bookings_key, leads_key)
+            for booking_id in bookings:
+                pipe.delete(f"{self._prefix}:booking:{booking_id}")
+                pipe.zrem(self._key(site, "bookings", "all"), booking_id)
+            for lead_id in leads:
+                pipe.delete(f"{self._prefix}:lead:{lead_id}")
+                pipe.zrem(self._key(site, "leads", "all"), lead_id)
             for user in users:
                 pipe.delete(self._key(site, "user", user))
             for hook in hooks:
@@ -174,3 +202,70 @@ class RedisStore:
                 if delivery.status == status:
                     found.append(delivery)
         return sorted(found, key=lambda delivery: delivery.due)
+
+    def _slot_key(self, site: str, calendar: str, start: float) -> str:
+        return self._key(site, "slot", f"{calendar}:{start!r}")
+
+    async def book(self, booking: Booking, capacity: int) -> tuple[BookOutcome, Booking]:
+        site = booking.site
+        outcome, data = await self._book(
+            keys=[self._slot_key(site, booking.calendar, booking.start),
+                  self._key(site, "booking-key", booking.idempotency_key),
+                  f"{self._prefix}:booking:{booking.id}",
+                  self._key(site, "bookings", "all"),
+                  self._key(site, "visitor-bookings", booking.visitor)],
+            args=[booking.id, orjson.dumps(booking.to_dict()), capacity, booking.start,
+                  f"{self._prefix}:booking:"])
+        kind = _text(outcome)
+        if kind == "full":
+            return "full", booking
+        stored = Booking.from_dict(orjson.loads(data))
+        return ("duplicate" if kind == "duplicate" else "confirmed"), stored
+
+    async def get_booking(self, site: str, booking_id: str) -> Booking | None:
+        data: bytes | str | None = await self._client.get(f"{self._prefix}:booking:{booking_id}")
+        if data is None:
+            return None
+        booking = Booking.from_dict(orjson.loads(data))
+        return booking if booking.site == site else None
+
+    async def cancel_booking(self, site: str, booking_id: str) -> Booking | None:
+        booking = await self.get_booking(site, booking_id)
+        if booking is None:
+            return None
+        booking.status = "cancelled"
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.srem(self._slot_key(site, booking.calendar, booking.start), booking_id)
+            pipe.set(f"{self._prefix}:booking:{booking_id}", orjson.dumps(booking.to_dict()))
+            await pipe.execute()
+        return booking
+
+    async def list_bookings(self, site: str, start: float, end: float) -> list[Booking]:
+        ids = await self._client.zrangebyscore(self._key(site, "bookings", "all"), start,
+                                               f"({end}")
+        found = [await self.get_booking(site, _text(cast(bytes, booking_id))) for booking_id in ids]
+        return [booking for booking in found if booking is not None]
+
+    async def booked(self, site: str, calendar: str, start: float,
+                     end: float) -> dict[float, int]:
+        counts: dict[float, int] = {}
+        for booking in await self.list_bookings(site, start, end):
+            if booking.calendar == calendar and booking.status == "confirmed":
+                counts[booking.start] = counts.get(booking.start, 0) + 1
+        return counts
+
+    async def put_lead(self, lead: Lead) -> None:
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(f"{self._prefix}:lead:{lead.id}", orjson.dumps(lead.to_dict()))
+            pipe.zadd(self._key(lead.site, "leads", "all"), {lead.id: lead.created})
+            pipe.sadd(self._key(lead.site, "visitor-leads", lead.visitor), lead.id)
+            await pipe.execute()
+
+    async def list_leads(self, site: str, since: float) -> list[Lead]:
+        ids = await self._client.zrangebyscore(self._key(site, "leads", "all"), since, "+inf")
+        leads = []
+        for lead_id in ids:
+            data = await self._client.get(f"{self._prefix}:lead:{_text(cast(bytes, lead_id))}")
+            if data is not None:
+                leads.append(Lead.from_dict(orjson.loads(data)))
+        return leads

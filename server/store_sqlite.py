@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from .booking import Booking, BookOutcome, Lead
 from .delivery import Delivery
 from .keys import ApiKey
 from .profile import Profile
@@ -42,6 +43,15 @@ CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, status TEXT NOT NULL,
     due REAL NOT NULL, data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, due);
+CREATE TABLE IF NOT EXISTS bookings (
+    id TEXT PRIMARY KEY, site TEXT NOT NULL, calendar TEXT NOT NULL, start REAL NOT NULL,
+    status TEXT NOT NULL, visitor TEXT NOT NULL, idempotency_key TEXT NOT NULL,
+    data BLOB NOT NULL, UNIQUE (site, idempotency_key));
+CREATE INDEX IF NOT EXISTS bookings_slot ON bookings (site, calendar, start, status);
+CREATE TABLE IF NOT EXISTS leads (
+    id TEXT PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, created REAL NOT NULL,
+    data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS leads_by_site ON leads (site, created);
 """
 
 
@@ -131,7 +141,7 @@ class SQLiteStore:
         def erase(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                for table in ("profiles", "users", "outbox", "deliveries"):
+                for table in ("profiles", "users", "outbox", "deliveries", "bookings", "leads"):
                     db.execute(f"DELETE FROM {table} WHERE site = ? AND visitor = ?",
                                (site, visitor))
 
@@ -210,3 +220,66 @@ class SQLiteStore:
         rows = await self._all("SELECT data FROM deliveries WHERE site = ? AND status = ? "
                                "ORDER BY due", site, status)
         return [Delivery.from_dict(orjson.loads(row)) for row in rows]
+
+    async def book(self, booking: Booking, capacity: int) -> tuple[BookOutcome, Booking]:
+        def book(db: sqlite3.Connection) -> tuple[BookOutcome, Booking]:
+            with db:
+                # IMMEDIATE takes the write lock first: between processes too, the count
+                # and the insert cannot interleave with another booking's.
+                db.execute("BEGIN IMMEDIATE")
+                row = db.execute("SELECT data FROM bookings WHERE site = ? AND "
+                                 "idempotency_key = ?",
+                                 (booking.site, booking.idempotency_key)).fetchone()
+                if row is not None:
+                    return "duplicate", Booking.from_dict(orjson.loads(row[0]))
+                (count,) = db.execute(
+                    "SELECT count(*) FROM bookings WHERE site = ? AND calendar = ? AND "
+                    "start = ? AND status = 'confirmed'",
+                    (booking.site, booking.calendar, booking.start)).fetchone()
+                if count >= capacity:
+                    return "full", booking
+                db.execute("INSERT INTO bookings (id, site, calendar, start, status, visitor, "
+                           "idempotency_key, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (booking.id, booking.site, booking.calendar, booking.start,
+                            booking.status, booking.visitor, booking.idempotency_key,
+                            orjson.dumps(booking.to_dict())))
+                return "confirmed", booking
+
+        return await self._run(book)
+
+    async def get_booking(self, site: str, booking_id: str) -> Booking | None:
+        data = await self._one("SELECT data FROM bookings WHERE site = ? AND id = ?",
+                               site, booking_id)
+        return None if data is None else Booking.from_dict(orjson.loads(data))
+
+    async def cancel_booking(self, site: str, booking_id: str) -> Booking | None:
+        booking = await self.get_booking(site, booking_id)
+        if booking is None:
+            return None
+        booking.status = "cancelled"
+        await self._write("UPDATE bookings SET status = 'cancelled', data = ? WHERE id = ?",
+                          orjson.dumps(booking.to_dict()), booking_id)
+        return booking
+
+    async def booked(self, site: str, calendar: str, start: float,
+                     end: float) -> dict[float, int]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT start, count(*) FROM bookings WHERE site = ? AND calendar = ? AND "
+            "status = 'confirmed' AND start >= ? AND start < ? GROUP BY start",
+            (site, calendar, start, end)).fetchall())
+        return {float(row[0]): int(row[1]) for row in rows}
+
+    async def list_bookings(self, site: str, start: float, end: float) -> list[Booking]:
+        rows = await self._all("SELECT data FROM bookings WHERE site = ? AND start >= ? AND "
+                               "start < ? ORDER BY start", site, start, end)
+        return [Booking.from_dict(orjson.loads(row)) for row in rows]
+
+    async def put_lead(self, lead: Lead) -> None:
+        await self._write("INSERT OR REPLACE INTO leads (id, site, visitor, created, data) "
+                          "VALUES (?, ?, ?, ?, ?)", lead.id, lead.site, lead.visitor,
+                          lead.created, orjson.dumps(lead.to_dict()))
+
+    async def list_leads(self, site: str, since: float) -> list[Lead]:
+        rows = await self._all("SELECT data FROM leads WHERE site = ? AND created >= ? "
+                               "ORDER BY created", site, since)
+        return [Lead.from_dict(orjson.loads(row)) for row in rows]

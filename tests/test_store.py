@@ -11,6 +11,7 @@ import pytest
 import redis
 
 from conftest import free_port, run
+from popin.booking import Booking, Lead
 from popin.delivery import Delivery
 from popin.keys import ApiKey, digest_of, new_key
 from popin.profile import Profile
@@ -244,6 +245,64 @@ def test_erasure_leaves_nothing_behind(make_store: StoreFactory) -> None:
         assert await store.outbox_list("demo", "visitor-0001", now=0) == []
         assert [d.id for d in await store.lease_deliveries(1e9, 10, 30)] == ["d2"]
         assert await store.load_profile("demo", "visitor-0002") is not None
+        await store.close()
+
+    run(scenario())
+
+
+def booking_of(number: int, start: float = 1000.0, visitor: str = "v1") -> Booking:
+    return Booking(id=f"b{number}", site="demo", calendar="advisers", start=start,
+                   end=start + 1800, channel="phone", name="Ann", contact="+33612345678",
+                   visitor=visitor, created=1.0, idempotency_key=f"k{number}")
+
+
+def test_booking_respects_capacity_idempotency_and_cancellation(
+        make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        assert (await store.book(booking_of(1), 2))[0] == "confirmed"
+        outcome, existing = await store.book(booking_of(1), 2)
+        assert outcome == "duplicate" and existing.id == "b1"
+        assert (await store.book(booking_of(2), 2))[0] == "confirmed"
+        assert (await store.book(booking_of(3), 2))[0] == "full"
+        assert (await store.book(booking_of(4, start=5000.0), 2))[0] == "confirmed"
+        assert await store.booked("demo", "advisers", 0, 10_000) == {1000.0: 2, 5000.0: 1}
+        cancelled = await store.cancel_booking("demo", "b1")
+        assert cancelled is not None and cancelled.status == "cancelled"
+        assert await store.cancel_booking("demo", "nope") is None
+        assert (await store.book(booking_of(5), 2))[0] == "confirmed", "a cancel frees"
+        listed = await store.list_bookings("demo", 0, 2000)
+        assert [(b.id, b.status) for b in listed] == [("b1", "cancelled"), ("b2", "confirmed"),
+                                                      ("b5", "confirmed")]
+        assert await store.get_booking("other-site", "b2") is None
+        await store.close()
+
+    run(scenario())
+
+
+def test_concurrent_bookings_never_exceed_capacity(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        outcomes = await asyncio.gather(*(store.book(booking_of(n), 3) for n in range(100)))
+        assert sum(1 for outcome, _ in outcomes if outcome == "confirmed") == 3
+        await store.close()
+
+    run(scenario())
+
+
+def test_leads_and_their_erasure(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        for number, visitor in enumerate(["v1", "v2", "v1"]):
+            await store.put_lead(Lead(id=f"l{number}", site="demo", visitor=visitor, rule="r",
+                                      channel="callback", name="Ann", contact="+336",
+                                      message="", created=10.0 + number))
+        assert [lead.id for lead in await store.list_leads("demo", 11.0)] == ["l1", "l2"]
+        await store.book(booking_of(1, visitor="v1"), 1)
+        await store.erase_visitor("demo", "v1")
+        assert [lead.id for lead in await store.list_leads("demo", 0)] == ["l1"]
+        assert await store.list_bookings("demo", 0, 10_000) == []
+        assert (await store.book(booking_of(2), 1))[0] == "confirmed", "the slot is free again"
         await store.close()
 
     run(scenario())
