@@ -2,8 +2,8 @@
 tag the visitor into an audience, call a webhook.
 
     popin: {title: ..., body: ..., cta: {label: ..., url: ...}, placement: corner}
-    assist: {title: ..., body: ..., channels: [callback, video, email], url: /contact}
-    slots: {calendar: advisors, title: ..., body: ..., channels: [phone, video], url: /book}
+    assist: {title: ..., body: ..., channels: [callback, video, email]}   # a lead form
+    slots: {calendar: advisers, title: ..., body: ..., channels: [phone, video]}  # a booking form
     tag: {audience: cart-abandoners, days: 30}      # or tag: cart-abandoners
     webhook: {url: "https://crm.example/hooks/popin"}
 """
@@ -15,14 +15,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .schema import Reader
-from .templates import ENVIRONMENT, PopinTemplate, compile_popin, compile_template
+from .templates import PopinTemplate, compile_popin, compile_template
 
 VISUAL_ACTIONS = ("popin", "assist", "slots")
 EFFECT_ACTIONS = ("tag", "webhook")
 ACTIONS = (*VISUAL_ACTIONS, *EFFECT_ACTIONS)
-ASSIST_CHANNELS = {"callback": "Call me back", "video": "Book a video call",
-                   "email": "Answer me by e-mail", "chat": "Chat with us"}
-SLOT_CHANNELS = {"phone": "by phone", "video": "by video", "store": "in store"}
+ASSIST_CHANNELS = ("callback", "video", "email", "chat")
+SLOT_CHANNELS = ("phone", "video", "store")
 DEFAULT_AUDIENCE_DAYS = 30
 # What the big ad platforms accept as a membership duration.
 MAX_AUDIENCE_DAYS = 540
@@ -39,39 +38,24 @@ class WebhookAction:
     url: str
 
 
-def _channels(node: Any, reader: Reader, known: dict[str, str], what: str) -> list[str]:
-    channels = node.get("channels", list(known)[:2])
-    if not isinstance(channels, list) or not channels:
-        reader.fail(node.line_of("channels"), f"'{what}.channels' must be a non-empty list")
-    for channel in channels:
-        if channel not in known:
-            reader.fail(node.line_of("channels"), f"unknown {what} channel {channel!r}; "
-                        f"expected one of {', '.join(known)}")
-    return [str(channel) for channel in channels]
-
-
 def _offer(value: Any, line: int, reader: Reader, kind: str) -> PopinTemplate:
-    """An assistance offer or appointment slots: a card whose links lead to the channels.
-
-    The booking and lead forms come with their own machinery; until then each channel
-    links to the owner's page (`url`) with the channel named in the query.
-    """
+    """An assistance offer or appointment slots: the card holds their form."""
     known = ASSIST_CHANNELS if kind == "assist" else SLOT_CHANNELS
     extra = ["calendar"] if kind == "slots" else []
     node = reader.mapping(value, line, f"'{kind}'")
-    reader.keys(node, f"'{kind}'", ["title", "body", "channels", "url", *extra],
-                required=["title", "body", "url", *extra])
-    channels = _channels(node, reader, known, kind)
-    reader.text(node, "url", max_length=2048)
-    base = node["url"]
-    separator = "&" if "?" in base else "?"
-    links = tuple(
-        (ENVIRONMENT.from_string(known[channel] if kind == "assist" else
-                                 f"Book {known[channel]}"),
-         ENVIRONMENT.from_string(f"{base}{separator}channel={channel}"))
-        for channel in channels)
+    reader.keys(node, f"'{kind}'", ["title", "body", "channels", *extra],
+                required=["title", "body", *extra])
+    channels = node.get("channels", list(known) if kind == "slots" else ["callback", "email"])
+    if not isinstance(channels, list) or not channels:
+        reader.fail(node.line_of("channels"), f"'{kind}.channels' must be a non-empty list")
+    for channel in channels:
+        if channel not in known:
+            reader.fail(node.line_of("channels"), f"unknown {kind} channel {channel!r}; "
+                        f"expected one of {', '.join(known)}")
+    calendar = reader.text(node, "calendar", max_length=64) if kind == "slots" else ""
     return PopinTemplate(compile_template(node, "title", reader),
-                         compile_template(node, "body", reader), links, "corner", "", kind)
+                         compile_template(node, "body", reader), (), "corner", "", kind,
+                         tuple(str(channel) for channel in channels), calendar)
 
 
 def compile_visual(kind: str, value: Any, line: int, reader: Reader) -> PopinTemplate:

@@ -24,10 +24,12 @@ from starlette.staticfiles import StaticFiles
 from .agent import Geo
 from .api import ROUTES as API_ROUTES
 from .api import ApiError, api_error
-from .config import Settings
+from .appointment_pages import ROUTES as APPOINTMENT_ROUTES
+from .config import Settings, load_secret
 from .endpoint import widget_socket
 from .engine import RuleSet
 from .hub import Hub
+from .links import Links
 from .openapi import document
 from .reload import reload_rules, watch_rules
 from .store import Store, open_store
@@ -59,6 +61,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
             await active.open()
         geo = Geo(settings.geoip) if settings.geoip else None
         hub = Hub(active, RuleSet(), settings.sites, geo=geo)
+        hub.links = Links(load_secret(settings))
         reload_rules(hub, settings.rules, geo is not None, starting=True)
         app.state.hub = hub
         tasks = [asyncio.create_task(_sweep_forever(hub)),
@@ -110,6 +113,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
 
     routes = [
         *API_ROUTES,
+        *APPOINTMENT_ROUTES,
         Route("/openapi.json", openapi),
         Route("/", home),
         Route("/popin.js", widget_script),

@@ -21,12 +21,16 @@ An optional `popin.toml`:
 from __future__ import annotations
 
 import re
+import secrets
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .calendar import Calendar
 
 # Where this checkout keeps what the server serves and the shipped playbook.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -67,6 +71,12 @@ class Site:
     fatigue_per_day: int = 3
     # Signs webhook requests (HMAC-SHA256); without it, webhooks are dead-lettered.
     webhook_secret: str = ""
+    # Where new leads and bookings are announced to the owner (a webhook), if anywhere.
+    notify_url: str = ""
+    calendars: dict[str, Calendar] = field(default_factory=lambda: {
+        "advisers": Calendar("advisers", ZoneInfo("Europe/Paris"), dict(DEMO_HOURS),
+                             slot_minutes=30, min_notice_minutes=60, horizon_days=7,
+                             capacity=2)})
 
     def allows(self, origin: str | None, host: str | None) -> bool:
         """Is a WebSocket from a page at `origin` welcome? Browsers always send Origin."""
@@ -92,6 +102,9 @@ class Settings:
     # Watch the rules folder and reload on change (and on SIGHUP).
     reload: bool = True
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    # Signs cancel/reschedule links; when empty, kept in `secret_file` (made on first start).
+    secret: str = ""
+    secret_file: Path = Path("popin.secret")
 
 
 def load_settings(path: Path | None) -> Settings:
@@ -102,7 +115,7 @@ def load_settings(path: Path | None) -> Settings:
         raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from None
-    unknown = set(raw) - {"store", "rules", "sites", "geoip", "webhooks"}
+    unknown = set(raw) - {"store", "rules", "sites", "geoip", "webhooks", "secret"}
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
     if "store" in raw:
@@ -111,6 +124,8 @@ def load_settings(path: Path | None) -> Settings:
         settings.rules = (path.parent / str(raw["rules"])).resolve()
     if "geoip" in raw:
         settings.geoip = (path.parent / str(raw["geoip"])).resolve()
+    if "secret" in raw:
+        settings.secret = str(raw["secret"])
     if "webhooks" in raw:
         try:
             settings.webhooks = WebhookSettings(**raw["webhooks"])
@@ -129,7 +144,7 @@ def _site(entry: Any, path: Path) -> Site:
         raise ConfigError(f"{path}: each [[sites]] needs a 'key'")
     where = f"{path}: site {entry['key']!r}"
     unknown = set(entry) - {"key", "name", "origins", "timezone", "business_hours", "fatigue",
-                            "webhook_secret"}
+                            "webhook_secret", "notify_url", "calendars"}
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     origins = entry.get("origins", ["self"])
@@ -147,9 +162,52 @@ def _site(entry: Any, path: Path) -> Site:
             if day not in WEEKDAY_KEYS:
                 raise ConfigError(f"{where}: business_hours: unknown day {day!r}")
     fatigue = entry.get("fatigue", {})
-    return Site(entry["key"], str(entry.get("name", "")), tuple(origins), zone, hours,
+    calendars = {item["name"]: _calendar(item, zone, f"{where}: calendar")
+                 for item in entry.get("calendars", [])} if "calendars" in entry else None
+    site = Site(entry["key"], str(entry.get("name", "")), tuple(origins), zone, hours,
                 int(fatigue.get("per_session", 2)), int(fatigue.get("per_day", 3)),
-                str(entry.get("webhook_secret", "")))
+                str(entry.get("webhook_secret", "")), str(entry.get("notify_url", "")))
+    return site if calendars is None else replace(site, calendars=calendars)
+
+
+def _calendar(entry: Any, zone: ZoneInfo, where: str) -> Calendar:
+    if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+        raise ConfigError(f"{where}: each calendar needs a 'name'")
+    where = f"{where} {entry['name']!r}"
+    known = {"name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
+             "min_notice_minutes", "horizon_days", "capacity", "channels"}
+    unknown = set(entry) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
+    try:
+        own_zone = ZoneInfo(entry["timezone"]) if "timezone" in entry else zone
+        hours = {day: _spans(text, f"{where}: hours.{day}")
+                 for day, text in entry.get("hours", {}).items()}
+        return Calendar(
+            entry["name"], own_zone, hours or dict(DEMO_HOURS),
+            frozenset(date.fromisoformat(day) for day in entry.get("closed", [])),
+            {date.fromisoformat(day): _spans(text, f"{where}: special.{day}")
+             for day, text in entry.get("special", {}).items()},
+            **{key: int(entry[key]) for key in ("slot_minutes", "buffer_minutes",
+                                                "min_notice_minutes", "horizon_days",
+                                                "capacity") if key in entry},
+            channels=tuple(entry.get("channels", ("phone", "video"))))
+    except (ValueError, KeyError, TypeError) as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def load_secret(settings: Settings) -> str:
+    """The configured secret, else the one kept in secret_file (made once, owner-only)."""
+    if settings.secret:
+        return settings.secret
+    path = settings.secret_file
+    if not path.is_absolute() and settings.store.startswith("sqlite:///"):
+        # Beside the embedded store: one folder holds the install's state.
+        path = Path(settings.store.removeprefix("sqlite:///")).parent / path
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()
 
 
 def _spans(text: Any, where: str) -> Spans:

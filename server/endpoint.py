@@ -12,7 +12,7 @@ from typing import Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from .config import Site
-from .events import Hello, Identify
+from .events import FormSubmit, Hello, Identify
 from .hub import Hub
 from .identity import TraitError
 from .protocol import (
@@ -106,6 +106,12 @@ async def widget_socket(websocket: WebSocket) -> None:
                 elif isinstance(message, Identify):
                     await _identify(websocket, hub, site, session, message)
                     continue
+                elif isinstance(message, FormSubmit):
+                    update = await hub.form(session, message)
+                    if update is None:
+                        raise ProtocolError("bad_field", "no pop-in here has that form", "id")
+                    await websocket.send_text(encode(update))
+                    continue
                 else:
                     result = session.handle(message, hub.rules, hub.clock())
             except ProtocolError as error:
@@ -137,6 +143,7 @@ async def _identify(websocket: WebSocket, hub: Hub, site: Site, session: Session
 
 
 async def _deliver(websocket: WebSocket, hub: Hub, session: Session, result: Result) -> None:
+    await hub.prepare(session, result)
     for message in result.messages:
         await websocket.send_text(encode(message))
     await hub.settle(session, result)

@@ -106,6 +106,15 @@ class Identify:
 
 
 @dataclass(frozen=True, slots=True)
+class FormSubmit:
+    """A form inside a pop-in was sent (a request for help, a booking)."""
+
+    push_id: str
+    form: str
+    fields: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Timer:
     """An in-session timer came due; never sent by the widget."""
 
@@ -114,4 +123,4 @@ class Timer:
 
 Event = (PageView | Dwell | Custom | PopinStatus | Scroll | Idle | ExitIntent | TabReturn
          | Typing | Consent | Timer)
-ClientMessage = Hello | Identify | Event
+ClientMessage = Hello | Identify | FormSubmit | Event

@@ -13,7 +13,7 @@ import orjson
 from .agent import Agent
 from .config import Site
 from .engine import RuleSet
-from .events import Hello, Identify
+from .events import FormSubmit, Hello, Identify
 from .facts import Facts, landing_facts
 from .profile import Profile
 from .protocol import ProtocolError, decode
@@ -84,7 +84,7 @@ def explain(lines: Iterable[str], rules: RuleSet, site: Site, start: datetime,
             except ProtocolError as error:
                 out.append(f"line {number}: {error.message}, skipped")
                 continue
-            if isinstance(event, Hello | Identify):
+            if isinstance(event, Hello | Identify | FormSubmit):
                 continue
             result = session.handle(event, rules, now)
             label = _describe(message)

@@ -26,6 +26,8 @@ class Facts:
     referrer: str = ""
     consent: str = "unknown"
     gpc: bool = False
+    # The visitor's IANA zone, as their browser says: appointment times are shown in it.
+    timezone: str = ""
     now: float = 0.0
     _local: tuple[float, datetime] | None = None
 

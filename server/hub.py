@@ -20,9 +20,11 @@ from .agent import Agent, Geo, agent_of
 from .config import Site
 from .delivery import Delivery
 from .engine import RuleSet
-from .events import Custom, Hello, Scalar
+from .events import Custom, FormSubmit, Hello, Scalar
 from .facts import Facts, landing_facts
+from .hub_forms import answer_form, fill_slots
 from .identity import apply_traits, merge_into
+from .links import Links
 from .profile import Profile
 from .session import Result, Session
 from .store import Store
@@ -76,6 +78,8 @@ class Hub:
         self.sites = sites
         self.clock = clock
         self.geo = geo
+        # Signs appointment links; the app sets it from the configured secret.
+        self.links = Links(secrets.token_urlsafe(32))
         self.counts: Counter[str] = Counter()
         self._sessions: dict[SessionKey, Session] = {}
         # Sessions with no socket, and since when; swept after SESSION_IDLE_SECONDS.
@@ -121,7 +125,8 @@ class Hub:
             utm, referrer = landing_facts(hello.url, hello.referrer)
             facts = Facts(profile, site, agent_of(user_agent),
                           self.geo.locate(client_ip) if self.geo else Facts(profile).place,
-                          hello.language, utm, referrer, gpc=hello.gpc, now=self.clock())
+                          hello.language, utm, referrer, gpc=hello.gpc, now=self.clock(),
+                          timezone=hello.timezone)
             session = Session(site.key, hello.session, profile, facts)
             self._sessions[key] = session
             self.counts["session.new"] += 1
@@ -130,6 +135,24 @@ class Hub:
         self._connections[key] += 1
         self._idle_since.pop(key, None)
         return session
+
+    async def prepare(self, session: Session, result: Result) -> None:
+        """What a push needs from the store before it leaves (free slots)."""
+        site = self.sites.get(session.site)
+        if site is not None and result.messages:
+            await fill_slots(self.store, site, session, result, self.clock())
+
+    async def form(self, session: Session, event: FormSubmit) -> dict[str, Any] | None:
+        """Answer a form sent from a pop-in; None when no pop-in of ours has that form."""
+        rule = self.rules.by_id.get(session.pushes.get(event.push_id, ""))
+        site = self.sites.get(session.site)
+        expected = {"lead": "assist", "book": "slots"}[event.form]
+        if rule is None or site is None or rule.visual is None or rule.visual.kind != expected:
+            return None
+        html = await answer_form(self.store, site, session, rule.id, event.form,
+                                 rule.visual.calendar, rule.visual.channels, event, self.links)
+        self.counts[f"form.{event.form}"] += 1
+        return {"type": "update", "id": event.push_id, "html": html}
 
     async def settle(self, session: Session, result: Result) -> None:
         """Persist what a result changed: profile, outbox, acknowledgements, webhooks."""
@@ -183,6 +206,7 @@ class Hub:
             session = Session(site.key, f"backend-{secrets.token_hex(8)}", profile,
                               Facts(profile, site, Agent("other"), now=self.clock()))
         result = session.handle(event, self.rules, self.clock())
+        await self.prepare(session, result)
         await self.settle(session, result)
         shown = [message for message in result.messages if message["type"] == "show"]
         for message in shown:

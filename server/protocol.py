@@ -1,8 +1,8 @@
 """The widget's wire format: JSON text frames, decoded and checked here, without I/O.
 
 Client to server: {"type": "hello"|"pageview"|"dwell"|"scroll"|"idle"|"exit"|"tab"|"typing"|
-                   "consent"|"event"|"popin"|"identify", ...}
-Server to client: {"type": "config"|"show"|"identity"|"error", ...}
+                   "consent"|"event"|"popin"|"identify"|"form", ...}
+Server to client: {"type": "config"|"show"|"update"|"identity"|"error", ...}
 
 Anything malformed raises `ProtocolError`, which becomes an error frame; the
 connection closes only when a client keeps misbehaving.
@@ -25,6 +25,7 @@ from .events import (
     Custom,
     Dwell,
     ExitIntent,
+    FormSubmit,
     Hello,
     Identify,
     Idle,
@@ -190,6 +191,19 @@ def _identify(message: dict[str, Any]) -> Identify:
     return Identify(_text(message, "user_id", 128), traits)
 
 
+def _form(message: dict[str, Any]) -> FormSubmit:
+    fields = message.get("fields")
+    if not isinstance(fields, dict) or len(fields) > 12 or not all(
+            isinstance(key, str) and len(key) <= 32 and isinstance(value, str)
+            and len(value) <= 1000 for key, value in fields.items()):
+        raise ProtocolError("bad_field", "'fields' must be an object of at most 12 short texts",
+                            "fields")
+    form = message.get("form")
+    if form not in ("lead", "book"):
+        raise ProtocolError("bad_field", "'form' must be lead or book", "form")
+    return FormSubmit(_text(message, "id", 64), form, fields)
+
+
 def _popin(message: dict[str, Any]) -> PopinStatus:
     push_id = _text(message, "id", 64)
     status = message.get("status")
@@ -213,4 +227,5 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     "event": _event,
     "popin": _popin,
     "identify": _identify,
+    "form": _form,
 }

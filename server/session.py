@@ -397,4 +397,6 @@ class Session:
                    "expires": now + rule.expires}
         if rule.visual.slot:
             message["slot"] = rule.visual.slot
+        if rule.visual.calendar:
+            message["calendar"] = rule.visual.calendar
         return message

@@ -18,6 +18,7 @@ POPIN_KEYS = ("title", "body", "cta", "placement", "slot")
 # Where a call-to-action may lead: never javascript: or data: URLs.
 SAFE_URL_SCHEMES = frozenset({"", "http", "https", "mailto", "tel"})
 
+SLOTS_MARK = "<!--popin:slots-->"
 ENVIRONMENT = SandboxedEnvironment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
 
 # The card around the owner's content; the widget styles it inside its Shadow DOM.
@@ -26,6 +27,7 @@ CARD = ENVIRONMENT.from_string(
     '<button class="close" type="button" aria-label="Close" data-popin-dismiss>&times;</button>'
     '<p class="title">{{ title }}</p><div class="body">{{ body }}</div>'
     '{% for label, url in links %}<a class="cta" href="{{ url }}">{{ label }}</a> {% endfor %}'
+    '{% if form %}<div class="area" data-popin-area>{{ form }}</div>{% endif %}'
     "</div>"
 )
 
@@ -46,6 +48,17 @@ class PopinTemplate:
     # A CSS selector for placement "inline": the page's own reserved slot.
     slot: str = ""
     kind: str = "popin"
+    # assist: the ways to help offered; slots: the ways to meet (empty: the calendar's).
+    channels: tuple[str, ...] = ()
+    calendar: str = ""
+
+    def _form(self) -> Markup:
+        if self.kind == "assist":
+            from .forms import lead_form
+
+            return Markup(lead_form(self.channels))
+        # Free slots need the store: the hub fills this in before the push leaves.
+        return Markup(SLOTS_MARK) if self.kind == "slots" else Markup("")
 
     def render(self, context: dict[str, Any]) -> str:
         try:
@@ -57,7 +70,7 @@ class PopinTemplate:
                 links.append((label.render(context), url))
             return CARD.render(title=self.title.render(context),
                                body=Markup(self.body.render(context)),
-                               links=links, placement=self.placement)
+                               links=links, placement=self.placement, form=self._form())
         except RenderError:
             raise
         except Exception as error:

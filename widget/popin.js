@@ -13,7 +13,7 @@
   var ACTIVE_WINDOW = 3e4; // no input for 30 s: the visitor is not reading any more
   var ws, attempts = 0, everOpened = false, outbox = [], lastUrl, lastActive = Date.now();
   var config = { watch: [], scroll: [], idle: [], tab: 0, exit: false };
-  var watches = {}, observer, visible = new Map(), host, scanTimer;
+  var watches = {}, observer, visible = new Map(), host, current, scanTimer;
   var page = { scroll: 0, exit: false }, idleSent = 0, typing = false, hiddenAt = 0, lastY = 0, lastYAt = 0;
 
   // Storage that never throws (private modes, blocked storage).
@@ -62,6 +62,10 @@
       if (message.type === 'config') configure(message);
       else if (message.type === 'show') show(message);
       else if (message.type === 'identity') stored('popin_v', visitor = message.visitor);
+      else if (message.type === 'update' && current && current.id === message.id) {
+        var area = current.root.querySelector('[data-popin-area]');
+        if (area) area.innerHTML = message.html;
+      }
     };
     ws.onclose = function (event) {
       ws = null;
@@ -199,13 +203,21 @@
     '.top_bar,.bottom_bar{border-radius:0;padding:10px 48px 10px 16px;display:flex;flex-wrap:wrap;' +
     'align-items:center;gap:4px 16px}.top_bar .title,.bottom_bar .title,.top_bar p,.bottom_bar p{margin:0}' +
     '.inline{box-shadow:none;border:1px solid #ddd;animation:none}' +
+    '.card{max-height:calc(100vh - 32px);overflow:auto}.area{margin-top:6px}' +
+    '.form label{display:block;margin:6px 0;font-size:13px}.form fieldset{border:0;padding:0;margin:6px 0}' +
+    '.form legend{font-weight:600;font-size:13px}.form textarea,.form input:not([type=radio]):not([type=checkbox])' +
+    '{box-sizing:border-box;width:100%;padding:6px 8px;border:1px solid #bbb;border-radius:6px;font:inherit}' +
+    '.form .slot,.form .choice{display:inline-block;margin:2px 4px 2px 0;padding:4px 8px;border:1px solid #bbb;' +
+    'border-radius:6px}.days{max-height:170px;overflow:auto}.error{color:#b3261e;font-size:12px;margin:2px 0}' +
+    '.notice{background:#fff4e5;padding:6px;border-radius:6px}.done{color:#0b6b2b}' +
+    'button.cta{border:0;cursor:pointer;font:inherit;font-weight:600}button.cta:disabled{opacity:.6}' +
     '@media (prefers-reduced-motion:reduce){.card{animation:none}}';
   function report(id, status) {
     send({ type: 'popin', id: id, status: status });
   }
   function remove() {
     if (host) host.remove();
-    host = null;
+    host = current = null;
   }
   var PLACES = {
     corner: 'position:fixed;z-index:2147483000;right:16px;bottom:16px;width:360px;max-width:calc(100vw - 32px)',
@@ -226,6 +238,14 @@
     card.style.cssText = PLACES[message.placement] || PLACES.corner;
     var root = card.attachShadow({ mode: 'open' });
     root.innerHTML = '<style>' + CSS + '</style>' + message.html;
+    current = { id: id, root: root };
+    root.addEventListener('submit', function (event) {
+      event.preventDefault();
+      var form = event.target, fields = {}, button = form.querySelector('button');
+      new FormData(form).forEach(function (value, key) { fields[key] = String(value); });
+      if (button) button.disabled = true;
+      send({ type: 'form', id: id, form: form.getAttribute('data-popin-form'), fields: fields });
+    });
     root.addEventListener('click', function (event) {
       var target = event.target.closest('[data-popin-dismiss],a');
       if (!target) return;
@@ -233,6 +253,8 @@
         report(id, 'dismissed');
         return remove();
       }
+      // Links in a form's answer (.ics, change or cancel) work as links; the card stays.
+      if (target.closest('[data-popin-area]')) return report(id, 'clicked');
       report(id, 'clicked');
       remove();
       if (target.target || event.ctrlKey || event.metaKey || event.shiftKey) return;

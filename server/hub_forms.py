@@ -1,0 +1,91 @@
+"""The hub's part in forms: free slots filled into a pop-in before it leaves, submitted
+forms answered (lead kept, slot booked), the owner told."""
+
+from __future__ import annotations
+
+import secrets
+import time
+from typing import Any
+
+import orjson
+
+from .appointments import BookingRequest, book_slot, capture_lead, open_slots
+from .booking import Booking
+from .calendar import visitor_zone
+from .config import Site
+from .delivery import Delivery
+from .events import FormSubmit
+from .forms import booked, lead_form, slots_form, thanks
+from .links import Links
+from .session import Result, Session
+from .store import Store
+from .templates import SLOTS_MARK
+
+TAKEN = "That time was just taken by someone else. Here are the times still free."
+
+
+async def fill_slots(store: Store, site: Site, session: Session, result: Result,
+                     now: float) -> None:
+    """Slot pickers list what is free right now, in the visitor's own time zone."""
+    for message in result.messages:
+        if message["type"] != "show" or SLOTS_MARK not in message["html"]:
+            continue
+        calendar = site.calendars.get(message.get("calendar", ""))
+        if calendar is None:
+            message["html"] = message["html"].replace(
+                SLOTS_MARK, "<p>Booking is not open yet; please contact us.</p>")
+            continue
+        zone = visitor_zone(session.facts.timezone, calendar.zone)
+        free = await open_slots(store, site.key, calendar, now)
+        message["html"] = message["html"].replace(SLOTS_MARK, slots_form(calendar, free, zone))
+
+
+async def notify_owner(store: Store, site: Site, visitor: str, payload: dict[str, Any],
+                       now: float) -> None:
+    if not site.notify_url:
+        return
+    delivery_id = secrets.token_hex(12)
+    await store.queue_delivery(Delivery(
+        id=delivery_id, site=site.key, visitor=visitor, url=site.notify_url,
+        body=orjson.dumps({"id": delivery_id, **payload}).decode(), created=now, due=now))
+
+
+async def answer_form(store: Store, site: Site, session: Session, rule_id: str, kind: str,
+                      calendar_name: str, channels: tuple[str, ...], event: FormSubmit,
+                      links: Links) -> str:
+    """The new content of the pop-in's form area."""
+    fields, now, visitor = event.fields, time.time(), session.profile.visitor
+    consent = fields.get("consent") in ("yes", "on", "true")
+    if event.form == "lead":
+        lead, errors = await capture_lead(
+            store, site.key, visitor, rule_id, fields.get("channel", ""), fields.get("name", ""),
+            fields.get("contact", ""), fields.get("message", ""), consent, now)
+        if lead is None:
+            return lead_form(channels, fields, errors)
+        await notify_owner(store, site, visitor, {"type": "lead", **lead.to_dict()}, now)
+        return thanks(lead)
+    calendar = site.calendars.get(calendar_name)
+    if calendar is None:
+        return "<p>Booking is not open yet; please contact us.</p>"
+    zone = visitor_zone(session.facts.timezone, calendar.zone)
+    try:
+        start = float(fields.get("slot", ""))
+    except ValueError:
+        start = -1.0
+    request = BookingRequest(start, fields.get("channel", ""), fields.get("name", ""),
+                             fields.get("contact", ""), consent, visitor,
+                             # One booking per pop-in and slot, however often it is sent.
+                             f"{event.push_id}:{start!r}", session.facts.timezone)
+    answer = await book_slot(store, site.key, calendar, request, now)
+    if answer.outcome == "taken":
+        return slots_form(calendar, answer.free, zone, fields, notice=TAKEN)
+    if answer.booking is None:
+        return slots_form(calendar, answer.free, zone, fields, answer.errors)
+    if answer.outcome == "confirmed":
+        await notify_owner(store, site, visitor, {"type": "booking",
+                                                  **booking_payload(answer.booking)}, now)
+    return booked(answer.booking, zone, links.ics(answer.booking), links.manage(answer.booking))
+
+
+def booking_payload(booking: Booking) -> dict[str, Any]:
+    return booking.to_dict()
