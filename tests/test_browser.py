@@ -438,3 +438,39 @@ def test_backend_events_reach_the_browser_live_and_at_the_next_visit(
         assert page.locator(POPIN_CARD, has_text="Welcome").count() == 0, "shown twice"
     finally:
         context.close()
+
+
+def test_a_visitor_books_a_call_from_the_cart_and_gets_the_ics(
+        live_server: LiveServer, browser: Any, screenshots: Path) -> None:
+    context = browser.new_context(viewport={"width": 1280, "height": 900},
+                                  timezone_id="America/New_York", accept_downloads=True)
+    try:
+        page = context.new_page()
+        page.goto(f"{live_server.url}/demo/skis.html")
+        page.locator("button", has_text="Add to cart").click()
+        page.locator(POPIN_CARD).wait_for(timeout=10000)
+        page.locator("[data-popin] .close").click()
+        page.goto(f"{live_server.url}/demo/cart.html")
+        page.locator("button", has_text="Talk to an adviser").click()
+        card = page.locator(POPIN_CARD, has_text="Book a call with an adviser")
+        card.wait_for(timeout=10000)
+        page.wait_for_timeout(400)
+        page.screenshot(path=screenshots / "demo-slots-to-pick.png")
+        page.locator("[data-popin] input[name=slot]").first.check()
+        page.locator("[data-popin] input[value=video]").check()
+        page.locator("[data-popin] input[name=name]").fill("Léa Martin")
+        page.locator("[data-popin] input[name=contact]").fill("lea@example.com")
+        page.locator("[data-popin] input[name=consent]").check()
+        page.locator("[data-popin] button", has_text="Book this time").click()
+        confirmation = page.locator("[data-popin] .done")
+        confirmation.wait_for(timeout=10000)
+        assert "Booked:" in confirmation.inner_text()
+        assert "(EST)" in confirmation.inner_text(), "shown in the visitor's own time zone"
+        page.screenshot(path=screenshots / "demo-booking-confirmed.png")
+        with page.expect_download() as download_info:
+            page.locator("[data-popin] a", has_text="Add to my calendar").click()
+        invitation = Path(download_info.value.path()).read_text()
+        assert invitation.startswith("BEGIN:VCALENDAR") and "STATUS:CONFIRMED" in invitation
+        assert page.locator(POPIN_CARD).count() == 1, "the card stays after the download"
+    finally:
+        context.close()
