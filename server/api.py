@@ -7,12 +7,16 @@ erasure. Bearer API keys with scopes; every error is JSON naming the problem and
     DELETE /api/v1/visitors/{visitor}  erase them everywhere
     GET    /api/v1/users/{user_id}     the same, by the site's own user id
     DELETE /api/v1/users/{user_id}
+    GET    /api/v1/webhooks?status=    deliveries (dead ones with their last error)
+    GET    /api/v1/bookings?day=       one day's appointments
+    GET    /api/v1/leads?since=        requests for help
 """
 
 from __future__ import annotations
 
 import math
 import re
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 import orjson
@@ -241,7 +245,39 @@ async def list_webhooks(request: Request) -> JSONResponse:
         for delivery in deliveries[:1000]]})
 
 
+async def list_bookings(request: Request) -> JSONResponse:
+    """One day of appointments, in the site's time zone."""
+    key = await authorize(request, "profiles")
+    hub: Hub = request.app.state.hub
+    check_query(request, ("day",))
+    site = hub.sites[key.site]
+    try:
+        day = date.fromisoformat(request.query_params.get("day", ""))
+        start = datetime.combine(day, time(0), tzinfo=site.zone).timestamp()
+        end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=site.zone).timestamp()
+    except (ValueError, OverflowError):
+        raise ApiError(400, "invalid", "'day' must be a date, YYYY-MM-DD", "day") from None
+    bookings = await hub.store.list_bookings(site.key, start, end)
+    return JSONResponse({"bookings": [booking.to_dict() for booking in bookings]})
+
+
+async def list_leads(request: Request) -> JSONResponse:
+    key = await authorize(request, "profiles")
+    hub: Hub = request.app.state.hub
+    check_query(request, ("since",))
+    try:
+        since = float(request.query_params.get("since", "0"))
+    except ValueError:
+        raise ApiError(400, "invalid", "'since' is seconds since the epoch", "since") from None
+    if not math.isfinite(since):
+        raise ApiError(400, "invalid", "'since' is seconds since the epoch", "since")
+    leads = await hub.store.list_leads(key.site, since)
+    return JSONResponse({"leads": [lead.to_dict() for lead in leads[:1000]]})
+
+
 ROUTES = [
+    Route("/api/v1/bookings", list_bookings, methods=["GET"]),
+    Route("/api/v1/leads", list_leads, methods=["GET"]),
     Route("/api/v1/webhooks", list_webhooks, methods=["GET"]),
     Route("/api/v1/events", post_events, methods=["POST"]),
     Route("/api/v1/identify", post_identify, methods=["POST"]),

@@ -135,6 +135,47 @@ def keys_command(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def owner_lists(args: argparse.Namespace) -> int:
+    """popin bookings list --day D / popin leads list --since D: what visitors asked for."""
+    import asyncio
+    from datetime import date, datetime, time, timedelta
+
+    from .forms import when
+    from .store import open_store
+
+    settings = _settings(args)
+    site = settings.sites.get(args.site)
+    if site is None:
+        print(f"unknown site {args.site!r}", file=sys.stderr)
+        return 2
+    try:
+        day = date.fromisoformat(args.day if args.command == "bookings" else args.since)
+    except ValueError:
+        print("give the day as YYYY-MM-DD", file=sys.stderr)
+        return 2
+    start = datetime.combine(day, time(0), tzinfo=site.zone).timestamp()
+
+    async def run() -> None:
+        store = open_store(settings.store)
+        await store.open()
+        try:
+            if args.command == "bookings":
+                end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=site.zone)
+                for booking in await store.list_bookings(site.key, start, end.timestamp()):
+                    print(f"{when(booking.start, site.zone)}  {booking.status:9}  "
+                          f"{booking.calendar}  {booking.channel:5}  {booking.name}  "
+                          f"{booking.contact}")
+            else:
+                for lead in await store.list_leads(site.key, start):
+                    print(f"{when(lead.created, site.zone)}  {lead.channel:8}  {lead.name}  "
+                          f"{lead.contact}  {lead.message}")
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    return 0
+
+
 def widget_build(args: argparse.Namespace) -> int:
     from .widget import BUILT, build, size_of
 
@@ -200,6 +241,20 @@ def parser() -> argparse.ArgumentParser:
     for sub_parser in (create, revoke):
         sub_parser.set_defaults(func=keys_command)
     key_commands.choices["list"].set_defaults(func=keys_command)
+
+    for name, what in (("bookings", "appointments booked by visitors"),
+                       ("leads", "requests for help left by visitors")):
+        owner = commands.add_parser(name, help=what)
+        owner.add_argument("--site", default="demo")
+        owner.add_argument("--store", help="the store, as for serve")
+        owner_commands = owner.add_subparsers(dest=f"{name}_command", required=True,
+                                              metavar="COMMAND")
+        listing = owner_commands.add_parser("list", help=f"list {what}")
+        if name == "bookings":
+            listing.add_argument("--day", required=True, help="YYYY-MM-DD, site time")
+        else:
+            listing.add_argument("--since", required=True, help="YYYY-MM-DD, site time")
+        listing.set_defaults(func=owner_lists)
 
     widget = commands.add_parser("widget", help="build the browser widget")
     widget_commands = widget.add_subparsers(dest="widget_command", required=True,

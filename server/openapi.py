@@ -106,6 +106,24 @@ def document() -> dict[str, Any]:
                     "properties": {"deliveries": {"type": "array", "items": {
                         "type": "object", "required": ["id", "url", "status", "attempts"]}}}})},
                     **_errors(400, 401, 403)}}},
+            "/api/v1/bookings": {"get": {
+                "summary": "One day's appointments (the day in the site's time zone)",
+                "security": [{"key": []}],
+                "parameters": [{"name": "day", "in": "query", "required": True,
+                                "schema": {"type": "string", "format": "date"}}],
+                "responses": {"200": {"description": "Bookings, by start", **_json({
+                    "type": "object", "required": ["bookings"],
+                    "properties": {"bookings": {"type": "array", "items": {"type": "object"}}}})},
+                    **_errors(400, 401, 403)}}},
+            "/api/v1/leads": {"get": {
+                "summary": "Requests for help (call back, video, e-mail) since a time",
+                "security": [{"key": []}],
+                "parameters": [{"name": "since", "in": "query", "required": False,
+                                "schema": {"type": "number"}}],
+                "responses": {"200": {"description": "Leads, oldest first", **_json({
+                    "type": "object", "required": ["leads"],
+                    "properties": {"leads": {"type": "array", "items": {"type": "object"}}}})},
+                    **_errors(400, 401, 403)}}},
             "/api/v1/visitors/{visitor}": _profile_operations("visitor", ID),
             "/api/v1/users/{user_id}": _profile_operations("user_id", TEXT),
         },

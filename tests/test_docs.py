@@ -25,12 +25,16 @@ def test_rule_example_is_valid() -> None:
     assert [rule.id for rule in rules] == ["waxing-help"]
 
 
-def test_config_example_loads(tmp_path: Path) -> None:
-    (example,) = blocks("toml")
+def test_config_examples_load(tmp_path: Path) -> None:
+    first, calendars = blocks("toml")
     path = tmp_path / "popin.toml"
-    path.write_text(example)
+    path.write_text(first)
     settings = load_settings(path)
     assert settings.sites["nordic-trail"].origins == ("https://www.nordic-trail.example",)
+    path.write_text(calendars)
+    calendar = load_settings(path).sites["demo"].calendars["advisers"]
+    assert (calendar.capacity, calendar.buffer_minutes) == (2, 10)
+    assert calendar.hours["sat"] == ((600, 960),)
 
 
 def test_the_two_commands_and_ci_agree() -> None:
@@ -43,9 +47,9 @@ def test_the_two_commands_and_ci_agree() -> None:
 def test_every_documented_command_exists() -> None:
     documented = set(re.findall(r"^\| `popin ([a-z]+(?: [a-z]+)?)", README, re.MULTILINE))
     assert documented == {"serve", "rules check", "rules explain", "keys create",
-                          "widget build"}
+                          "bookings list", "widget build"}
     examples = {"rules explain": ["events.jsonl"], "rules check": ["rules"],
-                "keys create": ["--scope", "events"]}
+                "keys create": ["--scope", "events"], "bookings list": ["--day", "2026-11-24"]}
     for command in documented:
         # parse_args raises SystemExit on an unknown command or option.
         parser().parse_args([*command.split(), *examples.get(command, [])])

@@ -175,3 +175,36 @@ def test_a_form_for_a_popin_that_does_not_have_it_is_refused(client: TestClient,
                                "fields": {"x": 1}}).decode())
     assert ws.receive_json()["field"] == "fields"
     ws.close()
+
+
+def test_owner_reads_bookings_and_leads_by_api_and_cli(
+        client: TestClient, settings: Settings, sockets: ExitStack,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    from datetime import datetime
+    from zoneinfo import ZoneInfo
+
+    from test_api import make_key
+
+    from popin.cli import main
+
+    ws, push = open_popin(client, "adviser_requested", "visitor-owner-1", sockets)
+    slot = slot_values(push["html"])[0]
+    submit(ws, push, "book", {"slot": slot, "channel": "phone", **PERSON})
+    ws, push = open_popin(client, "help_wanted", "visitor-owner-2", sockets)
+    submit(ws, push, "lead", {"channel": "callback", "message": "Boots?", **PERSON})
+    day = datetime.fromtimestamp(float(slot), ZoneInfo("Europe/Paris")).date().isoformat()
+    token = make_key(settings, "profiles")
+    headers = {"Authorization": f"Bearer {token}"}
+    bookings = client.get("/api/v1/bookings", params={"day": day}, headers=headers).json()
+    assert [(b["name"], b["status"]) for b in bookings["bookings"]] == [("Léa Martin",
+                                                                         "confirmed")]
+    leads = client.get("/api/v1/leads", headers=headers).json()["leads"]
+    assert [lead["message"] for lead in leads] == ["Boots?"]
+    for wrong in ("soon", "9999-12-31", "2026-02-30"):
+        bad = client.get("/api/v1/bookings", params={"day": wrong}, headers=headers)
+        assert bad.status_code == 400 and bad.json()["error"]["field"] == "day", wrong
+    store = ["--store", settings.store]
+    assert main(["bookings", *store, "list", "--day", day]) == 0
+    assert "Léa Martin" in capsys.readouterr().out
+    assert main(["leads", *store, "list", "--since", "2020-01-01"]) == 0
+    assert "Boots?" in capsys.readouterr().out
