@@ -75,6 +75,10 @@ def check_query(request: Request, allowed: tuple[str, ...] = ()) -> None:
     if unknown:
         raise ApiError(400, "invalid", f"unknown query parameter '{unknown[0][:64]}'",
                        unknown[0][:64])
+    names = [name for name, _value in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ApiError(400, "invalid", f"'{repeated[0]}' is given more than once", repeated[0])
 
 
 async def body_of(request: Request) -> dict[str, Any]:

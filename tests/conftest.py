@@ -121,9 +121,11 @@ def live_server(live_settings: Settings) -> Iterator[LiveServer]:
         server.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium through Playwright; never a downloaded browser."""
+    """Debian's Chromium through Playwright; never a downloaded browser. Per module: the
+    sync API holds an event loop on the main thread until it stops, and tests after it
+    must be free to run their own."""
     if not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: the README's test command installs it "
                     "(apt-get install chromium); browser tests cannot pass without it")

@@ -200,7 +200,7 @@ def test_owner_reads_bookings_and_leads_by_api_and_cli(
                                                                          "confirmed")]
     leads = client.get("/api/v1/leads", headers=headers).json()["leads"]
     assert [lead["message"] for lead in leads] == ["Boots?"]
-    for wrong in ("soon", "9999-12-31", "2026-02-30"):
+    for wrong in ("soon", "9999-12-31", "2026-02-30", ["2026-11-24", "2026-11-25"]):
         bad = client.get("/api/v1/bookings", params={"day": wrong}, headers=headers)
         assert bad.status_code == 400 and bad.json()["error"]["field"] == "day", wrong
     store = ["--store", settings.store]
