@@ -106,7 +106,8 @@ def test_keyword_dwell_shows_a_popin_and_the_dismissal_reaches_the_server(
                            p.popins.get("waxing-help") and p.popins["waxing-help"].dismissed)
     assert dismissed, "the dismissal did not reach the server's store"
     statuses = [message["status"] for message in log.of_type("popin")]
-    assert statuses == ["shown", "dismissed"]
+    # Other campaigns (the sizing offer) may speak later on this page; ours came first.
+    assert statuses[:2] == ["shown", "dismissed"]
 
 
 def test_clicking_the_call_to_action_is_reported_before_navigating(
