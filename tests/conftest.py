@@ -9,7 +9,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
@@ -34,6 +34,35 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine to the end, also from tests where Playwright holds the event loop."""
     with ThreadPoolExecutor(max_workers=1) as worker:
         return worker.submit(asyncio.run, coroutine).result()
+
+
+def make_key(settings: Settings, *scopes: str, revoked: bool = False) -> str:
+    """An API key for the demo site, put straight into the settings' store; its token."""
+    from popin.keys import ApiKey, new_key
+    from popin.store import open_store
+
+    token, key = new_key("demo", scopes, "test", 1.0)
+    if revoked:
+        key = ApiKey(**{**key.public(), "digest": key.digest, "scopes": key.scopes,
+                        "revoked": 2.0})
+
+    async def put() -> None:
+        store = open_store(settings.store)
+        await store.open()
+        await store.put_key(key)
+        await store.close()
+
+    run(put())
+    return token
+
+
+def wait_until(check: Callable[[], Any], timeout: float = 20.0) -> Any:
+    """Poll `check` until it returns something true; fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+    return value
 
 
 def free_port() -> int:

@@ -17,12 +17,10 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import run
+from conftest import make_key
 from popin.app import create_app
 from popin.config import Settings
-from popin.keys import ApiKey, new_key
 from popin.openapi import document
-from popin.store import open_store
 
 RULES = """
 rules:
@@ -45,22 +43,6 @@ def settings_(tmp_path: Path) -> Settings:
     (tmp_path / "rules" / "r.yaml").write_text(RULES)
     return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=tmp_path / "rules",
                     reload=False)
-
-
-def make_key(settings: Settings, *scopes: str, revoked: bool = False) -> str:
-    token, key = new_key("demo", scopes, "test", 1.0)
-    if revoked:
-        key = ApiKey(**{**key.public(), "digest": key.digest, "scopes": key.scopes,
-                        "revoked": 2.0})
-
-    async def put() -> None:
-        store = open_store(settings.store)
-        await store.open()
-        await store.put_key(key)
-        await store.close()
-
-    run(put())
-    return token
 
 
 @pytest.fixture

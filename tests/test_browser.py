@@ -13,7 +13,7 @@ from typing import Any
 import orjson
 import pytest
 
-from conftest import ROOT, LiveServer, free_port, run
+from conftest import ROOT, LiveServer, free_port, make_key, run
 from popin.config import Settings, Site
 from popin.profile import Profile
 from popin.store import open_store
@@ -392,18 +392,7 @@ def test_backend_events_reach_the_browser_live_and_at_the_next_visit(
         screenshots: Path) -> None:
     import httpx2
 
-    from popin.keys import new_key
-
-    token, key = new_key("demo", ("events",), "browser test", 1.0)
-
-    async def put() -> None:
-        store = open_store(live_settings.store)
-        await store.open()
-        await store.put_key(key)
-        await store.close()
-
-    run(put())
-    api = {"Authorization": f"Bearer {token}"}
+    api = {"Authorization": f"Bearer {make_key(live_settings, 'events')}"}
     context = browser.new_context(viewport=DESKTOP)
     try:
         page = context.new_page()

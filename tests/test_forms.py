@@ -13,7 +13,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import run
+from conftest import make_key, run
 from popin.app import create_app
 from popin.config import Settings, Site
 from popin.store import open_store
@@ -182,8 +182,6 @@ def test_owner_reads_bookings_and_leads_by_api_and_cli(
         capsys: pytest.CaptureFixture[str]) -> None:
     from datetime import datetime
     from zoneinfo import ZoneInfo
-
-    from test_api import make_key
 
     from popin.cli import main
 

@@ -4,15 +4,13 @@ good rules live; `popin rules explain` replays a recorded stream."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import ROOT
+from conftest import ROOT, wait_until
 from popin.app import create_app
 from popin.cli import main
 from popin.config import Settings
@@ -22,14 +20,6 @@ SECOND = ("rules:\n  - {id: second, trigger: {event: signup}, popin: {title: Sec
           "  - {id: reader, trigger: {dwell: {keyword: wax, seconds: 3}}, tag: wax}\n")
 BROKEN = "rules:\n  - {id: third, trigger: {event: signup}, popin: {title: Third}}\n"
 ORIGIN = {"origin": "http://testserver"}
-
-
-def wait_until(check: Callable[[], Any], timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return value
 
 
 def test_edit_reloads_without_dropping_the_socket_and_a_broken_edit_keeps_the_last_good(

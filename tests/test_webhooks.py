@@ -18,10 +18,8 @@ import httpx2 as httpx
 import orjson
 import pytest
 
-from conftest import LiveServer, free_port, run
+from conftest import LiveServer, free_port, make_key, wait_until
 from popin.config import Settings, Site, WebhookSettings
-from popin.keys import new_key
-from popin.store import open_store
 from popin.webhooks import next_delay, signature, verify
 
 SECRET = "s3cret-for-tests"
@@ -119,16 +117,7 @@ def settings_for(tmp_path: Path, url: str, **webhooks: Any) -> tuple[Settings, s
                         rules=rules_for(tmp_path / "rules", url), reload=False,
                         sites={"demo": Site("demo", webhook_secret=SECRET)},
                         webhooks=WebhookSettings(**options))
-    token, key = new_key("demo", ("events",), "tests", 1.0)
-
-    async def put() -> None:
-        store = open_store(settings.store)
-        await store.open()
-        await store.put_key(key)
-        await store.close()
-
-    run(put())
-    return settings, token
+    return settings, make_key(settings, "events")
 
 
 def post_signups(server: LiveServer, token: str, visitors: range) -> httpx.Response:
@@ -143,14 +132,6 @@ def deliveries(server: LiveServer, token: str, status: str) -> list[dict[str, An
         f"{server.url}/api/v1/webhooks", params={"status": status},
         headers={"Authorization": f"Bearer {token}"}).json()["deliveries"]
     return found
-
-
-def wait_for(check: Callable[[], Any], timeout: float = 20) -> Any:
-    deadline = time.monotonic() + timeout
-    while not (value := check()):
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-    return value
 
 
 @pytest.fixture
@@ -173,9 +154,9 @@ def test_every_webhook_arrives_once_through_failures_and_timeouts(
         # The hung receiver holds a request; event handling does not wait for it.
         assert response.status_code == 200
         assert not receiver.release.is_set() and time.monotonic() - started < 5
-        wait_for(lambda: len(receiver.requests) >= 4)
+        wait_until(lambda: len(receiver.requests) >= 4)
         receiver.release.set()
-        wait_for(lambda: len(deliveries(server, token, "delivered")) == 10)
+        wait_until(lambda: len(deliveries(server, token, "delivered")) == 10)
     finally:
         server.stop()
     assert len(receiver.accepted) == 10
@@ -192,14 +173,14 @@ def test_none_is_lost_across_a_server_restart(tmp_path: Path) -> None:
     server = LiveServer(settings).start()
     try:
         assert post_signups(server, token, range(5)).status_code == 200
-        wait_for(lambda: all(d["attempts"] >= 1 for d in deliveries(server, token, "pending"))
+        wait_until(lambda: all(d["attempts"] >= 1 for d in deliveries(server, token, "pending"))
                  and len(deliveries(server, token, "pending")) == 5)
     finally:
         server.stop()
     receiver.start()
     restarted = LiveServer(settings).start()
     try:
-        wait_for(lambda: len(deliveries(restarted, token, "delivered")) == 5)
+        wait_until(lambda: len(deliveries(restarted, token, "delivered")) == 5)
         assert deliveries(restarted, token, "pending") == []
     finally:
         restarted.stop()
@@ -213,7 +194,7 @@ def test_the_last_failure_is_dead_lettered_with_its_reason(tmp_path: Path) -> No
     server = LiveServer(settings).start()
     try:
         post_signups(server, token, range(1))
-        dead = wait_for(lambda: deliveries(server, token, "dead"))
+        dead = wait_until(lambda: deliveries(server, token, "dead"))
         assert dead[0]["attempts"] == 3 and dead[0]["last_error"] == "HTTP 500"
         assert 'kind="webhook.dead"} 1' in httpx.get(f"{server.url}/metrics").text
     finally:
@@ -229,7 +210,7 @@ def test_a_site_without_a_secret_sends_nothing_unsigned(tmp_path: Path) -> None:
     server = LiveServer(settings).start()
     try:
         post_signups(server, token, range(1))
-        dead = wait_for(lambda: deliveries(server, token, "dead"))
+        dead = wait_until(lambda: deliveries(server, token, "dead"))
         assert "no webhook_secret" in dead[0]["last_error"]
     finally:
         server.stop()
