@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
+from .cart import track_cart
 from .context import template_context
 from .engine import RuleSet, by_priority
 from .events import (
@@ -30,7 +31,7 @@ from .events import (
     Typing,
 )
 from .facts import Facts
-from .profile import CartLine, Profile
+from .profile import Profile
 from .rules import BUDGET_EXEMPT, Rule
 from .templates import RenderError
 from .triggers import (
@@ -225,7 +226,7 @@ class Session:
         return self._fire(rules.candidates(event), event, rules, now)
 
     def _custom(self, event: Custom, rules: RuleSet, now: float) -> Result:
-        changed = self._track_cart(event)
+        changed = track_cart(self.profile, event)
         for rule in rules.after_cancel.get(event.name, ()):
             self.timers.pop(rule.id, None)
         for rule in rules.after_start.get(event.name, ()):
@@ -240,27 +241,6 @@ class Session:
         result = self._fire(candidates, event, rules, now)
         result.profile_changed |= changed
         return result
-
-    def _track_cart(self, event: Custom) -> bool:
-        cart, props = self.profile.cart, event.props
-        sku = str(props.get("sku", ""))[:64]
-        if event.name == "add_to_cart" and sku:
-            price = props.get("price")
-            line = cart.get(sku) or CartLine(str(props.get("name", ""))[:200])
-            if isinstance(price, int | float) and not isinstance(price, bool):
-                line.price = float(price)
-            quantity = props.get("quantity", 1)
-            added = quantity if isinstance(quantity, int) and 0 < quantity < 1000 else 1
-            line.quantity = line.quantity + added if sku in cart else added
-            cart[sku] = line
-            return True
-        if event.name == "remove_from_cart" and sku in cart:
-            del cart[sku]
-            return True
-        if event.name == "order_placed" and cart:
-            cart.clear()
-            return True
-        return False
 
     def _typing(self, event: Typing, _rules: RuleSet, _now: float) -> Result:
         self.typing = event.active
