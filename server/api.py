@@ -28,13 +28,11 @@ from .events import Custom, Scalar
 from .hub import Hub
 from .identity import TraitError, public_profile
 from .keys import ApiKey, digest_of
-from .protocol import MAX_PROP_TEXT, MAX_PROPS
+from .protocol import EVENT_NAME, MAX_PROPS, VISITOR_ID, is_scalar
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_BATCH = 100
 IDEMPOTENCY_TTL = 7 * 86400.0
-_VISITOR = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 EVENT_KEYS = frozenset({"name", "visitor", "user_id", "props", "time", "idempotency_key"})
 
 
@@ -101,7 +99,7 @@ def _text(item: dict[str, Any], key: str, where: str, pattern: re.Pattern[str] |
     if not isinstance(value, str) or not value or len(value) > limit or (
             pattern is not None and not pattern.match(value)):
         raise ApiError(400, "invalid", f"'{key}' must be text of 1-{limit} characters"
-                       + (" (letters, digits, '-', '_')" if pattern is _VISITOR else ""),
+                       + (" (letters, digits, '-', '_')" if pattern is VISITOR_ID else ""),
                        f"{where}{key}")
     return value
 
@@ -113,10 +111,7 @@ def _props(value: Any, where: str) -> dict[str, Scalar]:
         raise ApiError(400, "invalid", f"'props' must be an object of at most {MAX_PROPS} keys",
                        f"{where}props")
     for key, item in value.items():
-        ok = (item is None or isinstance(item, bool | int)
-              or (isinstance(item, float) and math.isfinite(item))
-              or (isinstance(item, str) and len(item) <= MAX_PROP_TEXT))
-        if not ok or len(key) > 64:
+        if not is_scalar(item) or len(key) > 64:
             raise ApiError(400, "invalid", "props are text, numbers, true/false or null",
                            f"{where}props.{key[:64]}")
     return value
@@ -133,11 +128,11 @@ def _event(item: Any, index: int) -> dict[str, Any]:
         raise ApiError(400, "invalid", "give exactly one of 'visitor' and 'user_id'",
                        f"{where}visitor")
     checked: dict[str, Any] = {
-        "name": _text(item, "name", where, _EVENT_NAME, 64),
+        "name": _text(item, "name", where, EVENT_NAME, 64),
         "props": _props(item.get("props"), where),
     }
     if "visitor" in item:
-        checked["visitor"] = _text(item, "visitor", where, _VISITOR, 64)
+        checked["visitor"] = _text(item, "visitor", where, VISITOR_ID, 64)
     else:
         checked["user_id"] = _text(item, "user_id", where)
     if "idempotency_key" in item:
@@ -199,7 +194,7 @@ async def post_identify(request: Request) -> JSONResponse:
             raise ApiError(404, "not_found", "this user is not linked to a visitor yet: "
                            "give 'visitor'", "visitor")
     else:
-        visitor = _text(body, "visitor", "", _VISITOR, 64)
+        visitor = _text(body, "visitor", "", VISITOR_ID, 64)
     try:
         kept, stored = await hub.identify(hub.sites[key.site], visitor, user_id, traits)
     except TraitError as error:
@@ -215,7 +210,7 @@ async def _visitor_of(request: Request, key: ApiKey) -> str:
             raise ApiError(404, "not_found", "no visitor is linked to this user", "user_id")
         return found
     visitor: str = request.path_params["visitor"]
-    if not _VISITOR.match(visitor):
+    if not VISITOR_ID.match(visitor):
         raise ApiError(400, "invalid", "a visitor id is 8-64 letters, digits, '-' or '_'",
                        "visitor")
     return visitor

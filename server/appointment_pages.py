@@ -77,8 +77,7 @@ def _expired() -> HTMLResponse:
                         status_code=404)
 
 
-async def _page(request: Request, hub: Hub, site: Site, booking: Booking,
-                notice: str = "") -> HTMLResponse:
+async def _page(hub: Hub, site: Site, booking: Booking, notice: str = "") -> HTMLResponse:
     calendar = site.calendars.get(booking.calendar)
     zone = visitor_zone(booking.timezone, calendar.zone if calendar else site.zone)
     now = hub.clock()
@@ -108,7 +107,7 @@ async def invite(request: Request) -> Response:
 
 async def manage(request: Request) -> Response:
     found = await _booking(request)
-    return _expired() if found is None else await _page(request, *found)
+    return _expired() if found is None else await _page(*found)
 
 
 async def cancel(request: Request) -> Response:
@@ -121,7 +120,7 @@ async def cancel(request: Request) -> Response:
         booking = cancelled or booking
         await notify_owner(hub.store, site, booking.visitor,
                            {"type": "booking_cancelled", **booking.to_dict()}, hub.clock())
-    return await _page(request, hub, site, booking, "Your appointment is cancelled.")
+    return await _page(hub, site, booking, "Your appointment is cancelled.")
 
 
 async def reschedule(request: Request) -> Response:
@@ -136,17 +135,17 @@ async def reschedule(request: Request) -> Response:
     except ValueError:
         start = -1.0
     if calendar is None or booking.status != "confirmed" or booking.start <= hub.clock():
-        return await _page(request, hub, site, booking, "This appointment can no longer move.")
+        return await _page(hub, site, booking, "This appointment can no longer move.")
     answer = await book_slot(hub.store, site.key, calendar, BookingRequest(
         start, booking.channel, booking.name, booking.contact, True, booking.visitor,
         f"{booking.id}:moved-to:{start!r}", booking.timezone), hub.clock())
     if answer.booking is None:
         notice = TAKEN if answer.outcome == "taken" else "Please pick one of the times offered."
-        return await _page(request, hub, site, booking, notice)
+        return await _page(hub, site, booking, notice)
     await hub.store.cancel_booking(site.key, booking.id)
     await notify_owner(hub.store, site, booking.visitor, {
         "type": "booking_moved", "from": booking.id, **answer.booking.to_dict()}, hub.clock())
-    return await _page(request, hub, site, answer.booking, "Your appointment has moved.")
+    return await _page(hub, site, answer.booking, "Your appointment has moved.")
 
 
 ROUTES = [

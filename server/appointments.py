@@ -10,12 +10,11 @@ from typing import Literal
 
 from .booking import Booking, Lead
 from .calendar import Calendar, Slot, free_slots, slots
-from .identity import TraitError, normal_email, normal_phone
+from .identity import MAX_NAME, TraitError, normal_email, normal_phone
 from .store import Store
 
 Answer = Literal["confirmed", "taken", "duplicate", "invalid"]
 LEAD_CHANNELS = ("callback", "video", "email", "chat")
-MAX_NAME = 100
 MAX_MESSAGE = 1000
 
 

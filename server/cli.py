@@ -95,7 +95,7 @@ def keys_command(args: argparse.Namespace) -> int:
     import asyncio
     import time
 
-    from .keys import ApiKey, new_key
+    from .keys import new_key
     from .store import open_store
 
     settings = _settings(args)
@@ -125,8 +125,7 @@ def keys_command(args: argparse.Namespace) -> int:
             if found is None:
                 print(f"no key {args.key_id!r} for site {args.site!r}", file=sys.stderr)
                 return 1
-            await store.put_key(ApiKey(**{**found.public(), "digest": found.digest,
-                                          "scopes": found.scopes, "revoked": time.time()}))
+            await store.put_key(found.revoke(time.time()))
             print(f"revoked key {found.id}")
             return 0
         finally:

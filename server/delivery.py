@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
+
+import orjson
 
 DeliveryStatus = Literal["pending", "delivered", "dead"]
 
@@ -21,6 +24,14 @@ class Delivery:
     attempts: int = 0
     status: DeliveryStatus = "pending"
     last_error: str = ""
+
+    @classmethod
+    def new(cls, site: str, visitor: str, url: str, payload: dict[str, Any],
+            now: float) -> Delivery:
+        """A delivery due now; its id also goes in the body, for receivers to dedupe."""
+        delivery_id = secrets.token_hex(12)
+        body = orjson.dumps({"id": delivery_id, **payload}).decode()
+        return cls(delivery_id, site, visitor, url, body, created=now, due=now)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import orjson
-
 from .agent import Agent, Geo, agent_of
 from .config import Site
 from .delivery import Delivery
@@ -166,11 +164,8 @@ class Hub:
             await self.store.outbox_remove(site, visitor, push_id)
         now = self.clock()
         for call in result.effects:
-            delivery_id = secrets.token_hex(12)
-            body = orjson.dumps({"id": delivery_id, **call.payload}).decode()
-            await self.store.queue_delivery(Delivery(
-                id=delivery_id, site=site, visitor=visitor, url=call.url, body=body,
-                created=now, due=now))
+            await self.store.save_delivery(Delivery.new(site, visitor, call.url, call.payload,
+                                                        now))
             self.counts["webhook.queued"] += 1
         if result.profile_changed:
             await self.store.save_profile(site, session.profile)

@@ -3,14 +3,10 @@ forms answered (lead kept, slot booked), the owner told."""
 
 from __future__ import annotations
 
-import secrets
 import time
 from typing import Any
 
-import orjson
-
 from .appointments import BookingRequest, book_slot, capture_lead, open_slots
-from .booking import Booking
 from .calendar import visitor_zone
 from .config import Site
 from .delivery import Delivery
@@ -44,10 +40,7 @@ async def notify_owner(store: Store, site: Site, visitor: str, payload: dict[str
                        now: float) -> None:
     if not site.notify_url:
         return
-    delivery_id = secrets.token_hex(12)
-    await store.queue_delivery(Delivery(
-        id=delivery_id, site=site.key, visitor=visitor, url=site.notify_url,
-        body=orjson.dumps({"id": delivery_id, **payload}).decode(), created=now, due=now))
+    await store.save_delivery(Delivery.new(site.key, visitor, site.notify_url, payload, now))
 
 
 async def answer_form(store: Store, site: Site, session: Session, rule_id: str, kind: str,
@@ -83,9 +76,6 @@ async def answer_form(store: Store, site: Site, session: Session, rule_id: str, 
         return slots_form(calendar, answer.free, zone, fields, answer.errors)
     if answer.outcome == "confirmed":
         await notify_owner(store, site, visitor, {"type": "booking",
-                                                  **booking_payload(answer.booking)}, now)
+                                                  **answer.booking.to_dict()}, now)
     return booked(answer.booking, zone, links.ics(answer.booking), links.manage(answer.booking))
 
-
-def booking_payload(booking: Booking) -> dict[str, Any]:
-    return booking.to_dict()

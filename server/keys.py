@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 # events: post events and identify; profiles: read and erase a visitor;
@@ -26,6 +26,9 @@ class ApiKey:
     label: str = ""
     created: float = 0.0
     revoked: float | None = None
+
+    def revoke(self, now: float) -> ApiKey:
+        return replace(self, revoked=now)
 
     def allows(self, scope: str) -> bool:
         return self.revoked is None and scope in self.scopes

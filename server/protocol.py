@@ -46,8 +46,9 @@ CLOSE_TOO_BIG = 1009
 CLOSE_UNKNOWN_SITE = 4004
 CLOSE_FORBIDDEN_ORIGIN = 4003
 
-_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-_EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# Shared with the HTTP API: one definition of what an id and an event name may be.
+VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
+EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
 MAX_URL = 2048
 MAX_PROPS = 32
 MAX_PROP_TEXT = 512
@@ -99,7 +100,7 @@ def _text(message: dict[str, Any], field: str, limit: int, required: bool = True
 
 def _identifier(message: dict[str, Any], field: str) -> str:
     value = message.get(field)
-    if not isinstance(value, str) or not _ID.match(value):
+    if not isinstance(value, str) or not VISITOR_ID.match(value):
         raise ProtocolError("bad_field", f"{field!r} must be 8-64 letters, digits, '-' or '_'",
                             field)
     return value
@@ -156,7 +157,7 @@ def _dwell(message: dict[str, Any]) -> Dwell:
 
 def _event(message: dict[str, Any]) -> Custom:
     name = message.get("name")
-    if not isinstance(name, str) or not _EVENT_NAME.match(name):
+    if not isinstance(name, str) or not EVENT_NAME.match(name):
         raise ProtocolError("bad_field", "'name' must be 1-64 letters, digits or _.:-", "name")
     props = message.get("props", {})
     if props is None:
@@ -166,7 +167,7 @@ def _event(message: dict[str, Any]) -> Custom:
                             "props")
     checked: dict[str, Scalar] = {}
     for key, value in props.items():
-        if len(key) > 64 or not _scalar(value):
+        if len(key) > 64 or not is_scalar(value):
             raise ProtocolError("bad_field", f"'props.{key[:64]}' must be text (at most "
                                 f"{MAX_PROP_TEXT} characters), a number, true/false or null",
                                 f"props.{key[:64]}")
@@ -174,7 +175,8 @@ def _event(message: dict[str, Any]) -> Custom:
     return Custom(name=name, props=checked)
 
 
-def _scalar(value: object) -> bool:
+def is_scalar(value: object) -> bool:
+    """A property value popin keeps: short text, a finite number, true/false or null."""
     if isinstance(value, str):
         return len(value) <= MAX_PROP_TEXT
     if isinstance(value, float):

@@ -58,14 +58,13 @@ class Store(Protocol):
     async def outbox_remove(self, site: str, visitor: str, push_id: str) -> None: ...
 
     # Webhook deliveries
-    async def queue_delivery(self, delivery: Delivery) -> None: ...
-
     async def lease_deliveries(self, now: float, limit: int,
                                lease: float) -> list[Delivery]:
         """Pending deliveries due by `now`, held for `lease` seconds so that no other
         sender takes them meanwhile."""
 
-    async def save_delivery(self, delivery: Delivery) -> None: ...
+    async def save_delivery(self, delivery: Delivery) -> None:
+        """Queue a new delivery, or record the outcome of an attempt."""
 
     async def list_deliveries(self, site: str, status: str) -> list[Delivery]: ...
 

@@ -164,9 +164,6 @@ class RedisStore:
     async def outbox_remove(self, site: str, visitor: str, push_id: str) -> None:
         await self._client.hdel(self._key(site, "outbox", visitor), push_id)
 
-    async def queue_delivery(self, delivery: Delivery) -> None:
-        await self.save_delivery(delivery)
-
     async def save_delivery(self, delivery: Delivery) -> None:
         due_key = f"{self._prefix}:deliveries:due"
         async with self._client.pipeline(transaction=True) as pipe:

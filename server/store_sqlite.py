@@ -191,9 +191,6 @@ class SQLiteStore:
         await self._write("DELETE FROM outbox WHERE site = ? AND visitor = ? AND id = ?",
                           site, visitor, push_id)
 
-    async def queue_delivery(self, delivery: Delivery) -> None:
-        await self.save_delivery(delivery)
-
     async def save_delivery(self, delivery: Delivery) -> None:
         await self._write(
             "INSERT OR REPLACE INTO deliveries (id, site, visitor, status, due, data) "

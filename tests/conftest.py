@@ -38,13 +38,12 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def make_key(settings: Settings, *scopes: str, revoked: bool = False) -> str:
     """An API key for the demo site, put straight into the settings' store; its token."""
-    from popin.keys import ApiKey, new_key
+    from popin.keys import new_key
     from popin.store import open_store
 
     token, key = new_key("demo", scopes, "test", 1.0)
     if revoked:
-        key = ApiKey(**{**key.public(), "digest": key.digest, "scopes": key.scopes,
-                        "revoked": 2.0})
+        key = key.revoke(2.0)
 
     async def put() -> None:
         store = open_store(settings.store)

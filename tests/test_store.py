@@ -13,7 +13,7 @@ import redis
 from conftest import free_port, run
 from popin.booking import Booking, Lead
 from popin.delivery import Delivery
-from popin.keys import ApiKey, digest_of, new_key
+from popin.keys import digest_of, new_key
 from popin.profile import Profile
 from popin.store import Store, open_store
 
@@ -163,9 +163,7 @@ def test_api_keys_by_digest_and_site(make_store: StoreFactory) -> None:
         assert await store.key_by_digest(digest_of(token + "x")) is None
         assert [k.id for k in await store.list_keys("demo")] == [key.id, other.id]
         assert await store.list_keys("elsewhere") == []
-        revoked = ApiKey(**{**key.public(), "digest": key.digest, "scopes": key.scopes,
-                            "revoked": 3000.0})
-        await store.put_key(revoked)
+        await store.put_key(key.revoke(3000.0))
         found = await store.key_by_digest(key.digest)
         assert found is not None and not found.allows("events")
         await store.close()
@@ -211,7 +209,7 @@ def test_deliveries_are_leased_once(make_store: StoreFactory) -> None:
     async def scenario() -> None:
         store = make_store()
         for number in range(5):
-            await store.queue_delivery(delivery(number, due=10.0 + number))
+            await store.save_delivery(delivery(number, due=10.0 + number))
         first, second = await asyncio.gather(store.lease_deliveries(12.5, 10, 30),
                                              store.lease_deliveries(12.5, 10, 30))
         ids = sorted(d.id for d in first + second)
@@ -237,8 +235,8 @@ def test_erasure_leaves_nothing_behind(make_store: StoreFactory) -> None:
         await store.save_profile("demo", sample("visitor-0002"))
         await store.link_user("demo", "user-1", "visitor-0001")
         await store.outbox_put("demo", "visitor-0001", {"id": "p1"}, expires=1e12)
-        await store.queue_delivery(delivery(1, visitor="visitor-0001"))
-        await store.queue_delivery(delivery(2, visitor="visitor-0002"))
+        await store.save_delivery(delivery(1, visitor="visitor-0001"))
+        await store.save_delivery(delivery(2, visitor="visitor-0002"))
         await store.erase_visitor("demo", "visitor-0001")
         assert await store.load_profile("demo", "visitor-0001") is None
         assert await store.visitor_of_user("demo", "user-1") is None
