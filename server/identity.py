@@ -39,6 +39,15 @@ def normal_email(raw: str) -> str:
     return str(checked.normalized).lower()
 
 
+def google_email(email: str) -> str:
+    """Google's Customer Match form: Gmail ignores dots in the local part, so Google
+    matches on the address without them."""
+    local, _, domain = email.partition("@")
+    if domain in ("gmail.com", "googlemail.com"):
+        return f"{local.replace('.', '')}@{domain}"
+    return email
+
+
 def normal_phone(raw: str, region: str) -> str:
     """E.164 (+33612345678); a national number is read in the site's country."""
     try:
@@ -72,9 +81,13 @@ def apply_traits(profile: Profile, traits: dict[str, Scalar], region: str = "FR"
                 raise TraitError("traits.birthday", "must be YYYY-MM-DD or MM-DD")
             updates["birthday"] = value.strip()
         elif name == "email":
-            updates["email_sha256"] = sha256(normal_email(value))
+            email = normal_email(value)
+            updates["email_sha256"] = sha256(email)
+            updates["email_google_sha256"] = sha256(google_email(email))
         else:
-            updates["phone_sha256"] = sha256(normal_phone(value, region))
+            phone = normal_phone(value, region)
+            updates["phone_sha256"] = sha256(phone)
+            updates["phone_digits_sha256"] = sha256(phone.lstrip("+"))
     for name, value in updates.items():
         setattr(profile, name, value)
     return sorted(updates)
@@ -99,7 +112,8 @@ def merge_into(kept: Profile, other: Profile) -> None:
         kept.audiences[audience] = max(kept.audiences.get(audience, 0.0), until)
     for sku, line in other.cart.items():
         kept.cart.setdefault(sku, line)
-    for name in ("first_name", "birthday", "email_sha256", "phone_sha256", "user_id"):
+    for name in ("first_name", "birthday", "email_sha256", "phone_sha256", "email_google_sha256",
+                 "phone_digits_sha256", "user_id"):
         if not getattr(kept, name) and getattr(other, name):
             setattr(kept, name, getattr(other, name))
 

@@ -63,6 +63,11 @@ class Profile:
     # Normalised e-mail and E.164 phone, as SHA-256 hex: for audience matching only.
     email_sha256: str = ""
     phone_sha256: str = ""
+    # The same contacts as other ad platforms normalise them before hashing (the clear
+    # values are never kept, so each form is hashed when they arrive): Gmail addresses
+    # without the dots of their local part (Google), the phone without its "+" (Meta).
+    email_google_sha256: str = ""
+    phone_digits_sha256: str = ""
 
     def history(self, rule_id: str) -> RuleHistory:
         found = self.popins.get(rule_id)

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
+from .audiences import AudienceInfo, Member, Tagging
 from .booking import Booking, BookOutcome, Lead
 from .delivery import Delivery
 from .keys import ApiKey
@@ -36,7 +37,8 @@ class Store(Protocol):
 
     async def erase_visitor(self, site: str, visitor: str) -> None:
         """Forget a visitor everywhere: profile, user links, outbox, queued webhooks,
-        appointments and leads."""
+        appointments and leads. They leave their audiences; until the change has aged
+        out of incremental exports, only its hashed contacts remain, under a new id."""
 
     # API keys
     async def put_key(self, key: ApiKey) -> None: ...
@@ -88,6 +90,35 @@ class Store(Protocol):
     async def put_lead(self, lead: Lead) -> None: ...
 
     async def list_leads(self, site: str, since: float) -> list[Lead]: ...
+
+    # Retargeting audiences (see audiences.py for the model)
+    async def audience_tag(self, site: str, taggings: Sequence[Tagging], now: float) -> int:
+        """Join each visitor to the audience, or push their membership's end further;
+        return how many joined."""
+
+    async def audience_leave(self, site: str, visitor: str, now: float) -> int:
+        """End every membership of the visitor (consent withdrawn, GPC); how many ended."""
+
+    async def audience_update_ids(self, site: str, visitor: str, ids: dict[str, str]) -> None:
+        """The visitor's hashed contacts changed: their current memberships carry the new."""
+
+    async def audience_expire(self, site: str, now: float, limit: int = 1000) -> int:
+        """End up to `limit` memberships per audience whose time is up (each a change that
+        incremental exports report), and drop what no valid cursor needs; how many ended."""
+
+    async def audience_members(self, site: str, audience: str, after: str,
+                               limit: int) -> list[Member]:
+        """Current members by visitor id, the first `limit` after `after`."""
+
+    async def audience_changed(self, site: str, audience: str, after_seq: int,
+                               limit: int) -> list[Member]:
+        """Members (current or ended) whose last change came after `after_seq`, in the
+        order of their last change."""
+
+    async def audience_list(self, site: str) -> list[AudienceInfo]: ...
+
+    async def audience_sizes(self, site: str, audience: str) -> list[tuple[str, int]]:
+        """(UTC day, members at the end of that day's last change), for days with changes."""
 
 
 def _sqlite(url: str) -> Store:

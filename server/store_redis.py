@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Sequence
 from typing import Any, cast
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
 import redis.asyncio as redis
 
+from .audiences import RETENTION_SECONDS, AudienceInfo, Member, Tagging, erased_id, utc_day
 from .booking import Booking, BookOutcome, Lead
 from .delivery import Delivery
 from .keys import ApiKey
@@ -43,12 +46,97 @@ return {'confirmed', ARGV[2]}
 """
 
 
+# One member of one audience changes: tagged, leaves, lapses at its end, gets new
+# identifiers, or is erased (leaves, then stays only as hashed contacts under a new id).
+# Mirrors the SQLite store's audience functions; the shared contract tests hold both.
+MEMBER = """
+local op, audience, visitor = ARGV[1], ARGV[2], ARGV[3]
+local now, cutoff = tonumber(ARGV[4]), tonumber(ARGV[8])
+local raw = redis.call('HGET', KEYS[1], visitor)
+local member = false
+if raw then member = cjson.decode(raw) end
+local result = 0
+local function record()
+  local seq = redis.call('INCR', KEYS[6])
+  local kept = {}
+  for _, change in ipairs(member.changes) do
+    if change[2] >= cutoff then kept[#kept + 1] = change end
+  end
+  kept[#kept + 1] = {seq, now}
+  member.changes, member.last_seq, member.changed = kept, seq, now
+  redis.call('ZADD', KEYS[2], seq, member.visitor)
+  if member.ended == 0 then
+    redis.call('ZADD', KEYS[3], 0, member.visitor)
+    redis.call('ZADD', KEYS[4], member.expires, member.visitor)
+    redis.call('ZREM', KEYS[5], member.visitor)
+  else
+    redis.call('ZREM', KEYS[3], member.visitor)
+    redis.call('ZREM', KEYS[4], member.visitor)
+    redis.call('ZADD', KEYS[5], now, member.visitor)
+  end
+  redis.call('HSET', KEYS[7], ARGV[7], redis.call('ZCARD', KEYS[3]))
+end
+if member and member.ended == 0 and member.expires <= now then
+  member.ended = member.expires
+  record()
+end
+if op == 'tag' then
+  local ends = tonumber(ARGV[5])
+  if member and member.ended == 0 then
+    if ends > member.expires then
+      member.expires = ends
+      redis.call('ZADD', KEYS[4], ends, visitor)
+    end
+    member.ids = cjson.decode(ARGV[6])
+  else
+    member = {visitor = visitor, joined = now, expires = ends, ended = 0, last_seq = 0,
+              changed = 0, changes = (member and member.changes) or {},
+              ids = cjson.decode(ARGV[6])}
+    record()
+    redis.call('SADD', KEYS[8], audience)
+    redis.call('SADD', KEYS[9], audience)
+    result = 1
+  end
+elseif op == 'ids' then
+  if member and member.ended == 0 then member.ids = cjson.decode(ARGV[6]) end
+elseif (op == 'leave' or op == 'erase') and member and member.ended == 0 then
+  member.ended = now
+  record()
+  result = 1
+end
+if op == 'erase' and member then
+  redis.call('HDEL', KEYS[1], visitor)
+  redis.call('ZREM', KEYS[2], visitor)
+  redis.call('ZREM', KEYS[5], visitor)
+  member.visitor = ARGV[9]
+  member.ids.user_id = nil
+  redis.call('ZADD', KEYS[2], member.last_seq, member.visitor)
+  redis.call('ZADD', KEYS[5], member.changed, member.visitor)
+end
+if member then redis.call('HSET', KEYS[1], member.visitor, cjson.encode(member)) end
+return result
+"""
+
+# Members that ended and changed before the cutoff: no valid cursor needs them any more.
+TRIM = """
+local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+for _, id in ipairs(ids) do
+  redis.call('HDEL', KEYS[1], id)
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZREM', KEYS[3], id)
+end
+return #ids
+"""
+
+
 class RedisStore:
     def __init__(self, client: redis.Redis, prefix: str = "popin") -> None:
         self._client = client
         self._prefix = prefix
         self._lease = client.register_script(LEASE)
         self._book = client.register_script(BOOK)
+        self._member = client.register_script(MEMBER)
+        self._trim = client.register_script(TRIM)
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -104,9 +192,14 @@ class RedisStore:
         leads = [_text(lead) for lead in await self._client.smembers(leads_key)]
         for booking_id in bookings:
             await self.cancel_booking(site, booking_id)
+        audiences_key = self._key(site, "visitor-audiences", visitor)
+        now = time.time()
+        for audience in await self._client.smembers(audiences_key):
+            await self._member_change("erase", site, _text(audience), visitor, now,
+                                      new_id=erased_id())
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.delete(self._key(site, "profile", visitor), self._key(site, "outbox", visitor),
-                        users_key, hooks_key, bookings_key, leads_key)
+                        users_key, hooks_key, bookings_key, leads_key, audiences_key)
             for booking_id in bookings:
                 pipe.delete(f"{self._prefix}:booking:{booking_id}")
                 pipe.zrem(self._key(site, "bookings", "all"), booking_id)
@@ -266,3 +359,94 @@ class RedisStore:
             if data is not None:
                 leads.append(Lead.from_dict(orjson.loads(data)))
         return leads
+
+    # -- audiences ----------------------------------------------------------------------
+
+    def _audience_keys(self, site: str, audience: str, visitor: str) -> list[str]:
+        base = self._key(site, "audience", audience)
+        return [f"{base}:members", f"{base}:changed", f"{base}:active", f"{base}:expiry",
+                f"{base}:ended", f"{base}:seq", f"{base}:sizes",
+                self._key(site, "audiences", "all"),
+                self._key(site, "visitor-audiences", visitor)]
+
+    def _member_args(self, op: str, audience: str, visitor: str, now: float, until: float,
+                     ids: dict[str, str] | None, new_id: str) -> list[Any]:
+        return [op, audience, visitor, repr(now), repr(until), orjson.dumps(ids or {}),
+                utc_day(now), repr(now - RETENTION_SECONDS), new_id]
+
+    async def _member_change(self, op: str, site: str, audience: str, visitor: str,
+                             now: float, until: float = 0.0, ids: dict[str, str] | None = None,
+                             new_id: str = "") -> int:
+        changed: int = await self._member(
+            keys=self._audience_keys(site, audience, visitor),
+            args=self._member_args(op, audience, visitor, now, until, ids, new_id))
+        return changed
+
+    async def audience_tag(self, site: str, taggings: Sequence[Tagging], now: float) -> int:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for tagging in taggings:
+                await self._member(
+                    keys=self._audience_keys(site, tagging.audience, tagging.visitor),
+                    args=self._member_args("tag", tagging.audience, tagging.visitor, now,
+                                           tagging.until, tagging.ids, ""), client=pipe)
+            joined = await pipe.execute()
+        return sum(int(flag) for flag in joined)
+
+    async def _audiences_of(self, site: str, visitor: str) -> list[str]:
+        names = await self._client.smembers(self._key(site, "visitor-audiences", visitor))
+        return sorted(_text(name) for name in names)
+
+    async def audience_leave(self, site: str, visitor: str, now: float) -> int:
+        return sum([await self._member_change("leave", site, audience, visitor, now)
+                    for audience in await self._audiences_of(site, visitor)])
+
+    async def audience_update_ids(self, site: str, visitor: str, ids: dict[str, str]) -> None:
+        for audience in await self._audiences_of(site, visitor):
+            await self._member_change("ids", site, audience, visitor, time.time(), ids=ids)
+
+    async def audience_expire(self, site: str, now: float, limit: int = 1000) -> int:
+        ended = 0
+        for info in await self.audience_list(site):
+            keys = self._audience_keys(site, info.name, "")
+            due = await self._client.zrangebyscore(keys[3], "-inf", repr(now), start=0,
+                                                   num=limit)
+            for visitor in due:
+                await self._member_change("lapse", site, info.name, _text(visitor), now)
+            ended += len(due)
+            await self._trim(keys=[keys[0], keys[1], keys[4]],
+                             args=[repr(now - RETENTION_SECONDS), limit])
+        return ended
+
+    async def _members(self, site: str, audience: str, visitors: list[Any]) -> list[Member]:
+        if not visitors:
+            return []
+        rows = await self._client.hmget(self._audience_keys(site, audience, "")[0], visitors)
+        return [Member.from_json(row) for row in rows if row is not None]
+
+    async def audience_members(self, site: str, audience: str, after: str,
+                               limit: int) -> list[Member]:
+        active = self._audience_keys(site, audience, "")[2]
+        visitors = await self._client.zrangebylex(active, f"({after}" if after else "-", "+",
+                                                  start=0, num=limit)
+        return await self._members(site, audience, visitors)
+
+    async def audience_changed(self, site: str, audience: str, after_seq: int,
+                               limit: int) -> list[Member]:
+        changed = self._audience_keys(site, audience, "")[1]
+        visitors = await self._client.zrangebyscore(changed, f"({after_seq}", "+inf", start=0,
+                                                    num=limit)
+        return await self._members(site, audience, visitors)
+
+    async def audience_list(self, site: str) -> list[AudienceInfo]:
+        found = []
+        for name in sorted(_text(name) for name in await self._client.smembers(
+                self._key(site, "audiences", "all"))):
+            keys = self._audience_keys(site, name, "")
+            seq = await self._client.get(keys[5])
+            found.append(AudienceInfo(name, await self._client.zcard(keys[2]),
+                                      int(seq or 0)))
+        return found
+
+    async def audience_sizes(self, site: str, audience: str) -> list[tuple[str, int]]:
+        sizes = await self._client.hgetall(self._audience_keys(site, audience, "")[6])
+        return sorted((_text(day), int(size)) for day, size in sizes.items())

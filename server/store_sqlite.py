@@ -9,13 +9,14 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
 
+from .audiences import RETENTION_SECONDS, AudienceInfo, Member, Tagging, erased_id, utc_day
 from .booking import Booking, BookOutcome, Lead
 from .delivery import Delivery
 from .keys import ApiKey
@@ -52,6 +53,20 @@ CREATE TABLE IF NOT EXISTS leads (
     id TEXT PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, created REAL NOT NULL,
     data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS leads_by_site ON leads (site, created);
+CREATE TABLE IF NOT EXISTS audience_members (
+    site TEXT NOT NULL, audience TEXT NOT NULL, visitor TEXT NOT NULL, ended REAL NOT NULL,
+    expires REAL NOT NULL, last_seq INTEGER NOT NULL, changed REAL NOT NULL, data BLOB NOT NULL,
+    PRIMARY KEY (site, audience, visitor)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS audience_changes ON audience_members (site, audience, last_seq);
+CREATE INDEX IF NOT EXISTS audience_by_visitor ON audience_members (site, visitor);
+CREATE INDEX IF NOT EXISTS audience_expiry ON audience_members (site, expires) WHERE ended = 0;
+CREATE INDEX IF NOT EXISTS audience_ended ON audience_members (site, changed) WHERE ended > 0;
+CREATE TABLE IF NOT EXISTS audiences (
+    site TEXT NOT NULL, audience TEXT NOT NULL, size INTEGER NOT NULL, seq INTEGER NOT NULL,
+    PRIMARY KEY (site, audience)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS audience_sizes (
+    site TEXT NOT NULL, audience TEXT NOT NULL, day TEXT NOT NULL, size INTEGER NOT NULL,
+    PRIMARY KEY (site, audience, day)) WITHOUT ROWID;
 """
 
 
@@ -141,6 +156,7 @@ class SQLiteStore:
         def erase(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN IMMEDIATE")
+                _forget_memberships(db, site, visitor, time.time())
                 for table in ("profiles", "users", "outbox", "deliveries", "bookings", "leads"):
                     db.execute(f"DELETE FROM {table} WHERE site = ? AND visitor = ?",
                                (site, visitor))
@@ -280,3 +296,150 @@ class SQLiteStore:
         rows = await self._all("SELECT data FROM leads WHERE site = ? AND created >= ? "
                                "ORDER BY created", site, since)
         return [Lead.from_dict(orjson.loads(row)) for row in rows]
+
+    # -- audiences ----------------------------------------------------------------------
+
+    async def audience_tag(self, site: str, taggings: Sequence[Tagging], now: float) -> int:
+        def tag(db: sqlite3.Connection) -> int:
+            joined = 0
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                for tagging in taggings:
+                    member = _lapse(db, site, tagging.audience, tagging.visitor, now)
+                    if member is not None and member.ended == 0.0:
+                        member.expires = max(member.expires, tagging.until)
+                        member.ids = tagging.ids
+                        _put(db, site, tagging.audience, member)
+                        continue
+                    member = Member(tagging.visitor, now, tagging.until, ids=tagging.ids,
+                                    changes=member.changes if member else [])
+                    _record(db, site, tagging.audience, member, now, +1)
+                    joined += 1
+            return joined
+
+        return await self._run(tag)
+
+    async def audience_leave(self, site: str, visitor: str, now: float) -> int:
+        def leave(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                return _leave_all(db, site, visitor, now)
+
+        return await self._run(leave)
+
+    async def audience_update_ids(self, site: str, visitor: str, ids: dict[str, str]) -> None:
+        def update(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                for audience, data in db.execute(
+                        "SELECT audience, data FROM audience_members WHERE site = ? AND "
+                        "visitor = ? AND ended = 0", (site, visitor)).fetchall():
+                    member = Member.from_json(data)
+                    member.ids = ids
+                    _put(db, site, audience, member)
+
+        await self._run(update)
+
+    async def audience_expire(self, site: str, now: float, limit: int = 1000) -> int:
+        def expire(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                due = db.execute("SELECT audience, visitor FROM audience_members WHERE "
+                                 "site = ? AND ended = 0 AND expires <= ? LIMIT ?",
+                                 (site, now, limit)).fetchall()
+                for audience, visitor in due:
+                    _lapse(db, site, audience, visitor, now)
+                # Ended, and changed too long ago for any valid cursor to need them.
+                db.execute("DELETE FROM audience_members WHERE site = ? AND ended > 0 AND "
+                           "changed < ?", (site, now - RETENTION_SECONDS))
+                return len(due)
+
+        return await self._run(expire)
+
+    async def audience_members(self, site: str, audience: str, after: str,
+                               limit: int) -> list[Member]:
+        rows = await self._all("SELECT data FROM audience_members WHERE site = ? AND "
+                               "audience = ? AND visitor > ? AND ended = 0 ORDER BY visitor "
+                               "LIMIT ?", site, audience, after, limit)
+        return [Member.from_json(row) for row in rows]
+
+    async def audience_changed(self, site: str, audience: str, after_seq: int,
+                               limit: int) -> list[Member]:
+        rows = await self._all("SELECT data FROM audience_members WHERE site = ? AND "
+                               "audience = ? AND last_seq > ? ORDER BY last_seq LIMIT ?",
+                               site, audience, after_seq, limit)
+        return [Member.from_json(row) for row in rows]
+
+    async def audience_list(self, site: str) -> list[AudienceInfo]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT audience, size, seq FROM audiences WHERE site = ? ORDER BY audience",
+            (site,)).fetchall())
+        return [AudienceInfo(name, size, seq) for name, size, seq in rows]
+
+    async def audience_sizes(self, site: str, audience: str) -> list[tuple[str, int]]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT day, size FROM audience_sizes WHERE site = ? AND audience = ? ORDER BY day",
+            (site, audience)).fetchall())
+        return [(day, size) for day, size in rows]
+
+
+def _put(db: sqlite3.Connection, site: str, audience: str, member: Member) -> None:
+    db.execute("INSERT OR REPLACE INTO audience_members (site, audience, visitor, ended, "
+               "expires, last_seq, changed, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (site, audience, member.visitor, member.ended, member.expires,
+                member.last_seq, member.changed, member.to_json()))
+
+
+def _record(db: sqlite3.Connection, site: str, audience: str, member: Member, now: float,
+            size_change: int) -> None:
+    """A join or a leave: the audience's next sequence number, its size, today's size."""
+    db.execute("INSERT INTO audiences (site, audience, size, seq) VALUES (?, ?, 0, 0) "
+               "ON CONFLICT DO NOTHING", (site, audience))
+    seq, size = db.execute("UPDATE audiences SET seq = seq + 1, size = size + ? WHERE site = ? "
+                           "AND audience = ? RETURNING seq, size",
+                           (size_change, site, audience)).fetchone()
+    member.record(seq, now)
+    _put(db, site, audience, member)
+    db.execute("INSERT INTO audience_sizes (site, audience, day, size) VALUES (?, ?, ?, ?) "
+               "ON CONFLICT DO UPDATE SET size = excluded.size", (site, audience, utc_day(now), size))
+
+
+def _lapse(db: sqlite3.Connection, site: str, audience: str, visitor: str,
+           now: float) -> Member | None:
+    """The member's row, first ended at its expiry if that has come and gone."""
+    data = db.execute("SELECT data FROM audience_members WHERE site = ? AND audience = ? AND "
+                      "visitor = ?", (site, audience, visitor)).fetchone()
+    if data is None:
+        return None
+    member = Member.from_json(data[0])
+    if member.ended == 0.0 and member.expires <= now:
+        member.ended = member.expires
+        _record(db, site, audience, member, now, -1)
+    return member
+
+
+def _leave_all(db: sqlite3.Connection, site: str, visitor: str, now: float) -> int:
+    left = 0
+    for (audience,) in db.execute("SELECT audience FROM audience_members WHERE site = ? AND "
+                                  "visitor = ? AND ended = 0", (site, visitor)).fetchall():
+        member = _lapse(db, site, audience, visitor, now)
+        if member is not None and member.ended == 0.0:
+            member.ended = now
+            _record(db, site, audience, member, now, -1)
+            left += 1
+    return left
+
+
+def _forget_memberships(db: sqlite3.Connection, site: str, visitor: str, now: float) -> None:
+    """Erasure: the visitor leaves every audience, so the next incremental export tells the
+    ad platforms to remove them; what remains until then holds only hashed contacts, under
+    an id that leads nowhere."""
+    _leave_all(db, site, visitor, now)
+    rows = db.execute("SELECT audience, data FROM audience_members WHERE site = ? AND "
+                      "visitor = ?", (site, visitor)).fetchall()
+    db.execute("DELETE FROM audience_members WHERE site = ? AND visitor = ?", (site, visitor))
+    for audience, data in rows:
+        member = Member.from_json(data)
+        member.visitor = erased_id()
+        member.ids.pop("user_id", None)
+        _put(db, site, audience, member)

@@ -9,6 +9,7 @@ import socket
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -133,6 +134,23 @@ class LiveServer:
             self._server.should_exit = True
             self._thread.join(timeout=10)
         self._server = self._thread = None
+
+
+StoreFactory = Callable[[], Any]
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
+    """Every backend behind one contract. A factory, so a test can open the same store
+    twice (durability, two processes)."""
+    from popin.store import open_store
+
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'data' / 'popin.db'}"
+    else:
+        # Each test gets its own key prefix: no flushing, no interference.
+        url = f"{request.getfixturevalue('redis_url')}?prefix=test-{uuid.uuid4().hex}"
+    return lambda: open_store(url)
 
 
 @pytest.fixture

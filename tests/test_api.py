@@ -163,8 +163,8 @@ def test_identify_hashes_contacts_and_converges_devices(
         "traits": {"first_name": "Léa", "email": "  Lea.Martin@Example.COM ",
                    "phone": "06 12 34 56 78", "birthday": "1990-11-23"}})
     assert first.json() == {"visitor": "visitor-laptop", "user_id": "user-42",
-                            "stored": ["birthday", "email_sha256", "first_name",
-                                       "phone_sha256"]}
+                            "stored": ["birthday", "email_google_sha256", "email_sha256",
+                                       "first_name", "phone_digits_sha256", "phone_sha256"]}
     bad = client.post("/api/v1/identify", headers=auth(token), json={
         "visitor": "visitor-laptop", "user_id": "user-42", "traits": {"email": "not-mail"}})
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "traits.email"
@@ -182,6 +182,8 @@ def test_identify_hashes_contacts_and_converges_devices(
     import hashlib
     assert profile["email_sha256"] == hashlib.sha256(b"lea.martin@example.com").hexdigest()
     assert profile["phone_sha256"] == hashlib.sha256(b"+33612345678").hexdigest()
+    assert profile["phone_digits_sha256"] == hashlib.sha256(b"33612345678").hexdigest()
+    assert profile["email_google_sha256"] == profile["email_sha256"], "not a Gmail address"
     assert client.get("/api/v1/visitors/visitor-phone", headers=auth(token)).status_code == 404
     database = Path(settings_.store.removeprefix("sqlite:///")).read_bytes()
     assert b"example.com" not in database.lower() and b"612345678" not in database

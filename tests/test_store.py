@@ -3,32 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import redis
 
-from conftest import free_port, run
+from conftest import StoreFactory, free_port, run
 from popin.booking import Booking, Lead
 from popin.delivery import Delivery
 from popin.keys import digest_of, new_key
 from popin.profile import Profile
-from popin.store import Store, open_store
-
-StoreFactory = Callable[[], Store]
-
-
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
-def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """A factory, so a test can open the same store twice (durability, two processes)."""
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'data' / 'popin.db'}"
-    else:
-        # Each test gets its own key prefix: no flushing, no interference.
-        url = f"{request.getfixturevalue('redis_url')}?prefix=test-{uuid.uuid4().hex}"
-    return lambda: open_store(url)
+from popin.store import open_store
 
 
 def sample(visitor: str = "visitor-0001") -> Profile:
