@@ -10,6 +10,7 @@ tag the visitor into an audience, call a webhook.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -64,9 +65,20 @@ def compile_visual(kind: str, value: Any, line: int, reader: Reader) -> PopinTem
     return _offer(value, line, reader, kind)
 
 
+# Audience names travel in URLs and file names.
+AUDIENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def _audience_name(name: str, line: int, reader: Reader) -> str:
+    name = name.strip().lower()
+    if not AUDIENCE_NAME.match(name):
+        reader.fail(line, f"audience {name!r} must be 1-64 letters, digits, '-', '_' or '.'")
+    return name
+
+
 def compile_tag(value: Any, line: int, reader: Reader) -> TagAction:
     if isinstance(value, str):
-        return TagAction(value.strip().lower())
+        return TagAction(_audience_name(value, line, reader))
     node = reader.mapping(value, line, "'tag'")
     reader.keys(node, "'tag'", ["audience", "days"], required=["audience"])
     days = DEFAULT_AUDIENCE_DAYS
@@ -75,7 +87,8 @@ def compile_tag(value: Any, line: int, reader: Reader) -> TagAction:
         if not 1 <= days <= MAX_AUDIENCE_DAYS:
             reader.fail(node.line_of("days"),
                         f"'days' must be between 1 and {MAX_AUDIENCE_DAYS}, not {days}")
-    return TagAction(reader.text(node, "audience", max_length=64).strip().lower(), days)
+    return TagAction(_audience_name(reader.text(node, "audience", max_length=64),
+                                    node.line_of("audience"), reader), days)
 
 
 def compile_webhook(value: Any, line: int, reader: Reader) -> WebhookAction:

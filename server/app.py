@@ -25,6 +25,7 @@ from .agent import Geo
 from .api import ROUTES as API_ROUTES
 from .api import ApiError, api_error
 from .appointment_pages import ROUTES as APPOINTMENT_ROUTES
+from .audience_api import ROUTES as AUDIENCE_ROUTES
 from .config import Settings, load_secret
 from .endpoint import widget_socket
 from .engine import RuleSet
@@ -113,6 +114,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
 
     routes = [
         *API_ROUTES,
+        *AUDIENCE_ROUTES,
         *APPOINTMENT_ROUTES,
         Route("/openapi.json", openapi),
         Route("/", home),
@@ -145,3 +147,10 @@ async def _sweep_forever(hub: Hub) -> None:
         ended = hub.sweep()
         if ended:
             hub.counts["session.ended"] += ended
+        # Memberships leave when their time is up, even with nobody exporting.
+        for site in hub.sites:
+            try:
+                hub.counts["audience.expired"] += await hub.store.audience_expire(
+                    site, hub.clock())
+            except Exception:
+                log.exception("audience expiry failed for site %s; retried next minute", site)

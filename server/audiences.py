@@ -69,12 +69,15 @@ class Member:
             return None
         return "joined" if after else "left"
 
-    def record(self, seq: int, now: float) -> None:
+    def record(self, seq: int, now: float) -> int:
+        """Add a change; forget those past retention. The highest number forgotten."""
         cutoff = now - RETENTION_SECONDS
+        forgotten = max((number for number, at in self.changes if at < cutoff), default=0)
         self.changes = [(number, at) for number, at in self.changes if at >= cutoff]
         self.changes.append((seq, now))
         self.last_seq = seq
         self.changed = now
+        return forgotten
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)
@@ -101,36 +104,41 @@ class Tagging:
 class AudienceInfo:
     name: str
     size: int
-    seq: int
+    # The last change's number.
+    seq: int = 0
+    # The highest change number forgotten (retention): cursors below it are refused.
+    floor: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """Where an incremental export resumes: opaque to consumers, stable across restarts."""
+    """Where an incremental export resumes: a position in the audience's changes, opaque
+    to consumers; the same position always reads the same."""
 
     audience: str
     seq: int
-    issued: float
 
     def encode(self) -> str:
-        raw = orjson.dumps([1, self.audience, self.seq, round(self.issued, 3)])
+        raw = orjson.dumps([1, self.audience, self.seq])
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
     @classmethod
-    def decode(cls, text: str, audience: str, now: float) -> Cursor:
+    def decode(cls, text: str, info: AudienceInfo) -> Cursor:
+        """Check it against the audience as it is now."""
         try:
             raw = orjson.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
-            version, name, seq, issued = raw
-            cursor = cls(str(name), int(seq), float(issued))
+            version, name, seq = raw
+            cursor = cls(str(name), int(seq))
         except (binascii.Error, orjson.JSONDecodeError, ValueError, TypeError):
             raise CursorError("not a cursor given by an earlier export") from None
-        if version != 1 or cursor.seq < 0:
+        if version != 1 or not 0 <= cursor.seq <= info.seq:
             raise CursorError("not a cursor given by an earlier export")
-        if cursor.audience != audience:
+        if cursor.audience != info.name:
             raise CursorError(f"this cursor belongs to the audience {cursor.audience!r}")
-        if cursor.issued < now - RETENTION_SECONDS:
-            raise CursorExpired(f"this cursor is older than {RETENTION_SECONDS / DAY:.0f} days: "
-                                "take a full export")
+        if cursor.seq < info.floor:
+            raise CursorExpired("changes since this cursor were kept for "
+                                f"{RETENTION_SECONDS / DAY:.0f} days and are gone: take a "
+                                "full export")
         return cursor
 
 

@@ -175,6 +175,64 @@ def owner_lists(args: argparse.Namespace) -> int:
     return 0
 
 
+def audiences_command(args: argparse.Namespace) -> int:
+    """popin audiences list | export NAME | sizes NAME: what the ad platforms get."""
+    import asyncio
+    import time
+
+    from .exports import ExportError, start_export
+    from .store import open_store
+
+    settings = _settings(args)
+    if args.site not in settings.sites:
+        print(f"unknown site {args.site!r}; configured: {', '.join(settings.sites)}",
+              file=sys.stderr)
+        return 2
+    loaded = load_rules(settings.rules) if settings.rules.exists() else None
+    ruled = RuleSet(loaded.rules).audience_days if loaded else {}
+
+    async def run() -> int:
+        store = open_store(settings.store)
+        await store.open()
+        try:
+            infos = {info.name: info for info in await store.audience_list(args.site)}
+            if args.audiences_command == "list":
+                for name in sorted(set(infos) | set(ruled)):
+                    size = infos[name].size if name in infos else 0
+                    days = f"{ruled[name]} days" if name in ruled else "not in the rules"
+                    print(f"{name:32}  {size:>9} members  {days}")
+                return 0
+            if args.name not in infos and args.name not in ruled:
+                print(f"no audience {args.name!r} (popin audiences list)", file=sys.stderr)
+                return 2
+            if args.audiences_command == "sizes":
+                for day, size in await store.audience_sizes(args.site, args.name):
+                    print(f"{day}  {size}")
+                return 0
+            try:
+                export = await start_export(store, args.site, args.name, args.format,
+                                            time.time(), args.since, args.until, args.change)
+            except ExportError as error:
+                print(f"popin: {error.field}: {error}", file=sys.stderr)
+                return 2
+            out = args.output.open("wb") if args.output else sys.stdout.buffer
+            try:
+                async for chunk in export.body:
+                    out.write(chunk)
+            finally:
+                if args.output:
+                    out.close()
+                else:
+                    out.flush()
+            # On stderr, so that stdout is exactly the file.
+            print(f"next cursor: {export.cursor}", file=sys.stderr)
+            return 0
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
+
+
 def widget_build(args: argparse.Namespace) -> int:
     from .widget import BUILT, build, size_of
 
@@ -254,6 +312,32 @@ def parser() -> argparse.ArgumentParser:
         else:
             listing.add_argument("--since", required=True, help="YYYY-MM-DD, site time")
         listing.set_defaults(func=owner_lists)
+
+    audiences = commands.add_parser("audiences", help="retargeting audiences for ad platforms")
+    audiences.add_argument("--site", default="demo")
+    audiences.add_argument("--store", help="the store, as for serve")
+    audiences.add_argument("--rules", type=Path, help="folder of rule files (default: rules/)")
+    audience_commands = audiences.add_subparsers(dest="audiences_command", required=True,
+                                                 metavar="COMMAND")
+    audience_commands.add_parser("list", help="audiences, their sizes and membership days")
+    sizes = audience_commands.add_parser("sizes", help="members per day (UTC)")
+    sizes.add_argument("name")
+    export = audience_commands.add_parser(
+        "export", help="write an audience in a generic or ad-platform format")
+    export.add_argument("name")
+    export.add_argument("--format", default="csv",
+                        choices=["csv", "jsonl", "meta", "google", "ids"],
+                        help="csv, jsonl (generic), meta (Custom Audiences), google (Customer "
+                        "Match), ids (first-party visitor ids)")
+    export.add_argument("--since", default="", help="a cursor from an earlier export: only "
+                        "who joined or left since")
+    export.add_argument("--until", default="", help="a cursor: the delta ends there")
+    export.add_argument("--change", default="", choices=["", "joined", "left"],
+                        help="with --since: only joins (an upload) or only leaves (a removal)")
+    export.add_argument("--output", "-o", type=Path, help="a file (default: standard output)")
+    for sub_parser in (sizes, export):
+        sub_parser.set_defaults(func=audiences_command)
+    audience_commands.choices["list"].set_defaults(func=audiences_command)
 
     widget = commands.add_parser("widget", help="build the browser widget")
     widget_commands = widget.add_subparsers(dest="widget_command", required=True,

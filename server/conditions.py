@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from .events import CONSENT_STATES
 from .facts import UTM_KEYS, WEEKDAYS, Facts
 from .schema import Reader, did_you_mean
 from .yamlsource import Mapping
 
 DEVICE_TYPES = ("desktop", "mobile", "tablet", "bot", "other")
-CONSENT_STATES = ("granted", "denied", "unknown")
 GEO_FIELDS = ("country", "region", "city")
 
 Condition = Callable[[Facts], bool]

@@ -12,6 +12,7 @@ An optional `popin.toml`:
     name = "Demo shop"
     origins = ["self", "https://shop.example"]   # "self": the page is served by popin
     timezone = "Europe/Paris"
+    consent = "required"                         # or "implied" (the default): see Site
     fatigue = {per_session = 2, per_day = 3}     # pop-ins per visitor, all rules together
     [sites.business_hours]
     mon = "09:00-12:00, 14:00-18:00"
@@ -57,6 +58,9 @@ _SPAN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
 # minutes since midnight, [start, end)
 Spans = tuple[tuple[int, int], ...]
 DEMO_HOURS: dict[str, Spans] = {day: ((9 * 60, 19 * 60),) for day in WEEKDAY_KEYS[:6]}
+# "required": nothing is kept on the device or the server about a visitor until they opt
+# in; "implied": kept unless they opt out (popin.consent(false)).
+CONSENT_MODES = ("implied", "required")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +77,7 @@ class Site:
     webhook_secret: str = ""
     # Where new leads and bookings are announced to the owner (a webhook), if anywhere.
     notify_url: str = ""
+    consent: str = "implied"
     calendars: dict[str, Calendar] = field(default_factory=lambda: {
         "advisers": Calendar("advisers", ZoneInfo("Europe/Paris"), dict(DEMO_HOURS),
                              slot_minutes=30, min_notice_minutes=60, horizon_days=7,
@@ -144,7 +149,7 @@ def _site(entry: Any, path: Path) -> Site:
         raise ConfigError(f"{path}: each [[sites]] needs a 'key'")
     where = f"{path}: site {entry['key']!r}"
     unknown = set(entry) - {"key", "name", "origins", "timezone", "business_hours", "fatigue",
-                            "webhook_secret", "notify_url", "calendars"}
+                            "webhook_secret", "notify_url", "calendars", "consent"}
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     origins = entry.get("origins", ["self"])
@@ -162,11 +167,15 @@ def _site(entry: Any, path: Path) -> Site:
             if day not in WEEKDAY_KEYS:
                 raise ConfigError(f"{where}: business_hours: unknown day {day!r}")
     fatigue = entry.get("fatigue", {})
+    consent = entry.get("consent", "implied")
+    if consent not in CONSENT_MODES:
+        raise ConfigError(f"{where}: 'consent' is {' or '.join(map(repr, CONSENT_MODES))}, "
+                          f"not {consent!r}")
     calendars = {item["name"]: _calendar(item, zone, f"{where}: calendar")
                  for item in entry.get("calendars", [])} if "calendars" in entry else None
     site = Site(entry["key"], str(entry.get("name", "")), tuple(origins), zone, hours,
                 int(fatigue.get("per_session", 2)), int(fatigue.get("per_day", 3)),
-                str(entry.get("webhook_secret", "")), str(entry.get("notify_url", "")))
+                str(entry.get("webhook_secret", "")), str(entry.get("notify_url", "")), consent)
     return site if calendars is None else replace(site, calendars=calendars)
 
 

@@ -24,7 +24,7 @@ from .protocol import (
     decode,
     encode,
 )
-from .session import Result, Session
+from .session import Result, Session, widget_config
 
 log = logging.getLogger("popin.socket")
 
@@ -88,7 +88,7 @@ async def widget_socket(websocket: WebSocket) -> None:
             if session is not None and rules_version != hub.rules_version:
                 # The rules were reloaded: the widget may need to watch other things.
                 rules_version = hub.rules_version
-                await websocket.send_text(encode(hub.rules.widget_config))
+                await websocket.send_text(encode(widget_config(hub.rules, site)))
             data = frame.get("text")
             if data is None:
                 data = frame.get("bytes") or b""
@@ -133,6 +133,8 @@ async def widget_socket(websocket: WebSocket) -> None:
 
 async def _identify(websocket: WebSocket, hub: Hub, site: Site, session: Session,
                     message: Identify) -> None:
+    if not session.facts.may_remember:
+        raise ProtocolError("no_consent", "identify waits for the visitor's consent")
     try:
         visitor, _stored = await hub.identify(site, session.profile.visitor, message.user_id,
                                               message.traits)

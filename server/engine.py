@@ -113,6 +113,12 @@ class RuleSet:
         self.visit = by_priority([*kinds[VisitTrigger], *kinds[BirthdayTrigger]])
         self.time_on_page = kinds[TimeOnPageTrigger]
         self.widget_config = self._widget_config()
+        # audience -> the longest membership any rule gives it, in days
+        self.audience_days: dict[str, int] = {}
+        for rule in self.rules:
+            for tag in rule.tags:
+                self.audience_days[tag.audience] = max(self.audience_days.get(tag.audience, 0),
+                                                       tag.days)
         self._dispatch: dict[type, Callable[[Any, float], list[Rule]]] = {
             PageView: lambda event, _previous: self._pageview(event.path),
             Dwell: lambda event, previous: (

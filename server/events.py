@@ -16,6 +16,9 @@ POPIN_STATUSES: tuple[PopinStatusName, ...] = ("shown", "clicked", "dismissed", 
 Scalar = str | int | float | bool | None
 
 
+CONSENT_STATES = ("granted", "denied", "unknown")
+
+
 @dataclass(frozen=True, slots=True)
 class Hello:
     """First message of every connection: who is this, and where are they."""
@@ -28,6 +31,8 @@ class Hello:
     timezone: str = ""
     # The browser's Global Privacy Control signal (navigator.globalPrivacyControl).
     gpc: bool = False
+    # The choice the visitor made on an earlier page, as the widget remembers it.
+    consent: str = "unknown"
 
 
 @dataclass(frozen=True, slots=True)

@@ -39,6 +39,13 @@ class Facts:
         return self._local[1]
 
     @property
+    def may_remember(self) -> bool:
+        """May anything about this visitor outlive the page: profile, audiences, webhooks?"""
+        if self.site.consent == "required":
+            return self.consent == "granted"
+        return self.consent != "denied"
+
+    @property
     def days_since_last_visit(self) -> float | None:
         previous = self.profile.previous_seen
         return None if not previous else (self.now - previous) / 86400

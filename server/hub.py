@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from .agent import Agent, Geo, agent_of
+from .audiences import Tagging, identifiers
 from .config import Site
 from .delivery import Delivery
 from .engine import RuleSet
@@ -105,6 +106,11 @@ class Hub:
     def live_sessions(self) -> int:
         return len(self._sessions)
 
+    async def audience_names(self, site: str) -> set[str]:
+        """Audiences the rules tag into, and those that still have members or changes."""
+        stored = {info.name for info in await self.store.audience_list(site)}
+        return stored | set(self.rules.audience_days)
+
     async def open(self, site: Site, hello: Hello, user_agent: str,
                    client_ip: str | None = None) -> Session:
         """Find or start the session; `client_ip` is used for geo here and never kept."""
@@ -123,13 +129,17 @@ class Hub:
             utm, referrer = landing_facts(hello.url, hello.referrer)
             facts = Facts(profile, site, agent_of(user_agent),
                           self.geo.locate(client_ip) if self.geo else Facts(profile).place,
-                          hello.language, utm, referrer, gpc=hello.gpc, now=self.clock(),
-                          timezone=hello.timezone)
+                          hello.language, utm, referrer, consent=hello.consent, gpc=hello.gpc,
+                          now=self.clock(), timezone=hello.timezone)
             session = Session(site.key, hello.session, profile, facts)
             self._sessions[key] = session
             self.counts["session.new"] += 1
         else:
             self.counts["session.resumed"] += 1
+            # The visitor may have changed their mind (or their browser) since.
+            session.facts.gpc = hello.gpc
+            if hello.consent != "unknown":
+                session.facts.consent = hello.consent
         self._connections[key] += 1
         self._idle_since.pop(key, None)
         return session
@@ -153,20 +163,34 @@ class Hub:
         return {"type": "update", "id": event.push_id, "html": html}
 
     async def settle(self, session: Session, result: Result) -> None:
-        """Persist what a result changed: profile, outbox, acknowledgements, webhooks."""
+        """Persist what a result changed: profile, outbox, acknowledgements, webhooks,
+        audiences; nothing at all while the visitor's consent is needed and not given."""
         self.counts.update(result.counts)
         site, visitor = session.site, session.profile.visitor
+        now = self.clock()
+        if result.leave_audiences:
+            left = await self.store.audience_leave(site, visitor, now)
+            self.counts["audience.left"] += left
+        if not session.facts.may_remember:
+            if result.leave_audiences:
+                # The withdrawal itself is kept, so the profile's audiences stay empty.
+                await self.store.save_profile(site, session.profile)
+            return
         for message in result.messages:
             if message["type"] == "show":
                 # Until the widget acknowledges it, a push waits here for the next socket.
                 await self.store.outbox_put(site, visitor, message, message["expires"])
         for push_id in result.acks:
             await self.store.outbox_remove(site, visitor, push_id)
-        now = self.clock()
         for call in result.effects:
             await self.store.save_delivery(Delivery.new(site, visitor, call.url, call.payload,
                                                         now))
             self.counts["webhook.queued"] += 1
+        if result.taggings:
+            ids = identifiers(session.profile)
+            self.counts["audience.joined"] += await self.store.audience_tag(
+                site, [Tagging(visitor, audience, until, ids)
+                       for audience, until in result.taggings], now)
         if result.profile_changed:
             await self.store.save_profile(site, session.profile)
 
@@ -197,9 +221,12 @@ class Hub:
         live = self._sockets.get((site.key, visitor), {})
         session = next(iter(live.values()), None) or self._idle_session(site.key, visitor)
         if session is None:
-            profile = await self.store.load_profile(site.key, visitor) or Profile(visitor)
+            stored = await self.store.load_profile(site.key, visitor)
+            profile = stored or Profile(visitor)
+            # A stored profile means the visitor let us remember them.
             session = Session(site.key, f"backend-{secrets.token_hex(8)}", profile,
-                              Facts(profile, site, Agent("other"), now=self.clock()))
+                              Facts(profile, site, Agent("other"), now=self.clock(),
+                                    consent="granted" if stored else "unknown"))
         result = session.handle(event, self.rules, self.clock())
         await self.prepare(session, result)
         await self.settle(session, result)
@@ -232,12 +259,19 @@ class Hub:
             merge_into(kept, profile)
             await self.store.erase_visitor(site.key, visitor)
             await self.store.link_user(site.key, user_id, kept_id)
+            # The kept visitor carries the second device's audiences from now on.
+            now = self.clock()
+            await self.store.audience_tag(site.key, [
+                Tagging(kept_id, audience, until, identifiers(kept))
+                for audience, until in kept.audiences.items() if until > now], now)
             self._rekey(site.key, visitor, kept)
             profile = kept
             self.counts["identity.merged"] += 1
         profile.user_id = user_id
         stored = apply_traits(profile, traits)
         await self.store.save_profile(site.key, profile)
+        if profile.audiences:
+            await self.store.audience_update_ids(site.key, kept_id, identifiers(profile))
         return kept_id, stored
 
     def _rekey(self, site: str, old: str, kept: Profile) -> None:

@@ -43,7 +43,8 @@ TRAITS = {"type": "object", "additionalProperties": False, "properties": {
 
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "Invalid input, naming the field", 401: "Missing or invalid API key",
-             403: "The key lacks the scope", 404: "Not found", 413: "Body too large"}
+             403: "The key lacks the scope", 404: "Not found", 413: "Body too large",
+             410: "The cursor is too old: take a full export"}
     return {str(status): {"description": words[status], "content": {
         "application/json": {"schema": ERROR}}} for status in statuses}
 
@@ -64,6 +65,47 @@ def _profile_operations(parameter: str, schema: dict[str, Any]) -> dict[str, Any
                    "parameters": params, "security": [{"key": []}],
                    "responses": {"204": {"description": "Erased"},
                                  **_errors(400, 401, 403, 404)}},
+    }
+
+
+AUDIENCE = {"name": "name", "in": "path", "required": True,
+            "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}}
+CURSOR = {"type": "string", "maxLength": 200,
+          "description": "the Popin-Cursor header of an earlier export"}
+
+
+def _audience_paths() -> dict[str, Any]:
+    text = {"schema": {"type": "string"}}
+    export_types = {media: text for media in ("text/csv", "application/x-ndjson", "text/plain")}
+    query = [{"name": "format", "in": "query", "required": False,
+              "schema": {"enum": ["csv", "jsonl", "meta", "google", "ids"]}},
+             {"name": "since", "in": "query", "required": False, "schema": CURSOR},
+             {"name": "until", "in": "query", "required": False, "schema": CURSOR},
+             {"name": "change", "in": "query", "required": False,
+              "schema": {"enum": ["joined", "left"]}}]
+    return {
+        "/api/v1/audiences": {"get": {
+            "summary": "The site's retargeting audiences and their sizes",
+            "security": [{"key": []}],
+            "responses": {"200": {"description": "Audiences by name", **_json({
+                "type": "object", "required": ["audiences"],
+                "properties": {"audiences": {"type": "array", "items": {
+                    "type": "object", "required": ["name", "size"]}}}})},
+                **_errors(400, 401, 403)}}},
+        "/api/v1/audiences/{name}/export": {"get": {
+            "summary": "Stream an audience in a generic or ad-platform format, whole or "
+                       "since a cursor",
+            "security": [{"key": []}], "parameters": [AUDIENCE, *query],
+            "responses": {"200": {"description": "The file; Popin-Cursor resumes after it",
+                                  "headers": {"Popin-Cursor": {"schema": {"type": "string"}}},
+                                  "content": export_types},
+                          **_errors(400, 401, 403, 404, 410)}}},
+        "/api/v1/audiences/{name}/sizes": {"get": {
+            "summary": "Members at the end of each day with changes (UTC days)",
+            "security": [{"key": []}], "parameters": [AUDIENCE],
+            "responses": {"200": {"description": "Sizes, oldest first", **_json({
+                "type": "object", "required": ["audience", "sizes"]})},
+                **_errors(400, 401, 403, 404)}}},
     }
 
 
@@ -126,5 +168,6 @@ def document() -> dict[str, Any]:
                     **_errors(400, 401, 403)}}},
             "/api/v1/visitors/{visitor}": _profile_operations("visitor", ID),
             "/api/v1/users/{user_id}": _profile_operations("user_id", TEXT),
+            **_audience_paths(),
         },
     }

@@ -19,6 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from .events import (
+    CONSENT_STATES,
     POPIN_STATUSES,
     ClientMessage,
     Consent,
@@ -124,7 +125,15 @@ def _hello(message: dict[str, Any]) -> Hello:
         language=_text(message, "language", 35, required=False),
         timezone=_text(message, "timezone", 64, required=False),
         gpc=_flag(message, "gpc", required=False),
+        consent=_choice(message, "consent", CONSENT_STATES, "unknown"),
     )
+
+
+def _choice(message: dict[str, Any], field: str, choices: tuple[str, ...], default: str) -> str:
+    value = message.get(field, default)
+    if value not in choices:
+        raise ProtocolError("bad_field", f"{field!r} must be one of {', '.join(choices)}", field)
+    return str(value)
 
 
 def _flag(message: dict[str, Any], field: str, required: bool = True) -> bool:

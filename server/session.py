@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .cart import track_cart
+from .config import Site
 from .context import template_context
 from .engine import RuleSet, by_priority
 from .events import (
@@ -65,10 +66,19 @@ class Result:
     # Push ids the widget has acknowledged (any status report): out of the outbox.
     acks: list[str] = field(default_factory=list)
     profile_changed: bool = False
+    # (audience, until): memberships the visitor earned or refreshed.
+    taggings: list[tuple[str, float]] = field(default_factory=list)
+    # The visitor withdrew (consent denied, GPC): out of every audience.
+    leave_audiences: bool = False
     # Names of things worth counting (pop-ins shown, suppressed and why, errors).
     counts: list[str] = field(default_factory=list)
     # (rule id, outcome) for every candidate rule: what `popin rules explain` prints.
     trace: list[tuple[str, str]] = field(default_factory=list)
+
+
+def widget_config(rules: RuleSet, site: Site) -> dict[str, Any]:
+    """What the widget watches, and whether it may keep ids on the device yet."""
+    return {**rules.widget_config, "consent": site.consent}
 
 
 class Session:
@@ -116,7 +126,9 @@ class Session:
         # A fresh page load (or a reconnect) shows no pop-in until told otherwise.
         self.open_push = None
         self.typing = False
-        result.messages.append(rules.widget_config)
+        result.messages.append(widget_config(rules, self.facts.site))
+        if self.facts.gpc or not self.facts.may_remember:
+            self._withdraw(result)
         self._merge(result, self.tick(rules, now))
         return result
 
@@ -149,6 +161,8 @@ class Session:
         into.counts += other.counts
         into.trace += other.trace
         into.profile_changed |= other.profile_changed
+        into.taggings += other.taggings
+        into.leave_audiences |= other.leave_audiences
 
     # -- events -------------------------------------------------------------------------
 
@@ -248,7 +262,19 @@ class Session:
 
     def _consent(self, event: Consent, _rules: RuleSet, _now: float) -> Result:
         self.facts.consent = "granted" if event.granted else "denied"
-        return Result(counts=[f"consent.{self.facts.consent}"])
+        result = Result(counts=[f"consent.{self.facts.consent}"])
+        if event.granted:
+            # What this session learnt so far may now be kept.
+            result.profile_changed = True
+        else:
+            self._withdraw(result)
+        return result
+
+    def _withdraw(self, result: Result) -> None:
+        """Out of every audience meant for ad platforms (GPC, consent refused)."""
+        if self.profile.audiences:
+            self.profile.audiences.clear()
+            result.leave_audiences = True
 
     def _status(self, event: PopinStatus, _rules: RuleSet, now: float) -> Result:
         rule_id = self.pushes.get(event.push_id)
@@ -352,8 +378,13 @@ class Session:
             if self.facts.gpc:
                 result.counts.append("tag.gpc_refused")
                 continue
+            if not self.facts.may_remember:
+                result.counts.append("tag.no_consent")
+                continue
             audiences = self.profile.audiences
-            audiences[tag.audience] = max(audiences.get(tag.audience, 0.0), now + tag.days * DAY)
+            until = now + tag.days * DAY
+            audiences[tag.audience] = max(audiences.get(tag.audience, 0.0), until)
+            result.taggings.append((tag.audience, until))
             result.counts.append("tagged")
         for hook in rule.webhooks:
             result.effects.append(WebhookCall(rule.id, hook.url, {

@@ -58,9 +58,13 @@ if raw then member = cjson.decode(raw) end
 local result = 0
 local function record()
   local seq = redis.call('INCR', KEYS[6])
-  local kept = {}
+  local kept, forgotten = {}, 0
   for _, change in ipairs(member.changes) do
-    if change[2] >= cutoff then kept[#kept + 1] = change end
+    if change[2] >= cutoff then kept[#kept + 1] = change
+    elseif change[1] > forgotten then forgotten = change[1] end
+  end
+  if forgotten > tonumber(redis.call('GET', KEYS[10]) or '0') then
+    redis.call('SET', KEYS[10], forgotten)
   end
   kept[#kept + 1] = {seq, now}
   member.changes, member.last_seq, member.changed = kept, seq, now
@@ -117,14 +121,19 @@ if member then redis.call('HSET', KEYS[1], member.visitor, cjson.encode(member))
 return result
 """
 
-# Members that ended and changed before the cutoff: no valid cursor needs them any more.
+# Members that ended and changed before the cutoff are forgotten; the floor rises past
+# their last change, so older cursors are refused.
 TRIM = """
 local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
+local floor = tonumber(redis.call('GET', KEYS[4]) or '0')
 for _, id in ipairs(ids) do
+  local seq = tonumber(redis.call('ZSCORE', KEYS[2], id) or '0')
+  if seq > floor then floor = seq end
   redis.call('HDEL', KEYS[1], id)
   redis.call('ZREM', KEYS[2], id)
   redis.call('ZREM', KEYS[3], id)
 end
+redis.call('SET', KEYS[4], floor)
 return #ids
 """
 
@@ -367,7 +376,7 @@ class RedisStore:
         return [f"{base}:members", f"{base}:changed", f"{base}:active", f"{base}:expiry",
                 f"{base}:ended", f"{base}:seq", f"{base}:sizes",
                 self._key(site, "audiences", "all"),
-                self._key(site, "visitor-audiences", visitor)]
+                self._key(site, "visitor-audiences", visitor), f"{base}:floor"]
 
     def _member_args(self, op: str, audience: str, visitor: str, now: float, until: float,
                      ids: dict[str, str] | None, new_id: str) -> list[Any]:
@@ -411,9 +420,10 @@ class RedisStore:
             due = await self._client.zrangebyscore(keys[3], "-inf", repr(now), start=0,
                                                    num=limit)
             for visitor in due:
-                await self._member_change("lapse", site, info.name, _text(visitor), now)
+                await self._member_change("lapse", site, info.name,
+                                          _text(cast(bytes, visitor)), now)
             ended += len(due)
-            await self._trim(keys=[keys[0], keys[1], keys[4]],
+            await self._trim(keys=[keys[0], keys[1], keys[4], keys[9]],
                              args=[repr(now - RETENTION_SECONDS), limit])
         return ended
 
@@ -442,9 +452,9 @@ class RedisStore:
         for name in sorted(_text(name) for name in await self._client.smembers(
                 self._key(site, "audiences", "all"))):
             keys = self._audience_keys(site, name, "")
-            seq = await self._client.get(keys[5])
+            seq, floor = await self._client.mget(keys[5], keys[9])
             found.append(AudienceInfo(name, await self._client.zcard(keys[2]),
-                                      int(seq or 0)))
+                                      int(seq or 0), int(floor or 0)))
         return found
 
     async def audience_sizes(self, site: str, audience: str) -> list[tuple[str, int]]:

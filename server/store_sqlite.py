@@ -63,7 +63,7 @@ CREATE INDEX IF NOT EXISTS audience_expiry ON audience_members (site, expires) W
 CREATE INDEX IF NOT EXISTS audience_ended ON audience_members (site, changed) WHERE ended > 0;
 CREATE TABLE IF NOT EXISTS audiences (
     site TEXT NOT NULL, audience TEXT NOT NULL, size INTEGER NOT NULL, seq INTEGER NOT NULL,
-    PRIMARY KEY (site, audience)) WITHOUT ROWID;
+    floor INTEGER NOT NULL, PRIMARY KEY (site, audience)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audience_sizes (
     site TEXT NOT NULL, audience TEXT NOT NULL, day TEXT NOT NULL, size INTEGER NOT NULL,
     PRIMARY KEY (site, audience, day)) WITHOUT ROWID;
@@ -349,9 +349,15 @@ class SQLiteStore:
                                  (site, now, limit)).fetchall()
                 for audience, visitor in due:
                     _lapse(db, site, audience, visitor, now)
-                # Ended, and changed too long ago for any valid cursor to need them.
+                # Ended, and changed too long ago for incremental exports to keep them.
+                cutoff = now - RETENTION_SECONDS
+                for audience, forgotten in db.execute(
+                        "SELECT audience, max(last_seq) FROM audience_members WHERE site = ? "
+                        "AND ended > 0 AND changed < ? GROUP BY audience",
+                        (site, cutoff)).fetchall():
+                    _raise_floor(db, site, audience, forgotten)
                 db.execute("DELETE FROM audience_members WHERE site = ? AND ended > 0 AND "
-                           "changed < ?", (site, now - RETENTION_SECONDS))
+                           "changed < ?", (site, cutoff))
                 return len(due)
 
         return await self._run(expire)
@@ -372,9 +378,9 @@ class SQLiteStore:
 
     async def audience_list(self, site: str) -> list[AudienceInfo]:
         rows = await self._run(lambda db: db.execute(
-            "SELECT audience, size, seq FROM audiences WHERE site = ? ORDER BY audience",
+            "SELECT audience, size, seq, floor FROM audiences WHERE site = ? ORDER BY audience",
             (site,)).fetchall())
-        return [AudienceInfo(name, size, seq) for name, size, seq in rows]
+        return [AudienceInfo(*row) for row in rows]
 
     async def audience_sizes(self, site: str, audience: str) -> list[tuple[str, int]]:
         rows = await self._run(lambda db: db.execute(
@@ -393,15 +399,22 @@ def _put(db: sqlite3.Connection, site: str, audience: str, member: Member) -> No
 def _record(db: sqlite3.Connection, site: str, audience: str, member: Member, now: float,
             size_change: int) -> None:
     """A join or a leave: the audience's next sequence number, its size, today's size."""
-    db.execute("INSERT INTO audiences (site, audience, size, seq) VALUES (?, ?, 0, 0) "
+    db.execute("INSERT INTO audiences (site, audience, size, seq, floor) VALUES (?, ?, 0, 0, 0) "
                "ON CONFLICT DO NOTHING", (site, audience))
     seq, size = db.execute("UPDATE audiences SET seq = seq + 1, size = size + ? WHERE site = ? "
                            "AND audience = ? RETURNING seq, size",
                            (size_change, site, audience)).fetchone()
-    member.record(seq, now)
+    _raise_floor(db, site, audience, member.record(seq, now))
     _put(db, site, audience, member)
     db.execute("INSERT INTO audience_sizes (site, audience, day, size) VALUES (?, ?, ?, ?) "
-               "ON CONFLICT DO UPDATE SET size = excluded.size", (site, audience, utc_day(now), size))
+               "ON CONFLICT DO UPDATE SET size = excluded.size",
+               (site, audience, utc_day(now), size))
+
+
+def _raise_floor(db: sqlite3.Connection, site: str, audience: str, forgotten: int) -> None:
+    if forgotten:
+        db.execute("UPDATE audiences SET floor = max(floor, ?) WHERE site = ? AND audience = ?",
+                   (forgotten, site, audience))
 
 
 def _lapse(db: sqlite3.Connection, site: str, audience: str, visitor: str,
