@@ -317,6 +317,13 @@ class Session:
         # Never shown to bots, never tagged.
         if facts.agent.is_bot:
             return "bot"
+        # A rule that only tags or calls webhooks and may do neither has not fired: its
+        # caps stay whole for when the visitor opts in.
+        if rule.visual is None:
+            if not facts.may_remember:
+                return "no_consent"
+            if facts.gpc and not rule.webhooks:
+                return "gpc"
         blocked = self._guard(rule, now)
         if blocked:
             return blocked

@@ -24,11 +24,22 @@ POPIN_CARD = "[data-popin] .card"  # Playwright's CSS pierces open shadow roots
 DESKTOP = {"width": 1280, "height": 800}
 
 
-def stored_profile(settings: Settings, visitor: str) -> Profile | None:
+def stored_profile(settings: Settings, visitor: str, site: str = "demo") -> Profile | None:
     async def load() -> Profile | None:
         store = open_store(settings.store)
         try:
-            return await store.load_profile("demo", visitor)
+            return await store.load_profile(site, visitor)
+        finally:
+            await store.close()
+
+    return run(load())
+
+
+def audience_members(settings: Settings, site: str, audience: str) -> list[str]:
+    async def load() -> list[str]:
+        store = open_store(settings.store)
+        try:
+            return [m.visitor for m in await store.audience_members(site, audience, "", 100)]
         finally:
             await store.close()
 
@@ -195,6 +206,8 @@ def fixture_site(tmp_path: Path) -> Iterator[tuple[FixtureSite, LiveServer]]:
     site = FixtureSite(f"http://127.0.0.1:{port}")
     settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=FIXTURES / "rules",
                         sites={"fixture": Site("fixture", origins=(site.url,)),
+                               "private": Site("private", origins=(site.url,),
+                                               consent="required"),
                                "demo": Site("demo")})
     server = LiveServer(settings, port).start()
     try:
@@ -241,6 +254,48 @@ def test_reconnects_after_a_server_restart_as_the_same_visitor_and_session(
     assert (first["visitor"], first["session"]) == (second["visitor"], second["session"])
     # The page's route did not change, so no second pageview.
     assert len(log.of_type("pageview")) == 1
+
+
+STORED_IDS = "['popin_v', 'popin_s', 'popin_seen', 'popin_c'].map(k => localStorage.getItem(k))"
+
+
+def test_consent_required_keeps_nothing_on_the_device_or_the_server_until_opt_in(
+        fixture_site: tuple[FixtureSite, LiveServer], browser: Any, screenshots: Path) -> None:
+    site, server = fixture_site
+    context = browser.new_context(viewport=DESKTOP)
+    page = context.new_page()
+    log = SocketLog(page)
+    page.goto(f"{site.url}/consent.html")
+    # In-session rules still run on the live socket.
+    page.locator(POPIN_CARD, has_text="Help without memory").wait_for(timeout=10000)
+    page.wait_for_timeout(400)  # the entrance animation
+    page.screenshot(path=screenshots / "consent-required-before-opt-in.png")
+    [hello] = log.of_type("hello")
+    assert hello["consent"] == "unknown"
+    page.click("#subscribe")
+    page.wait_for_timeout(500)
+    assert page.evaluate(STORED_IDS) == [None, None, None, None], "nothing on the device"
+    assert stored_profile(server.settings, hello["visitor"], "private") is None
+    assert audience_members(server.settings, "private", "newsletter-readers") == []
+
+    page.click("#accept")
+    assert eventually(page, lambda: page.evaluate("localStorage.getItem('popin_v')"))
+    visitor, session, _seen, choice = page.evaluate(STORED_IDS)
+    assert (visitor, choice) == (hello["visitor"], "1") and session.startswith(hello["session"])
+    page.click("#subscribe")
+    assert eventually(page, lambda: audience_members(server.settings, "private",
+                                                     "newsletter-readers") == [visitor])
+    # The next page remembers the choice.
+    page.reload()
+    assert eventually(page, lambda: len(log.of_type("hello")) == 2)
+    assert log.of_type("hello")[1]["consent"] == "granted"
+    assert log.of_type("hello")[1]["visitor"] == visitor
+    # Changing one's mind: the device forgets the ids, the visitor leaves the audiences.
+    page.click("#refuse")
+    assert eventually(page, lambda: audience_members(server.settings, "private",
+                                                     "newsletter-readers") == [])
+    assert page.evaluate(STORED_IDS) == [None, None, None, "0"]
+    context.close()
 
 
 def test_a_foreign_origin_is_refused_and_the_widget_gives_up_quietly(
@@ -300,6 +355,14 @@ def test_playbook_campaigns_run_in_the_demo(
     profile = eventually(page, lambda: (p := stored_profile(live_settings, visitor)) and
                          "waiting-for-stock" in p.audiences and p)
     assert {"waiting-for-stock", "theme-equipment"} <= set(profile.audiences)
+    # And the ad platforms can take them: the audience's export lists this visitor.
+    import httpx2
+
+    token = make_key(live_settings, "export")
+    exported = httpx2.get(f"{live_server.url}/api/v1/audiences/theme-equipment/export",
+                          params={"format": "ids"}, headers={"Authorization": f"Bearer {token}"})
+    assert exported.status_code == 200 and visitor in exported.text.split()
+    assert exported.headers["popin-cursor"]
 
 
 def test_the_widget_measures_scroll_idle_exit_tab_typing_and_scoped_dwell(

@@ -47,19 +47,21 @@ class Replay:
             # A generous fatigue budget unless the case is about it.
             budget = case.get("fatigue", {"per_session": 99, "per_day": 99})
             site = Site("site", fatigue_per_session=budget["per_session"],
-                        fatigue_per_day=budget["per_day"])
+                        fatigue_per_day=budget["per_day"],
+                        consent=case.get("consent_mode", "implied"))
         self.profile = Profile(visitor="visitor-0001", **case.get("visitor", {}))
         agent = case.get("agent", {})
         self.hello = Hello(visitor="visitor-0001", session="session-0000",
                            url=case.get("landing", URL + "/"),
                            referrer=case.get("referrer", ""),
-                           language=case.get("language", "en-GB"), gpc=case.get("gpc", False))
+                           language=case.get("language", "en-GB"), gpc=case.get("gpc", False),
+                           consent=case.get("consent", "unknown"))
         utm, referrer = landing_facts(self.hello.url, self.hello.referrer)
         self.facts = Facts(self.profile, site,
                            Agent(agent.get("device", case.get("device", "desktop")),
                                  agent.get("browser", "Chrome"), agent.get("os", "Linux")),
                            Place(**case.get("place", {})), self.hello.language, utm, referrer,
-                           gpc=self.hello.gpc)
+                           consent=self.hello.consent, gpc=self.hello.gpc)
         self.start = datetime.fromisoformat(case.get("start", DEFAULT_START)).timestamp()
         self.visit = 0
         self.last_push = ""
@@ -147,6 +149,10 @@ def replay_case(path: Path) -> None:
             assert [call.url for call in result.effects] == step["webhooks"], where
         if "timers" in step:
             assert sorted(replay.session.timers) == step["timers"], where
+        if "taggings" in step:
+            assert [audience for audience, _until in result.taggings] == step["taggings"], where
+        if "leave_audiences" in step:
+            assert result.leave_audiences == step["leave_audiences"], where
         if "kind" in step:
             assert [m["kind"] for m in result.messages] == [step["kind"]], where
         if "placement" in step:

@@ -16,26 +16,37 @@
   var watches = {}, observer, visible = new Map(), host, current, scanTimer;
   var page = { scroll: 0, exit: false }, idleSent = 0, typing = false, hiddenAt = 0, lastY = 0, lastYAt = 0;
 
-  // Storage that never throws (private modes, blocked storage).
-  function stored(key, value) {
+  // Storage that never throws (private modes, blocked storage), and writes nothing but
+  // the visitor's own choice until the site's consent mode allows it (told in config).
+  var remember = false;
+  function stored(key, value, always) {
     try {
       if (value === undefined) return localStorage.getItem(key) || '';
-      localStorage.setItem(key, value);
+      if (remember || always) localStorage.setItem(key, value);
     } catch (e) {}
     return '';
   }
+  function forget() {
+    ['popin_v', 'popin_s', 'popin_seen'].forEach(function (key) {
+      try { localStorage.removeItem(key); } catch (e) {}
+    });
+  }
+  var choice = stored('popin_c'); // '1' opted in, '0' opted out, '' not asked
   function newId() {
     var bytes = crypto.getRandomValues(new Uint8Array(12)), id = '';
     for (var i = 0; i < bytes.length; i++) id += (bytes[i] + 256).toString(16).slice(1);
     return id;
   }
-  var visitor = stored('popin_v') || newId();
-  stored('popin_v', visitor);
+  var visitor = stored('popin_v') || newId(), lastSession = '';
   function sessionId() {
-    var now = Date.now(), saved = stored('popin_s').split('.');
+    var now = Date.now(), saved = (stored('popin_s') || lastSession).split('.');
     var id = saved[0] && now - saved[1] < SESSION_IDLE ? saved[0] : newId();
-    stored('popin_s', id + '.' + now);
+    stored('popin_s', lastSession = id + '.' + now);
     return id;
+  }
+  function keepIds() {
+    stored('popin_v', visitor);
+    stored('popin_s', lastSession);
   }
 
   function send(message) {
@@ -52,7 +63,8 @@
         type: 'hello', visitor: visitor, session: sessionId(), url: location.href,
         referrer: d.referrer, language: navigator.language || '',
         timezone: (Intl.DateTimeFormat().resolvedOptions().timeZone || ''),
-        gpc: navigator.globalPrivacyControl === true
+        gpc: navigator.globalPrivacyControl === true,
+        consent: choice === '1' ? 'granted' : choice === '0' ? 'denied' : 'unknown'
       }));
       while (outbox.length) ws.send(JSON.stringify(outbox.shift()));
     };
@@ -70,9 +82,7 @@
     ws.onclose = function (event) {
       ws = null;
       // 4010: this visitor was erased; keep nothing of them on the device.
-      if (event.code === 4010) ['popin_v', 'popin_s', 'popin_seen'].forEach(function (key) {
-        try { localStorage.removeItem(key); } catch (e) {}
-      });
+      if (event.code === 4010) forget();
       // 1008 and 4xxx: the server refused us; a server never reached: stop after a while.
       if (event.code === 1008 || (event.code >= 4000 && event.code < 5000)) return;
       if (!opened && !everOpened && attempts > 8) return;
@@ -96,6 +106,8 @@
   // crossings leave the page, never its text.
   function configure(message) {
     config = message;
+    remember = message.consent === 'required' ? choice === '1' : choice !== '0';
+    if (remember) keepIds();
     var next = {};
     message.watch.forEach(function (watch) {
       var old = watches[watch.name] || { seconds: 0 }, crossed = 0;
@@ -322,6 +334,10 @@
     send({ type: 'identify', user_id: String(userId), traits: traits || {} });
   };
   api.consent = function (granted) {
+    stored('popin_c', choice = granted ? '1' : '0', true);
+    remember = !!granted;
+    if (granted) keepIds();
+    else forget();
     send({ type: 'consent', granted: !!granted });
   };
   w.popin = api;
