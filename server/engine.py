@@ -113,6 +113,12 @@ class RuleSet:
         self.visit = by_priority([*kinds[VisitTrigger], *kinds[BirthdayTrigger]])
         self.time_on_page = kinds[TimeOnPageTrigger]
         self.widget_config = self._widget_config()
+        # event name -> rules that count it as their conversion
+        conversions: defaultdict[str, list[Rule]] = defaultdict(list)
+        for rule in self.rules:
+            if rule.conversion is not None:
+                conversions[rule.conversion.event].append(rule)
+        self.conversions = dict(conversions)
         # audience -> the longest membership any rule gives it, in days
         self.audience_days: dict[str, int] = {}
         for rule in self.rules:

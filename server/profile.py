@@ -22,6 +22,9 @@ class RuleHistory:
     dismissed: float | None = None
     # Kept out by the rule's holdout: "would have been shown" (stable per visitor).
     held_out: float | None = None
+    # When the rule last acted for this visitor (shown or not), and last converted them.
+    exposed: float | None = None
+    converted: float | None = None
 
     def record_shown(self, now: float) -> None:
         self.shown.append(now)

@@ -22,6 +22,7 @@
         exclusive: care-offers      # at most one rule of this group per session
         holdout: 10                 # percent kept out, to measure lift
         expires: 7d                 # a pop-in for an absent visitor waits this long
+        conversion: {event: order_placed, within: 7d, value: total}   # what success is
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from .actions import (
     compile_webhook,
 )
 from .conditions import Condition, Scope, always, compile_condition
+from .protocol import EVENT_NAME
 from .schema import Reader, did_you_mean
 from .templates import PopinTemplate
 from .triggers import Keywords, Trigger, compile_trigger
@@ -48,7 +50,7 @@ from .yamlsource import Mapping, SourceError, load_file
 
 FILE_KEYS = ("campaign", "description", "keywords", "catalog", "events", "rules")
 RULE_KEYS = ("id", "description", "category", "trigger", "when", *ACTIONS, "cap",
-             "quiet_after_dismiss", "priority", "exclusive", "holdout", "expires")
+             "quiet_after_dismiss", "priority", "exclusive", "holdout", "expires", "conversion")
 CATEGORIES = ("functional", "transactional", "event", "behavioural")
 # Expected answers, not marketing: they do not spend the visitor's fatigue budget.
 BUDGET_EXEMPT = frozenset({"functional", "transactional"})
@@ -60,6 +62,18 @@ DEFAULT_CAP_PER_SESSION = 1
 DEFAULT_QUIET_AFTER_DISMISS = 7 * 86400.0
 # How long a pop-in for an absent visitor waits in their outbox for the next visit.
 DEFAULT_EXPIRES = 7 * 86400.0
+# A conversion counts for the exposure (or hold-out) before it, this long at most.
+DEFAULT_CONVERSION_WINDOW = 7 * 86400.0
+
+
+@dataclass(frozen=True, slots=True)
+class Conversion:
+    """What counts as success for a rule: an event (widget or backend) soon after."""
+
+    event: str
+    within: float = DEFAULT_CONVERSION_WINDOW
+    # The event property that carries revenue, when there is one.
+    value: str = "value"
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +102,7 @@ class Rule:
     exclusive: str = ""
     holdout: float = 0.0
     expires: float = DEFAULT_EXPIRES
+    conversion: Conversion | None = None
     campaign: str = ""
     file: str = ""
     line: int = 0
@@ -178,7 +193,25 @@ def _guards(node: Mapping, reader: Reader) -> dict[str, Any]:
         if holdout >= 100:
             reader.fail(node.line_of("holdout"), "'holdout' is the percent kept out, below 100")
         guards["holdout"] = holdout
+    if "conversion" in node:
+        guards["conversion"] = _conversion(node["conversion"], node.line_of("conversion"),
+                                           reader)
     return guards
+
+
+def _conversion(value: Any, line: int, reader: Reader) -> Conversion:
+    """conversion: order_placed, or {event: order_placed, within: 7d, value: total}"""
+    if isinstance(value, str):
+        value = {"event": value}
+    node = reader.mapping(value, line, "'conversion'")
+    reader.keys(node, "'conversion'", ["event", "within", "value"], required=["event"])
+    event = reader.text(node, "event", max_length=64)
+    if not EVENT_NAME.match(event):
+        reader.fail(node.line_of("event"), f"'conversion.event' {event!r} is not an event name")
+    within = (reader.duration(node["within"], node.line_of("within"), "'within'")
+              if "within" in node else DEFAULT_CONVERSION_WINDOW)
+    return Conversion(event, within, reader.text(node, "value", max_length=64)
+                      if "value" in node else "value")
 
 
 def _top(document: Any, file: str) -> tuple[Reader, Mapping]:

@@ -70,6 +70,9 @@ class Result:
     taggings: list[tuple[str, float]] = field(default_factory=list)
     # The visitor withdrew (consent denied, GPC): out of every audience.
     leave_audiences: bool = False
+    # (rule id, metric, amount) for the owner's statistics: triggered, exposed, held_out,
+    # shown, clicked, dismissed, converted(_control), revenue(_control).
+    stats: list[tuple[str, str, float]] = field(default_factory=list)
     # Names of things worth counting (pop-ins shown, suppressed and why, errors).
     counts: list[str] = field(default_factory=list)
     # (rule id, outcome) for every candidate rule: what `popin rules explain` prints.
@@ -163,6 +166,7 @@ class Session:
         into.profile_changed |= other.profile_changed
         into.taggings += other.taggings
         into.leave_audiences |= other.leave_audiences
+        into.stats += other.stats
 
     # -- events -------------------------------------------------------------------------
 
@@ -254,7 +258,27 @@ class Session:
             candidates = by_priority([*candidates, *self._searched(query, rules)])
         result = self._fire(candidates, event, rules, now)
         result.profile_changed |= changed
+        for rule in rules.conversions.get(event.name, ()):
+            self._convert(rule, event, now, result)
         return result
+
+    def _convert(self, rule: Rule, event: Custom, now: float, result: Result) -> None:
+        """Count the event for the rule's last exposure (or hold-out), once, in its window."""
+        assert rule.conversion is not None
+        history = self.profile.popins.get(rule.id)
+        if history is None:
+            return
+        exposed, held_out = history.exposed or 0.0, history.held_out or 0.0
+        last = max(exposed, held_out)
+        if not last or now - last > rule.conversion.within or (history.converted or 0) >= last:
+            return
+        history.converted = now
+        group = "_control" if held_out >= exposed else ""
+        result.stats.append((rule.id, f"converted{group}", 1.0))
+        value = event.props.get(rule.conversion.value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            result.stats.append((rule.id, f"revenue{group}", float(value)))
+        result.profile_changed = True
 
     def _typing(self, event: Typing, _rules: RuleSet, _now: float) -> Result:
         self.typing = event.active
@@ -280,7 +304,8 @@ class Session:
         rule_id = self.pushes.get(event.push_id)
         if rule_id is None:
             return Result(counts=["status.unknown_push"], acks=[event.push_id])
-        result = Result(counts=[f"popin.{event.status}"], acks=[event.push_id])
+        result = Result(counts=[f"popin.{event.status}"], acks=[event.push_id],
+                        stats=[(rule_id, event.status, 1.0)])
         if event.status == "shown":
             return result
         if self.open_push == event.push_id:
@@ -347,9 +372,14 @@ class Session:
         if rule.exclusive:
             self.exclusive_used.add(rule.exclusive)
         result.profile_changed = True
+        result.stats.append((rule.id, "triggered", 1.0))
+        history = self.profile.history(rule.id)
         if held_out:
-            self.profile.history(rule.id).held_out = now
+            history.held_out = now
+            result.stats.append((rule.id, "held_out", 1.0))
             return "holdout"
+        history.exposed = now
+        result.stats.append((rule.id, "exposed", 1.0))
         if rule.visual is not None:
             result.messages.append(self._push(rule, html, now))
             result.counts.append("popin.pushed")

@@ -15,6 +15,9 @@ from .delivery import Delivery
 from .keys import ApiKey
 from .profile import Profile
 
+# The raw recent-events log is for debugging: bounded, whatever the traffic.
+RECENT_KEPT = 1000
+
 
 class Store(Protocol):
     async def open(self) -> None:
@@ -90,6 +93,25 @@ class Store(Protocol):
     async def put_lead(self, lead: Lead) -> None: ...
 
     async def list_leads(self, site: str, since: float) -> list[Lead]: ...
+
+    # The owner's statistics: counters per site day, rule and metric, never a row per event
+    async def stats_add(self, site: str, day: str,
+                        increments: Sequence[tuple[str, str, float]]) -> None: ...
+
+    async def stats_read(self, site: str, first_day: str,
+                         last_day: str) -> list[tuple[str, str, str, float]]:
+        """(day, rule, metric, value) for the days from `first_day` to `last_day`."""
+
+    async def recent_add(self, site: str, entries: Sequence[dict[str, Any]]) -> None:
+        """Append to the site's recent-events log, which keeps the last RECENT_KEPT."""
+
+    async def recent_list(self, site: str, limit: int) -> list[dict[str, Any]]:
+        """The newest entries first."""
+
+    # Install-wide settings (the owner's password hash)
+    async def setting_get(self, key: str) -> str | None: ...
+
+    async def setting_put(self, key: str, value: str) -> None: ...
 
     # Retargeting audiences (see audiences.py for the model)
     async def audience_tag(self, site: str, taggings: Sequence[Tagging], now: float) -> int:

@@ -15,6 +15,7 @@ from .booking import Booking, BookOutcome, Lead
 from .delivery import Delivery
 from .keys import ApiKey
 from .profile import Profile
+from .store import RECENT_KEPT
 
 MAX_CONNECTIONS = 32
 POOL_TIMEOUT_SECONDS = 10.0
@@ -368,6 +369,45 @@ class RedisStore:
             if data is not None:
                 leads.append(Lead.from_dict(orjson.loads(data)))
         return leads
+
+    async def stats_add(self, site: str, day: str,
+                        increments: Sequence[tuple[str, str, float]]) -> None:
+        key = self._key(site, "stats", day)
+        async with self._client.pipeline(transaction=True) as pipe:
+            for rule, metric, amount in increments:
+                pipe.hincrbyfloat(key, f"{rule}\t{metric}", amount)
+            pipe.zadd(self._key(site, "stats", "days"), {day: 0})
+            await pipe.execute()
+
+    async def stats_read(self, site: str, first_day: str,
+                         last_day: str) -> list[tuple[str, str, str, float]]:
+        days = await self._client.zrangebylex(self._key(site, "stats", "days"),
+                                              f"[{first_day}", f"[{last_day}")
+        rows = []
+        for day in (_text(cast(bytes, day)) for day in days):
+            for field, value in (await self._client.hgetall(
+                    self._key(site, "stats", day))).items():
+                rule, metric = _text(field).split("\t")
+                rows.append((day, rule, metric, float(value)))
+        return sorted(rows)
+
+    async def recent_add(self, site: str, entries: Sequence[dict[str, Any]]) -> None:
+        key = self._key(site, "recent", "log")
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.lpush(key, *[orjson.dumps(entry) for entry in entries])
+            pipe.ltrim(key, 0, RECENT_KEPT - 1)
+            await pipe.execute()
+
+    async def recent_list(self, site: str, limit: int) -> list[dict[str, Any]]:
+        rows = await self._client.lrange(self._key(site, "recent", "log"), 0, limit - 1)
+        return [orjson.loads(row) for row in rows]
+
+    async def setting_get(self, key: str) -> str | None:
+        found: bytes | str | None = await self._client.hget(f"{self._prefix}:settings", key)
+        return None if found is None else _text(found)
+
+    async def setting_put(self, key: str, value: str) -> None:
+        await self._client.hset(f"{self._prefix}:settings", key, value)
 
     # -- audiences ----------------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from .booking import Booking, BookOutcome, Lead
 from .delivery import Delivery
 from .keys import ApiKey
 from .profile import Profile
+from .store import RECENT_KEPT
 
 T = TypeVar("T")
 
@@ -53,6 +54,13 @@ CREATE TABLE IF NOT EXISTS leads (
     id TEXT PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, created REAL NOT NULL,
     data BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS leads_by_site ON leads (site, created);
+CREATE TABLE IF NOT EXISTS stats (
+    site TEXT NOT NULL, day TEXT NOT NULL, rule TEXT NOT NULL, metric TEXT NOT NULL,
+    value REAL NOT NULL, PRIMARY KEY (site, day, rule, metric)) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS recent (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, site TEXT NOT NULL, data BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS recent_by_site ON recent (site, id);
+CREATE TABLE IF NOT EXISTS settings (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS audience_members (
     site TEXT NOT NULL, audience TEXT NOT NULL, visitor TEXT NOT NULL, ended REAL NOT NULL,
     expires REAL NOT NULL, last_seq INTEGER NOT NULL, changed REAL NOT NULL, data BLOB NOT NULL,
@@ -68,6 +76,11 @@ CREATE TABLE IF NOT EXISTS audience_sizes (
     site TEXT NOT NULL, audience TEXT NOT NULL, day TEXT NOT NULL, size INTEGER NOT NULL,
     PRIMARY KEY (site, audience, day)) WITHOUT ROWID;
 """
+
+
+# With `ended` in the query SQLite's planner may prefer scanning the primary key by site,
+# the whole table, for one visitor (seen at a million members). Named, the index is used.
+BY_VISITOR = "INDEXED BY audience_by_visitor"
 
 
 class SQLiteStore:
@@ -297,6 +310,51 @@ class SQLiteStore:
                                "ORDER BY created", site, since)
         return [Lead.from_dict(orjson.loads(row)) for row in rows]
 
+    async def stats_add(self, site: str, day: str,
+                        increments: Sequence[tuple[str, str, float]]) -> None:
+        def add(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT INTO stats (site, day, rule, metric, value) VALUES "
+                               "(?, ?, ?, ?, ?) ON CONFLICT DO UPDATE SET value = value + "
+                               "excluded.value",
+                               [(site, day, rule, metric, amount)
+                                for rule, metric, amount in increments])
+
+        await self._run(add)
+
+    async def stats_read(self, site: str, first_day: str,
+                         last_day: str) -> list[tuple[str, str, str, float]]:
+        rows = await self._run(lambda db: db.execute(
+            "SELECT day, rule, metric, value FROM stats WHERE site = ? AND day >= ? AND "
+            "day <= ? ORDER BY day, rule, metric", (site, first_day, last_day)).fetchall())
+        return [(day, rule, metric, float(value)) for day, rule, metric, value in rows]
+
+    async def recent_add(self, site: str, entries: Sequence[dict[str, Any]]) -> None:
+        def add(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT INTO recent (site, data) VALUES (?, ?)",
+                               [(site, orjson.dumps(entry)) for entry in entries])
+                db.execute("DELETE FROM recent WHERE site = ? AND id <= (SELECT id FROM recent "
+                           "WHERE site = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                           (site, site, RECENT_KEPT))
+
+        await self._run(add)
+
+    async def recent_list(self, site: str, limit: int) -> list[dict[str, Any]]:
+        rows = await self._all("SELECT data FROM recent WHERE site = ? ORDER BY id DESC LIMIT ?",
+                               site, limit)
+        return [orjson.loads(row) for row in rows]
+
+    async def setting_get(self, key: str) -> str | None:
+        found: str | None = await self._one("SELECT value FROM settings WHERE key = ?", key)
+        return found
+
+    async def setting_put(self, key: str, value: str) -> None:
+        await self._write("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                          key, value)
+
     # -- audiences ----------------------------------------------------------------------
 
     async def audience_tag(self, site: str, taggings: Sequence[Tagging], now: float) -> int:
@@ -332,8 +390,8 @@ class SQLiteStore:
             with db:
                 db.execute("BEGIN IMMEDIATE")
                 for audience, data in db.execute(
-                        "SELECT audience, data FROM audience_members WHERE site = ? AND "
-                        "visitor = ? AND ended = 0", (site, visitor)).fetchall():
+                        f"SELECT audience, data FROM audience_members {BY_VISITOR} WHERE "
+                        "site = ? AND visitor = ? AND ended = 0", (site, visitor)).fetchall():
                     member = Member.from_json(data)
                     member.ids = ids
                     _put(db, site, audience, member)
@@ -352,8 +410,9 @@ class SQLiteStore:
                 # Ended, and changed too long ago for incremental exports to keep them.
                 cutoff = now - RETENTION_SECONDS
                 for audience, forgotten in db.execute(
-                        "SELECT audience, max(last_seq) FROM audience_members WHERE site = ? "
-                        "AND ended > 0 AND changed < ? GROUP BY audience",
+                        "SELECT audience, max(last_seq) FROM audience_members INDEXED BY "
+                        "audience_ended WHERE site = ? AND ended > 0 AND changed < ? "
+                        "GROUP BY audience",
                         (site, cutoff)).fetchall():
                     _raise_floor(db, site, audience, forgotten)
                 db.execute("DELETE FROM audience_members WHERE site = ? AND ended > 0 AND "
@@ -433,8 +492,9 @@ def _lapse(db: sqlite3.Connection, site: str, audience: str, visitor: str,
 
 def _leave_all(db: sqlite3.Connection, site: str, visitor: str, now: float) -> int:
     left = 0
-    for (audience,) in db.execute("SELECT audience FROM audience_members WHERE site = ? AND "
-                                  "visitor = ? AND ended = 0", (site, visitor)).fetchall():
+    for (audience,) in db.execute(f"SELECT audience FROM audience_members {BY_VISITOR} WHERE "
+                                  "site = ? AND visitor = ? AND ended = 0",
+                                  (site, visitor)).fetchall():
         member = _lapse(db, site, audience, visitor, now)
         if member is not None and member.ended == 0.0:
             member.ended = now
@@ -448,8 +508,8 @@ def _forget_memberships(db: sqlite3.Connection, site: str, visitor: str, now: fl
     ad platforms to remove them; what remains until then holds only hashed contacts, under
     an id that leads nowhere."""
     _leave_all(db, site, visitor, now)
-    rows = db.execute("SELECT audience, data FROM audience_members WHERE site = ? AND "
-                      "visitor = ?", (site, visitor)).fetchall()
+    rows = db.execute(f"SELECT audience, data FROM audience_members {BY_VISITOR} WHERE "
+                      "site = ? AND visitor = ?", (site, visitor)).fetchall()
     db.execute("DELETE FROM audience_members WHERE site = ? AND visitor = ?", (site, visitor))
     for audience, data in rows:
         member = Member.from_json(data)

@@ -301,3 +301,24 @@ def test_cli_lists_and_exports(client: TestClient, settings_: Settings, tmp_path
                                        "email_sha256,phone_sha256\n")
     assert main([*common, "export", "skiers", "--since", "nonsense"]) == 2
     assert "since:" in capsys.readouterr().err
+
+
+def test_a_second_device_brings_its_audiences_to_the_kept_visitor(
+        client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events", "export")
+    headers = {"Authorization": f"Bearer {token}"}
+    visit(client, "visitor-laptop-1")
+    client.post("/api/v1/identify", headers=headers, json={
+        "visitor": "visitor-laptop-1", "user_id": "user-7", "traits": {"email": "a@b.example"}})
+    visit(client, "visitor-phone-01", {"type": "event", "name": "purchase"})
+    _text, cursor = export(client, token, "purchasers")
+    merged = client.post("/api/v1/identify", headers=headers, json={
+        "visitor": "visitor-phone-01", "user_id": "user-7", "traits": {}})
+    assert merged.json()["visitor"] == "visitor-laptop-1"
+    assert members(settings_, "purchasers") == ["visitor-laptop-1"]
+    assert sorted(members(settings_)) == ["visitor-laptop-1"], "the phone left skiers too"
+    delta = csv_rows(export(client, token, "purchasers", since=cursor)[0])
+    assert sorted((row["change"], row["visitor_id"][:7]) for row in delta) == [
+        ("joined", "visitor"), ("left", "erased-")]
+    joined = next(row for row in delta if row["change"] == "joined")
+    assert joined["email_sha256"] == sha("a@b.example"), "with the kept profile's contacts"
