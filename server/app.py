@@ -21,6 +21,8 @@ from starlette.responses import (
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 
+from .admin import ROUTES as ADMIN_ROUTES
+from .admin_auth import LoginGuard, Sessions
 from .agent import Geo
 from .api import ROUTES as API_ROUTES
 from .api import ApiError, api_error
@@ -62,7 +64,10 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
             await active.open()
         geo = Geo(settings.geoip) if settings.geoip else None
         hub = Hub(active, RuleSet(), settings.sites, geo=geo)
-        hub.links = Links(load_secret(settings))
+        secret = load_secret(settings)
+        hub.links = Links(secret)
+        app.state.admin_sessions = Sessions(secret)
+        app.state.login_guard = LoginGuard()
         reload_rules(hub, settings.rules, geo is not None, starting=True)
         app.state.hub = hub
         tasks = [asyncio.create_task(_sweep_forever(hub)),
@@ -106,6 +111,9 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         lines += ["# TYPE popin_live_sessions gauge", f"popin_live_sessions {hub.live_sessions}"]
         return PlainTextResponse("\n".join(lines) + "\n")
 
+    async def admin_home(_request: Request) -> RedirectResponse:
+        return RedirectResponse("/admin/")
+
     async def home(_request: Request) -> RedirectResponse:
         return RedirectResponse("/demo/")
 
@@ -115,9 +123,11 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
     routes = [
         *API_ROUTES,
         *AUDIENCE_ROUTES,
+        *ADMIN_ROUTES,
         *APPOINTMENT_ROUTES,
         Route("/openapi.json", openapi),
         Route("/", home),
+        Route("/admin", admin_home),
         Route("/popin.js", widget_script),
         Route("/healthz", health),
         Route("/metrics", metrics),

@@ -233,6 +233,41 @@ def audiences_command(args: argparse.Namespace) -> int:
     return asyncio.run(run())
 
 
+def admin_set_password(args: argparse.Namespace) -> int:
+    """popin admin set-password: the dashboard's owner password, kept as an argon2 hash."""
+    import asyncio
+    import getpass
+
+    from .admin_auth import PASSWORD_SETTING, hash_password
+    from .store import open_store
+
+    settings = _settings(args)
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("New dashboard password: ")
+        if getpass.getpass("Once more: ") != password:
+            print("the two passwords differ; nothing changed", file=sys.stderr)
+            return 1
+    try:
+        hashed = hash_password(password)
+    except ValueError as error:
+        print(f"popin: {error}; nothing changed", file=sys.stderr)
+        return 1
+
+    async def run() -> None:
+        store = open_store(settings.store)
+        await store.open()
+        try:
+            await store.setting_put(PASSWORD_SETTING, hashed)
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    print("password set; sessions opened with the old one have ended")
+    return 0
+
+
 def widget_build(args: argparse.Namespace) -> int:
     from .widget import BUILT, build, size_of
 
@@ -338,6 +373,15 @@ def parser() -> argparse.ArgumentParser:
     for sub_parser in (sizes, export):
         sub_parser.set_defaults(func=audiences_command)
     audience_commands.choices["list"].set_defaults(func=audiences_command)
+
+    admin = commands.add_parser("admin", help="the owner's dashboard at /admin")
+    admin.add_argument("--store", help="the store, as for serve")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
+    password = admin_commands.add_parser("set-password", help="set the dashboard password "
+                                         "(at least 10 characters)")
+    password.add_argument("--password-stdin", action="store_true",
+                          help="read it from standard input instead of asking")
+    password.set_defaults(func=admin_set_password)
 
     widget = commands.add_parser("widget", help="build the browser widget")
     widget_commands = widget.add_subparsers(dest="widget_command", required=True,

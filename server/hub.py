@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .agent import Agent, Geo, agent_of
@@ -102,6 +103,10 @@ class Hub:
     def live_connections(self) -> int:
         return sum(len(sockets) for sockets in self._sockets.values())
 
+    def live_visitors(self, site: str) -> int:
+        """Visitors of this site with a page open now."""
+        return sum(1 for site_key, _visitor in self._sockets if site_key == site)
+
     @property
     def live_sessions(self) -> int:
         return len(self._sessions)
@@ -168,6 +173,8 @@ class Hub:
         self.counts.update(result.counts)
         site, visitor = session.site, session.profile.visitor
         now = self.clock()
+        if result.stats:
+            await self.record_stats(session, result, now)
         if result.leave_audiences:
             left = await self.store.audience_leave(site, visitor, now)
             self.counts["audience.left"] += left
@@ -193,6 +200,18 @@ class Hub:
                        for audience, until in result.taggings], now)
         if result.profile_changed:
             await self.store.save_profile(site, session.profile)
+
+    async def record_stats(self, session: Session, result: Result, now: float) -> None:
+        """Counters per site day (anonymous, so counted with or without consent), and the
+        recent-events log, where the visitor id appears only if they may be remembered."""
+        site = self.sites.get(session.site)
+        zone = site.zone if site is not None else UTC
+        day = datetime.fromtimestamp(now, zone).date().isoformat()
+        await self.store.stats_add(session.site, day, result.stats)
+        who = session.profile.visitor if session.facts.may_remember else ""
+        await self.store.recent_add(session.site, [
+            {"at": now, "rule": rule, "metric": metric, "amount": amount, "visitor": who}
+            for rule, metric, amount in result.stats])
 
     async def pending(self, session: Session) -> list[dict[str, Any]]:
         """The oldest push this visitor never acknowledged, to send again on (re)connect."""

@@ -330,6 +330,8 @@ class Session:
                 showed = True
             elif outcome in ("holdout", "template_error"):
                 result.counts.append(outcome)
+                if outcome == "template_error":
+                    result.stats.append((rule.id, "errors", 1.0))
             elif outcome not in ("acted", "conditions"):
                 result.counts.append(f"suppressed.{outcome}")
         return result

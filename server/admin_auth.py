@@ -1,0 +1,128 @@
+"""Who may see the dashboard: the owner, with the password set by
+`popin admin set-password`.
+
+The password is kept as an argon2id hash (slow on purpose). A login gives a signed,
+expiring session cookie (HttpOnly, SameSite=Strict, Secure when served over TLS) that
+also names the hash it was issued under, so a new password ends every session. Every
+form carries a token that must match a cookie of the same name (double submit), and
+failed logins are limited per client address, which is used in memory only.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections import deque
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from itsdangerous import BadSignature, URLSafeTimedSerializer
+from starlette.requests import Request
+from starlette.responses import Response
+
+PASSWORD_SETTING = "admin_password"
+SESSION_COOKIE = "popin_admin"
+CSRF_COOKIE = "popin_csrf"
+SESSION_SECONDS = 12 * 3600
+MIN_PASSWORD = 10
+# Failed logins allowed per client address within the window.
+MAX_FAILURES = 5
+FAILURE_WINDOW = 15 * 60.0
+
+_hasher = PasswordHasher()
+
+
+def hash_password(password: str) -> str:
+    if len(password) < MIN_PASSWORD:
+        raise ValueError(f"the password needs at least {MIN_PASSWORD} characters")
+    return _hasher.hash(password)
+
+
+def password_matches(stored: str | None, password: str) -> bool:
+    if not stored:
+        # As slow as a real check: the answer time says nothing.
+        _hasher.hash(password)
+        return False
+    try:
+        return _hasher.verify(stored, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+class Sessions:
+    def __init__(self, secret: str) -> None:
+        self._signer = URLSafeTimedSerializer(secret, salt="popin-admin-session")
+
+    def issue(self, password_hash: str) -> str:
+        return self._signer.dumps({"p": password_hash[-16:]})
+
+    def valid(self, token: str | None, password_hash: str | None) -> bool:
+        if not token or not password_hash:
+            return False
+        try:
+            data = self._signer.loads(token, max_age=SESSION_SECONDS)
+        except BadSignature:
+            return False
+        return isinstance(data, dict) and hmac.compare_digest(str(data.get("p")),
+                                                              password_hash[-16:])
+
+
+def secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+def set_cookie(response: Response, request: Request, name: str, value: str,
+               max_age: int | None = None) -> None:
+    response.set_cookie(name, value, max_age=max_age, path="/admin", httponly=True,
+                        secure=secure(request), samesite="strict")
+
+
+def csrf_token(request: Request) -> str:
+    """The token this browser's forms carry: the cookie's, or a new one to set."""
+    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
+
+
+def csrf_ok(request: Request, submitted: object) -> bool:
+    expected = request.cookies.get(CSRF_COOKIE, "")
+    return (bool(expected) and isinstance(submitted, str)
+            and hmac.compare_digest(expected, submitted))
+
+
+class LoginGuard:
+    """Failed logins per client address, forgotten after the window."""
+
+    def __init__(self, clock: object = time.monotonic) -> None:
+        self._failures: dict[str, deque[float]] = {}
+        self._clock = clock
+
+    def _recent(self, address: str) -> deque[float]:
+        now = self._now()
+        failures = self._failures.get(address, deque())
+        while failures and failures[0] < now - FAILURE_WINDOW:
+            failures.popleft()
+        if not failures:
+            self._failures.pop(address, None)
+        return failures
+
+    def _now(self) -> float:
+        clock = self._clock
+        assert callable(clock)
+        now: float = clock()
+        return now
+
+    def retry_after(self, address: str) -> int:
+        """Seconds to wait before another try; 0 when one is allowed."""
+        failures = self._recent(address)
+        if len(failures) < MAX_FAILURES:
+            return 0
+        return max(1, int(failures[0] + FAILURE_WINDOW - self._now()))
+
+    def failed(self, address: str) -> None:
+        self._failures.setdefault(address, deque()).append(self._now())
+        # Bounded: an attacker rotating addresses cannot grow this without end.
+        if len(self._failures) > 10_000:
+            self._failures.pop(next(iter(self._failures)))
+
+    def succeeded(self, address: str) -> None:
+        self._failures.pop(address, None)

@@ -1,0 +1,187 @@
+"""The owner's dashboard in process: the login and what guards it, and the numbers the
+pages show after a scripted session over the real socket."""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+
+from popin.admin_auth import MAX_FAILURES
+from popin.app import create_app
+from popin.cli import main
+from popin.config import Settings
+
+RULES = """
+campaign: Checkout offers
+rules:
+  - id: sale
+    category: event
+    trigger: {event: checkout_started}
+    popin: {title: "-20% today", body: "<p>On the kit.</p>"}
+    holdout: 30
+    conversion: {event: order_placed, within: 1d, value: value}
+  - id: wax-readers
+    trigger: {event: read_wax}
+    tag: {audience: wax-readers, days: 30}
+"""
+ORIGIN = {"origin": "http://testserver"}
+PASSWORD = "correct horse battery"
+
+
+@pytest.fixture
+def settings_(tmp_path: Path) -> Settings:
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "offers.yaml").write_text(RULES)
+    return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=tmp_path / "rules",
+                    reload=False)
+
+
+def set_password(settings_: Settings, monkeypatch: pytest.MonkeyPatch, password: str) -> int:
+    monkeypatch.setattr("sys.stdin", io.StringIO(password + "\n"))
+    return main(["admin", "--store", settings_.store, "set-password", "--password-stdin"])
+
+
+@pytest.fixture
+def client(settings_: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    assert set_password(settings_, monkeypatch, PASSWORD) == 0
+    with TestClient(create_app(settings_)) as test_client:
+        yield test_client
+
+
+def csrf_of(client: TestClient) -> str:
+    page = client.get("/admin/login")
+    found = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert found
+    return found[1]
+
+
+def log_in(client: TestClient, password: str = PASSWORD) -> int:
+    response = client.post("/admin/login", data={"csrf": csrf_of(client), "password": password,
+                                                 "next": "/admin/"}, follow_redirects=False)
+    return response.status_code
+
+
+def test_pages_need_the_owner_and_a_good_password(client: TestClient) -> None:
+    for path in ("/admin/", "/admin/audiences", "/admin/bookings", "/admin/rules",
+                 "/admin/campaigns/sale", "/admin/live"):
+        response = client.get(path, follow_redirects=False)
+        assert response.status_code == 303, path
+        assert response.headers["location"].startswith("/admin/login?next=")
+    assert log_in(client, "wrong password") == 401
+    # Without the form's token, even the right password is refused.
+    refused = client.post("/admin/login", data={"password": PASSWORD}, follow_redirects=False)
+    assert refused.status_code == 403
+    assert log_in(client) == 303
+    for path in ("/admin/", "/admin/audiences", "/admin/bookings", "/admin/rules",
+                 "/admin/campaigns/sale"):
+        page = client.get(path)
+        assert page.status_code == 200, path
+        assert "default-src 'self'" in page.headers["content-security-policy"]
+        # Nothing is loaded from anywhere else.
+        assert not re.search(r'(src|href)="(https?:)?//', page.text), path
+    assert client.get("/admin/campaigns/nothing-here").status_code == 404
+
+
+def test_session_cookie_flags_and_logout(settings_: Settings,
+                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    assert set_password(settings_, monkeypatch, PASSWORD) == 0
+    with TestClient(create_app(settings_), base_url="https://testserver") as client:
+        response = client.post("/admin/login", data={"csrf": csrf_of(client),
+                                                     "password": PASSWORD},
+                               follow_redirects=False)
+        cookie = next(value for value in response.headers.get_list("set-cookie")
+                      if value.startswith("popin_admin="))
+        assert "HttpOnly" in cookie and "Secure" in cookie and "SameSite=strict" in cookie
+        assert client.get("/admin/").status_code == 200
+        # Logging out takes the form's token too.
+        assert client.post("/admin/logout", data={}).status_code == 403
+        client.post("/admin/logout", data={"csrf": client.cookies["popin_csrf"]})
+        assert client.get("/admin/", follow_redirects=False).status_code == 303
+
+
+def test_a_new_password_ends_every_session(client: TestClient, settings_: Settings,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    assert log_in(client) == 303
+    assert client.get("/admin/", follow_redirects=False).status_code == 200
+    assert set_password(settings_, monkeypatch, "too short") == 1, "refused: 10 characters"
+    assert set_password(settings_, monkeypatch, "another long password") == 0
+    assert client.get("/admin/", follow_redirects=False).status_code == 303
+
+
+def test_logins_are_rate_limited(client: TestClient) -> None:
+    for _attempt in range(MAX_FAILURES):
+        assert log_in(client, "not it at all") == 401
+    response = client.post("/admin/login", data={"csrf": csrf_of(client), "password": PASSWORD},
+                           follow_redirects=False)
+    assert response.status_code == 429 and int(response.headers["retry-after"]) > 0
+
+
+def visitor(client: TestClient, number: int, *events: dict[str, object]) -> list[str]:
+    """A scripted widget: events in, and it reports every pop-in shown, as the real one
+    does. Returns the rules whose pop-ins it saw."""
+    seen = []
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(orjson.dumps({"type": "hello", "visitor": f"dashboard-visitor-{number:03d}",
+                                   "session": f"dashboard-session-{number:03d}",
+                                   "url": "http://testserver/demo/"}).decode())
+        assert ws.receive_json()["type"] == "config"
+        for event in events:
+            ws.send_text(orjson.dumps(event).decode())
+        # Answered in order: everything before the error frame has been handled.
+        ws.send_text("not json")
+        while (message := ws.receive_json())["type"] != "error":
+            if message["type"] == "show":
+                seen.append(message["rule"])
+                ws.send_text(orjson.dumps({"type": "popin", "id": message["id"],
+                                           "status": "shown"}).decode())
+        ws.send_text("not json")
+        while ws.receive_json()["type"] != "error":
+            pass
+    return seen
+
+
+def test_the_pages_show_the_exact_counts_and_the_lift(client: TestClient) -> None:
+    checkout = {"type": "event", "name": "checkout_started"}
+    order = {"type": "event", "name": "order_placed", "props": {"value": 50}}
+    exposed = control = exposed_orders = control_orders = 0
+    for number in range(40):
+        saw = visitor(client, number, checkout)
+        buys = number % 2 == 0
+        if buys:
+            visitor(client, number, order)
+        if saw == ["sale"]:
+            exposed += 1
+            exposed_orders += buys
+        else:
+            control += 1
+            control_orders += buys
+    visitor(client, 99, {"type": "event", "name": "read_wax"})
+    assert exposed >= 20 and control >= 5, (exposed, control)
+    assert log_in(client) == 303
+    page = client.get("/admin/").text
+    row = re.search(r'<tr data-rule="sale">(.*?)</tr>', page, re.S)
+    assert row
+    cells = dict(re.findall(r'data-metric="(\w+)">(\d+)<', row[1]))
+    assert cells == {"triggered": "40", "shown": str(exposed), "held_out": str(control),
+                     "clicked": "0", "dismissed": "0", "converted": str(exposed_orders)}
+    campaign = client.get("/admin/campaigns/sale").text
+    assert f'data-metric="converted_control">{control_orders}<' in campaign
+    assert f'data-metric="revenue">{exposed_orders * 50:.2f}<' in campaign
+    assert (f"Converted: {exposed_orders} of {exposed} exposed" in
+            " ".join(campaign.split()))
+    verdict = re.search(r"<p class=\"verdict\" data-verdict>(.*?)</p>", campaign)
+    assert verdict and verdict[1].startswith("Not enough data yet")
+    assert "<svg" in campaign and "offers.yaml:" in campaign and "holdout: 30" in campaign
+    audiences = client.get("/admin/audiences").text
+    assert re.search(r'data-audience="wax-readers".*?data-size>1<', audiences, re.S)
+    export = client.get("/admin/audiences/wax-readers/export?format=ids")
+    assert export.text.split() == ["dashboard-visitor-099"]
+    assert client.get("/admin/live").json() == {"visitors": 0, "shown": exposed}
+    rules = client.get("/admin/rules").text
+    assert "2 rules in force" in rules and "None." in rules
