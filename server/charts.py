@@ -68,6 +68,25 @@ def bars(days: list[str], series: dict[str, list[float]], label: str) -> Markup:
     return _frame("".join(parts), label)
 
 
+def funnel(steps: list[tuple[str, float]], label: str) -> Markup:
+    """Horizontal bars, widest first: how many are left at each step."""
+    row = 26
+    height = row * len(steps) + 8
+    top = max((value for _name, value in steps), default=0) or 1.0
+    label_width = 130
+    parts = []
+    for index, (name, value) in enumerate(steps):
+        y = 4 + row * index
+        width = (WIDTH - label_width - 60) * value / top
+        parts.append(f'<text class="legend" x="{label_width - 8}" y="{y + 16}" '
+                     f'text-anchor="end">{escape(name)}</text>'
+                     f'<rect x="{label_width}" y="{y + 3}" width="{width:.1f}" height="18" '
+                     f'fill="{COLOURS[index % 2]}"/>'
+                     f'<text class="tick" x="{label_width + width + 6:.1f}" y="{y + 16}">'
+                     f"{value:,.0f}</text>")
+    return _frame("".join(parts), label, height)
+
+
 def line(days: list[str], values: list[float], label: str) -> Markup:
     plot_height = HEIGHT - TOP - BOTTOM
     top = _nice_top(max(values, default=0))

@@ -19,6 +19,7 @@ from .rules import Rule
 PERIOD_DAYS = 30
 # "Pop-ins shown in the last minutes"
 RECENT_SECONDS = 5 * 60
+RECENT_ROWS = 30
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +52,9 @@ async def overview(hub: Hub, site: Site) -> dict[str, Any]:
     found = funnels(await hub.store.stats_read(site.key, days[0], days[-1]))
     rules = {rule.id: rule for rule in hub.rules.rules}
     rows = []
-    for rule_id in sorted(set(found) | set(rules), key=lambda r: (_campaign(rules, r), r)):
+    # Campaigns with activity first, then the quiet ones, each by campaign name.
+    for rule_id in sorted(set(found) | set(rules), key=lambda r: (
+            not (r in found and found[r]["triggered"]), _campaign(rules, r), r)):
         funnel = found.get(rule_id) or Funnel(rule_id)
         rule = rules.get(rule_id)
         holdout = rule.holdout if rule else 0.0
@@ -86,15 +89,15 @@ async def campaign(hub: Hub, site: Site, rule_id: str) -> dict[str, Any] | None:
         return None
     funnel = funnel or Funnel(rule_id)
     recent = [entry for entry in await hub.store.recent_list(site.key, 1000)
-              if entry["rule"] == rule_id][:50]
+              if entry["rule"] == rule_id][:RECENT_ROWS]
     errors = [error for error in hub.rule_status.errors
               if rule is not None and error.startswith(f"{rule.file}:")]
     lift = funnel.lift
     return {
         "rule": rule, "rule_id": rule_id, "funnel": funnel, "lift": lift,
         "source": _source(rule) if rule else "",
-        "funnel_chart": charts.bars(["funnel"], {name: [float(funnel[name])] for name in (
-            "triggered", "exposed", "shown", "clicked", "converted")}, "the funnel"),
+        "funnel_chart": charts.funnel([(name.replace("_", " "), float(funnel[name])) for name in (
+            "triggered", "exposed", "shown", "clicked", "converted")], "the funnel"),
         "daily_chart": charts.bars(days, {"shown": funnel.series("shown", days),
                                           "converted": funnel.series("converted", days)},
                                    "shown and converted per day"),

@@ -51,7 +51,8 @@ def lift(exposed: int, exposed_converted: int, control: int, control_converted: 
     low, high = difference - spread, difference + spread
     decided = False
     if not control:
-        verdict = "No control group: add a holdout to the rule (holdout: 10) to measure lift."
+        verdict = (f"Not enough data yet: {exposed} exposed and nobody held out so far; a rule "
+                   "measures lift with a holdout (holdout: 10).")
     elif min(exposed, control) < MIN_GROUP:
         verdict = (f"Not enough data yet: {exposed} exposed and {control} held out so far; "
                    f"at least {MIN_GROUP} of each are needed.")

@@ -202,7 +202,9 @@ def _guards(node: Mapping, reader: Reader) -> dict[str, Any]:
 def _conversion(value: Any, line: int, reader: Reader) -> Conversion:
     """conversion: order_placed, or {event: order_placed, within: 7d, value: total}"""
     if isinstance(value, str):
-        value = {"event": value}
+        if not EVENT_NAME.match(value):
+            reader.fail(line, f"'conversion' {value!r} is not an event name")
+        return Conversion(value)
     node = reader.mapping(value, line, "'conversion'")
     reader.keys(node, "'conversion'", ["event", "within", "value"], required=["event"])
     event = reader.text(node, "event", max_length=64)

@@ -149,6 +149,9 @@ def replay_case(path: Path) -> None:
             assert [call.url for call in result.effects] == step["webhooks"], where
         if "timers" in step:
             assert sorted(replay.session.timers) == step["timers"], where
+        if "stats" in step:
+            got = [f"{rule} {metric} {amount:g}" for rule, metric, amount in result.stats]
+            assert got == step["stats"], f"{where}: {got}"
         if "taggings" in step:
             assert [audience for audience, _until in result.taggings] == step["taggings"], where
         if "leave_audiences" in step:
