@@ -77,6 +77,8 @@ def rule_warnings(rules: Iterable[Rule], geo_available: bool,
             names = [rule.trigger.name]
         elif isinstance(rule.trigger, AfterTrigger):
             names = [rule.trigger.event, *rule.trigger.without]
+        if rule.conversion is not None:
+            names.append(rule.conversion.event)
         for name in names:
             if name not in events:
                 warnings.append(f"{_where(rule)}: event {name!r} is not a known event"

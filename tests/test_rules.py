@@ -113,3 +113,12 @@ def test_unknown_events_warn_unless_declared(tmp_path: Path,
     (tmp_path / "r.yaml").write_text("events: [add_to_kart]\n" + rule)
     assert main(["rules", "check", str(tmp_path)]) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_conversion_on_an_unknown_event_warns(tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "r.yaml").write_text("rules:\n  - {id: r, trigger: {event: signup}, tag: t, "
+                                     "conversion: order_plcaed}\n")
+    assert main(["rules", "check", str(tmp_path)]) == 0
+    assert ("event 'order_plcaed' is not a known event (did you mean 'order_placed'?)"
+            in capsys.readouterr().err)
