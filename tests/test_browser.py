@@ -460,7 +460,8 @@ def test_backend_events_reach_the_browser_live_and_at_the_next_visit(
     try:
         page = context.new_page()
         page.goto(f"{live_server.url}/demo/")
-        visitor = page.evaluate("localStorage.getItem('popin_v')")
+        # Kept on the device once the server's config says the site allows it.
+        visitor = eventually(page, lambda: page.evaluate("localStorage.getItem('popin_v')"))
         eventually(page, lambda: httpx2.get(f"{live_server.url}/healthz").json()["sessions"])
         # A purchase recorded by the backend while the visitor is on the site: live.
         httpx2.post(f"{live_server.url}/api/v1/events", headers=api, json={"events": [
