@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -13,6 +13,7 @@ from .checks import render_warnings, rule_warnings
 from .config import ConfigError, Settings, load_settings
 from .engine import RuleSet
 from .rules import load_rules
+from .store import Store
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -29,6 +30,23 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "no_reload", False):
         settings.reload = False
     return settings
+
+
+def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> int:
+    """Open the configured store, run `work` on it, close it whatever happens."""
+    import asyncio
+
+    from .store import open_store
+
+    async def run() -> int:
+        store = open_store(settings.store)
+        await store.open()
+        try:
+            return await work(store)
+        finally:
+            await store.close()
+
+    return asyncio.run(run())
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -92,11 +110,9 @@ def rules_explain(args: argparse.Namespace) -> int:
 
 def keys_command(args: argparse.Namespace) -> int:
     """popin keys create|list|revoke: the backend's API keys, stored as digests."""
-    import asyncio
     import time
 
     from .keys import new_key
-    from .store import open_store
 
     settings = _settings(args)
     if args.site not in settings.sites:
@@ -104,43 +120,36 @@ def keys_command(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 2
 
-    async def run() -> int:
-        store = open_store(settings.store)
-        await store.open()
-        try:
-            if args.keys_command == "create":
-                token, key = new_key(args.site, tuple(dict.fromkeys(args.scope)), args.label,
-                                     time.time())
-                await store.put_key(key)
-                print(f"key {key.id} for site {key.site}, scopes {', '.join(key.scopes)}")
-                print(f"token (shown once, keep it secret): {token}")
-                return 0
-            keys = await store.list_keys(args.site)
-            if args.keys_command == "list":
-                for key in keys:
-                    state = "revoked" if key.revoked else "active"
-                    print(f"{key.id}  {state:7}  {','.join(key.scopes):24}  {key.label}")
-                return 0
-            found = next((key for key in keys if key.id == args.key_id), None)
-            if found is None:
-                print(f"no key {args.key_id!r} for site {args.site!r}", file=sys.stderr)
-                return 1
-            await store.put_key(found.revoke(time.time()))
-            print(f"revoked key {found.id}")
+    async def work(store: Store) -> int:
+        if args.keys_command == "create":
+            token, key = new_key(args.site, tuple(dict.fromkeys(args.scope)), args.label,
+                                 time.time())
+            await store.put_key(key)
+            print(f"key {key.id} for site {key.site}, scopes {', '.join(key.scopes)}")
+            print(f"token (shown once, keep it secret): {token}")
             return 0
-        finally:
-            await store.close()
+        keys = await store.list_keys(args.site)
+        if args.keys_command == "list":
+            for key in keys:
+                state = "revoked" if key.revoked else "active"
+                print(f"{key.id}  {state:7}  {','.join(key.scopes):24}  {key.label}")
+            return 0
+        found = next((key for key in keys if key.id == args.key_id), None)
+        if found is None:
+            print(f"no key {args.key_id!r} for site {args.site!r}", file=sys.stderr)
+            return 1
+        await store.put_key(found.revoke(time.time()))
+        print(f"revoked key {found.id}")
+        return 0
 
-    return asyncio.run(run())
+    return _with_store(settings, work)
 
 
 def owner_lists(args: argparse.Namespace) -> int:
     """popin bookings list --day D / popin leads list --since D: what visitors asked for."""
-    import asyncio
     from datetime import date, datetime, time, timedelta
 
     from .forms import when
-    from .store import open_store
 
     settings = _settings(args)
     site = settings.sites.get(args.site)
@@ -154,34 +163,27 @@ def owner_lists(args: argparse.Namespace) -> int:
         return 2
     start = datetime.combine(day, time(0), tzinfo=site.zone).timestamp()
 
-    async def run() -> None:
-        store = open_store(settings.store)
-        await store.open()
-        try:
-            if args.command == "bookings":
-                end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=site.zone)
-                for booking in await store.list_bookings(site.key, start, end.timestamp()):
-                    print(f"{when(booking.start, site.zone)}  {booking.status:9}  "
-                          f"{booking.calendar}  {booking.channel:5}  {booking.name}  "
-                          f"{booking.contact}")
-            else:
-                for lead in await store.list_leads(site.key, start):
-                    print(f"{when(lead.created, site.zone)}  {lead.channel:8}  {lead.name}  "
-                          f"{lead.contact}  {lead.message}")
-        finally:
-            await store.close()
+    async def work(store: Store) -> int:
+        if args.command == "bookings":
+            end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=site.zone)
+            for booking in await store.list_bookings(site.key, start, end.timestamp()):
+                print(f"{when(booking.start, site.zone)}  {booking.status:9}  "
+                      f"{booking.calendar}  {booking.channel:5}  {booking.name}  "
+                      f"{booking.contact}")
+        else:
+            for lead in await store.list_leads(site.key, start):
+                print(f"{when(lead.created, site.zone)}  {lead.channel:8}  {lead.name}  "
+                      f"{lead.contact}  {lead.message}")
+        return 0
 
-    asyncio.run(run())
-    return 0
+    return _with_store(settings, work)
 
 
 def audiences_command(args: argparse.Namespace) -> int:
     """popin audiences list | export NAME | sizes NAME: what the ad platforms get."""
-    import asyncio
     import time
 
     from .exports import ExportError, start_export
-    from .store import open_store
 
     settings = _settings(args)
     if args.site not in settings.sites:
@@ -191,55 +193,48 @@ def audiences_command(args: argparse.Namespace) -> int:
     loaded = load_rules(settings.rules) if settings.rules.exists() else None
     ruled = RuleSet(loaded.rules).audience_days if loaded else {}
 
-    async def run() -> int:
-        store = open_store(settings.store)
-        await store.open()
-        try:
-            infos = {info.name: info for info in await store.audience_list(args.site)}
-            if args.audiences_command == "list":
-                for name in sorted(set(infos) | set(ruled)):
-                    size = infos[name].size if name in infos else 0
-                    days = f"{ruled[name]} days" if name in ruled else "not in the rules"
-                    print(f"{name:32}  {size:>9} members  {days}")
-                return 0
-            if args.name not in infos and args.name not in ruled:
-                print(f"no audience {args.name!r} (popin audiences list)", file=sys.stderr)
-                return 2
-            if args.audiences_command == "sizes":
-                for day, size in await store.audience_sizes(args.site, args.name):
-                    print(f"{day}  {size}")
-                return 0
-            try:
-                export = await start_export(store, args.site, args.name, args.format,
-                                            time.time(), args.since, args.until, args.change)
-            except ExportError as error:
-                print(f"popin: {error.field}: {error}", file=sys.stderr)
-                return 2
-            out = args.output.open("wb") if args.output else sys.stdout.buffer
-            try:
-                async for chunk in export.body:
-                    out.write(chunk)
-            finally:
-                if args.output:
-                    out.close()
-                else:
-                    out.flush()
-            # On stderr, so that stdout is exactly the file.
-            print(f"next cursor: {export.cursor}", file=sys.stderr)
+    async def work(store: Store) -> int:
+        infos = {info.name: info for info in await store.audience_list(args.site)}
+        if args.audiences_command == "list":
+            for name in sorted(set(infos) | set(ruled)):
+                size = infos[name].size if name in infos else 0
+                days = f"{ruled[name]} days" if name in ruled else "not in the rules"
+                print(f"{name:32}  {size:>9} members  {days}")
             return 0
+        if args.name not in infos and args.name not in ruled:
+            print(f"no audience {args.name!r} (popin audiences list)", file=sys.stderr)
+            return 2
+        if args.audiences_command == "sizes":
+            for day, size in await store.audience_sizes(args.site, args.name):
+                print(f"{day}  {size}")
+            return 0
+        try:
+            export = await start_export(store, args.site, args.name, args.format,
+                                        time.time(), args.since, args.until, args.change)
+        except ExportError as error:
+            print(f"popin: {error.field}: {error}", file=sys.stderr)
+            return 2
+        out = args.output.open("wb") if args.output else sys.stdout.buffer
+        try:
+            async for chunk in export.body:
+                out.write(chunk)
         finally:
-            await store.close()
+            if args.output:
+                out.close()
+            else:
+                out.flush()
+        # On stderr, so that stdout is exactly the file.
+        print(f"next cursor: {export.cursor}", file=sys.stderr)
+        return 0
 
-    return asyncio.run(run())
+    return _with_store(settings, work)
 
 
 def admin_set_password(args: argparse.Namespace) -> int:
     """popin admin set-password: the dashboard's owner password, kept as an argon2 hash."""
-    import asyncio
     import getpass
 
     from .admin_auth import PASSWORD_SETTING, hash_password
-    from .store import open_store
 
     settings = _settings(args)
     if args.password_stdin:
@@ -255,17 +250,12 @@ def admin_set_password(args: argparse.Namespace) -> int:
         print(f"popin: {error}; nothing changed", file=sys.stderr)
         return 1
 
-    async def run() -> None:
-        store = open_store(settings.store)
-        await store.open()
-        try:
-            await store.setting_put(PASSWORD_SETTING, hashed)
-        finally:
-            await store.close()
+    async def work(store: Store) -> int:
+        await store.setting_put(PASSWORD_SETTING, hashed)
+        print("password set; sessions opened with the old one have ended")
+        return 0
 
-    asyncio.run(run())
-    print("password set; sessions opened with the old one have ended")
-    return 0
+    return _with_store(settings, work)
 
 
 def widget_build(args: argparse.Namespace) -> int:

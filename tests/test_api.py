@@ -262,3 +262,21 @@ def test_query_parameters_are_checked(client: TestClient, settings_: Settings,
     response = client.get(f"/api/v1/webhooks?{query}", headers=auth(token))
     assert response.status_code == 400
     assert response.json()["error"]["field"] in ("color", "status")
+
+
+def test_keys_from_the_command_line(client: TestClient, settings_: Settings,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from popin.cli import main
+
+    store = ["--store", settings_.store]
+    assert main(["keys", *store, "create", "--scope", "export", "--label", "ads sync"]) == 0
+    created = capsys.readouterr().out
+    token = created.split("keep it secret): ")[1].strip()
+    key_id = created.split()[1]
+    assert client.get("/api/v1/audiences", headers=auth(token)).status_code == 200
+    assert main(["keys", *store, "list"]) == 0
+    assert capsys.readouterr().out.split()[:4] == [key_id, "active", "export", "ads"]
+    assert main(["keys", *store, "revoke", key_id]) == 0
+    assert client.get("/api/v1/audiences", headers=auth(token)).status_code == 401
+    assert main(["keys", *store, "revoke", "no-such-key"]) == 1
+    assert main(["keys", *store, "--site", "elsewhere", "list"]) == 2
