@@ -85,6 +85,8 @@ def owner_only(page: Page) -> Callable[[Request], Awaitable[Response]]:
             target = quote(request.url.path + (f"?{request.url.query}" if request.url.query
                                                else ""))
             return RedirectResponse(f"/admin/login?next={target}", status_code=303)
+        # The pages read statistics and profiles: what is pending goes in first.
+        await hub.flush()
         site = _site(request, hub)
         if site is None:
             return _render(request, "message.html", 404, title="No such site",

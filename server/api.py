@@ -224,6 +224,7 @@ async def visitor_resource(request: Request) -> Response:
     if request.method == "DELETE":
         await hub.forget(key.site, visitor)
         return Response(status_code=204)
+    await hub.flush()
     profile = await hub.store.load_profile(key.site, visitor)
     if profile is None:
         raise ApiError(404, "not_found", "nothing is stored about this visitor", "visitor")

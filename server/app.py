@@ -34,6 +34,7 @@ from .engine import RuleSet
 from .hub import Hub
 from .links import Links
 from .openapi import document
+from .pending import FLUSH_SECONDS
 from .reload import reload_rules, watch_rules
 from .store import Store, open_store
 from .webhooks import send_forever
@@ -71,6 +72,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         reload_rules(hub, settings.rules, geo is not None, starting=True)
         app.state.hub = hub
         tasks = [asyncio.create_task(_sweep_forever(hub)),
+                 asyncio.create_task(_flush_forever(hub)),
                  asyncio.create_task(send_forever(hub, settings.webhooks))]
         watch_files = settings.reload and settings.rules.is_dir()
         tasks.append(asyncio.create_task(
@@ -83,6 +85,7 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            await hub.flush()
             if owned:
                 await active.close()
             if geo is not None:
@@ -149,6 +152,12 @@ async def http_error(request: Request, error: Exception) -> Response:
         return response
     return PlainTextResponse(str(error.detail), status_code=error.status_code,
                              headers=error.headers)
+
+
+async def _flush_forever(hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        await hub.flush()
 
 
 async def _sweep_forever(hub: Hub) -> None:

@@ -100,7 +100,11 @@ async def widget_socket(websocket: WebSocket) -> None:
                     session = await hub.open(site, message, user_agent, client_ip)
                     hub.attach(session, connection)
                     result = session.begin(message, hub.rules, hub.clock())
-                    result.messages += await hub.pending(session)
+                    await _deliver(websocket, hub, session, result)
+                    # Already in the outbox: sent again as they are, not stored again.
+                    for push in await hub.unacknowledged(session):
+                        await websocket.send_text(encode(push))
+                    continue
                 elif isinstance(message, Hello):
                     raise ProtocolError("bad_message", "'hello' was already received", "type")
                 elif isinstance(message, Identify):

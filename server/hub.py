@@ -25,6 +25,7 @@ from .facts import Facts, landing_facts
 from .hub_forms import answer_form, fill_slots
 from .identity import apply_traits, merge_into
 from .links import Links
+from .pending import PendingWrites
 from .profile import Profile
 from .session import Result, Session
 from .store import Store
@@ -89,6 +90,7 @@ class Hub:
         self._profiles: dict[tuple[str, str], Profile] = {}
         self._profile_sessions: Counter[tuple[str, str]] = Counter()
         self._sockets: dict[VisitorKey, dict[Socket, Session]] = {}
+        self.pending = PendingWrites()
 
     @property
     def rules(self) -> RuleSet:
@@ -124,7 +126,7 @@ class Hub:
         if session is None:
             visitor_key = (site.key, hello.visitor)
             if visitor_key not in self._profiles:
-                loaded = await self.store.load_profile(*visitor_key)
+                loaded = await self._stored(*visitor_key)
                 self._profiles.setdefault(visitor_key, loaded or Profile(visitor=hello.visitor))
             # Another socket of this session may have opened it while we awaited the store.
             session = self._sessions.get(key)
@@ -169,26 +171,27 @@ class Hub:
 
     async def settle(self, session: Session, result: Result) -> None:
         """Persist what a result changed: profile, outbox, acknowledgements, webhooks,
-        audiences; nothing at all while the visitor's consent is needed and not given."""
+        audiences; nothing at all while the visitor's consent is needed and not given.
+        What can wait a moment goes through `pending` and is written with the next flush."""
         self.counts.update(result.counts)
         site, visitor = session.site, session.profile.visitor
         now = self.clock()
         if result.stats:
-            await self.record_stats(session, result, now)
+            self.record_stats(session, result, now)
         if result.leave_audiences:
             left = await self.store.audience_leave(site, visitor, now)
             self.counts["audience.left"] += left
         if not session.facts.may_remember:
             if result.leave_audiences:
                 # The withdrawal itself is kept, so the profile's audiences stay empty.
-                await self.store.save_profile(site, session.profile)
+                self.pending.profile(site, session.profile)
             return
         for message in result.messages:
             if message["type"] == "show":
                 # Until the widget acknowledges it, a push waits here for the next socket.
-                await self.store.outbox_put(site, visitor, message, message["expires"])
+                self.pending.outbox_put(site, visitor, message, message["expires"])
         for push_id in result.acks:
-            await self.store.outbox_remove(site, visitor, push_id)
+            self.pending.outbox_remove(site, visitor, push_id)
         for call in result.effects:
             await self.store.save_delivery(Delivery.new(site, visitor, call.url, call.payload,
                                                         now))
@@ -199,22 +202,29 @@ class Hub:
                 site, [Tagging(visitor, audience, until, ids)
                        for audience, until in result.taggings], now)
         if result.profile_changed:
-            await self.store.save_profile(site, session.profile)
+            self.pending.profile(site, session.profile)
 
-    async def record_stats(self, session: Session, result: Result, now: float) -> None:
+    async def flush(self) -> None:
+        """Write what is pending now (also done every FLUSH_SECONDS by the app)."""
+        if self.pending:
+            await self.pending.flush(self.store)
+
+    def record_stats(self, session: Session, result: Result, now: float) -> None:
         """Counters per site day (anonymous, so counted with or without consent), and the
         recent-events log, where the visitor id appears only if they may be remembered."""
         site = self.sites.get(session.site)
         zone = site.zone if site is not None else UTC
         day = datetime.fromtimestamp(now, zone).date().isoformat()
-        await self.store.stats_add(session.site, day, result.stats)
+        self.pending.count(session.site, day, result.stats)
         who = session.profile.visitor if session.facts.may_remember else ""
-        await self.store.recent_add(session.site, [
+        self.pending.log(session.site, [
             {"at": now, "rule": rule, "metric": metric, "amount": amount, "visitor": who}
             for rule, metric, amount in result.stats])
 
-    async def pending(self, session: Session) -> list[dict[str, Any]]:
+    async def unacknowledged(self, session: Session) -> list[dict[str, Any]]:
         """The oldest push this visitor never acknowledged, to send again on (re)connect."""
+        if self.pending.has_outbox(session.site, session.profile.visitor):
+            await self.flush()
         waiting = await self.store.outbox_list(session.site, session.profile.visitor,
                                                self.clock())
         if not waiting:
@@ -240,7 +250,7 @@ class Hub:
         live = self._sockets.get((site.key, visitor), {})
         session = next(iter(live.values()), None) or self._idle_session(site.key, visitor)
         if session is None:
-            stored = await self.store.load_profile(site.key, visitor)
+            stored = await self._stored(site.key, visitor)
             profile = stored or Profile(visitor)
             # A stored profile means the visitor let us remember them.
             session = Session(site.key, f"backend-{secrets.token_hex(8)}", profile,
@@ -269,13 +279,14 @@ class Hub:
         visitor's profile. Traits are checked before anything changes. Returns the
         visitor id to use from now on, and the traits stored."""
         apply_traits(Profile(visitor), traits)  # raises TraitError before anything changes
-        profile = self._profiles.get((site.key, visitor)) or await self.store.load_profile(
+        profile = self._profiles.get((site.key, visitor)) or await self._stored(
             site.key, visitor) or Profile(visitor)
         kept_id = await self.store.link_user(site.key, user_id, visitor)
         if kept_id != visitor:
-            kept = self._profiles.get((site.key, kept_id)) or await self.store.load_profile(
+            kept = self._profiles.get((site.key, kept_id)) or await self._stored(
                 site.key, kept_id) or Profile(kept_id)
             merge_into(kept, profile)
+            self.pending.forget(site.key, visitor)
             await self.store.erase_visitor(site.key, visitor)
             await self.store.link_user(site.key, user_id, kept_id)
             # The kept visitor carries the second device's audiences from now on.
@@ -292,6 +303,11 @@ class Hub:
         if profile.audiences:
             await self.store.audience_update_ids(site.key, kept_id, identifiers(profile))
         return kept_id, stored
+
+    async def _stored(self, site: str, visitor: str) -> Profile | None:
+        """The profile as the store will have it after the next flush."""
+        return self.pending.profiles.get((site, visitor)) or await self.store.load_profile(
+            site, visitor)
 
     def _rekey(self, site: str, old: str, kept: Profile) -> None:
         """Live sessions of the second device now work on the kept profile."""
@@ -321,6 +337,7 @@ class Hub:
             self._connections.pop(key, None)
         self._profiles.pop((site, visitor), None)
         self._profile_sessions.pop((site, visitor), None)
+        self.pending.forget(site, visitor)
         await self.store.erase_visitor(site, visitor)
         self.counts["visitor.erased"] += 1
 

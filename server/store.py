@@ -30,6 +30,9 @@ class Store(Protocol):
 
     async def save_profile(self, site: str, profile: Profile) -> None: ...
 
+    async def save_profiles(self, profiles: Sequence[tuple[tuple[str, str], Profile]]) -> None:
+        """Many at once, ((site, visitor), profile) each: one transaction or round trip."""
+
     async def delete_profile(self, site: str, visitor: str) -> bool: ...
 
     async def link_user(self, site: str, user_id: str, visitor: str) -> str:

@@ -175,6 +175,12 @@ class RedisStore:
     async def save_profile(self, site: str, profile: Profile) -> None:
         await self._client.set(self._key(site, "profile", profile.visitor), profile.to_json())
 
+    async def save_profiles(self, profiles: Sequence[tuple[tuple[str, str], Profile]]) -> None:
+        async with self._client.pipeline(transaction=False) as pipe:
+            for (site, _visitor), profile in profiles:
+                pipe.set(self._key(site, "profile", profile.visitor), profile.to_json())
+            await pipe.execute()
+
     async def delete_profile(self, site: str, visitor: str) -> bool:
         deleted: int = await self._client.delete(self._key(site, "profile", visitor))
         return deleted > 0

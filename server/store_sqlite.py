@@ -149,6 +149,18 @@ class SQLiteStore:
             "ON CONFLICT (site, visitor) DO UPDATE SET data = excluded.data",
             site, profile.visitor, profile.to_json())
 
+    async def save_profiles(self, profiles: Sequence[tuple[tuple[str, str], Profile]]) -> None:
+        def save(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "INSERT INTO profiles (site, visitor, data) VALUES (?, ?, ?) "
+                    "ON CONFLICT (site, visitor) DO UPDATE SET data = excluded.data",
+                    [(site, profile.visitor, profile.to_json())
+                     for (site, _visitor), profile in profiles])
+
+        await self._run(save)
+
     async def delete_profile(self, site: str, visitor: str) -> bool:
         return await self._write("DELETE FROM profiles WHERE site = ? AND visitor = ?",
                                  site, visitor) > 0

@@ -76,6 +76,9 @@ def visit(client: TestClient, visitor: str, *messages: dict[str, object],
         # here, so is everything before it.
         ws.send_text("not json")
         assert ws.receive_json()["code"] == "bad_json"
+    # Profiles and counters are written with the next flush; do it now.
+    assert client.portal is not None
+    client.portal.call(client.app.state.hub.flush)
 
 
 def export(client: TestClient, token: str, audience: str = "skiers",

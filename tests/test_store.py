@@ -289,3 +289,21 @@ def test_leads_and_their_erasure(make_store: StoreFactory) -> None:
         await store.close()
 
     run(scenario())
+
+
+def test_many_profiles_saved_at_once(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        profiles = [sample(f"visitor-{n:04d}") for n in range(50)]
+        await store.save_profiles([(("demo", profile.visitor), profile)
+                                   for profile in profiles])
+        profiles[3].visits = 9
+        await store.save_profiles([(("demo", profiles[3].visitor), profiles[3]),
+                                   (("other", "visitor-0003"), sample("visitor-0003"))])
+        for profile in profiles:
+            assert await store.load_profile("demo", profile.visitor) == profile
+        other = await store.load_profile("other", "visitor-0003")
+        assert other is not None and other.visits == 1
+        await store.close()
+
+    run(scenario())

@@ -1,0 +1,110 @@
+"""Store writes that can wait a moment, gathered in memory and made together.
+
+A busy socket changes its profile, counts statistics and puts pop-ins in the outbox
+several times a second; writing each at once made the store the bottleneck (py-spy
+under bench/sockets.py: two fifths of the time in SQLite writes). Here the last state of
+each profile, the sum of each counter and the net effect on each outbox wait for the
+next flush: every FLUSH_SECONDS, at shutdown, and before anything reads them back. A
+pop-in acknowledged before the flush never touches the disk. A crash of the process
+loses at most that last moment's writes; what must not wait (webhooks, audiences,
+bookings, erasure, identity) is still written at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from .profile import Profile
+from .store import RECENT_KEPT, Store
+
+log = logging.getLogger("popin.pending")
+FLUSH_SECONDS = 1.0
+
+VisitorKey = tuple[str, str]
+OutboxKey = tuple[str, str, str]
+
+
+class PendingWrites:
+    def __init__(self) -> None:
+        self.profiles: dict[VisitorKey, Profile] = {}
+        # A push to keep (with its expiry), or None: remove it from the stored outbox.
+        self.outbox: dict[OutboxKey, tuple[dict[str, Any], float] | None] = {}
+        # (site, day) -> (rule, metric) -> amount
+        self.stats: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
+        self.recent: dict[str, list[dict[str, Any]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.profiles or self.outbox or self.stats or self.recent)
+
+    def profile(self, site: str, profile: Profile) -> None:
+        self.profiles[(site, profile.visitor)] = profile
+
+    def outbox_put(self, site: str, visitor: str, push: dict[str, Any], expires: float) -> None:
+        self.outbox[(site, visitor, push["id"])] = (push, expires)
+
+    def outbox_remove(self, site: str, visitor: str, push_id: str) -> None:
+        key = (site, visitor, push_id)
+        if self.outbox.get(key) is not None:
+            del self.outbox[key]  # put and acknowledged within one flush: nothing to write
+        else:
+            self.outbox[key] = None
+
+    def has_outbox(self, site: str, visitor: str) -> bool:
+        return any(key[:2] == (site, visitor) for key in self.outbox)
+
+    def count(self, site: str, day: str, stats: list[tuple[str, str, float]]) -> None:
+        counter = self.stats.setdefault((site, day), {})
+        for rule, metric, amount in stats:
+            counter[(rule, metric)] = counter.get((rule, metric), 0.0) + amount
+
+    def log(self, site: str, entries: list[dict[str, Any]]) -> None:
+        kept = self.recent.setdefault(site, [])
+        kept.extend(entries)
+        del kept[:-RECENT_KEPT]
+
+    def forget(self, site: str, visitor: str) -> None:
+        """An erased (or merged) visitor: nothing of theirs may be written later."""
+        self.profiles.pop((site, visitor), None)
+        for key in [key for key in self.outbox if key[:2] == (site, visitor)]:
+            del self.outbox[key]
+        for entries in self.recent.values():
+            entries[:] = [entry for entry in entries if entry.get("visitor") != visitor]
+
+    async def flush(self, store: Store) -> None:
+        """Write everything pending. What arrives meanwhile waits for the next flush; what
+        fails is kept for it."""
+        profiles, self.profiles = self.profiles, {}
+        outbox, self.outbox = self.outbox, {}
+        stats, self.stats = self.stats, {}
+        recent, self.recent = self.recent, {}
+        try:
+            if profiles:
+                await store.save_profiles(list(profiles.items()))
+            for (site, visitor, push_id), entry in outbox.items():
+                if entry is None:
+                    await store.outbox_remove(site, visitor, push_id)
+                else:
+                    await store.outbox_put(site, visitor, *entry)
+            for (site, day), counter in stats.items():
+                await store.stats_add(site, day, [(rule, metric, amount)
+                                                  for (rule, metric), amount in counter.items()])
+            for site, entries in recent.items():
+                await store.recent_add(site, entries)
+        except Exception:
+            log.exception("pending writes failed; they are tried again at the next flush")
+            self._restore(profiles, outbox, stats, recent)
+
+    def _restore(self, profiles: dict[VisitorKey, Profile],
+                 outbox: dict[OutboxKey, tuple[dict[str, Any], float] | None],
+                 stats: dict[tuple[str, str], dict[tuple[str, str], float]],
+                 recent: dict[str, list[dict[str, Any]]]) -> None:
+        # Newer states win; counters add up. Some of these may already be written:
+        # profiles and outbox entries are idempotent, counters may count twice.
+        self.profiles = {**profiles, **self.profiles}
+        self.outbox = {**outbox, **self.outbox}
+        for (site, day), counter in stats.items():
+            self.count(site, day, [(rule, metric, amount)
+                                   for (rule, metric), amount in counter.items()])
+        for site, entries in recent.items():
+            self.log(site, entries)
