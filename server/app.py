@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import (
@@ -18,8 +19,9 @@ from starlette.responses import (
     RedirectResponse,
     Response,
 )
-from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from .admin import ROUTES as ADMIN_ROUTES
 from .admin_auth import LoginGuard, Sessions
@@ -54,7 +56,25 @@ UVICORN_OPTIONS: dict[str, Any] = {
 }
 
 
-def create_app(settings: Settings, store: Store | None = None) -> Starlette:
+class PopinApp:
+    """The widget's socket goes straight to its endpoint, every other request to
+    Starlette: a socket's frames need none of the HTTP machinery."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    @property
+    def state(self) -> State:
+        return self.app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await widget_socket(self.app.state.hub, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
     """Build the app; pass `store` to share one the caller owns (tests, benchmarks)."""
 
     @contextlib.asynccontextmanager
@@ -134,11 +154,10 @@ def create_app(settings: Settings, store: Store | None = None) -> Starlette:
         Route("/popin.js", widget_script),
         Route("/healthz", health),
         Route("/metrics", metrics),
-        WebSocketRoute("/ws", widget_socket),
         Mount("/demo", StaticFiles(directory=settings.static / "demo", html=True), name="demo"),
     ]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={ApiError: api_error, HTTPException: http_error})
+    return PopinApp(Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={ApiError: api_error, HTTPException: http_error}))
 
 
 async def http_error(request: Request, error: Exception) -> Response:

@@ -8,8 +8,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from typing import Any
+from urllib.parse import parse_qs
 
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from starlette.types import Message, Receive, Scope, Send
 
 from .config import Site
 from .events import FormSubmit, Hello, Identify
@@ -29,47 +30,79 @@ from .session import Result, Session, widget_config
 log = logging.getLogger("popin.socket")
 
 
-class Connection:
-    """This socket as the hub sees it: somewhere to push business-event pop-ins."""
+class Socket:
+    """The widget's socket straight on ASGI. Starlette's router, middleware and WebSocket
+    wrapper cost about a fifth of the time of every frame (py-spy under bench/sockets.py);
+    this endpoint needs none of them. It is also what the hub pushes business events to."""
 
-    __slots__ = ("websocket",)
+    __slots__ = ("_receive", "_send", "scope")
 
-    def __init__(self, websocket: WebSocket) -> None:
-        self.websocket = websocket
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope, self._receive, self._send = scope, receive, send
+
+    def header(self, name: bytes) -> str | None:
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return str(value.decode("latin-1"))
+        return None
+
+    def query(self, name: str) -> str:
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
+        return values[0] if values else ""
+
+    @property
+    def client_host(self) -> str | None:
+        client = self.scope.get("client")
+        return str(client[0]) if client else None
+
+    async def connected(self) -> bool:
+        first: Message = await self._receive()
+        return bool(first["type"] == "websocket.connect")
+
+    async def accept(self) -> None:
+        await self._send({"type": "websocket.accept"})
+
+    async def receive(self) -> Message:
+        return await self._receive()
+
+    async def send_text(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
 
     async def send(self, message: dict[str, Any]) -> None:
-        await self.websocket.send_text(encode(message))
+        await self.send_text(encode(message))
 
     async def close(self, code: int) -> None:
-        await self.websocket.close(code)
+        await self._send({"type": "websocket.close", "code": code})
 
 
-def _refusal(hub: Hub, websocket: WebSocket) -> tuple[Site | None, int]:
-    site = hub.sites.get(websocket.query_params.get("site", ""))
+def _refusal(hub: Hub, websocket: Socket) -> tuple[Site | None, int]:
+    site = hub.sites.get(websocket.query("site"))
     if site is None:
         return None, CLOSE_UNKNOWN_SITE
-    if not site.allows(websocket.headers.get("origin"), websocket.headers.get("host")):
+    if not site.allows(websocket.header(b"origin"), websocket.header(b"host")):
         return None, CLOSE_FORBIDDEN_ORIGIN
     return site, 0
 
 
-async def widget_socket(websocket: WebSocket) -> None:
-    hub: Hub = websocket.app.state.hub
+async def widget_socket(hub: Hub, scope: Scope, receive: Receive, send: Send) -> None:
+    websocket = Socket(scope, receive, send)
+    if not await websocket.connected():
+        return
     site, refused = _refusal(hub, websocket)
     if site is None:
         hub.counts["refused.unknown_site" if refused == CLOSE_UNKNOWN_SITE
                    else "refused.origin"] += 1
         if refused == CLOSE_FORBIDDEN_ORIGIN:
-            log.warning("refused a socket from origin %r", websocket.headers.get("origin"))
+            log.warning("refused a socket from origin %r", websocket.header(b"origin"))
         await websocket.close(refused)
         return
     await websocket.accept()
-    connection = Connection(websocket)
-    user_agent = websocket.headers.get("user-agent", "")
-    client_ip = websocket.client.host if websocket.client else None
+    user_agent = websocket.header(b"user-agent") or ""
+    client_ip = websocket.client_host
     session: Session | None = None
     errors = 0
     rules_version = hub.rules_version
+    loop = asyncio.get_running_loop()
     try:
         while True:
             deadline = session.next_deadline() if session is not None else None
@@ -77,8 +110,9 @@ async def widget_socket(websocket: WebSocket) -> None:
                 frame = await websocket.receive()
             else:
                 try:
-                    frame = await asyncio.wait_for(websocket.receive(),
-                                                   max(0.0, deadline - hub.clock()))
+                    # A timeout, not wait_for: no task is made for every frame.
+                    async with asyncio.timeout_at(loop.time() + deadline - hub.clock()):
+                        frame = await websocket.receive()
                 except TimeoutError:
                     assert session is not None
                     await _deliver(websocket, hub, session, session.tick(hub.rules, hub.clock()))
@@ -98,26 +132,25 @@ async def widget_socket(websocket: WebSocket) -> None:
                     if not isinstance(message, Hello):
                         raise ProtocolError("not_ready", "the first message must be 'hello'")
                     session = await hub.open(site, message, user_agent, client_ip)
-                    hub.attach(session, connection)
+                    hub.attach(session, websocket)
                     result = session.begin(message, hub.rules, hub.clock())
                     await _deliver(websocket, hub, session, result)
                     # Already in the outbox: sent again as they are, not stored again.
                     for push in await hub.unacknowledged(session):
                         await websocket.send_text(encode(push))
                     continue
-                elif isinstance(message, Hello):
+                if isinstance(message, Hello):
                     raise ProtocolError("bad_message", "'hello' was already received", "type")
-                elif isinstance(message, Identify):
+                if isinstance(message, Identify):
                     await _identify(websocket, hub, site, session, message)
                     continue
-                elif isinstance(message, FormSubmit):
+                if isinstance(message, FormSubmit):
                     update = await hub.form(session, message)
                     if update is None:
                         raise ProtocolError("bad_field", "no pop-in here has that form", "id")
                     await websocket.send_text(encode(update))
                     continue
-                else:
-                    result = session.handle(message, hub.rules, hub.clock())
+                result = session.handle(message, hub.rules, hub.clock())
             except ProtocolError as error:
                 errors += 1
                 hub.counts[f"error.{error.code}"] += 1
@@ -127,15 +160,15 @@ async def widget_socket(websocket: WebSocket) -> None:
                     return
                 continue
             await _deliver(websocket, hub, session, result)
-    except WebSocketDisconnect:
-        pass
+    except OSError:
+        pass  # the client went away while we were sending (uvicorn's ClientDisconnected)
     finally:
         if session is not None:
-            hub.detach(session, connection)
+            hub.detach(session, websocket)
             hub.release(session)
 
 
-async def _identify(websocket: WebSocket, hub: Hub, site: Site, session: Session,
+async def _identify(websocket: Socket, hub: Hub, site: Site, session: Session,
                     message: Identify) -> None:
     if not session.facts.may_remember:
         raise ProtocolError("no_consent", "identify waits for the visitor's consent")
@@ -148,7 +181,7 @@ async def _identify(websocket: WebSocket, hub: Hub, site: Site, session: Session
     await websocket.send_text(encode({"type": "identity", "visitor": visitor}))
 
 
-async def _deliver(websocket: WebSocket, hub: Hub, session: Session, result: Result) -> None:
+async def _deliver(websocket: Socket, hub: Hub, session: Session, result: Result) -> None:
     await hub.prepare(session, result)
     for message in result.messages:
         await websocket.send_text(encode(message))

@@ -48,6 +48,8 @@ from .triggers import (
 MAX_PUSHES_TRACKED = 32
 SEARCH_PARAMETERS = ("q", "s", "search", "query", "keywords")
 DAY = 86400.0
+# A visitor who just closed one pop-in is not shown another campaign's straight away.
+QUIET_AFTER_ANY_DISMISS = 60.0
 
 
 @dataclass(slots=True)
@@ -87,8 +89,8 @@ def widget_config(rules: RuleSet, site: Site) -> dict[str, Any]:
 class Session:
     __slots__ = ("_handlers", "_next_push", "exclusive_used", "facts", "id", "idle_reached",
                  "open_push", "page", "page_dwell", "page_hits", "page_scroll", "profile",
-                 "pushes", "search", "shown", "site", "started", "timers", "typing",
-                 "visit_pending")
+                 "pushes", "quiet_until", "search", "shown", "site", "started", "timers",
+                 "typing", "visit_pending")
 
     def __init__(self, site: str, session_id: str, profile: Profile, facts: Facts) -> None:
         self.site = site
@@ -107,6 +109,8 @@ class Session:
         self.open_push: str | None = None
         self.typing = False
         self.visit_pending = False
+        # After the visitor dismisses a pop-in, other campaigns keep quiet for a while.
+        self.quiet_until = 0.0
         self.started = 0.0
         # rule id -> when its in-session timer comes due
         self.timers: dict[str, float] = {}
@@ -313,6 +317,7 @@ class Session:
         history = self.profile.history(rule_id)
         if event.status == "dismissed":
             history.dismissed = now
+            self.quiet_until = now + QUIET_AFTER_ANY_DISMISS
         elif event.status == "clicked":
             history.clicked = now
         result.profile_changed = True
@@ -359,8 +364,11 @@ class Session:
                 return "busy"
             if self.typing:
                 return "typing"
-            if rule.category not in BUDGET_EXEMPT and self._budget_spent(now):
-                return "fatigue"
+            if rule.category not in BUDGET_EXEMPT:
+                if now < self.quiet_until:
+                    return "quiet_after_dismiss"
+                if self._budget_spent(now):
+                    return "fatigue"
         held_out = bool(rule.holdout) and facts.bucket(f"holdout:{rule.id}") < rule.holdout
         html = ""
         if rule.visual is not None and not held_out:

@@ -66,7 +66,9 @@ def test_explain_replays_a_recorded_stream(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out.splitlines()
     assert "          waxing-help: SHOWN" in out
     assert "          skis-cross-sell: SHOWN" in out
-    assert "          cart-hesitation-help: the visitor's pop-in budget is spent" in out
+    assert ("          cart-hesitation-help: the visitor just closed another pop-in: a minute "
+            "of quiet") in out
+    assert "          cart-exit-intent: the visitor's pop-in budget is spent" in out
     assert "          cart-hesitation-slots: its conditions ('when') do not hold" in out
-    assert "line 8: not a JSON object, skipped" in out
+    assert "line 9: not a JSON object, skipped" in out
     assert "          cart-reminder-next-visit: SHOWN" in out
