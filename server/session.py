@@ -87,7 +87,7 @@ def widget_config(rules: RuleSet, site: Site) -> dict[str, Any]:
 
 
 class Session:
-    __slots__ = ("_handlers", "_next_push", "exclusive_used", "facts", "id", "idle_reached",
+    __slots__ = ("_next_push", "exclusive_used", "facts", "id", "idle_reached",
                  "open_push", "page", "page_dwell", "page_hits", "page_scroll", "profile",
                  "pushes", "quiet_until", "search", "shown", "site", "started", "timers",
                  "typing", "visit_pending")
@@ -115,12 +115,6 @@ class Session:
         # rule id -> when its in-session timer comes due
         self.timers: dict[str, float] = {}
         self._next_push = 1
-        self._handlers: dict[type, Callable[[Any, RuleSet, float], Result]] = {
-            PageView: self._pageview, Dwell: self._dwell, Custom: self._custom,
-            Scroll: self._scroll, Idle: self._idle, PopinStatus: self._status,
-            ExitIntent: self._fire_event, TabReturn: self._fire_event, Timer: self._fire_event,
-            Typing: self._typing, Consent: self._consent,
-        }
 
     def begin(self, hello: Hello, rules: RuleSet, now: float) -> Result:
         """A (re)connection: count the visit if it is new, tell the widget what to watch."""
@@ -141,7 +135,7 @@ class Session:
 
     def handle(self, event: Event, rules: RuleSet, now: float) -> Result:
         self.facts.now = now
-        return self._handlers[type(event)](event, rules, now)
+        return HANDLERS[type(event)](self, event, rules, now)
 
     def adopt(self, push: dict[str, Any]) -> None:
         """A push re-sent from the outbox (it was never acknowledged): track its reports."""
@@ -458,3 +452,12 @@ class Session:
         if rule.visual.calendar:
             message["calendar"] = rule.visual.calendar
         return message
+
+
+# One table for every session (a dict of bound methods per session cost memory per socket).
+HANDLERS: dict[type, Callable[[Session, Any, RuleSet, float], Result]] = {
+    PageView: Session._pageview, Dwell: Session._dwell, Custom: Session._custom,
+    Scroll: Session._scroll, Idle: Session._idle, PopinStatus: Session._status,
+    ExitIntent: Session._fire_event, TabReturn: Session._fire_event, Timer: Session._fire_event,
+    Typing: Session._typing, Consent: Session._consent,
+}

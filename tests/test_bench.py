@@ -15,3 +15,25 @@ def test_engine_benchmark_runs() -> None:
     rows = [line.split()[0] for line in result.stdout.splitlines()[1:4]]
     assert rows == ["10", "1,000", "10,000"]
     assert "10,000 rules cost" in result.stdout
+
+
+def test_audience_benchmark_runs() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "audiences.py"),
+                             "--sizes", "500,2000"], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    names = [line.split()[0] for line in result.stdout.splitlines()[1:]]
+    assert names[:6] == ["baseline", "csv", "jsonl", "meta", "google", "ids"]
+
+
+def test_socket_benchmark_runs_against_both_servers() -> None:
+    """The load generator, the bare baseline and popin, in a short run: every figure is
+    printed and no socket saw an error frame or waited in vain."""
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "sockets.py"), "--quick"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.splitlines()
+    figures = [line[:34].strip() for line in lines[1:]]
+    assert figures[:6] == ["events/s at saturation", "push latency p50 (ms), half load",
+                           "push latency p99 (ms), half load", "KB per idle connection (1000)",
+                           "connections opened per second", "engine: 10,000 rules cost"]
+    assert lines[-1] == "popin error frames during the loads: 0; timeouts: 0"
