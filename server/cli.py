@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .checks import render_warnings, rule_warnings
-from .config import ConfigError, Settings, load_settings
+from .config import ConfigError, Settings, Site, load_settings
 from .engine import RuleSet
 from .rules import load_rules
 from .store import Store
@@ -30,6 +30,15 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "no_reload", False):
         settings.reload = False
     return settings
+
+
+def _site(args: argparse.Namespace, settings: Settings) -> Site | None:
+    """The site named by --site, or None after saying which ones exist."""
+    site = settings.sites.get(args.site)
+    if site is None:
+        print(f"unknown site {args.site!r}; configured: {', '.join(settings.sites)}",
+              file=sys.stderr)
+    return site
 
 
 def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> int:
@@ -115,9 +124,7 @@ def keys_command(args: argparse.Namespace) -> int:
     from .keys import new_key
 
     settings = _settings(args)
-    if args.site not in settings.sites:
-        print(f"unknown site {args.site!r}; configured: {', '.join(settings.sites)}",
-              file=sys.stderr)
+    if _site(args, settings) is None:
         return 2
 
     async def work(store: Store) -> int:
@@ -152,9 +159,8 @@ def owner_lists(args: argparse.Namespace) -> int:
     from .forms import when
 
     settings = _settings(args)
-    site = settings.sites.get(args.site)
+    site = _site(args, settings)
     if site is None:
-        print(f"unknown site {args.site!r}", file=sys.stderr)
         return 2
     try:
         day = date.fromisoformat(args.day if args.command == "bookings" else args.since)
@@ -186,9 +192,7 @@ def audiences_command(args: argparse.Namespace) -> int:
     from .exports import ExportError, start_export
 
     settings = _settings(args)
-    if args.site not in settings.sites:
-        print(f"unknown site {args.site!r}; configured: {', '.join(settings.sites)}",
-              file=sys.stderr)
+    if _site(args, settings) is None:
         return 2
     loaded = load_rules(settings.rules) if settings.rules.exists() else None
     ruled = RuleSet(loaded.rules).audience_days if loaded else {}

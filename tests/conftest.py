@@ -136,6 +136,14 @@ class LiveServer:
         self._server = self._thread = None
 
 
+def settings_with_rules(folder: Path, rules: str, **overrides: Any) -> Settings:
+    """Settings for a test: its own store file and one rule file holding `rules`."""
+    (folder / "rules").mkdir(exist_ok=True)
+    (folder / "rules" / "rules.yaml").write_text(rules)
+    return Settings(store=f"sqlite:///{folder / 'popin.db'}", rules=folder / "rules",
+                    reload=False, **overrides)
+
+
 StoreFactory = Callable[[], Any]
 
 

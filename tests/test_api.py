@@ -17,7 +17,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import make_key
+from conftest import make_key, settings_with_rules
 from popin.app import create_app
 from popin.config import Settings
 from popin.openapi import document
@@ -39,10 +39,7 @@ ORIGIN = {"origin": "http://testserver"}
 
 @pytest.fixture
 def settings_(tmp_path: Path) -> Settings:
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "r.yaml").write_text(RULES)
-    return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=tmp_path / "rules",
-                    reload=False)
+    return settings_with_rules(tmp_path, RULES)
 
 
 @pytest.fixture

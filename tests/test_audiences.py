@@ -14,7 +14,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import make_key, run
+from conftest import make_key, run, settings_with_rules
 from popin.audiences import DAY, RETENTION_SECONDS, Cursor, Tagging, meta_name
 from popin.cli import main
 from popin.config import Settings, Site
@@ -41,10 +41,7 @@ def sha(text: str) -> str:
 
 
 def settings_for(tmp_path: Path, consent: str = "implied") -> Settings:
-    (tmp_path / "rules").mkdir(exist_ok=True)
-    (tmp_path / "rules" / "r.yaml").write_text(RULES)
-    return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=tmp_path / "rules",
-                    reload=False, sites={"demo": Site("demo", consent=consent)})
+    return settings_with_rules(tmp_path, RULES, sites={"demo": Site("demo", consent=consent)})
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
+from conftest import settings_with_rules
 from popin.admin_auth import MAX_FAILURES
 from popin.app import create_app
 from popin.cli import main
@@ -36,10 +37,7 @@ PASSWORD = "correct horse battery"
 
 @pytest.fixture
 def settings_(tmp_path: Path) -> Settings:
-    (tmp_path / "rules").mkdir()
-    (tmp_path / "rules" / "offers.yaml").write_text(RULES)
-    return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=tmp_path / "rules",
-                    reload=False)
+    return settings_with_rules(tmp_path, RULES)
 
 
 def set_password(settings_: Settings, monkeypatch: pytest.MonkeyPatch, password: str) -> int:
@@ -177,7 +175,7 @@ def test_the_pages_show_the_exact_counts_and_the_lift(client: TestClient) -> Non
             " ".join(campaign.split()))
     verdict = re.search(r"<p class=\"verdict\" data-verdict>(.*?)</p>", campaign)
     assert verdict and verdict[1].startswith("Not enough data yet")
-    assert "<svg" in campaign and "offers.yaml:" in campaign and "holdout: 30" in campaign
+    assert "<svg" in campaign and "rules.yaml:" in campaign and "holdout: 30" in campaign
     audiences = client.get("/admin/audiences").text
     assert re.search(r'data-audience="wax-readers".*?data-size>1<', audiences, re.S)
     export = client.get("/admin/audiences/wax-readers/export?format=ids")
