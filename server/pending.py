@@ -22,14 +22,15 @@ log = logging.getLogger("popin.pending")
 FLUSH_SECONDS = 1.0
 
 VisitorKey = tuple[str, str]
-OutboxKey = tuple[str, str, str]
+OutboxEntry = tuple[dict[str, Any], float] | None
 
 
 class PendingWrites:
     def __init__(self) -> None:
         self.profiles: dict[VisitorKey, Profile] = {}
-        # A push to keep (with its expiry), or None: remove it from the stored outbox.
-        self.outbox: dict[OutboxKey, tuple[dict[str, Any], float] | None] = {}
+        # (site, visitor) -> push id -> the push to keep (with its expiry), or None: remove
+        # it from the stored outbox. By visitor: a socket opening asks about its own.
+        self.outbox: dict[VisitorKey, dict[str, OutboxEntry]] = {}
         # (site, day) -> (rule, metric) -> amount
         self.stats: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
         self.recent: dict[str, list[dict[str, Any]]] = {}
@@ -41,17 +42,19 @@ class PendingWrites:
         self.profiles[(site, profile.visitor)] = profile
 
     def outbox_put(self, site: str, visitor: str, push: dict[str, Any], expires: float) -> None:
-        self.outbox[(site, visitor, push["id"])] = (push, expires)
+        self.outbox.setdefault((site, visitor), {})[push["id"]] = (push, expires)
 
     def outbox_remove(self, site: str, visitor: str, push_id: str) -> None:
-        key = (site, visitor, push_id)
-        if self.outbox.get(key) is not None:
-            del self.outbox[key]  # put and acknowledged within one flush: nothing to write
+        pushes = self.outbox.setdefault((site, visitor), {})
+        if pushes.get(push_id) is not None:
+            del pushes[push_id]  # put and acknowledged within one flush: nothing to write
+            if not pushes:
+                del self.outbox[(site, visitor)]
         else:
-            self.outbox[key] = None
+            pushes[push_id] = None
 
     def has_outbox(self, site: str, visitor: str) -> bool:
-        return any(key[:2] == (site, visitor) for key in self.outbox)
+        return (site, visitor) in self.outbox
 
     def count(self, site: str, day: str, stats: list[tuple[str, str, float]]) -> None:
         counter = self.stats.setdefault((site, day), {})
@@ -66,8 +69,7 @@ class PendingWrites:
     def forget(self, site: str, visitor: str) -> None:
         """An erased (or merged) visitor: nothing of theirs may be written later."""
         self.profiles.pop((site, visitor), None)
-        for key in [key for key in self.outbox if key[:2] == (site, visitor)]:
-            del self.outbox[key]
+        self.outbox.pop((site, visitor), None)
         for entries in self.recent.values():
             entries[:] = [entry for entry in entries if entry.get("visitor") != visitor]
 
@@ -81,11 +83,12 @@ class PendingWrites:
         try:
             if profiles:
                 await store.save_profiles(list(profiles.items()))
-            for (site, visitor, push_id), entry in outbox.items():
-                if entry is None:
-                    await store.outbox_remove(site, visitor, push_id)
-                else:
-                    await store.outbox_put(site, visitor, *entry)
+            for (site, visitor), pushes in outbox.items():
+                for push_id, entry in pushes.items():
+                    if entry is None:
+                        await store.outbox_remove(site, visitor, push_id)
+                    else:
+                        await store.outbox_put(site, visitor, *entry)
             for (site, day), counter in stats.items():
                 await store.stats_add(site, day, [(rule, metric, amount)
                                                   for (rule, metric), amount in counter.items()])
@@ -96,13 +99,14 @@ class PendingWrites:
             self._restore(profiles, outbox, stats, recent)
 
     def _restore(self, profiles: dict[VisitorKey, Profile],
-                 outbox: dict[OutboxKey, tuple[dict[str, Any], float] | None],
+                 outbox: dict[VisitorKey, dict[str, OutboxEntry]],
                  stats: dict[tuple[str, str], dict[tuple[str, str], float]],
                  recent: dict[str, list[dict[str, Any]]]) -> None:
         # Newer states win; counters add up. Some of these may already be written:
         # profiles and outbox entries are idempotent, counters may count twice.
         self.profiles = {**profiles, **self.profiles}
-        self.outbox = {**outbox, **self.outbox}
+        for key, pushes in outbox.items():
+            self.outbox[key] = {**pushes, **self.outbox.get(key, {})}
         for (site, day), counter in stats.items():
             self.count(site, day, [(rule, metric, amount)
                                    for (rule, metric), amount in counter.items()])
