@@ -12,7 +12,6 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from .agent import Agent, Geo, agent_of
@@ -212,9 +211,8 @@ class Hub:
     def record_stats(self, session: Session, result: Result, now: float) -> None:
         """Counters per site day (anonymous, so counted with or without consent), and the
         recent-events log, where the visitor id appears only if they may be remembered."""
-        site = self.sites.get(session.site)
-        zone = site.zone if site is not None else UTC
-        day = datetime.fromtimestamp(now, zone).date().isoformat()
+        # The site's clock, as the session's conditions already read it for this event.
+        day = session.facts.local_time.date().isoformat()
         self.pending.count(session.site, day, result.stats)
         who = session.profile.visitor if session.facts.may_remember else ""
         self.pending.log(session.site, [

@@ -13,6 +13,7 @@ bookings, erasure, identity) is still written at once.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from typing import Any
 
 from .profile import Profile
@@ -33,7 +34,7 @@ class PendingWrites:
         self.outbox: dict[VisitorKey, dict[str, OutboxEntry]] = {}
         # (site, day) -> (rule, metric) -> amount
         self.stats: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
-        self.recent: dict[str, list[dict[str, Any]]] = {}
+        self.recent: dict[str, deque[dict[str, Any]]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.profiles or self.outbox or self.stats or self.recent)
@@ -62,16 +63,19 @@ class PendingWrites:
             counter[(rule, metric)] = counter.get((rule, metric), 0.0) + amount
 
     def log(self, site: str, entries: list[dict[str, Any]]) -> None:
-        kept = self.recent.setdefault(site, [])
+        kept = self.recent.get(site)
+        if kept is None:
+            kept = self.recent[site] = deque(maxlen=RECENT_KEPT)
         kept.extend(entries)
-        del kept[:-RECENT_KEPT]
 
     def forget(self, site: str, visitor: str) -> None:
         """An erased (or merged) visitor: nothing of theirs may be written later."""
         self.profiles.pop((site, visitor), None)
         self.outbox.pop((site, visitor), None)
-        for entries in self.recent.values():
-            entries[:] = [entry for entry in entries if entry.get("visitor") != visitor]
+        for site_key, entries in self.recent.items():
+            self.recent[site_key] = deque((entry for entry in entries
+                                           if entry.get("visitor") != visitor),
+                                          maxlen=RECENT_KEPT)
 
     async def flush(self, store: Store) -> None:
         """Write everything pending. What arrives meanwhile waits for the next flush; what
@@ -93,7 +97,7 @@ class PendingWrites:
                 await store.stats_add(site, day, [(rule, metric, amount)
                                                   for (rule, metric), amount in counter.items()])
             for site, entries in recent.items():
-                await store.recent_add(site, entries)
+                await store.recent_add(site, list(entries))
         except Exception:
             log.exception("pending writes failed; they are tried again at the next flush")
             self._restore(profiles, outbox, stats, recent)
@@ -101,7 +105,7 @@ class PendingWrites:
     def _restore(self, profiles: dict[VisitorKey, Profile],
                  outbox: dict[VisitorKey, dict[str, OutboxEntry]],
                  stats: dict[tuple[str, str], dict[tuple[str, str], float]],
-                 recent: dict[str, list[dict[str, Any]]]) -> None:
+                 recent: dict[str, deque[dict[str, Any]]]) -> None:
         # Newer states win; counters add up. Some of these may already be written:
         # profiles and outbox entries are idempotent, counters may count twice.
         self.profiles = {**profiles, **self.profiles}
@@ -111,4 +115,4 @@ class PendingWrites:
             self.count(site, day, [(rule, metric, amount)
                                    for (rule, metric), amount in counter.items()])
         for site, entries in recent.items():
-            self.log(site, entries)
+            self.log(site, list(entries))
