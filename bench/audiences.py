@@ -46,8 +46,8 @@ def peak_kb() -> int:
 
 
 async def fill(path: Path, audience: str, count: int) -> float:
-    from popin.audiences import Tagging
-    from popin.store import open_store
+    from popin.stores.audiences import Tagging
+    from popin.stores.backends import open_store
 
     store = open_store(f"sqlite:///{path}")
     await store.open()
@@ -70,8 +70,8 @@ async def fill(path: Path, audience: str, count: int) -> float:
 
 async def churn(path: Path, audience: str, count: int) -> None:
     """1% of the audience leaves and as many newcomers join: what a night might bring."""
-    from popin.audiences import Tagging
-    from popin.store import open_store
+    from popin.stores.audiences import Tagging
+    from popin.stores.backends import open_store
 
     store = open_store(f"sqlite:///{path}")
     await store.open()
@@ -87,8 +87,8 @@ async def churn(path: Path, audience: str, count: int) -> None:
 
 
 def child_export(path: str, audience: str, format_name: str, since: str) -> dict[str, float]:
-    from popin.exports import start_export
-    from popin.store import open_store
+    from popin.features.exports import start_export
+    from popin.stores.backends import open_store
 
     async def run() -> dict[str, float]:
         store = open_store(f"sqlite:///{path}")

@@ -17,15 +17,15 @@ import sys
 import time
 from pathlib import Path
 
-from popin.agent import Agent
-from popin.config import Site
-from popin.engine import RuleSet
-from popin.events import Custom, Dwell, Event, Hello, PageView, PopinStatus, Scroll
-from popin.facts import Facts
-from popin.profile import Profile
-from popin.rules import Rule, parse_document
-from popin.session import Session
-from popin.yamlsource import load
+from popin.core.rules.campaign import Rule, parse_document
+from popin.core.rules.engine import RuleSet
+from popin.core.rules.yamlsource import load
+from popin.core.session import Session
+from popin.core.site import Site
+from popin.core.visitor.agent import Agent
+from popin.core.visitor.facts import Facts
+from popin.core.visitor.profile import Profile
+from popin.core.wire.events import Custom, Dwell, Event, Hello, PageView, PopinStatus, Scroll
 
 # The handful that the stream below can match.
 MATCHING = """

@@ -414,7 +414,7 @@ def main() -> int:
                         str(engine_json), "--events", "20000" if args.quick else "100000"],
                        capture_output=True, text=True, timeout=900)
         report["engine"] = json.loads(engine_json.read_text())
-    from popin.widget import BUILT, size_of
+    from popin.web.widget import BUILT, size_of
 
     report["widget"] = {"gzipped": size_of(BUILT.read_text()).gzipped}
     print_table(report)

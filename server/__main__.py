@@ -1,3 +1,5 @@
+"""`python -m popin`: the same as the `popin` command."""
+
 import sys
 
 from .cli import main

@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .checks import render_warnings, rule_warnings
-from .config import ConfigError, Settings, Site, load_settings
-from .engine import RuleSet
-from .rules import load_rules
-from .store import Store
+from .config import ConfigError, Settings, load_settings
+from .core.checks import render_warnings, rule_warnings
+from .core.rules.campaign import load_rules
+from .core.rules.engine import RuleSet
+from .core.site import Site
+from .stores.contract import Store
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -45,7 +46,7 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> 
     """Open the configured store, run `work` on it, close it whatever happens."""
     import asyncio
 
-    from .store import open_store
+    from .stores.backends import open_store
 
     async def run() -> int:
         store = open_store(settings.store)
@@ -61,7 +62,7 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .app import UVICORN_OPTIONS, create_app
+    from .web.app import UVICORN_OPTIONS, create_app
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = _settings(args)
@@ -98,7 +99,7 @@ def rules_check(args: argparse.Namespace) -> int:
 def rules_explain(args: argparse.Namespace) -> int:
     from datetime import datetime
 
-    from .explain import explain
+    from .core.explain import explain
 
     settings = _settings(args)
     loaded = load_rules(settings.rules)
@@ -121,7 +122,7 @@ def keys_command(args: argparse.Namespace) -> int:
     """popin keys create|list|revoke: the backend's API keys, stored as digests."""
     import time
 
-    from .keys import new_key
+    from .stores.keys import new_key
 
     settings = _settings(args)
     if _site(args, settings) is None:
@@ -156,7 +157,7 @@ def owner_lists(args: argparse.Namespace) -> int:
     """popin bookings list --day D / popin leads list --since D: what visitors asked for."""
     from datetime import date, datetime, time, timedelta
 
-    from .forms import when
+    from .core.rules.forms import when
 
     settings = _settings(args)
     site = _site(args, settings)
@@ -189,7 +190,7 @@ def audiences_command(args: argparse.Namespace) -> int:
     """popin audiences list | export NAME | sizes NAME: what the ad platforms get."""
     import time
 
-    from .exports import ExportError, start_export
+    from .features.exports import ExportError, start_export
 
     settings = _settings(args)
     if _site(args, settings) is None:
@@ -238,7 +239,7 @@ def admin_set_password(args: argparse.Namespace) -> int:
     """popin admin set-password: the dashboard's owner password, kept as an argon2 hash."""
     import getpass
 
-    from .admin_auth import PASSWORD_SETTING, hash_password
+    from .web.admin.auth import PASSWORD_SETTING, hash_password
 
     settings = _settings(args)
     if args.password_stdin:
@@ -263,7 +264,7 @@ def admin_set_password(args: argparse.Namespace) -> int:
 
 
 def widget_build(args: argparse.Namespace) -> int:
-    from .widget import BUILT, build, size_of
+    from .web.widget import BUILT, build, size_of
 
     script = build()
     size = size_of(script)

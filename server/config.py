@@ -28,10 +28,10 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .calendar import Calendar
+from .core.calendar import Calendar
+from .core.site import CONSENT_MODES, DEMO_HOURS, WEEKDAY_KEYS, Site, Spans
 
 # Where this checkout keeps what the server serves and the shipped playbook.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -53,48 +53,7 @@ class ConfigError(Exception):
     pass
 
 
-WEEKDAY_KEYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 _SPAN = re.compile(r"^\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*$")
-# minutes since midnight, [start, end)
-Spans = tuple[tuple[int, int], ...]
-DEMO_HOURS: dict[str, Spans] = {day: ((9 * 60, 19 * 60),) for day in WEEKDAY_KEYS[:6]}
-# "required": nothing is kept on the device or the server about a visitor until they opt
-# in; "implied": kept unless they opt out (popin.consent(false)).
-CONSENT_MODES = ("implied", "required")
-
-
-@dataclass(frozen=True, slots=True)
-class Site:
-    key: str
-    name: str = ""
-    origins: tuple[str, ...] = ("self",)
-    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Paris"))
-    business_hours: dict[str, Spans] = field(default_factory=lambda: dict(DEMO_HOURS))
-    # The visitor's budget across all rules; functional and transactional messages are exempt.
-    fatigue_per_session: int = 2
-    fatigue_per_day: int = 3
-    # Signs webhook requests (HMAC-SHA256); without it, webhooks are dead-lettered.
-    webhook_secret: str = ""
-    # Where new leads and bookings are announced to the owner (a webhook), if anywhere.
-    notify_url: str = ""
-    consent: str = "implied"
-    calendars: dict[str, Calendar] = field(default_factory=lambda: {
-        "advisers": Calendar("advisers", ZoneInfo("Europe/Paris"), dict(DEMO_HOURS),
-                             slot_minutes=30, min_notice_minutes=60, horizon_days=7,
-                             capacity=2)})
-
-    def allows(self, origin: str | None, host: str | None) -> bool:
-        """Is a WebSocket from a page at `origin` welcome? Browsers always send Origin."""
-        if not origin:
-            return False
-        normalised = origin.rstrip("/").lower()
-        for allowed in self.origins:
-            if allowed == "self":
-                if host and urlsplit(normalised).netloc == host.lower():
-                    return True
-            elif normalised == allowed.rstrip("/").lower():
-                return True
-        return False
 
 
 @dataclass(slots=True)

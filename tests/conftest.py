@@ -18,8 +18,8 @@ from typing import Any, TypeVar
 import pytest
 import uvicorn
 
-from popin.app import UVICORN_OPTIONS, create_app
 from popin.config import Settings
+from popin.web.app import UVICORN_OPTIONS, create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 # Screenshots and other things a reviewer may want to look at.
@@ -39,8 +39,8 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def make_key(settings: Settings, *scopes: str, revoked: bool = False) -> str:
     """An API key for the demo site, put straight into the settings' store; its token."""
-    from popin.keys import new_key
-    from popin.store import open_store
+    from popin.stores.backends import open_store
+    from popin.stores.keys import new_key
 
     token, key = new_key("demo", scopes, "test", 1.0)
     if revoked:
@@ -151,7 +151,7 @@ StoreFactory = Callable[[], Any]
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     """Every backend behind one contract. A factory, so a test can open the same store
     twice (durability, two processes)."""
-    from popin.store import open_store
+    from popin.stores.backends import open_store
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'data' / 'popin.db'}"
@@ -202,7 +202,7 @@ def screenshots(request: pytest.FixtureRequest) -> Path:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the widget's size on every run, so each change's effect on it is visible."""
-    from popin.widget import BUILT, SIZE_LIMIT_GZIPPED, size_of
+    from popin.web.widget import BUILT, SIZE_LIMIT_GZIPPED, size_of
 
     size = size_of(BUILT.read_text())
     terminalreporter.write_line(

@@ -18,9 +18,9 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from conftest import make_key, settings_with_rules
-from popin.app import create_app
 from popin.config import Settings
-from popin.openapi import document
+from popin.web.api.openapi import document
+from popin.web.app import create_app
 
 RULES = """
 rules:

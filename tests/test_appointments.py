@@ -16,9 +16,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conftest import OUTPUT, run
-from popin.appointments import BookingRequest, book_slot, capture_lead
-from popin.calendar import Calendar, slots
-from popin.store import open_store
+from popin.core.calendar import Calendar, slots
+from popin.features.appointments.booking import BookingRequest, book_slot, capture_lead
+from popin.stores.backends import open_store
 
 PARIS = ZoneInfo("Europe/Paris")
 WEEK = {day: ((9 * 60, 18 * 60),) for day in ("mon", "tue", "wed", "thu", "fri", "sat")}

@@ -6,8 +6,8 @@ import random
 import time
 
 from conftest import StoreFactory, run
-from popin.audiences import DAY, RETENTION_SECONDS, Member, Tagging
-from popin.store import Store
+from popin.stores.audiences import DAY, RETENTION_SECONDS, Member, Tagging
+from popin.stores.contract import Store
 
 T0 = 1_780_000_000.0  # 2026-05-28
 

@@ -15,12 +15,13 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import make_key, run, settings_with_rules
-from popin.audiences import DAY, RETENTION_SECONDS, Cursor, Tagging, meta_name
 from popin.cli import main
-from popin.config import Settings, Site
-from popin.identity import google_email, normal_email, normal_phone
-from popin.profile import Profile
-from popin.store import open_store
+from popin.config import Settings
+from popin.core.site import Site
+from popin.core.visitor.identity import google_email, normal_email, normal_phone
+from popin.core.visitor.profile import Profile
+from popin.stores.audiences import DAY, RETENTION_SECONDS, Cursor, Tagging, meta_name
+from popin.stores.backends import open_store
 
 RULES = """
 rules:
@@ -51,7 +52,7 @@ def settings_(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings_: Settings) -> Iterator[TestClient]:
-    from popin.app import create_app
+    from popin.web.app import create_app
 
     with TestClient(create_app(settings_)) as test_client:
         yield test_client
@@ -252,7 +253,7 @@ def profile_of(settings_: Settings, visitor: str) -> Profile | None:
 
 
 def test_consent_required_keeps_nothing_until_the_visitor_opts_in(tmp_path: Path) -> None:
-    from popin.app import create_app
+    from popin.web.app import create_app
 
     settings_ = settings_for(tmp_path, consent="required")
     with TestClient(create_app(settings_)) as client:

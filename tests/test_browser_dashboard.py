@@ -14,9 +14,9 @@ import pytest
 from websockets.sync.client import connect
 
 from conftest import LiveServer, run
-from popin.admin_auth import PASSWORD_SETTING, hash_password
 from popin.config import Settings
-from popin.store import open_store
+from popin.stores.backends import open_store
+from popin.web.admin.auth import PASSWORD_SETTING, hash_password
 
 pytestmark = pytest.mark.browser
 PASSWORD = "a demo password"

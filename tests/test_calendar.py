@@ -7,7 +7,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from popin.calendar import Calendar, by_day, free_slots, slots, visitor_zone
+from popin.core.calendar import Calendar, by_day, free_slots, slots, visitor_zone
 
 PARIS = ZoneInfo("Europe/Paris")
 NEW_YORK = ZoneInfo("America/New_York")

@@ -13,10 +13,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import settings_with_rules
-from popin.admin_auth import MAX_FAILURES
-from popin.app import create_app
 from popin.cli import main
 from popin.config import Settings
+from popin.web.admin.auth import MAX_FAILURES
+from popin.web.app import create_app
 
 RULES = """
 campaign: Checkout offers

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from popin.conditions import Facts
-from popin.engine import RuleSet
-from popin.events import Custom, Dwell, PageView, PopinStatus
-from popin.profile import Profile
-from popin.rules import Rule, parse_document
-from popin.yamlsource import load
+from popin.core.rules.campaign import Rule, parse_document
+from popin.core.rules.conditions import Facts
+from popin.core.rules.engine import RuleSet
+from popin.core.rules.yamlsource import load
+from popin.core.visitor.profile import Profile
+from popin.core.wire.events import Custom, Dwell, PageView, PopinStatus
 
 
 def rules_from(text: str) -> list[Rule]:

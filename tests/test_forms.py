@@ -14,9 +14,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import make_key, run
-from popin.app import create_app
-from popin.config import Settings, Site
-from popin.store import open_store
+from popin.config import Settings
+from popin.core.site import Site
+from popin.stores.backends import open_store
+from popin.web.app import create_app
 
 RULES = """
 events: [help_wanted, adviser_requested]

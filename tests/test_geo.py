@@ -12,11 +12,11 @@ from netaddr import IPSet
 from websockets.sync.client import connect
 
 from conftest import LiveServer
-from popin.agent import Geo, Place
-from popin.checks import rule_warnings
 from popin.cli import main
 from popin.config import Settings
-from popin.rules import load_rules
+from popin.core.checks import rule_warnings
+from popin.core.rules.campaign import load_rules
+from popin.core.visitor.agent import Geo, Place
 
 GEO_RULES = """
 rules:

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from popin.lift import MIN_GROUP, funnels, lift
+from popin.features.lift import MIN_GROUP, funnels, lift
 
 
 def test_a_clear_win_with_its_interval() -> None:

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from conftest import run
-from popin.pending import PendingWrites
-from popin.profile import Profile
-from popin.store import Store, open_store
+from popin.core.visitor.profile import Profile
+from popin.stores.backends import open_store
+from popin.stores.contract import Store
+from popin.stores.writebehind import PendingWrites
 
 
 def push(push_id: str) -> dict[str, Any]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from popin.events import Custom, Dwell, Hello, PageView, PopinStatus
-from popin.protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
+from popin.core.wire.events import Custom, Dwell, Hello, PageView, PopinStatus
+from popin.core.wire.protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
 
 HELLO = {"type": "hello", "visitor": "abcdefgh1234", "session": "session-1234",
          "url": "https://shop.test/a?b=1"}

@@ -11,9 +11,9 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import ROOT, wait_until
-from popin.app import create_app
 from popin.cli import main
 from popin.config import Settings
+from popin.web.app import create_app
 
 FIRST = "rules:\n  - {id: first, trigger: {event: signup}, popin: {title: First, body: b}}\n"
 SECOND = ("rules:\n  - {id: second, trigger: {event: signup}, popin: {title: Second, body: b}}\n"

@@ -8,10 +8,14 @@ from pathlib import Path
 import pytest
 
 from popin.cli import main
-from popin.facts import Facts
-from popin.profile import Profile
-from popin.rules import DEFAULT_CAP_PER_SESSION, DEFAULT_QUIET_AFTER_DISMISS, load_rules
-from popin.triggers import DwellTrigger, PageviewTrigger
+from popin.core.rules.campaign import (
+    DEFAULT_CAP_PER_SESSION,
+    DEFAULT_QUIET_AFTER_DISMISS,
+    load_rules,
+)
+from popin.core.rules.triggers import DwellTrigger, PageviewTrigger
+from popin.core.visitor.facts import Facts
+from popin.core.visitor.profile import Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 ERROR_CASES = sorted((Path(__file__).parent / "cases" / "rule_errors").glob("*.yaml"))

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 import yaml
 
-from popin.agent import Agent, Place
-from popin.config import Site
-from popin.engine import RuleSet
-from popin.events import Hello, PopinStatus
-from popin.facts import Facts, landing_facts
-from popin.profile import Profile
-from popin.protocol import decode, encode
-from popin.rules import Loaded, load_rules, parse_document, parse_shared
-from popin.session import Result, Session
-from popin.yamlsource import load
+from popin.core.rules.campaign import Loaded, load_rules, parse_document, parse_shared
+from popin.core.rules.engine import RuleSet
+from popin.core.rules.yamlsource import load
+from popin.core.session import Result, Session
+from popin.core.site import Site
+from popin.core.visitor.agent import Agent, Place
+from popin.core.visitor.facts import Facts, landing_facts
+from popin.core.visitor.profile import Profile
+from popin.core.wire.events import Hello, PopinStatus
+from popin.core.wire.protocol import decode, encode
 
 CASES = sorted((Path(__file__).parent / "cases" / "session").glob("*.yaml"))
 PLAYBOOK_CASES = sorted((Path(__file__).parent / "cases" / "playbook").glob("*.yaml"))

@@ -12,10 +12,11 @@ from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
 from conftest import run
-from popin.app import create_app
-from popin.config import Settings, Site
-from popin.protocol import MAX_ERRORS_PER_CONNECTION, MAX_MESSAGE_BYTES
-from popin.store import open_store
+from popin.config import Settings
+from popin.core.site import Site
+from popin.core.wire.protocol import MAX_ERRORS_PER_CONNECTION, MAX_MESSAGE_BYTES
+from popin.stores.backends import open_store
+from popin.web.app import create_app
 
 RULES = """
 rules:

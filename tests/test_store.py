@@ -9,11 +9,11 @@ import pytest
 import redis
 
 from conftest import StoreFactory, free_port, run
-from popin.booking import Booking, Lead
-from popin.delivery import Delivery
-from popin.keys import digest_of, new_key
-from popin.profile import Profile
-from popin.store import open_store
+from popin.core.visitor.profile import Profile
+from popin.stores.backends import open_store
+from popin.stores.bookings import Booking, Lead
+from popin.stores.deliveries import Delivery
+from popin.stores.keys import digest_of, new_key
 
 
 def sample(visitor: str = "visitor-0001") -> Profile:

@@ -19,8 +19,9 @@ import orjson
 import pytest
 
 from conftest import LiveServer, free_port, make_key, wait_until
-from popin.config import Settings, Site, WebhookSettings
-from popin.webhooks import next_delay, signature, verify
+from popin.config import Settings, WebhookSettings
+from popin.core.site import Site
+from popin.features.webhooks import next_delay, signature, verify
 
 SECRET = "s3cret-for-tests"
 

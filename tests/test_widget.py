@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from popin.cli import main
-from popin.widget import BUILT, SIZE_LIMIT_GZIPPED, build, size_of
+from popin.web.widget import BUILT, SIZE_LIMIT_GZIPPED, build, size_of
 
 
 def test_built_widget_matches_its_source() -> None:

@@ -1,0 +1,104 @@
+"""What a rule does: show something (a pop-in, an assistance offer, appointment slots),
+tag the visitor into an audience, call a webhook.
+
+    popin: {title: ..., body: ..., cta: {label: ..., url: ...}, placement: corner}
+    assist: {title: ..., body: ..., channels: [callback, video, email]}   # a lead form
+    slots: {calendar: advisers, title: ..., body: ..., channels: [phone, video]}  # a booking form
+    tag: {audience: cart-abandoners, days: 30}      # or tag: cart-abandoners
+    webhook: {url: "https://crm.example/hooks/popin"}
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .forms import SLOTS_MARK, lead_form
+from .schema import Reader
+from .templates import PopinTemplate, compile_popin, compile_template
+
+VISUAL_ACTIONS = ("popin", "assist", "slots")
+EFFECT_ACTIONS = ("tag", "webhook")
+ACTIONS = (*VISUAL_ACTIONS, *EFFECT_ACTIONS)
+ASSIST_CHANNELS = ("callback", "video", "email", "chat")
+SLOT_CHANNELS = ("phone", "video", "store")
+DEFAULT_AUDIENCE_DAYS = 30
+# What the big ad platforms accept as a membership duration.
+MAX_AUDIENCE_DAYS = 540
+
+
+@dataclass(frozen=True, slots=True)
+class TagAction:
+    audience: str
+    days: int = DEFAULT_AUDIENCE_DAYS
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAction:
+    url: str
+
+
+def _offer(value: Any, line: int, reader: Reader, kind: str) -> PopinTemplate:
+    """An assistance offer or appointment slots: the card holds their form."""
+    known = ASSIST_CHANNELS if kind == "assist" else SLOT_CHANNELS
+    extra = ["calendar"] if kind == "slots" else []
+    node = reader.mapping(value, line, f"'{kind}'")
+    reader.keys(node, f"'{kind}'", ["title", "body", "channels", *extra],
+                required=["title", "body", *extra])
+    channels = node.get("channels", list(known) if kind == "slots" else ["callback", "email"])
+    if not isinstance(channels, list) or not channels:
+        reader.fail(node.line_of("channels"), f"'{kind}.channels' must be a non-empty list")
+    for channel in channels:
+        if channel not in known:
+            reader.fail(node.line_of("channels"), f"unknown {kind} channel {channel!r}; "
+                        f"expected one of {', '.join(known)}")
+    calendar = reader.text(node, "calendar", max_length=64) if kind == "slots" else ""
+    offered = tuple(str(channel) for channel in channels)
+    # Free slots need the store: the mark is filled in before the push leaves.
+    form = lead_form(offered) if kind == "assist" else SLOTS_MARK
+    return PopinTemplate(compile_template(node, "title", reader),
+                         compile_template(node, "body", reader), (), "corner", "", kind,
+                         offered, calendar, form)
+
+
+def compile_visual(kind: str, value: Any, line: int, reader: Reader) -> PopinTemplate:
+    if kind == "popin":
+        return compile_popin(value, line, reader)
+    return _offer(value, line, reader, kind)
+
+
+# Audience names travel in URLs and file names.
+AUDIENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+
+
+def _audience_name(name: str, line: int, reader: Reader) -> str:
+    name = name.strip().lower()
+    if not AUDIENCE_NAME.match(name):
+        reader.fail(line, f"audience {name!r} must be 1-64 letters, digits, '-', '_' or '.'")
+    return name
+
+
+def compile_tag(value: Any, line: int, reader: Reader) -> TagAction:
+    if isinstance(value, str):
+        return TagAction(_audience_name(value, line, reader))
+    node = reader.mapping(value, line, "'tag'")
+    reader.keys(node, "'tag'", ["audience", "days"], required=["audience"])
+    days = DEFAULT_AUDIENCE_DAYS
+    if "days" in node:
+        days = reader.count(node["days"], node.line_of("days"), "'days'")
+        if not 1 <= days <= MAX_AUDIENCE_DAYS:
+            reader.fail(node.line_of("days"),
+                        f"'days' must be between 1 and {MAX_AUDIENCE_DAYS}, not {days}")
+    return TagAction(_audience_name(reader.text(node, "audience", max_length=64),
+                                    node.line_of("audience"), reader), days)
+
+
+def compile_webhook(value: Any, line: int, reader: Reader) -> WebhookAction:
+    node = reader.mapping(value, line, "'webhook'")
+    reader.keys(node, "'webhook'", ["url"], required=["url"])
+    url = reader.text(node, "url", max_length=2048)
+    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+        reader.fail(node.line_of("url"), f"'webhook.url' must be an http(s) URL, not {url!r}")
+    return WebhookAction(url)

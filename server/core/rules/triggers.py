@@ -1,0 +1,295 @@
+"""What starts a rule: exactly one trigger per rule, compiled by a function from a table.
+
+    trigger: {pageview: "/products/*"}                  # * within a segment, ** across them
+    trigger: {pageviews: {url: "/skis/**", count: 3}}   # the 3rd such page this session
+    trigger: {dwell: {keyword: ski-care, seconds: 8, selector: "#guide"}}
+    trigger: {scroll: 75}                               # percent of the page
+    trigger: {time_on_page: 45s}
+    trigger: {idle: 30s}                                # no interaction at all
+    trigger: {exit_intent: true}
+    trigger: {tab_return: 2m}                           # back after the tab was hidden that long
+    trigger: {search: ski-gear}                         # a query matching a keyword group, or any
+    trigger: {event: {name: add_to_cart, props: {sku: skis}}}
+    trigger: {after: {event: add_to_cart, without: [checkout_started], within: 60s}}
+    trigger: {visit: returning}                         # first, returning, {number: 3},
+                                                        # {returning_after: 30d}
+    trigger: {birthday: true}                           # on the visitor's birthday, site time
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ..wire.events import Scalar
+from .schema import Reader
+from .yamlsource import Mapping
+
+MAX_KEYWORD_LENGTH = 64
+MAX_SELECTOR_LENGTH = 120
+
+
+@dataclass(frozen=True, slots=True)
+class PageviewTrigger:
+    pattern: str
+    regex: re.Pattern[str]
+    count: int = 1
+
+    @property
+    def literal(self) -> str | None:
+        """The exact path when the pattern has no wildcard, so it can be looked up directly."""
+        return None if ("*" in self.pattern or "?" in self.pattern) else self.pattern
+
+    @property
+    def first_segment(self) -> str | None:
+        head = self.pattern.split("/")[1] if self.pattern.count("/") >= 2 else None
+        return head if head is not None and "*" not in head and "?" not in head else None
+
+
+@dataclass(frozen=True, slots=True)
+class DwellTrigger:
+    keyword: str
+    seconds: float
+    words: tuple[str, ...] = ()
+    selector: str = ""
+
+    @property
+    def watch(self) -> str:
+        """How the widget names what it measures for this trigger."""
+        return f"{self.keyword}@{self.selector}" if self.selector else self.keyword
+
+
+@dataclass(frozen=True, slots=True)
+class ScrollTrigger:
+    percent: int
+
+
+@dataclass(frozen=True, slots=True)
+class TimeOnPageTrigger:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class IdleTrigger:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExitIntentTrigger:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class TabReturnTrigger:
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class SearchTrigger:
+    # Empty: any search.
+    words: tuple[str, ...] = ()
+
+    def matches(self, query: str) -> bool:
+        lowered = query.lower()
+        return not self.words or any(word in lowered for word in self.words)
+
+
+@dataclass(frozen=True, slots=True)
+class EventTrigger:
+    name: str
+    props: tuple[tuple[str, Scalar], ...] = ()
+
+    def matches(self, props: dict[str, Scalar]) -> bool:
+        return all(props.get(key) == value for key, value in self.props)
+
+
+@dataclass(frozen=True, slots=True)
+class AfterTrigger:
+    """`event` happened, then none of `without` within `within` seconds."""
+
+    event: str
+    without: tuple[str, ...]
+    within: float
+
+
+@dataclass(frozen=True, slots=True)
+class VisitTrigger:
+    kind: str  # first, returning, number
+    number: int = 0
+    returning_after: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class BirthdayTrigger:
+    pass
+
+
+Trigger = (PageviewTrigger | DwellTrigger | ScrollTrigger | TimeOnPageTrigger | IdleTrigger
+           | ExitIntentTrigger | TabReturnTrigger | SearchTrigger | EventTrigger | AfterTrigger
+           | VisitTrigger | BirthdayTrigger)
+Keywords = dict[str, tuple[str, ...]]
+
+
+def path_pattern(pattern: str) -> re.Pattern[str]:
+    parts: list[str] = []
+    index = 0
+    while index < len(pattern):
+        if pattern.startswith("**", index):
+            parts.append(".*")
+            index += 2
+            continue
+        char = pattern[index]
+        parts.append("[^/]*" if char == "*" else "[^/]" if char == "?" else re.escape(char))
+        index += 1
+    return re.compile("".join(parts) + r"\Z")
+
+
+def first_segment(path: str) -> str:
+    return path.split("/", 2)[1] if path.startswith("/") and "/" in path[1:] else ""
+
+
+def _path(value: Any, line: int, reader: Reader, what: str) -> str:
+    if not isinstance(value, str) or not value.startswith("/"):
+        reader.fail(line, f"'{what}' needs a path pattern starting with '/', not {value!r}")
+    return value
+
+
+def _pageview(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
+    if isinstance(spec, Mapping):
+        reader.keys(spec, "'pageview'", ["url"], required=["url"])
+        spec, line = spec["url"], spec.line_of("url")
+    pattern = _path(spec, line, reader, "pageview")
+    return PageviewTrigger(pattern, path_pattern(pattern))
+
+
+def _pageviews(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
+    node = reader.mapping(spec, line, "'pageviews'")
+    reader.keys(node, "'pageviews'", ["url", "count"], required=["url", "count"])
+    pattern = _path(node["url"], node.line_of("url"), reader, "pageviews.url")
+    count = reader.count(node["count"], node.line_of("count"), "'count'")
+    if count < 1:
+        reader.fail(node.line_of("count"), "'count' must be at least 1")
+    return PageviewTrigger(pattern, path_pattern(pattern), count)
+
+
+def _words(name: str, keywords: Keywords) -> tuple[str, ...]:
+    return keywords.get(name, (name,))
+
+
+def _dwell(spec: Any, line: int, reader: Reader, keywords: Keywords) -> Trigger:
+    node = reader.mapping(spec, line, "'dwell'")
+    reader.keys(node, "'dwell'", ["keyword", "seconds", "selector"],
+                required=["keyword", "seconds"])
+    name = reader.text(node, "keyword", max_length=MAX_KEYWORD_LENGTH).strip().lower()
+    seconds = reader.number(node["seconds"], node.line_of("seconds"), "'seconds'", minimum=1)
+    selector = ""
+    if "selector" in node:
+        selector = reader.text(node, "selector", max_length=MAX_SELECTOR_LENGTH).strip()
+    return DwellTrigger(name, seconds, _words(name, keywords), selector)
+
+
+def _scroll(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
+    percent = reader.number(spec, line, "'scroll'", minimum=1)
+    if percent > 100 or percent != int(percent):
+        reader.fail(line, f"'scroll' is a whole percentage of the page, 1-100, not {spec!r}")
+    return ScrollTrigger(int(percent))
+
+
+def _seconds(kind: Callable[[float], Trigger], minimum: float) -> Callable[..., Trigger]:
+    def compile_seconds(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
+        seconds = reader.duration(spec, line, f"'{kind.__name__}'")
+        if seconds < minimum:
+            reader.fail(line, f"the duration must be at least {minimum:g} seconds")
+        return kind(seconds)
+
+    return compile_seconds
+
+
+def _exit(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
+    if spec is not True:
+        reader.fail(line, "'exit_intent' takes true")
+    return ExitIntentTrigger()
+
+
+def _search(spec: Any, line: int, reader: Reader, keywords: Keywords) -> Trigger:
+    if spec == "any":
+        return SearchTrigger()
+    if not isinstance(spec, str) or not spec.strip():
+        reader.fail(line, "'search' takes a keyword, a keyword group, or 'any'")
+    name = spec.strip().lower()
+    return SearchTrigger(_words(name, keywords))
+
+
+def _event(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
+    props: tuple[tuple[str, Scalar], ...] = ()
+    name = spec
+    if isinstance(spec, Mapping):
+        reader.keys(spec, "'event'", ["name", "props"], required=["name"])
+        name = spec["name"]
+        if "props" in spec:
+            wanted = reader.mapping(spec["props"], spec.line_of("props"), "'props'")
+            props = tuple(wanted.items())
+    if not isinstance(name, str) or not name:
+        reader.fail(line, f"'event' needs an event name, not {name!r}")
+    return EventTrigger(name, props)
+
+
+def _after(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
+    node = reader.mapping(spec, line, "'after'")
+    reader.keys(node, "'after'", ["event", "without", "within"],
+                required=["event", "without", "within"])
+    without = node["without"]
+    without = [without] if isinstance(without, str) else without
+    if not isinstance(without, list) or not all(isinstance(w, str) for w in without):
+        reader.fail(node.line_of("without"), "'without' must be an event name or a list of them")
+    within = reader.duration(node["within"], node.line_of("within"), "'within'")
+    return AfterTrigger(reader.text(node, "event", max_length=64), tuple(without), within)
+
+
+def _visit(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
+    if spec in ("first", "returning"):
+        return VisitTrigger(spec)
+    node = reader.mapping(spec, line, "'visit'")
+    reader.keys(node, "'visit'", ["number", "returning_after"])
+    if "number" in node:
+        return VisitTrigger("number", number=reader.count(node["number"], node.line_of("number"),
+                                                          "'number'"))
+    if "returning_after" in node:
+        after = reader.duration(node["returning_after"], node.line_of("returning_after"),
+                                "'returning_after'")
+        return VisitTrigger("returning", returning_after=after)
+    reader.fail(line, "'visit' takes first, returning, {number: N} or {returning_after: 30d}")
+
+
+def _birthday(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
+    if spec is not True:
+        reader.fail(line, "'birthday' takes true")
+    return BirthdayTrigger()
+
+
+COMPILERS: dict[str, Callable[[Any, int, Reader, Keywords], Trigger]] = {
+    "pageview": _pageview,
+    "pageviews": _pageviews,
+    "dwell": _dwell,
+    "scroll": _scroll,
+    "time_on_page": _seconds(TimeOnPageTrigger, 1),
+    "idle": _seconds(IdleTrigger, 5),
+    "exit_intent": _exit,
+    "tab_return": _seconds(TabReturnTrigger, 5),
+    "search": _search,
+    "event": _event,
+    "after": _after,
+    "visit": _visit,
+    "birthday": _birthday,
+}
+
+
+def compile_trigger(value: Any, line: int, reader: Reader, keywords: Keywords) -> Trigger:
+    node = reader.mapping(value, line, "'trigger'")
+    reader.keys(node, "'trigger'", COMPILERS)
+    if len(node) != 1:
+        reader.fail(node.line, f"'trigger' needs exactly one of {', '.join(COMPILERS)}")
+    kind, spec = next(iter(node.items()))
+    return COMPILERS[kind](spec, node.line_of(kind), reader, keywords)

@@ -1,0 +1,463 @@
+"""One visitor's live session: events in, pop-ins and effects out, no I/O.
+
+The WebSocket endpoint feeds decoded events to `Session.handle`, calls `Session.tick`
+when `next_deadline()` comes, and sends what comes back; the hub persists the profile
+when the result says it changed. Everything here is plain synchronous code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+from .context import template_context
+from .rules.campaign import BUDGET_EXEMPT, Rule
+from .rules.engine import RuleSet, by_priority
+from .rules.templates import RenderError
+from .rules.triggers import (
+    AfterTrigger,
+    BirthdayTrigger,
+    PageviewTrigger,
+    SearchTrigger,
+    TimeOnPageTrigger,
+    VisitTrigger,
+)
+from .site import Site
+from .visitor.cart import track_cart
+from .visitor.facts import Facts
+from .visitor.profile import Profile
+from .wire.events import (
+    Consent,
+    Custom,
+    Dwell,
+    Event,
+    ExitIntent,
+    Hello,
+    Idle,
+    PageView,
+    PopinStatus,
+    Scroll,
+    TabReturn,
+    Timer,
+    Typing,
+)
+
+# Pushes remembered for status reports; older ones are long gone from the screen.
+MAX_PUSHES_TRACKED = 32
+SEARCH_PARAMETERS = ("q", "s", "search", "query", "keywords")
+DAY = 86400.0
+# A visitor who just closed one pop-in is not shown another campaign's straight away.
+QUIET_AFTER_ANY_DISMISS = 60.0
+
+
+@dataclass(slots=True)
+class WebhookCall:
+    rule: str
+    url: str
+    payload: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Result:
+    """What handling one message produced."""
+
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    effects: list[WebhookCall] = field(default_factory=list)
+    # Push ids the widget has acknowledged (any status report): out of the outbox.
+    acks: list[str] = field(default_factory=list)
+    profile_changed: bool = False
+    # (audience, until): memberships the visitor earned or refreshed.
+    taggings: list[tuple[str, float]] = field(default_factory=list)
+    # The visitor withdrew (consent denied, GPC): out of every audience.
+    leave_audiences: bool = False
+    # (rule id, metric, amount) for the owner's statistics: triggered, exposed, held_out,
+    # shown, clicked, dismissed, converted(_control), revenue(_control).
+    stats: list[tuple[str, str, float]] = field(default_factory=list)
+    # Names of things worth counting (pop-ins shown, suppressed and why, errors).
+    counts: list[str] = field(default_factory=list)
+    # (rule id, outcome) for every candidate rule: what `popin rules explain` prints.
+    trace: list[tuple[str, str]] = field(default_factory=list)
+
+
+def widget_config(rules: RuleSet, site: Site) -> dict[str, Any]:
+    """What the widget watches, and whether it may keep ids on the device yet."""
+    return {**rules.widget_config, "consent": site.consent}
+
+
+class Session:
+    __slots__ = ("_next_push", "exclusive_used", "facts", "id", "idle_reached",
+                 "open_push", "page", "page_dwell", "page_hits", "page_scroll", "profile",
+                 "pushes", "quiet_until", "search", "shown", "site", "started", "timers",
+                 "typing", "visit_pending")
+
+    def __init__(self, site: str, session_id: str, profile: Profile, facts: Facts) -> None:
+        self.site = site
+        self.id = session_id
+        self.profile = profile
+        self.facts = facts
+        self.page: PageView | None = None
+        self.page_dwell: dict[str, float] = {}
+        self.page_scroll = 0.0
+        self.idle_reached = 0.0
+        self.page_hits: dict[str, int] = {}
+        self.search = ""
+        self.shown: dict[str, int] = {}
+        self.exclusive_used: set[str] = set()
+        self.pushes: dict[str, str] = {}
+        self.open_push: str | None = None
+        self.typing = False
+        self.visit_pending = False
+        # After the visitor dismisses a pop-in, other campaigns keep quiet for a while.
+        self.quiet_until = 0.0
+        self.started = 0.0
+        # rule id -> when its in-session timer comes due
+        self.timers: dict[str, float] = {}
+        self._next_push = 1
+
+    def begin(self, hello: Hello, rules: RuleSet, now: float) -> Result:
+        """A (re)connection: count the visit if it is new, tell the widget what to watch."""
+        result = Result(profile_changed=True)
+        self.facts.now = now
+        self.started = self.started or now
+        if self.profile.start_visit(hello.session, now):
+            result.counts.append("visit")
+            self.visit_pending = True
+        # A fresh page load (or a reconnect) shows no pop-in until told otherwise.
+        self.open_push = None
+        self.typing = False
+        result.messages.append(widget_config(rules, self.facts.site))
+        if self.facts.gpc or not self.facts.may_remember:
+            self._withdraw(result)
+        self._merge(result, self.tick(rules, now))
+        return result
+
+    def handle(self, event: Event, rules: RuleSet, now: float) -> Result:
+        self.facts.now = now
+        return HANDLERS[type(event)](self, event, rules, now)
+
+    def adopt(self, push: dict[str, Any]) -> None:
+        """A push re-sent from the outbox (it was never acknowledged): track its reports."""
+        self.pushes[push["id"]] = push["rule"]
+        self.open_push = push["id"]
+
+    def next_deadline(self) -> float | None:
+        return min(self.timers.values()) if self.timers else None
+
+    def tick(self, rules: RuleSet, now: float) -> Result:
+        """Fire the timers that came due (also those that did while the socket was away)."""
+        result = Result()
+        due = sorted((deadline, rule) for rule, deadline in self.timers.items() if deadline <= now)
+        for _deadline, rule_id in due:
+            del self.timers[rule_id]
+            self._merge(result, self.handle(Timer(rule_id), rules, now))
+        return result
+
+    @staticmethod
+    def _merge(into: Result, other: Result) -> None:
+        into.messages += other.messages
+        into.effects += other.effects
+        into.acks += other.acks
+        into.counts += other.counts
+        into.trace += other.trace
+        into.profile_changed |= other.profile_changed
+        into.taggings += other.taggings
+        into.leave_audiences |= other.leave_audiences
+        into.stats += other.stats
+
+    # -- events -------------------------------------------------------------------------
+
+    def _pageview(self, event: PageView, rules: RuleSet, now: float) -> Result:
+        self.page = event
+        self.search = ""
+        self.page_dwell, self.page_scroll, self.idle_reached = {}, 0.0, 0.0
+        candidates = []
+        for rule in rules.candidates(event):
+            assert isinstance(rule.trigger, PageviewTrigger)
+            if rule.trigger.count > 1:
+                hits = self.page_hits[rule.id] = self.page_hits.get(rule.id, 0) + 1
+                if hits != rule.trigger.count:
+                    continue
+            candidates.append(rule)
+        if self.visit_pending:
+            self.visit_pending = False
+            candidates += [rule for rule in rules.visit if self._visit_matches(rule)]
+        query = next((value for key, value in parse_qsl(urlsplit(event.url).query)
+                      if key in SEARCH_PARAMETERS and value.strip()), "")
+        if query:
+            candidates += self._searched(query, rules)
+        for rule in rules.time_on_page:
+            if isinstance(rule.trigger, TimeOnPageTrigger):
+                self.timers[rule.id] = now + rule.trigger.seconds
+        return self._fire(by_priority(candidates), event, rules, now)
+
+    def _searched(self, query: str, rules: RuleSet) -> list[Rule]:
+        self.search = query[:200]
+        return [rule for rule in rules.search
+                if isinstance(rule.trigger, SearchTrigger) and rule.trigger.matches(query)]
+
+    def _visit_matches(self, rule: Rule) -> bool:
+        trigger, profile = rule.trigger, self.profile
+        if isinstance(trigger, BirthdayTrigger):
+            local = self.facts.local_time
+            born = profile.birthday[-5:]
+            today = f"{local.month:02d}-{local.day:02d}"
+            leap_day_off_year = born == "02-29" and today == "02-28" and local.year % 4 != 0
+            return bool(born) and (born == today or leap_day_off_year)
+        assert isinstance(trigger, VisitTrigger)
+        if trigger.kind == "first":
+            return profile.visits == 1
+        if trigger.kind == "number":
+            return profile.visits == trigger.number
+        away = (self.facts.now - profile.previous_seen) if profile.previous_seen else 0.0
+        return profile.visits >= 2 and away >= trigger.returning_after
+
+    def _dwell(self, event: Dwell, rules: RuleSet, now: float) -> Result:
+        previous = self.page_dwell.get(event.keyword, 0.0)
+        if event.seconds <= previous:
+            return Result(counts=["dwell.stale"])
+        self.page_dwell[event.keyword] = event.seconds
+        interests = self.profile.interests
+        name = event.keyword.split("@")[0]
+        interests[name] = interests.get(name, 0.0) + event.seconds - previous
+        result = self._fire(rules.candidates(event, previous), event, rules, now)
+        result.profile_changed = True
+        return result
+
+    def _scroll(self, event: Scroll, rules: RuleSet, now: float) -> Result:
+        previous = self.page_scroll
+        if event.percent <= previous:
+            return Result()
+        self.page_scroll = event.percent
+        return self._fire(rules.candidates(event, previous), event, rules, now)
+
+    def _idle(self, event: Idle, rules: RuleSet, now: float) -> Result:
+        # A shorter idle report than the last one means the visitor was active in between.
+        previous = self.idle_reached if event.seconds > self.idle_reached else 0.0
+        self.idle_reached = event.seconds
+        return self._fire(rules.candidates(event, previous), event, rules, now)
+
+    def _fire_event(self, event: Event, rules: RuleSet, now: float) -> Result:
+        return self._fire(rules.candidates(event), event, rules, now)
+
+    def _custom(self, event: Custom, rules: RuleSet, now: float) -> Result:
+        changed = track_cart(self.profile, event)
+        for rule in rules.after_cancel.get(event.name, ()):
+            self.timers.pop(rule.id, None)
+        for rule in rules.after_start.get(event.name, ()):
+            if isinstance(rule.trigger, AfterTrigger):
+                self.timers.setdefault(rule.id, now + rule.trigger.within)
+        candidates = rules.candidates(event)
+        query = event.props.get("query")
+        # A query already seen in this page's URL is the same search, told twice.
+        if (event.name == "search" and isinstance(query, str) and query.strip()
+                and query[:200] != self.search):
+            candidates = by_priority([*candidates, *self._searched(query, rules)])
+        result = self._fire(candidates, event, rules, now)
+        result.profile_changed |= changed
+        for rule in rules.conversions.get(event.name, ()):
+            self._convert(rule, event, now, result)
+        return result
+
+    def _convert(self, rule: Rule, event: Custom, now: float, result: Result) -> None:
+        """Count the event for the rule's last exposure (or hold-out), once, in its window."""
+        assert rule.conversion is not None
+        history = self.profile.popins.get(rule.id)
+        if history is None:
+            return
+        exposed, held_out = history.exposed or 0.0, history.held_out or 0.0
+        last = max(exposed, held_out)
+        if not last or now - last > rule.conversion.within or (history.converted or 0) >= last:
+            return
+        history.converted = now
+        group = "_control" if held_out >= exposed else ""
+        result.stats.append((rule.id, f"converted{group}", 1.0))
+        value = event.props.get(rule.conversion.value)
+        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+            result.stats.append((rule.id, f"revenue{group}", float(value)))
+        result.profile_changed = True
+
+    def _typing(self, event: Typing, _rules: RuleSet, _now: float) -> Result:
+        self.typing = event.active
+        return Result()
+
+    def _consent(self, event: Consent, _rules: RuleSet, _now: float) -> Result:
+        self.facts.consent = "granted" if event.granted else "denied"
+        result = Result(counts=[f"consent.{self.facts.consent}"])
+        if event.granted:
+            # What this session learnt so far may now be kept.
+            result.profile_changed = True
+        else:
+            self._withdraw(result)
+        return result
+
+    def _withdraw(self, result: Result) -> None:
+        """Out of every audience meant for ad platforms (GPC, consent refused)."""
+        if self.profile.audiences:
+            self.profile.audiences.clear()
+            result.leave_audiences = True
+
+    def _status(self, event: PopinStatus, _rules: RuleSet, now: float) -> Result:
+        rule_id = self.pushes.get(event.push_id)
+        if rule_id is None:
+            return Result(counts=["status.unknown_push"], acks=[event.push_id])
+        result = Result(counts=[f"popin.{event.status}"], acks=[event.push_id],
+                        stats=[(rule_id, event.status, 1.0)])
+        if event.status == "shown":
+            return result
+        if self.open_push == event.push_id:
+            self.open_push = None
+        history = self.profile.history(rule_id)
+        if event.status == "dismissed":
+            history.dismissed = now
+            self.quiet_until = now + QUIET_AFTER_ANY_DISMISS
+        elif event.status == "clicked":
+            history.clicked = now
+        result.profile_changed = True
+        return result
+
+    # -- rules --------------------------------------------------------------------------
+
+    def _fire(self, candidates: list[Rule], event: Event, rules: RuleSet, now: float) -> Result:
+        result = Result()
+        showed = False
+        for rule in candidates:
+            outcome = self._try(rule, event, rules, now, result, showed)
+            result.trace.append((rule.id, outcome))
+            if outcome == "shown":
+                showed = True
+            elif outcome in ("holdout", "template_error"):
+                result.counts.append(outcome)
+                if outcome == "template_error":
+                    result.stats.append((rule.id, "errors", 1.0))
+            elif outcome not in ("acted", "conditions"):
+                result.counts.append(f"suppressed.{outcome}")
+        return result
+
+    def _try(self, rule: Rule, event: Event, rules: RuleSet, now: float, result: Result,
+             showed: bool) -> str:
+        facts = self.facts
+        if not rule.condition(facts):
+            return "conditions"
+        # Never shown to bots, never tagged.
+        if facts.agent.is_bot:
+            return "bot"
+        # A rule that only tags or calls webhooks and may do neither has not fired: its
+        # caps stay whole for when the visitor opts in.
+        if rule.visual is None:
+            if not facts.may_remember:
+                return "no_consent"
+            if facts.gpc and not rule.webhooks:
+                return "gpc"
+        blocked = self._guard(rule, now)
+        if blocked:
+            return blocked
+        if rule.visual is not None:
+            if showed or self.open_push is not None:
+                return "busy"
+            if self.typing:
+                return "typing"
+            if rule.category not in BUDGET_EXEMPT:
+                if now < self.quiet_until:
+                    return "quiet_after_dismiss"
+                if self._budget_spent(now):
+                    return "fatigue"
+        held_out = bool(rule.holdout) and facts.bucket(f"holdout:{rule.id}") < rule.holdout
+        html = ""
+        if rule.visual is not None and not held_out:
+            try:
+                html = rule.visual.render(template_context(event, facts, self.page,
+                                                           self.search, rules))
+            except RenderError:
+                return "template_error"
+        # From here on the rule counts as having fired, held out or not.
+        self.shown[rule.id] = self.shown.get(rule.id, 0) + 1
+        if rule.exclusive:
+            self.exclusive_used.add(rule.exclusive)
+        result.profile_changed = True
+        result.stats.append((rule.id, "triggered", 1.0))
+        history = self.profile.history(rule.id)
+        if held_out:
+            history.held_out = now
+            result.stats.append((rule.id, "held_out", 1.0))
+            return "holdout"
+        history.exposed = now
+        result.stats.append((rule.id, "exposed", 1.0))
+        if rule.visual is not None:
+            result.messages.append(self._push(rule, html, now))
+            result.counts.append("popin.pushed")
+        self._effects(rule, event, now, result)
+        return "shown" if rule.visual is not None else "acted"
+
+    def _guard(self, rule: Rule, now: float) -> str | None:
+        """Why this rule must stay quiet now, or None."""
+        if self.shown.get(rule.id, 0) >= rule.cap_per_session:
+            return "cap_session"
+        if rule.exclusive and rule.exclusive in self.exclusive_used:
+            return "exclusive"
+        history = self.profile.popins.get(rule.id)
+        if history is None:
+            return None
+        if rule.cap_per_visitor is not None:
+            since = now - rule.cap_window if rule.cap_window else 0.0
+            if history.shown_since(since) >= rule.cap_per_visitor:
+                return "cap_visitor"
+        if history.dismissed is not None and now - history.dismissed < rule.quiet_after_dismiss:
+            return "quiet"
+        return None
+
+    def _budget_spent(self, now: float) -> bool:
+        site = self.facts.site
+        in_session = sum(1 for moment in self.profile.exposures if moment >= self.started)
+        today = sum(1 for moment in self.profile.exposures if moment >= now - DAY)
+        return in_session >= site.fatigue_per_session or today >= site.fatigue_per_day
+
+    def _effects(self, rule: Rule, event: Event, now: float, result: Result) -> None:
+        for tag in rule.tags:
+            # GPC: never into an audience meant for ad platforms.
+            if self.facts.gpc:
+                result.counts.append("tag.gpc_refused")
+                continue
+            if not self.facts.may_remember:
+                result.counts.append("tag.no_consent")
+                continue
+            audiences = self.profile.audiences
+            until = now + tag.days * DAY
+            audiences[tag.audience] = max(audiences.get(tag.audience, 0.0), until)
+            result.taggings.append((tag.audience, until))
+            result.counts.append("tagged")
+        for hook in rule.webhooks:
+            result.effects.append(WebhookCall(rule.id, hook.url, {
+                "rule": rule.id, "site": self.site, "visitor": self.profile.visitor,
+                "event": type(event).__name__.lower(), "at": now}))
+
+    def _push(self, rule: Rule, html: str, now: float) -> dict[str, Any]:
+        assert rule.visual is not None
+        # Unique across sessions: pushes outlive them in the outbox.
+        push_id = f"{self.id[:16]}.{int(now * 1000):x}.{self._next_push}"
+        self._next_push += 1
+        self.pushes[push_id] = rule.id
+        if len(self.pushes) > MAX_PUSHES_TRACKED:
+            del self.pushes[next(iter(self.pushes))]
+        self.open_push = push_id
+        self.profile.history(rule.id).record_shown(now)
+        if rule.category not in BUDGET_EXEMPT:
+            self.profile.record_exposure(now)
+        message = {"type": "show", "id": push_id, "rule": rule.id, "kind": rule.visual.kind,
+                   "placement": rule.visual.placement, "html": html, "at": now,
+                   "expires": now + rule.expires}
+        if rule.visual.slot:
+            message["slot"] = rule.visual.slot
+        if rule.visual.calendar:
+            message["calendar"] = rule.visual.calendar
+        return message
+
+
+# One table for every session (a dict of bound methods per session cost memory per socket).
+HANDLERS: dict[type, Callable[[Session, Any, RuleSet, float], Result]] = {
+    PageView: Session._pageview, Dwell: Session._dwell, Custom: Session._custom,
+    Scroll: Session._scroll, Idle: Session._idle, PopinStatus: Session._status,
+    ExitIntent: Session._fire_event, TabReturn: Session._fire_event, Timer: Session._fire_event,
+    Typing: Session._typing, Consent: Session._consent,
+}

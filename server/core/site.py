@@ -1,0 +1,52 @@
+"""A site as the core sees it: its origins, clock, opening hours, consent mode, budgets
+and calendars. Read from `popin.toml` by `popin.config`; here only the model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo
+
+from .calendar import Calendar
+
+WEEKDAY_KEYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+# minutes since midnight, [start, end)
+Spans = tuple[tuple[int, int], ...]
+DEMO_HOURS: dict[str, Spans] = {day: ((9 * 60, 19 * 60),) for day in WEEKDAY_KEYS[:6]}
+# "required": nothing is kept on the device or the server about a visitor until they opt
+# in; "implied": kept unless they opt out (popin.consent(false)).
+CONSENT_MODES = ("implied", "required")
+
+
+@dataclass(frozen=True, slots=True)
+class Site:
+    key: str
+    name: str = ""
+    origins: tuple[str, ...] = ("self",)
+    zone: ZoneInfo = field(default_factory=lambda: ZoneInfo("Europe/Paris"))
+    business_hours: dict[str, Spans] = field(default_factory=lambda: dict(DEMO_HOURS))
+    # The visitor's budget across all rules; functional and transactional messages are exempt.
+    fatigue_per_session: int = 2
+    fatigue_per_day: int = 3
+    # Signs webhook requests (HMAC-SHA256); without it, webhooks are dead-lettered.
+    webhook_secret: str = ""
+    # Where new leads and bookings are announced to the owner (a webhook), if anywhere.
+    notify_url: str = ""
+    consent: str = "implied"
+    calendars: dict[str, Calendar] = field(default_factory=lambda: {
+        "advisers": Calendar("advisers", ZoneInfo("Europe/Paris"), dict(DEMO_HOURS),
+                             slot_minutes=30, min_notice_minutes=60, horizon_days=7,
+                             capacity=2)})
+
+    def allows(self, origin: str | None, host: str | None) -> bool:
+        """Is a WebSocket from a page at `origin` welcome? Browsers always send Origin."""
+        if not origin:
+            return False
+        normalised = origin.rstrip("/").lower()
+        for allowed in self.origins:
+            if allowed == "self":
+                if host and urlsplit(normalised).netloc == host.lower():
+                    return True
+            elif normalised == allowed.rstrip("/").lower():
+                return True
+        return False

@@ -1,0 +1,1 @@
+"""The widget's wire: the events it sends, and the JSON frames both ways."""

@@ -1,0 +1,1 @@
+"""Appointments and requests for help: booking a slot, signed links, form answers."""

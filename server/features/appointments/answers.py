@@ -1,0 +1,104 @@
+"""Forms in pop-ins answered: free slots filled into a slots card before it leaves, a
+submitted form answered (lead kept, slot booked, or the form again with its errors), the
+owner told."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from ...core.calendar import visitor_zone
+from ...core.rules.forms import MEET_LABELS, SLOTS_MARK, lead_form, slots_form, when
+from ...core.rules.templates import ENVIRONMENT
+from ...core.session import Result, Session
+from ...core.site import Site
+from ...core.wire.events import FormSubmit
+from ...stores.bookings import Booking, Lead
+from ...stores.contract import Store
+from ...stores.deliveries import Delivery
+from .booking import BookingRequest, book_slot, capture_lead, open_slots
+from .links import Links
+
+THANKS = ENVIRONMENT.from_string("""
+<p class="done">Thank you, {{ lead.name }}. {% if lead.channel == "email" %}We will write to
+{{ lead.contact }}{% else %}We will contact you at {{ lead.contact }}{% endif %}
+as soon as we can, during opening hours.</p>""")
+
+BOOKED = ENVIRONMENT.from_string("""
+<p class="done">Booked: <strong>{{ when }}</strong> ({{ channel }}).
+We will contact you at {{ booking.contact }}.</p>
+<p><a class="cta" href="{{ ics_url }}" download="appointment.ics">Add to my calendar</a>
+<a href="{{ manage_url }}">Change or cancel</a></p>""")
+
+TAKEN = "That time was just taken by someone else. Here are the times still free."
+
+
+async def fill_slots(store: Store, site: Site, session: Session, result: Result,
+                     now: float) -> None:
+    """Slot pickers list what is free right now, in the visitor's own time zone."""
+    for message in result.messages:
+        if message["type"] != "show" or SLOTS_MARK not in message["html"]:
+            continue
+        calendar = site.calendars.get(message.get("calendar", ""))
+        if calendar is None:
+            message["html"] = message["html"].replace(
+                SLOTS_MARK, "<p>Booking is not open yet; please contact us.</p>")
+            continue
+        zone = visitor_zone(session.facts.timezone, calendar.zone)
+        free = await open_slots(store, site.key, calendar, now)
+        message["html"] = message["html"].replace(SLOTS_MARK, slots_form(calendar, free, zone))
+
+
+async def notify_owner(store: Store, site: Site, visitor: str, payload: dict[str, Any],
+                       now: float) -> None:
+    if not site.notify_url:
+        return
+    await store.save_delivery(Delivery.new(site.key, visitor, site.notify_url, payload, now))
+
+
+async def answer_form(store: Store, site: Site, session: Session, rule_id: str, kind: str,
+                      calendar_name: str, channels: tuple[str, ...], event: FormSubmit,
+                      links: Links) -> str:
+    """The new content of the pop-in's form area."""
+    fields, now, visitor = event.fields, time.time(), session.profile.visitor
+    consent = fields.get("consent") in ("yes", "on", "true")
+    if event.form == "lead":
+        lead, errors = await capture_lead(
+            store, site.key, visitor, rule_id, fields.get("channel", ""), fields.get("name", ""),
+            fields.get("contact", ""), fields.get("message", ""), consent, now)
+        if lead is None:
+            return lead_form(channels, fields, errors)
+        await notify_owner(store, site, visitor, {"type": "lead", **lead.to_dict()}, now)
+        return thanks(lead)
+    calendar = site.calendars.get(calendar_name)
+    if calendar is None:
+        return "<p>Booking is not open yet; please contact us.</p>"
+    zone = visitor_zone(session.facts.timezone, calendar.zone)
+    try:
+        start = float(fields.get("slot", ""))
+    except ValueError:
+        start = -1.0
+    request = BookingRequest(start, fields.get("channel", ""), fields.get("name", ""),
+                             fields.get("contact", ""), consent, visitor,
+                             # One booking per pop-in and slot, however often it is sent.
+                             f"{event.push_id}:{start!r}", session.facts.timezone)
+    answer = await book_slot(store, site.key, calendar, request, now)
+    if answer.outcome == "taken":
+        return slots_form(calendar, answer.free, zone, fields, notice=TAKEN)
+    if answer.booking is None:
+        return slots_form(calendar, answer.free, zone, fields, answer.errors)
+    if answer.outcome == "confirmed":
+        await notify_owner(store, site, visitor, {"type": "booking",
+                                                  **answer.booking.to_dict()}, now)
+    return booked(answer.booking, zone, links.ics(answer.booking), links.manage(answer.booking))
+
+
+def thanks(lead: Lead) -> str:
+    return THANKS.render(lead=lead)
+
+
+def booked(booking: Booking, zone: ZoneInfo, ics_url: str, manage_url: str) -> str:
+    return BOOKED.render(booking=booking, when=when(booking.start, zone),
+                         channel=MEET_LABELS.get(booking.channel, booking.channel).lower(),
+                         ics_url=ics_url, manage_url=manage_url)

@@ -1,0 +1,363 @@
+"""Live sessions of every site, the current rules, and the store behind them.
+
+A session outlives its socket for a while, so a widget that reconnects (network
+blip, next page of the same visit) resumes the same session and its caps.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..core.rules.engine import RuleSet
+from ..core.session import Result, Session
+from ..core.site import Site
+from ..core.visitor.agent import Agent, Geo, agent_of
+from ..core.visitor.facts import Facts, landing_facts
+from ..core.visitor.identity import apply_traits, merge_into
+from ..core.visitor.profile import Profile
+from ..core.wire.events import Custom, FormSubmit, Hello, Scalar
+from ..features.appointments.answers import answer_form, fill_slots
+from ..features.appointments.links import Links
+from ..stores.audiences import Tagging, identifiers
+from ..stores.contract import Store
+from ..stores.deliveries import Delivery
+from ..stores.writebehind import PendingWrites
+
+log = logging.getLogger("popin.hub")
+
+# A session idle this long is over: the widget starts a new one after 30 minutes too.
+SESSION_IDLE_SECONDS = 30 * 60
+
+SessionKey = tuple[str, str, str]
+VisitorKey = tuple[str, str]
+# Close code telling a widget its visitor was erased: forget the ids, do not come back.
+CLOSE_ERASED = 4010
+
+
+class Socket(Protocol):
+    """A live widget connection, as the endpoint gives it to the hub."""
+
+    async def send(self, message: dict[str, Any]) -> None: ...
+
+    async def close(self, code: int) -> None: ...
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What a business event did for one visitor."""
+
+    visitor: str
+    shown_live: int = 0
+    queued: int = 0
+
+
+@dataclass(slots=True)
+class RuleStatus:
+    """What the owner needs to know about the rules in force."""
+
+    loaded_at: float = 0.0
+    checked_at: float = 0.0
+    files: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+class Hub:
+    def __init__(self, store: Store, rules: RuleSet, sites: dict[str, Site],
+                 clock: Callable[[], float] = time.time, geo: Geo | None = None) -> None:
+        self.store = store
+        self._rules = rules
+        # Bumped on every reload, so each socket sends its widget the new config once.
+        self.rules_version = 0
+        self.rule_status = RuleStatus(loaded_at=clock())
+        self.sites = sites
+        self.clock = clock
+        self.geo = geo
+        # Signs appointment links; the app sets it from the configured secret.
+        self.links = Links(secrets.token_urlsafe(32))
+        self.counts: Counter[str] = Counter()
+        self._sessions: dict[SessionKey, Session] = {}
+        # Sessions with no socket, and since when; swept after SESSION_IDLE_SECONDS.
+        self._idle_since: dict[SessionKey, float] = {}
+        self._connections: Counter[SessionKey] = Counter()
+        # Two tabs of one visitor share one profile object, so neither overwrites the other.
+        self._profiles: dict[tuple[str, str], Profile] = {}
+        self._profile_sessions: Counter[tuple[str, str]] = Counter()
+        self._sockets: dict[VisitorKey, dict[Socket, Session]] = {}
+        self.pending = PendingWrites()
+
+    @property
+    def rules(self) -> RuleSet:
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: RuleSet) -> None:
+        self._rules = rules
+        self.rules_version += 1
+
+    @property
+    def live_connections(self) -> int:
+        return sum(len(sockets) for sockets in self._sockets.values())
+
+    def live_visitors(self, site: str) -> int:
+        """Visitors of this site with a page open now."""
+        return sum(1 for site_key, _visitor in self._sockets if site_key == site)
+
+    @property
+    def live_sessions(self) -> int:
+        return len(self._sessions)
+
+    async def audience_names(self, site: str) -> set[str]:
+        """Audiences the rules tag into, and those that still have members or changes."""
+        stored = {info.name for info in await self.store.audience_list(site)}
+        return stored | set(self.rules.audience_days)
+
+    async def open(self, site: Site, hello: Hello, user_agent: str,
+                   client_ip: str | None = None) -> Session:
+        """Find or start the session; `client_ip` is used for geo here and never kept."""
+        key = (site.key, hello.visitor, hello.session)
+        session = self._sessions.get(key)
+        if session is None:
+            visitor_key = (site.key, hello.visitor)
+            if visitor_key not in self._profiles:
+                loaded = await self._stored(*visitor_key)
+                self._profiles.setdefault(visitor_key, loaded or Profile(visitor=hello.visitor))
+            # Another socket of this session may have opened it while we awaited the store.
+            session = self._sessions.get(key)
+        if session is None:
+            self._profile_sessions[visitor_key] += 1
+            profile = self._profiles[visitor_key]
+            utm, referrer = landing_facts(hello.url, hello.referrer)
+            facts = Facts(profile, site, agent_of(user_agent),
+                          self.geo.locate(client_ip) if self.geo else Facts(profile).place,
+                          hello.language, utm, referrer, consent=hello.consent, gpc=hello.gpc,
+                          now=self.clock(), timezone=hello.timezone)
+            session = Session(site.key, hello.session, profile, facts)
+            self._sessions[key] = session
+            self.counts["session.new"] += 1
+        else:
+            self.counts["session.resumed"] += 1
+            # The visitor may have changed their mind (or their browser) since.
+            session.facts.gpc = hello.gpc
+            if hello.consent != "unknown":
+                session.facts.consent = hello.consent
+        self._connections[key] += 1
+        self._idle_since.pop(key, None)
+        return session
+
+    async def prepare(self, session: Session, result: Result) -> None:
+        """What a push needs from the store before it leaves (free slots)."""
+        site = self.sites.get(session.site)
+        if site is not None and result.messages:
+            await fill_slots(self.store, site, session, result, self.clock())
+
+    async def form(self, session: Session, event: FormSubmit) -> dict[str, Any] | None:
+        """Answer a form sent from a pop-in; None when no pop-in of ours has that form."""
+        rule = self.rules.by_id.get(session.pushes.get(event.push_id, ""))
+        site = self.sites.get(session.site)
+        expected = {"lead": "assist", "book": "slots"}[event.form]
+        if rule is None or site is None or rule.visual is None or rule.visual.kind != expected:
+            return None
+        html = await answer_form(self.store, site, session, rule.id, event.form,
+                                 rule.visual.calendar, rule.visual.channels, event, self.links)
+        self.counts[f"form.{event.form}"] += 1
+        return {"type": "update", "id": event.push_id, "html": html}
+
+    async def settle(self, session: Session, result: Result) -> None:
+        """Persist what a result changed: profile, outbox, acknowledgements, webhooks,
+        audiences; nothing at all while the visitor's consent is needed and not given.
+        What can wait a moment goes through `pending` and is written with the next flush."""
+        self.counts.update(result.counts)
+        site, visitor = session.site, session.profile.visitor
+        now = self.clock()
+        if result.stats:
+            self.record_stats(session, result, now)
+        if result.leave_audiences:
+            left = await self.store.audience_leave(site, visitor, now)
+            self.counts["audience.left"] += left
+        if not session.facts.may_remember:
+            if result.leave_audiences:
+                # The withdrawal itself is kept, so the profile's audiences stay empty.
+                self.pending.profile(site, session.profile)
+            return
+        for message in result.messages:
+            if message["type"] == "show":
+                # Until the widget acknowledges it, a push waits here for the next socket.
+                self.pending.outbox_put(site, visitor, message, message["expires"])
+        for push_id in result.acks:
+            self.pending.outbox_remove(site, visitor, push_id)
+        for call in result.effects:
+            await self.store.save_delivery(Delivery.new(site, visitor, call.url, call.payload,
+                                                        now))
+            self.counts["webhook.queued"] += 1
+        if result.taggings:
+            ids = identifiers(session.profile)
+            self.counts["audience.joined"] += await self.store.audience_tag(
+                site, [Tagging(visitor, audience, until, ids)
+                       for audience, until in result.taggings], now)
+        if result.profile_changed:
+            self.pending.profile(site, session.profile)
+
+    async def flush(self) -> None:
+        """Write what is pending now (also done every FLUSH_SECONDS by the app)."""
+        if self.pending:
+            await self.pending.flush(self.store)
+
+    def record_stats(self, session: Session, result: Result, now: float) -> None:
+        """Counters per site day (anonymous, so counted with or without consent), and the
+        recent-events log, where the visitor id appears only if they may be remembered."""
+        # The site's clock, as the session's conditions already read it for this event.
+        day = session.facts.local_time.date().isoformat()
+        self.pending.count(session.site, day, result.stats)
+        who = session.profile.visitor if session.facts.may_remember else ""
+        self.pending.log(session.site, [
+            {"at": now, "rule": rule, "metric": metric, "amount": amount, "visitor": who}
+            for rule, metric, amount in result.stats])
+
+    async def unacknowledged(self, session: Session) -> list[dict[str, Any]]:
+        """The oldest push this visitor never acknowledged, to send again on (re)connect."""
+        if self.pending.has_outbox(session.site, session.profile.visitor):
+            await self.flush()
+        waiting = await self.store.outbox_list(session.site, session.profile.visitor,
+                                               self.clock())
+        if not waiting:
+            return []
+        session.adopt(waiting[0])
+        self.counts["outbox.resent"] += 1
+        return [waiting[0]]
+
+    def attach(self, session: Session, socket: Socket) -> None:
+        self._sockets.setdefault((session.site, session.profile.visitor), {})[socket] = session
+
+    def detach(self, session: Session, socket: Socket) -> None:
+        key = (session.site, session.profile.visitor)
+        sockets = self._sockets.get(key, {})
+        sockets.pop(socket, None)
+        if not sockets:
+            self._sockets.pop(key, None)
+
+    async def business_event(self, site: Site, visitor: str, event: Custom) -> Outcome:
+        """An event from the site's backend: live if the visitor is connected, else the
+        pop-in waits in their outbox for the next visit."""
+        outcome = Outcome(visitor)
+        live = self._sockets.get((site.key, visitor), {})
+        session = next(iter(live.values()), None) or self._idle_session(site.key, visitor)
+        if session is None:
+            stored = await self._stored(site.key, visitor)
+            profile = stored or Profile(visitor)
+            # A stored profile means the visitor let us remember them.
+            session = Session(site.key, f"backend-{secrets.token_hex(8)}", profile,
+                              Facts(profile, site, Agent("other"), now=self.clock(),
+                                    consent="granted" if stored else "unknown"))
+        result = session.handle(event, self.rules, self.clock())
+        await self.prepare(session, result)
+        await self.settle(session, result)
+        shown = [message for message in result.messages if message["type"] == "show"]
+        for message in shown:
+            for socket in list(live):
+                await socket.send(message)
+        outcome.shown_live = len(shown) if live else 0
+        outcome.queued = 0 if live else len(shown)
+        return outcome
+
+    def _idle_session(self, site: str, visitor: str) -> Session | None:
+        for (site_key, visitor_id, _), session in self._sessions.items():
+            if site_key == site and visitor_id == visitor:
+                return session
+        return None
+
+    async def identify(self, site: Site, visitor: str, user_id: str,
+                       traits: dict[str, Scalar]) -> tuple[str, list[str]]:
+        """Link the site's user to this visitor; a second device converges on the first
+        visitor's profile. Traits are checked before anything changes. Returns the
+        visitor id to use from now on, and the traits stored."""
+        apply_traits(Profile(visitor), traits)  # raises TraitError before anything changes
+        profile = self._profiles.get((site.key, visitor)) or await self._stored(
+            site.key, visitor) or Profile(visitor)
+        kept_id = await self.store.link_user(site.key, user_id, visitor)
+        if kept_id != visitor:
+            kept = self._profiles.get((site.key, kept_id)) or await self._stored(
+                site.key, kept_id) or Profile(kept_id)
+            merge_into(kept, profile)
+            self.pending.forget(site.key, visitor)
+            await self.store.erase_visitor(site.key, visitor)
+            await self.store.link_user(site.key, user_id, kept_id)
+            # The kept visitor carries the second device's audiences from now on.
+            now = self.clock()
+            await self.store.audience_tag(site.key, [
+                Tagging(kept_id, audience, until, identifiers(kept))
+                for audience, until in kept.audiences.items() if until > now], now)
+            self._rekey(site.key, visitor, kept)
+            profile = kept
+            self.counts["identity.merged"] += 1
+        profile.user_id = user_id
+        stored = apply_traits(profile, traits)
+        await self.store.save_profile(site.key, profile)
+        if profile.audiences:
+            await self.store.audience_update_ids(site.key, kept_id, identifiers(profile))
+        return kept_id, stored
+
+    async def _stored(self, site: str, visitor: str) -> Profile | None:
+        """The profile as the store will have it after the next flush."""
+        return self.pending.profiles.get((site, visitor)) or await self.store.load_profile(
+            site, visitor)
+
+    def _rekey(self, site: str, old: str, kept: Profile) -> None:
+        """Live sessions of the second device now work on the kept profile."""
+        for key in [key for key in self._sessions if key[:2] == (site, old)]:
+            session = self._sessions.pop(key)
+            session.profile = session.facts.profile = kept
+            new_key = (site, kept.visitor, key[2])
+            self._sessions[new_key] = session
+            if key in self._idle_since:
+                self._idle_since[new_key] = self._idle_since.pop(key)
+            if key in self._connections:
+                self._connections[new_key] = self._connections.pop(key)
+            self._profile_sessions[(site, kept.visitor)] += 1
+        self._profiles[(site, kept.visitor)] = kept
+        self._profiles.pop((site, old), None)
+        self._profile_sessions.pop((site, old), None)
+        sockets = self._sockets.pop((site, old), {})
+        self._sockets.setdefault((site, kept.visitor), {}).update(sockets)
+
+    async def forget(self, site: str, visitor: str) -> None:
+        """Erase a visitor everywhere, and end their live sessions so nothing comes back."""
+        for socket in list(self._sockets.pop((site, visitor), {})):
+            await socket.close(CLOSE_ERASED)
+        for key in [key for key in self._sessions if key[:2] == (site, visitor)]:
+            del self._sessions[key]
+            self._idle_since.pop(key, None)
+            self._connections.pop(key, None)
+        self._profiles.pop((site, visitor), None)
+        self._profile_sessions.pop((site, visitor), None)
+        self.pending.forget(site, visitor)
+        await self.store.erase_visitor(site, visitor)
+        self.counts["visitor.erased"] += 1
+
+    def release(self, session: Session) -> None:
+        key = (session.site, session.profile.visitor, session.id)
+        self._connections[key] -= 1
+        if self._connections[key] <= 0:
+            del self._connections[key]
+            self._idle_since[key] = self.clock()
+            # With its last page gone, nothing of this session is on screen any more.
+            session.open_push = None
+
+    def sweep(self) -> int:
+        """End sessions idle for too long; return how many ended."""
+        deadline = self.clock() - SESSION_IDLE_SECONDS
+        expired = [key for key, since in self._idle_since.items() if since < deadline]
+        for key in expired:
+            del self._idle_since[key]
+            del self._sessions[key]
+            visitor_key = key[:2]
+            self._profile_sessions[visitor_key] -= 1
+            if self._profile_sessions[visitor_key] <= 0:
+                del self._profile_sessions[visitor_key]
+                del self._profiles[visitor_key]
+        return len(expired)

@@ -1,0 +1,118 @@
+"""Store writes that can wait a moment, gathered in memory and made together.
+
+A busy socket changes its profile, counts statistics and puts pop-ins in the outbox
+several times a second; writing each at once made the store the bottleneck (py-spy
+under bench/sockets.py: two fifths of the time in SQLite writes). Here the last state of
+each profile, the sum of each counter and the net effect on each outbox wait for the
+next flush: every FLUSH_SECONDS, at shutdown, and before anything reads them back. A
+pop-in acknowledged before the flush never touches the disk. A crash of the process
+loses at most that last moment's writes; what must not wait (webhooks, audiences,
+bookings, erasure, identity) is still written at once.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import Any
+
+from ..core.visitor.profile import Profile
+from .contract import RECENT_KEPT, Store
+
+log = logging.getLogger("popin.pending")
+FLUSH_SECONDS = 1.0
+
+VisitorKey = tuple[str, str]
+OutboxEntry = tuple[dict[str, Any], float] | None
+
+
+class PendingWrites:
+    def __init__(self) -> None:
+        self.profiles: dict[VisitorKey, Profile] = {}
+        # (site, visitor) -> push id -> the push to keep (with its expiry), or None: remove
+        # it from the stored outbox. By visitor: a socket opening asks about its own.
+        self.outbox: dict[VisitorKey, dict[str, OutboxEntry]] = {}
+        # (site, day) -> (rule, metric) -> amount
+        self.stats: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
+        self.recent: dict[str, deque[dict[str, Any]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.profiles or self.outbox or self.stats or self.recent)
+
+    def profile(self, site: str, profile: Profile) -> None:
+        self.profiles[(site, profile.visitor)] = profile
+
+    def outbox_put(self, site: str, visitor: str, push: dict[str, Any], expires: float) -> None:
+        self.outbox.setdefault((site, visitor), {})[push["id"]] = (push, expires)
+
+    def outbox_remove(self, site: str, visitor: str, push_id: str) -> None:
+        pushes = self.outbox.setdefault((site, visitor), {})
+        if pushes.get(push_id) is not None:
+            del pushes[push_id]  # put and acknowledged within one flush: nothing to write
+            if not pushes:
+                del self.outbox[(site, visitor)]
+        else:
+            pushes[push_id] = None
+
+    def has_outbox(self, site: str, visitor: str) -> bool:
+        return (site, visitor) in self.outbox
+
+    def count(self, site: str, day: str, stats: list[tuple[str, str, float]]) -> None:
+        counter = self.stats.setdefault((site, day), {})
+        for rule, metric, amount in stats:
+            counter[(rule, metric)] = counter.get((rule, metric), 0.0) + amount
+
+    def log(self, site: str, entries: list[dict[str, Any]]) -> None:
+        kept = self.recent.get(site)
+        if kept is None:
+            kept = self.recent[site] = deque(maxlen=RECENT_KEPT)
+        kept.extend(entries)
+
+    def forget(self, site: str, visitor: str) -> None:
+        """An erased (or merged) visitor: nothing of theirs may be written later."""
+        self.profiles.pop((site, visitor), None)
+        self.outbox.pop((site, visitor), None)
+        for site_key, entries in self.recent.items():
+            self.recent[site_key] = deque((entry for entry in entries
+                                           if entry.get("visitor") != visitor),
+                                          maxlen=RECENT_KEPT)
+
+    async def flush(self, store: Store) -> None:
+        """Write everything pending. What arrives meanwhile waits for the next flush; what
+        fails is kept for it."""
+        profiles, self.profiles = self.profiles, {}
+        outbox, self.outbox = self.outbox, {}
+        stats, self.stats = self.stats, {}
+        recent, self.recent = self.recent, {}
+        try:
+            if profiles:
+                await store.save_profiles(list(profiles.items()))
+            for (site, visitor), pushes in outbox.items():
+                for push_id, entry in pushes.items():
+                    if entry is None:
+                        await store.outbox_remove(site, visitor, push_id)
+                    else:
+                        await store.outbox_put(site, visitor, *entry)
+            for (site, day), counter in stats.items():
+                await store.stats_add(site, day, [(rule, metric, amount)
+                                                  for (rule, metric), amount in counter.items()])
+            for site, entries in recent.items():
+                await store.recent_add(site, list(entries))
+        except Exception:
+            log.exception("pending writes failed; they are tried again at the next flush")
+            self._restore(profiles, outbox, stats, recent)
+
+    def _restore(self, profiles: dict[VisitorKey, Profile],
+                 outbox: dict[VisitorKey, dict[str, OutboxEntry]],
+                 stats: dict[tuple[str, str], dict[tuple[str, str], float]],
+                 recent: dict[str, deque[dict[str, Any]]]) -> None:
+        # Newer states win; counters add up. Some of these may already be written:
+        # profiles and outbox entries are idempotent, counters may count twice.
+        self.profiles = {**profiles, **self.profiles}
+        for key, pushes in outbox.items():
+            self.outbox[key] = {**pushes, **self.outbox.get(key, {})}
+        for (site, day), counter in stats.items():
+            self.count(site, day, [(rule, metric, amount)
+                                   for (rule, metric), amount in counter.items()])
+        for site, entries in recent.items():
+            self.log(site, list(entries))

@@ -1,0 +1,213 @@
+"""The owner's dashboard at /admin: server-rendered pages behind a login.
+
+    /admin/                      overview: live numbers, every campaign's funnel and lift
+    /admin/campaigns/{rule}      one campaign: its rule, funnel, lift, errors, exposures
+    /admin/audiences             sizes over time, export links
+    /admin/bookings              appointments ahead, leads
+    /admin/rules                 loaded files, errors with file:line, last reload
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    HTMLResponse,
+    JSONResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Route
+
+from ...config import STATIC_DIR
+from ...core.site import Site
+from ...features.exports import ExportError, start_export
+from ...live.hub import Hub
+from . import dashboard
+from .auth import (
+    CSRF_COOKIE,
+    PASSWORD_SETTING,
+    SESSION_COOKIE,
+    SESSION_SECONDS,
+    LoginGuard,
+    Sessions,
+    csrf_ok,
+    csrf_token,
+    password_matches,
+    set_cookie,
+)
+
+TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                        autoescape=select_autoescape(default=True), trim_blocks=True,
+                        lstrip_blocks=True)
+TEMPLATES.filters["when"] = lambda moment, zone: datetime.fromtimestamp(moment, zone).strftime(
+    "%d %b %H:%M:%S")
+# No external resource of any kind: the owner's privacy and a strict policy.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
+                               "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+Page = Callable[[Request, Hub, Site], Awaitable[Response]]
+
+
+def _render(request: Request, name: str, code: int = 200, **context: Any) -> HTMLResponse:
+    token = csrf_token(request)
+    hub: Hub = request.app.state.hub
+    html = TEMPLATES.get_template(name).render(
+        csrf=token, path=request.url.path, sites=list(hub.sites.values()),
+        site_key=request.query_params.get("site", ""), **context)
+    response = HTMLResponse(html, status_code=code, headers=HEADERS)
+    if request.cookies.get(CSRF_COOKIE) != token:
+        set_cookie(response, request, CSRF_COOKIE, token)
+    return response
+
+
+def _site(request: Request, hub: Hub) -> Site | None:
+    key = request.query_params.get("site")
+    return hub.sites.get(key) if key else next(iter(hub.sites.values()), None)
+
+
+def owner_only(page: Page) -> Callable[[Request], Awaitable[Response]]:
+    async def guarded(request: Request) -> Response:
+        hub: Hub = request.app.state.hub
+        stored = await hub.store.setting_get(PASSWORD_SETTING)
+        sessions: Sessions = request.app.state.admin_sessions
+        if not sessions.valid(request.cookies.get(SESSION_COOKIE), stored):
+            target = quote(request.url.path + (f"?{request.url.query}" if request.url.query
+                                               else ""))
+            return RedirectResponse(f"/admin/login?next={target}", status_code=303)
+        # The pages read statistics and profiles: what is pending goes in first.
+        await hub.flush()
+        site = _site(request, hub)
+        if site is None:
+            return _render(request, "message.html", 404, title="No such site",
+                           message="This site is not in popin.toml.")
+        return await page(request, hub, site)
+
+    return guarded
+
+
+async def login_page(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    unset = await hub.store.setting_get(PASSWORD_SETTING) is None
+    return _render(request, "login.html", unset=unset, error="",
+                   next=request.query_params.get("next", "/admin/"))
+
+
+async def login(request: Request) -> Response:
+    hub: Hub = request.app.state.hub
+    guard: LoginGuard = request.app.state.login_guard
+    form = await request.form()
+    target = str(form.get("next") or "/admin/")
+    if not target.startswith("/admin/") or target.startswith("//"):
+        target = "/admin/"
+    if not csrf_ok(request, form.get("csrf")):
+        return _render(request, "login.html", 403, unset=False, next=target,
+                       error="The form expired: please try again.")
+    address = request.client.host if request.client else "unknown"
+    wait = guard.retry_after(address)
+    if wait:
+        response = _render(request, "login.html", 429, unset=False, next=target,
+                           error=f"Too many attempts: try again in {wait // 60 + 1} minutes.")
+        response.headers["Retry-After"] = str(wait)
+        return response
+    stored = await hub.store.setting_get(PASSWORD_SETTING)
+    if not password_matches(stored, str(form.get("password", ""))):
+        guard.failed(address)
+        hub.counts["admin.login_failed"] += 1
+        return _render(request, "login.html", 401, unset=stored is None, next=target,
+                       error="Wrong password.")
+    assert stored is not None
+    guard.succeeded(address)
+    sessions: Sessions = request.app.state.admin_sessions
+    redirect = RedirectResponse(target, status_code=303)
+    set_cookie(redirect, request, SESSION_COOKIE, sessions.issue(stored), SESSION_SECONDS)
+    return redirect
+
+
+async def logout(request: Request) -> Response:
+    form = await request.form()
+    if not csrf_ok(request, form.get("csrf")):
+        return _render(request, "message.html", 403, title="The form expired",
+                       message="Please go back and try again.")
+    response = RedirectResponse("/admin/login", status_code=303)
+    response.delete_cookie(SESSION_COOKIE, path="/admin")
+    return response
+
+
+async def overview(request: Request, hub: Hub, site: Site) -> Response:
+    return _render(request, "overview.html", site=site, **await dashboard.overview(hub, site))
+
+
+async def campaign(request: Request, hub: Hub, site: Site) -> Response:
+    found = await dashboard.campaign(hub, site, request.path_params["rule"])
+    if found is None:
+        return _render(request, "message.html", 404, title="No such campaign",
+                       message="No rule has this id, and none had one in the last 30 days.")
+    return _render(request, "campaign.html", site=site, **found)
+
+
+async def audiences(request: Request, hub: Hub, site: Site) -> Response:
+    return _render(request, "audiences.html", site=site,
+                   **await dashboard.audiences(hub, site))
+
+
+async def export(request: Request, hub: Hub, site: Site) -> Response:
+    name = request.path_params["name"]
+    if name not in await hub.audience_names(site.key):
+        return _render(request, "message.html", 404, title="No such audience", message=name)
+    try:
+        found = await start_export(hub.store, site.key, name,
+                                   request.query_params.get("format", "csv"), hub.clock())
+    except ExportError as error:
+        return _render(request, "message.html", 400, title="Cannot export", message=str(error))
+    return StreamingResponse(found.body, media_type=found.media_type, headers={
+        **HEADERS, "Popin-Cursor": found.cursor,
+        "Content-Disposition": f'attachment; filename="{found.filename}"'})
+
+
+async def bookings(request: Request, hub: Hub, site: Site) -> Response:
+    return _render(request, "bookings.html", site=site, **await dashboard.bookings(hub, site))
+
+
+async def rules(request: Request, hub: Hub, site: Site) -> Response:
+    return _render(request, "rules.html", site=site, status=hub.rule_status,
+                   count=len(hub.rules))
+
+
+async def live(request: Request, hub: Hub, site: Site) -> Response:
+    return JSONResponse(await dashboard.live(hub, site), headers=HEADERS)
+
+
+def _asset(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
+    async def serve(_request: Request) -> Response:
+        return FileResponse(STATIC_DIR / "admin" / name, media_type=media_type,
+                            headers={"Cache-Control": "public, max-age=300"})
+
+    return serve
+
+
+ROUTES = [
+    Route("/admin/login", login_page, methods=["GET"]),
+    Route("/admin/login", login, methods=["POST"]),
+    Route("/admin/logout", logout, methods=["POST"]),
+    Route("/admin/", owner_only(overview)),
+    Route("/admin/campaigns/{rule}", owner_only(campaign)),
+    Route("/admin/audiences", owner_only(audiences)),
+    Route("/admin/audiences/{name}/export", owner_only(export)),
+    Route("/admin/bookings", owner_only(bookings)),
+    Route("/admin/rules", owner_only(rules)),
+    Route("/admin/live", owner_only(live)),
+    Route("/admin/admin.css", _asset("admin.css", "text/css; charset=utf-8")),
+    Route("/admin/admin.js", _asset("admin.js", "text/javascript; charset=utf-8")),
+]

@@ -1,0 +1,1 @@
+"""The HTTP API for the site's backend, and its OpenAPI description."""

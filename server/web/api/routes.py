@@ -1,0 +1,286 @@
+"""The HTTP API for the site's backend: business events, identify, profile read and
+erasure. Bearer API keys with scopes; every error is JSON naming the problem and field.
+
+    POST   /api/v1/events              {"events": [{"name", "visitor"|"user_id", ...}]}
+    POST   /api/v1/identify            {"visitor", "user_id", "traits"}
+    GET    /api/v1/visitors/{visitor}  what is stored about a visitor
+    DELETE /api/v1/visitors/{visitor}  erase them everywhere
+    GET    /api/v1/users/{user_id}     the same, by the site's own user id
+    DELETE /api/v1/users/{user_id}
+    GET    /api/v1/webhooks?status=    deliveries (dead ones with their last error)
+    GET    /api/v1/bookings?day=       one day's appointments
+    GET    /api/v1/leads?since=        requests for help
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date, datetime, time, timedelta
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ...core.visitor.identity import TraitError, public_profile
+from ...core.wire.events import Custom, Scalar
+from ...core.wire.protocol import EVENT_NAME, MAX_PROPS, VISITOR_ID, is_scalar
+from ...live.hub import Hub
+from ...stores.keys import ApiKey, digest_of
+
+MAX_BODY_BYTES = 256 * 1024
+MAX_BATCH = 100
+IDEMPOTENCY_TTL = 7 * 86400.0
+EVENT_KEYS = frozenset({"name", "visitor", "user_id", "props", "time", "idempotency_key"})
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+
+    def response(self) -> JSONResponse:
+        error: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field:
+            error["field"] = self.field
+        headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        return JSONResponse({"error": error}, status_code=self.status, headers=headers)
+
+
+async def api_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, ApiError)
+    return error.response()
+
+
+async def authorize(request: Request, scope: str) -> ApiKey:
+    hub: Hub = request.app.state.hub
+    header = request.headers.get("authorization", "")
+    if not header.lower().startswith("bearer ") or not header[7:].strip():
+        raise ApiError(401, "unauthorized", "send an API key: 'Authorization: Bearer pk_...'")
+    key = await hub.store.key_by_digest(digest_of(header[7:].strip()))
+    # One answer for unknown and revoked keys: nothing about other keys leaks.
+    if key is None or key.revoked is not None or key.site not in hub.sites:
+        raise ApiError(401, "unauthorized", "this API key is not valid")
+    if not key.allows(scope):
+        raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope")
+    return key
+
+
+def check_query(request: Request, allowed: tuple[str, ...] = ()) -> None:
+    unknown = sorted(set(request.query_params) - set(allowed))
+    if unknown:
+        raise ApiError(400, "invalid", f"unknown query parameter '{unknown[0][:64]}'",
+                       unknown[0][:64])
+    names = [name for name, _value in request.query_params.multi_items()]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ApiError(400, "invalid", f"'{repeated[0]}' is given more than once", repeated[0])
+
+
+async def body_of(request: Request) -> dict[str, Any]:
+    check_query(request)
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ApiError(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "invalid_json", "the body is not valid JSON", "body") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid", "the body must be a JSON object", "body")
+    return body
+
+
+def _text(item: dict[str, Any], key: str, where: str, pattern: re.Pattern[str] | None = None,
+          limit: int = 128) -> str:
+    value = item.get(key)
+    if not isinstance(value, str) or not value or len(value) > limit or (
+            pattern is not None and not pattern.match(value)):
+        raise ApiError(400, "invalid", f"'{key}' must be text of 1-{limit} characters"
+                       + (" (letters, digits, '-', '_')" if pattern is VISITOR_ID else ""),
+                       f"{where}{key}")
+    return value
+
+
+def _props(value: Any, where: str) -> dict[str, Scalar]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_PROPS:
+        raise ApiError(400, "invalid", f"'props' must be an object of at most {MAX_PROPS} keys",
+                       f"{where}props")
+    for key, item in value.items():
+        if not is_scalar(item) or len(key) > 64:
+            raise ApiError(400, "invalid", "props are text, numbers, true/false or null",
+                           f"{where}props.{key[:64]}")
+    return value
+
+
+def _event(item: Any, index: int) -> dict[str, Any]:
+    where = f"events[{index}]."
+    if not isinstance(item, dict):
+        raise ApiError(400, "invalid", "each event must be an object", f"events[{index}]")
+    unknown = sorted(set(item) - EVENT_KEYS)
+    if unknown:
+        raise ApiError(400, "invalid", f"unknown key '{unknown[0]}'", f"{where}{unknown[0]}")
+    if ("visitor" in item) == ("user_id" in item):
+        raise ApiError(400, "invalid", "give exactly one of 'visitor' and 'user_id'",
+                       f"{where}visitor")
+    checked: dict[str, Any] = {
+        "name": _text(item, "name", where, EVENT_NAME, 64),
+        "props": _props(item.get("props"), where),
+    }
+    if "visitor" in item:
+        checked["visitor"] = _text(item, "visitor", where, VISITOR_ID, 64)
+    else:
+        checked["user_id"] = _text(item, "user_id", where)
+    if "idempotency_key" in item:
+        checked["idempotency_key"] = _text(item, "idempotency_key", where)
+    if "time" in item and (isinstance(item["time"], bool)
+                           or not isinstance(item["time"], int | float)):
+        raise ApiError(400, "invalid", "'time' is seconds since the epoch", f"{where}time")
+    return checked
+
+
+async def post_events(request: Request) -> JSONResponse:
+    key = await authorize(request, "events")
+    hub: Hub = request.app.state.hub
+    body = await body_of(request)
+    unknown = sorted(set(body) - {"events"})
+    if unknown:
+        raise ApiError(400, "invalid", f"unknown key '{unknown[0]}'", unknown[0])
+    events = body.get("events")
+    if not isinstance(events, list) or not 1 <= len(events) <= MAX_BATCH:
+        raise ApiError(400, "invalid", f"'events' must be a list of 1-{MAX_BATCH} events",
+                       "events")
+    # All checked before any is applied: a batch with a bad event changes nothing.
+    checked = [_event(item, index) for index, item in enumerate(events)]
+    site = hub.sites[key.site]
+    results = []
+    for index, event in enumerate(checked):
+        visitor = event.get("visitor") or await hub.store.visitor_of_user(site.key,
+                                                                          event["user_id"])
+        if visitor is None:
+            results.append({"index": index, "status": "unknown_user"})
+            continue
+        idempotency = event.get("idempotency_key")
+        if idempotency and not await hub.store.claim(site.key, f"event:{idempotency}",
+                                                     IDEMPOTENCY_TTL):
+            results.append({"index": index, "status": "duplicate", "visitor": visitor})
+            continue
+        outcome = await hub.business_event(site, visitor, Custom(event["name"], event["props"]))
+        hub.counts["api.event"] += 1
+        results.append({"index": index, "status": "applied", "visitor": visitor,
+                        "shown_live": outcome.shown_live, "queued": outcome.queued})
+    return JSONResponse({"results": results})
+
+
+async def post_identify(request: Request) -> JSONResponse:
+    key = await authorize(request, "events")
+    hub: Hub = request.app.state.hub
+    body = await body_of(request)
+    unknown = sorted(set(body) - {"visitor", "user_id", "traits"})
+    if unknown:
+        raise ApiError(400, "invalid", f"unknown key '{unknown[0]}'", unknown[0])
+    user_id = _text(body, "user_id", "")
+    traits = body.get("traits", {})
+    if not isinstance(traits, dict):
+        raise ApiError(400, "invalid", "'traits' must be an object", "traits")
+    visitor = body.get("visitor")
+    if visitor is None:
+        visitor = await hub.store.visitor_of_user(key.site, user_id)
+        if visitor is None:
+            raise ApiError(404, "not_found", "this user is not linked to a visitor yet: "
+                           "give 'visitor'", "visitor")
+    else:
+        visitor = _text(body, "visitor", "", VISITOR_ID, 64)
+    try:
+        kept, stored = await hub.identify(hub.sites[key.site], visitor, user_id, traits)
+    except TraitError as error:
+        raise ApiError(400, "invalid", error.message, error.field) from None
+    return JSONResponse({"visitor": kept, "user_id": user_id, "stored": stored})
+
+
+async def _visitor_of(request: Request, key: ApiKey) -> str:
+    hub: Hub = request.app.state.hub
+    if "user_id" in request.path_params:
+        found = await hub.store.visitor_of_user(key.site, request.path_params["user_id"])
+        if found is None:
+            raise ApiError(404, "not_found", "no visitor is linked to this user", "user_id")
+        return found
+    visitor: str = request.path_params["visitor"]
+    if not VISITOR_ID.match(visitor):
+        raise ApiError(400, "invalid", "a visitor id is 8-64 letters, digits, '-' or '_'",
+                       "visitor")
+    return visitor
+
+
+async def visitor_resource(request: Request) -> Response:
+    key = await authorize(request, "profiles")
+    hub: Hub = request.app.state.hub
+    check_query(request)
+    visitor = await _visitor_of(request, key)
+    if request.method == "DELETE":
+        await hub.forget(key.site, visitor)
+        return Response(status_code=204)
+    await hub.flush()
+    profile = await hub.store.load_profile(key.site, visitor)
+    if profile is None:
+        raise ApiError(404, "not_found", "nothing is stored about this visitor", "visitor")
+    return JSONResponse(public_profile(profile))
+
+
+async def list_webhooks(request: Request) -> JSONResponse:
+    key = await authorize(request, "events")
+    hub: Hub = request.app.state.hub
+    check_query(request, ("status",))
+    status = request.query_params.get("status", "dead")
+    if status not in ("pending", "delivered", "dead"):
+        raise ApiError(400, "invalid", "'status' is pending, delivered or dead", "status")
+    deliveries = await hub.store.list_deliveries(key.site, status)
+    return JSONResponse({"deliveries": [
+        {name: getattr(delivery, name) for name in ("id", "url", "status", "attempts",
+                                                     "last_error", "created", "due")}
+        for delivery in deliveries[:1000]]})
+
+
+async def list_bookings(request: Request) -> JSONResponse:
+    """One day of appointments, in the site's time zone."""
+    key = await authorize(request, "profiles")
+    hub: Hub = request.app.state.hub
+    check_query(request, ("day",))
+    site = hub.sites[key.site]
+    try:
+        day = date.fromisoformat(request.query_params.get("day", ""))
+        start = datetime.combine(day, time(0), tzinfo=site.zone).timestamp()
+        end = datetime.combine(day + timedelta(days=1), time(0), tzinfo=site.zone).timestamp()
+    except (ValueError, OverflowError):
+        raise ApiError(400, "invalid", "'day' must be a date, YYYY-MM-DD", "day") from None
+    bookings = await hub.store.list_bookings(site.key, start, end)
+    return JSONResponse({"bookings": [booking.to_dict() for booking in bookings]})
+
+
+async def list_leads(request: Request) -> JSONResponse:
+    key = await authorize(request, "profiles")
+    hub: Hub = request.app.state.hub
+    check_query(request, ("since",))
+    try:
+        since = float(request.query_params.get("since", "0"))
+    except ValueError:
+        raise ApiError(400, "invalid", "'since' is seconds since the epoch", "since") from None
+    if not math.isfinite(since):
+        raise ApiError(400, "invalid", "'since' is seconds since the epoch", "since")
+    leads = await hub.store.list_leads(key.site, since)
+    return JSONResponse({"leads": [lead.to_dict() for lead in leads[:1000]]})
+
+
+ROUTES = [
+    Route("/api/v1/bookings", list_bookings, methods=["GET"]),
+    Route("/api/v1/leads", list_leads, methods=["GET"]),
+    Route("/api/v1/webhooks", list_webhooks, methods=["GET"]),
+    Route("/api/v1/events", post_events, methods=["POST"]),
+    Route("/api/v1/identify", post_identify, methods=["POST"]),
+    Route("/api/v1/visitors/{visitor}", visitor_resource, methods=["GET", "DELETE"]),
+    Route("/api/v1/users/{user_id}", visitor_resource, methods=["GET", "DELETE"]),
+]

@@ -1,0 +1,196 @@
+"""The Starlette application: the widget script, its socket, the demo shop."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.datastructures import State
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import (
+    FileResponse,
+    JSONResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
+
+from ..config import Settings, load_secret
+from ..core.rules.engine import RuleSet
+from ..core.visitor.agent import Geo
+from ..features.appointments.links import Links
+from ..features.webhooks import send_forever
+from ..live.hub import Hub
+from ..live.reload import reload_rules, watch_rules
+from ..stores.backends import open_store
+from ..stores.contract import Store
+from ..stores.writebehind import FLUSH_SECONDS
+from .admin.auth import LoginGuard, Sessions
+from .admin.routes import ROUTES as ADMIN_ROUTES
+from .api.audiences import ROUTES as AUDIENCE_ROUTES
+from .api.openapi import document
+from .api.routes import ROUTES as API_ROUTES
+from .api.routes import ApiError, api_error
+from .appointments import ROUTES as APPOINTMENT_ROUTES
+from .socket import widget_socket
+
+log = logging.getLogger("popin")
+SWEEP_INTERVAL_SECONDS = 60.0
+
+# How popin runs on uvicorn, for `popin serve`, the tests and the benchmarks alike.
+UVICORN_OPTIONS: dict[str, Any] = {
+    # The fastest Starlette configuration measured (PRODUCT.md).
+    "ws": "websockets-sansio",
+    # Browsers offer permessage-deflate; our frames are tiny and it costs memory per socket.
+    "ws_per_message_deflate": False,
+    "ws_max_size": 16 * 1024,
+    # Raw client addresses are never logged.
+    "access_log": False,
+}
+
+
+class PopinApp:
+    """The widget's socket goes straight to its endpoint, every other request to
+    Starlette: a socket's frames need none of the HTTP machinery."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    @property
+    def state(self) -> State:
+        return self.app.state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await widget_socket(self.app.state.hub, scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
+    """Build the app; pass `store` to share one the caller owns (tests, benchmarks)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = store is None
+        active = open_store(settings.store) if store is None else store
+        if owned:
+            await active.open()
+        geo = Geo(settings.geoip) if settings.geoip else None
+        hub = Hub(active, RuleSet(), settings.sites, geo=geo)
+        secret = load_secret(settings)
+        hub.links = Links(secret)
+        app.state.admin_sessions = Sessions(secret)
+        app.state.login_guard = LoginGuard()
+        reload_rules(hub, settings.rules, geo is not None, starting=True)
+        app.state.hub = hub
+        tasks = [asyncio.create_task(_sweep_forever(hub)),
+                 asyncio.create_task(_flush_forever(hub)),
+                 asyncio.create_task(send_forever(hub.store, hub.sites, hub.counts,
+                                                  settings.webhooks))]
+        watch_files = settings.reload and settings.rules.is_dir()
+        tasks.append(asyncio.create_task(
+            watch_rules(hub, settings.rules, geo is not None, files=watch_files)))
+        try:
+            yield
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            await hub.flush()
+            if owned:
+                await active.close()
+            if geo is not None:
+                geo.close()
+
+    widget = settings.static / "popin.min.js"
+
+    async def widget_script(_request: Request) -> FileResponse:
+        # Short cache: owners see rule-driven widget changes quickly, visitors still cache.
+        return FileResponse(widget, media_type="text/javascript; charset=utf-8",
+                            headers={"Cache-Control": "public, max-age=300"})
+
+    async def health(request: Request) -> JSONResponse:
+        hub: Hub = request.app.state.hub
+        return JSONResponse({"ok": True, "rules": len(hub.rules),
+                             "rule_errors": hub.rule_status.errors,
+                             "rules_loaded_at": hub.rule_status.loaded_at,
+                             "sessions": hub.live_sessions,
+                             "connections": hub.live_connections})
+
+    async def metrics(request: Request) -> PlainTextResponse:
+        hub: Hub = request.app.state.hub
+        lines = ["# TYPE popin_events_total counter"]
+        lines += [f'popin_events_total{{kind="{name}"}} {count}'
+                  for name, count in sorted(hub.counts.items())]
+        lines += ["# TYPE popin_live_sessions gauge", f"popin_live_sessions {hub.live_sessions}"]
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    async def admin_home(_request: Request) -> RedirectResponse:
+        return RedirectResponse("/admin/")
+
+    async def home(_request: Request) -> RedirectResponse:
+        return RedirectResponse("/demo/")
+
+    async def openapi(_request: Request) -> JSONResponse:
+        return JSONResponse(document())
+
+    routes = [
+        *API_ROUTES,
+        *AUDIENCE_ROUTES,
+        *ADMIN_ROUTES,
+        *APPOINTMENT_ROUTES,
+        Route("/openapi.json", openapi),
+        Route("/", home),
+        Route("/admin", admin_home),
+        Route("/popin.js", widget_script),
+        Route("/healthz", health),
+        Route("/metrics", metrics),
+        Mount("/demo", StaticFiles(directory=settings.static / "demo", html=True), name="demo"),
+    ]
+    return PopinApp(Starlette(routes=routes, lifespan=lifespan,
+                     exception_handlers={ApiError: api_error, HTTPException: http_error}))
+
+
+async def http_error(request: Request, error: Exception) -> Response:
+    """JSON errors under /api (the backend reads them); plain ones elsewhere."""
+    assert isinstance(error, HTTPException)
+    if request.url.path.startswith("/api/"):
+        code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "error")
+        response = ApiError(error.status_code, code, str(error.detail)).response()
+        # 405 must say which methods are allowed (RFC 9110).
+        response.headers.update(error.headers or {})
+        return response
+    return PlainTextResponse(str(error.detail), status_code=error.status_code,
+                             headers=error.headers)
+
+
+async def _flush_forever(hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(FLUSH_SECONDS)
+        await hub.flush()
+
+
+async def _sweep_forever(hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(SWEEP_INTERVAL_SECONDS)
+        ended = hub.sweep()
+        if ended:
+            hub.counts["session.ended"] += ended
+        # Memberships leave when their time is up, even with nobody exporting.
+        for site in hub.sites:
+            try:
+                hub.counts["audience.expired"] += await hub.store.audience_expire(
+                    site, hub.clock())
+            except Exception:
+                log.exception("audience expiry failed for site %s; retried next minute", site)

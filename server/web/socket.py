@@ -1,0 +1,189 @@
+"""The widget's WebSocket: checks who is calling, then only pipes.
+
+Decoding lives in `core.wire.protocol`, behaviour in `core.session`, persistence in
+`live.hub`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+from urllib.parse import parse_qs
+
+from starlette.types import Message, Receive, Scope, Send
+
+from ..core.session import Result, Session, widget_config
+from ..core.site import Site
+from ..core.visitor.identity import TraitError
+from ..core.wire.events import FormSubmit, Hello, Identify
+from ..core.wire.protocol import (
+    CLOSE_FORBIDDEN_ORIGIN,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_UNKNOWN_SITE,
+    MAX_ERRORS_PER_CONNECTION,
+    ProtocolError,
+    decode,
+    encode,
+)
+from ..live.hub import Hub
+
+log = logging.getLogger("popin.socket")
+
+
+class Socket:
+    """The widget's socket straight on ASGI. Starlette's router, middleware and WebSocket
+    wrapper cost about a fifth of the time of every frame (py-spy under bench/sockets.py);
+    this endpoint needs none of them. It is also what the hub pushes business events to."""
+
+    __slots__ = ("_receive", "_send", "scope")
+
+    def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.scope, self._receive, self._send = scope, receive, send
+
+    def header(self, name: bytes) -> str | None:
+        for key, value in self.scope["headers"]:
+            if key == name:
+                return str(value.decode("latin-1"))
+        return None
+
+    def query(self, name: str) -> str:
+        values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
+        return values[0] if values else ""
+
+    @property
+    def client_host(self) -> str | None:
+        client = self.scope.get("client")
+        return str(client[0]) if client else None
+
+    async def connected(self) -> bool:
+        first: Message = await self._receive()
+        return bool(first["type"] == "websocket.connect")
+
+    async def accept(self) -> None:
+        await self._send({"type": "websocket.accept"})
+
+    async def receive(self) -> Message:
+        return await self._receive()
+
+    async def send_text(self, text: str) -> None:
+        await self._send({"type": "websocket.send", "text": text})
+
+    async def send(self, message: dict[str, Any]) -> None:
+        await self.send_text(encode(message))
+
+    async def close(self, code: int) -> None:
+        await self._send({"type": "websocket.close", "code": code})
+
+
+def _refusal(hub: Hub, websocket: Socket) -> tuple[Site | None, int]:
+    site = hub.sites.get(websocket.query("site"))
+    if site is None:
+        return None, CLOSE_UNKNOWN_SITE
+    if not site.allows(websocket.header(b"origin"), websocket.header(b"host")):
+        return None, CLOSE_FORBIDDEN_ORIGIN
+    return site, 0
+
+
+async def widget_socket(hub: Hub, scope: Scope, receive: Receive, send: Send) -> None:
+    websocket = Socket(scope, receive, send)
+    if not await websocket.connected():
+        return
+    site, refused = _refusal(hub, websocket)
+    if site is None:
+        hub.counts["refused.unknown_site" if refused == CLOSE_UNKNOWN_SITE
+                   else "refused.origin"] += 1
+        if refused == CLOSE_FORBIDDEN_ORIGIN:
+            log.warning("refused a socket from origin %r", websocket.header(b"origin"))
+        await websocket.close(refused)
+        return
+    await websocket.accept()
+    user_agent = websocket.header(b"user-agent") or ""
+    client_ip = websocket.client_host
+    session: Session | None = None
+    errors = 0
+    rules_version = hub.rules_version
+    loop = asyncio.get_running_loop()
+    try:
+        while True:
+            deadline = session.next_deadline() if session is not None else None
+            if deadline is None:
+                frame = await websocket.receive()
+            else:
+                try:
+                    # A timeout, not wait_for: no task is made for every frame.
+                    async with asyncio.timeout_at(loop.time() + deadline - hub.clock()):
+                        frame = await websocket.receive()
+                except TimeoutError:
+                    assert session is not None
+                    await _deliver(websocket, hub, session, session.tick(hub.rules, hub.clock()))
+                    continue
+            if frame["type"] == "websocket.disconnect":
+                return
+            if session is not None and rules_version != hub.rules_version:
+                # The rules were reloaded: the widget may need to watch other things.
+                rules_version = hub.rules_version
+                await websocket.send_text(encode(widget_config(hub.rules, site)))
+            data = frame.get("text")
+            if data is None:
+                data = frame.get("bytes") or b""
+            try:
+                message = decode(data)
+                if session is None:
+                    if not isinstance(message, Hello):
+                        raise ProtocolError("not_ready", "the first message must be 'hello'")
+                    session = await hub.open(site, message, user_agent, client_ip)
+                    hub.attach(session, websocket)
+                    result = session.begin(message, hub.rules, hub.clock())
+                    await _deliver(websocket, hub, session, result)
+                    # Already in the outbox: sent again as they are, not stored again.
+                    for push in await hub.unacknowledged(session):
+                        await websocket.send_text(encode(push))
+                    continue
+                if isinstance(message, Hello):
+                    raise ProtocolError("bad_message", "'hello' was already received", "type")
+                if isinstance(message, Identify):
+                    await _identify(websocket, hub, site, session, message)
+                    continue
+                if isinstance(message, FormSubmit):
+                    update = await hub.form(session, message)
+                    if update is None:
+                        raise ProtocolError("bad_field", "no pop-in here has that form", "id")
+                    await websocket.send_text(encode(update))
+                    continue
+                result = session.handle(message, hub.rules, hub.clock())
+            except ProtocolError as error:
+                errors += 1
+                hub.counts[f"error.{error.code}"] += 1
+                await websocket.send_text(encode(error.frame()))
+                if errors >= MAX_ERRORS_PER_CONNECTION:
+                    await websocket.close(CLOSE_POLICY_VIOLATION)
+                    return
+                continue
+            await _deliver(websocket, hub, session, result)
+    except OSError:
+        pass  # the client went away while we were sending (uvicorn's ClientDisconnected)
+    finally:
+        if session is not None:
+            hub.detach(session, websocket)
+            hub.release(session)
+
+
+async def _identify(websocket: Socket, hub: Hub, site: Site, session: Session,
+                    message: Identify) -> None:
+    if not session.facts.may_remember:
+        raise ProtocolError("no_consent", "identify waits for the visitor's consent")
+    try:
+        visitor, _stored = await hub.identify(site, session.profile.visitor, message.user_id,
+                                              message.traits)
+    except TraitError as error:
+        raise ProtocolError("bad_field", error.message, error.field) from None
+    # The widget keeps this id from now on: every device of the user shares one profile.
+    await websocket.send_text(encode({"type": "identity", "visitor": visitor}))
+
+
+async def _deliver(websocket: Socket, hub: Hub, session: Session, result: Result) -> None:
+    await hub.prepare(session, result)
+    for message in result.messages:
+        await websocket.send_text(encode(message))
+    await hub.settle(session, result)
