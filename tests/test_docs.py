@@ -8,9 +8,9 @@ from pathlib import Path
 from conftest import ROOT
 from popin.cli import parser
 from popin.config import load_settings
-from popin.rules import parse_document
-from popin.widget import BUILT, size_of
-from popin.yamlsource import load
+from popin.core.rules.campaign import parse_document
+from popin.core.rules.yamlsource import load
+from popin.web.widget import BUILT, size_of
 
 README = (ROOT / "README.md").read_text()
 
@@ -63,9 +63,9 @@ def test_documented_widget_size_is_true() -> None:
 
 
 def test_every_trigger_condition_and_action_is_documented() -> None:
-    from popin.actions import ACTIONS
-    from popin.conditions import FIELDS
-    from popin.triggers import COMPILERS
+    from popin.core.rules.actions import ACTIONS
+    from popin.core.rules.conditions import FIELDS
+    from popin.core.rules.triggers import COMPILERS
 
     for name in [*COMPILERS, *ACTIONS]:
         assert f"`{name}:" in README, f"trigger/action {name!r} is not in the README"
@@ -74,7 +74,7 @@ def test_every_trigger_condition_and_action_is_documented() -> None:
 
 
 def test_every_api_path_has_a_curl_example() -> None:
-    from popin.openapi import document
+    from popin.web.api.openapi import document
 
     curls = [line for line in README.splitlines() if line.startswith("curl")]
     for path, operations in document()["paths"].items():
@@ -83,3 +83,17 @@ def test_every_api_path_has_a_curl_example() -> None:
             wanted = [line for line in curls if prefix in line
                       and (("-X DELETE" in line) == (method == "delete"))]
             assert wanted, f"no curl example for {method.upper()} {path}"
+
+
+def test_layout_names_every_folder_and_module_of_the_package() -> None:
+    layout = README[README.index("## Layout"):]
+    server = ROOT / "server"
+    for entry in server.iterdir():
+        if entry.is_dir() and (entry / "__init__.py").exists():
+            assert f"`{entry.name}/`" in layout, f"server/{entry.name}/ is not in the Layout"
+        elif entry.suffix == ".py" and entry.stem not in ("__init__", "__main__"):
+            assert f"`{entry.name}`" in layout, f"server/{entry.name} is not in the Layout"
+    for entry in (server / "core").iterdir():
+        name = f"{entry.name}/" if entry.is_dir() else entry.name
+        if entry.name != "__init__.py" and entry.name != "__pycache__":
+            assert f"`{name}`" in layout, f"server/core/{name} is not in the Layout"
