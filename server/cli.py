@@ -62,7 +62,7 @@ def _with_store(settings: Settings, work: Callable[[Store], Awaitable[int]]) -> 
 def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from .web.app import UVICORN_OPTIONS, create_app
+    from .web.app import create_app, uvicorn_options
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = _settings(args)
@@ -72,7 +72,7 @@ def serve(args: argparse.Namespace) -> int:
     print(f"popin {__version__}: demo shop at http://{args.host}:{args.port}/demo/ "
           f"(store {settings.store}, rules {settings.rules})", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                **UVICORN_OPTIONS)
+                **uvicorn_options(settings))
     return 0
 
 

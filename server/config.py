@@ -21,6 +21,7 @@ An optional `popin.toml`:
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import secrets
 import tomllib
@@ -31,7 +32,14 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .core.calendar import Calendar
-from .core.site import CONSENT_MODES, DEMO_HOURS, WEEKDAY_KEYS, Site, Spans
+from .core.site import (
+    CONSENT_MODES,
+    DEMO_HOURS,
+    UNSIGNED_IDENTIFY_MODES,
+    WEEKDAY_KEYS,
+    Site,
+    Spans,
+)
 
 # Where this checkout keeps what the server serves and the shipped playbook.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -69,6 +77,9 @@ class Settings:
     # Signs cancel/reschedule links; when empty, kept in `secret_file` (made on first start).
     secret: str = ""
     secret_file: Path = Path("popin.secret")
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or
+    # networks). None by default: a client's own headers never change its address.
+    trusted_proxies: tuple[str, ...] = ()
 
 
 def load_settings(path: Path | None) -> Settings:
@@ -79,7 +90,8 @@ def load_settings(path: Path | None) -> Settings:
         raw: dict[str, Any] = tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from None
-    unknown = set(raw) - {"store", "rules", "sites", "geoip", "webhooks", "secret"}
+    unknown = set(raw) - {"store", "rules", "sites", "geoip", "webhooks", "secret",
+                          "trusted_proxies"}
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
     if "store" in raw:
@@ -90,6 +102,8 @@ def load_settings(path: Path | None) -> Settings:
         settings.geoip = (path.parent / str(raw["geoip"])).resolve()
     if "secret" in raw:
         settings.secret = str(raw["secret"])
+    if "trusted_proxies" in raw:
+        settings.trusted_proxies = _networks(raw["trusted_proxies"], f"{path}: trusted_proxies")
     if "webhooks" in raw:
         try:
             settings.webhooks = WebhookSettings(**raw["webhooks"])
@@ -108,7 +122,8 @@ def _site(entry: Any, path: Path) -> Site:
         raise ConfigError(f"{path}: each [[sites]] needs a 'key'")
     where = f"{path}: site {entry['key']!r}"
     unknown = set(entry) - {"key", "name", "origins", "timezone", "business_hours", "fatigue",
-                            "webhook_secret", "notify_url", "calendars", "consent"}
+                            "webhook_secret", "notify_url", "calendars", "consent",
+                            "identity_secret", "unsigned_identify"}
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
     origins = entry.get("origins", ["self"])
@@ -130,11 +145,19 @@ def _site(entry: Any, path: Path) -> Site:
     if consent not in CONSENT_MODES:
         raise ConfigError(f"{where}: 'consent' is {' or '.join(map(repr, CONSENT_MODES))}, "
                           f"not {consent!r}")
+    unsigned = entry.get("unsigned_identify", "refuse")
+    if unsigned not in UNSIGNED_IDENTIFY_MODES:
+        raise ConfigError(f"{where}: 'unsigned_identify' is "
+                          f"{' or '.join(map(repr, UNSIGNED_IDENTIFY_MODES))}, not {unsigned!r}")
+    identity_secret = entry.get("identity_secret", "")
+    if not isinstance(identity_secret, str) or 0 < len(identity_secret) < 16:
+        raise ConfigError(f"{where}: 'identity_secret' must be text of at least 16 characters")
     calendars = {item["name"]: _calendar(item, zone, f"{where}: calendar")
                  for item in entry.get("calendars", [])} if "calendars" in entry else None
     site = Site(entry["key"], str(entry.get("name", "")), tuple(origins), zone, hours,
                 int(fatigue.get("per_session", 2)), int(fatigue.get("per_day", 3)),
-                str(entry.get("webhook_secret", "")), str(entry.get("notify_url", "")), consent)
+                str(entry.get("webhook_secret", "")), str(entry.get("notify_url", "")), consent,
+                identity_secret, unsigned)
     return site if calendars is None else replace(site, calendars=calendars)
 
 
@@ -187,3 +210,14 @@ def _spans(text: Any, where: str) -> Spans:
         h1, m1, h2, m2 = (int(group) for group in match.groups())
         spans.append((h1 * 60 + m1, h2 * 60 + m2))
     return tuple(spans)
+
+
+def _networks(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(f"{where}: a list of addresses or networks, like [\"10.0.0.1\"]")
+    for item in value:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            raise ConfigError(f"{where}: {item!r} is not an IP address or network") from None
+    return tuple(value)

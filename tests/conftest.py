@@ -19,7 +19,7 @@ import pytest
 import uvicorn
 
 from popin.config import Settings
-from popin.web.app import UVICORN_OPTIONS, create_app
+from popin.web.app import create_app, uvicorn_options
 
 ROOT = Path(__file__).resolve().parent.parent
 # Screenshots and other things a reviewer may want to look at.
@@ -118,7 +118,7 @@ class LiveServer:
 
     def start(self) -> LiveServer:
         config = uvicorn.Config(create_app(self.settings), host="127.0.0.1", port=self.port,
-                                log_level="warning", **UVICORN_OPTIONS)
+                                log_level="warning", **uvicorn_options(self.settings))
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, daemon=True)
         self._thread.start()

@@ -3,6 +3,8 @@ the whole API checked against its own OpenAPI description by schemathesis."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +21,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from conftest import make_key, settings_with_rules
 from popin.config import Settings
+from popin.core.site import Site
 from popin.web.api.openapi import document
 from popin.web.app import create_app
 
@@ -37,9 +40,13 @@ rules:
 ORIGIN = {"origin": "http://testserver"}
 
 
+IDENTITY_SECRET = "demo-identity-secret-0123456789"
+
+
 @pytest.fixture
 def settings_(tmp_path: Path) -> Settings:
-    return settings_with_rules(tmp_path, RULES)
+    return settings_with_rules(tmp_path, RULES, sites={
+        "demo": Site("demo", "Demo shop", identity_secret=IDENTITY_SECRET)})
 
 
 @pytest.fixture
@@ -168,15 +175,15 @@ def test_identify_hashes_contacts_and_converges_devices(
     with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
         ws.send_text(hello("visitor-phone"))
         ws.receive_json()
+        signed = hmac.new(IDENTITY_SECRET.encode(), b"user-42", hashlib.sha256).hexdigest()
         ws.send_text(orjson.dumps({"type": "identify", "user_id": "user-42",
-                                   "traits": {}}).decode())
+                                   "traits": {}, "user_hash": signed}).decode())
         assert ws.receive_json() == {"type": "identity", "visitor": "visitor-laptop"}
         ws.send_text('{"type": "event", "name": "purchase", "props": {"sku": "wax"}}')
         assert ws.receive_json()["rule"] == "satisfaction"
     profile = client.get("/api/v1/users/user-42", headers=auth(token)).json()
     assert profile["visitor"] == "visitor-laptop" and profile["visits"] == 1
     assert profile["first_name"] == "Léa"
-    import hashlib
     assert profile["email_sha256"] == hashlib.sha256(b"lea.martin@example.com").hexdigest()
     assert profile["phone_sha256"] == hashlib.sha256(b"+33612345678").hexdigest()
     assert profile["phone_digits_sha256"] == hashlib.sha256(b"33612345678").hexdigest()

@@ -48,6 +48,18 @@ def test_decodes_every_message_type() -> None:
     ('{"type":"event","name":"x","props":[1]}', "bad_field", "props"),
     ('{"type":"event","name":"x","props":{"deep":{"a":1}}}', "bad_field", "props.deep"),
     ('{"type":"popin","id":"p.1","status":"exploded"}', "bad_field", "status"),
+    # Ids end where they end: `$` would let a trailing newline through (CSV exports).
+    ('{"type":"hello","visitor":"visitor-0001\\n","session":"session-0001",'
+     '"url":"https://a.test/"}', "bad_field", "visitor"),
+    ('{"type":"event","name":"signup\\n"}', "bad_field", "name"),
+    ('{"type":"identify","user_id":"user-42\\n"}', "bad_field", "user_id"),
+    ('{"type":"identify","user_id":"user\\u000042"}', "bad_field", "user_id"),
+    ('{"type":"identify","user_id":"user-42","user_hash":"not hex"}', "bad_field", "user_hash"),
+    ('{"type":"pageview","url":"http://[::1"}', "bad_field", "url"),
+    ('{"type":"hello","visitor":"visitor-0001","session":"session-0001",'
+     '"url":"http://[::1/"}', "bad_field", "url"),
+    ('{"type":"identify","user_id":"user-42","user_hash":"' + "a" * 63 + '"}',
+     "bad_field", "user_hash"),
 ])
 def test_bad_messages_name_the_problem(raw: str, code: str, field: str | None) -> None:
     with pytest.raises(ProtocolError) as caught:
@@ -69,3 +81,12 @@ def test_too_many_props_are_refused() -> None:
     props = {f"k{i}": i for i in range(33)}
     with pytest.raises(ProtocolError, match="at most 32 keys"):
         decode(encode({"type": "event", "name": "x", "props": props}))
+
+
+def test_a_referrer_that_cannot_be_parsed_makes_a_direct_visit() -> None:
+    hello = decode('{"type":"hello","visitor":"visitor-0001","session":"session-0001",'
+                   '"url":"https://a.test/","referrer":"http://[::1"}')
+    assert isinstance(hello, Hello) and hello.referrer == ""
+    app = decode('{"type":"hello","visitor":"visitor-0001","session":"session-0001",'
+                 '"url":"https://a.test/","referrer":"android-app://com.example.app/"}')
+    assert isinstance(app, Hello) and app.referrer == "android-app://com.example.app/"

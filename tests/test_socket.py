@@ -109,6 +109,7 @@ def test_profile_is_persisted_in_the_store(settings: Settings) -> None:
     ("/ws?site=demo", {"origin": "https://evil.example"}, 4003),
     ("/ws?site=demo", {}, 4003),
     ("/ws?site=shop", ORIGIN, 4003),
+    ("/ws?site=demo", {"origin": "http://[::1"}, 4003),  # urlsplit raises on it
 ])
 def test_unknown_keys_and_foreign_origins_are_refused(
         client: TestClient, path: str, headers: dict[str, str], code: int) -> None:

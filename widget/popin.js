@@ -330,8 +330,11 @@
   api.track = function (name, props) {
     send({ type: 'event', name: String(name), props: props || {} });
   };
-  api.identify = function (userId, traits) {
-    send({ type: 'identify', user_id: String(userId), traits: traits || {} });
+  // userHash: HMAC-SHA256 of the user id with the site's identity secret, computed by the
+  // site's backend; without it the server links the page to nobody.
+  api.identify = function (userId, traits, userHash) {
+    send({ type: 'identify', user_id: String(userId), traits: traits || {},
+      user_hash: userHash ? String(userHash) : '' });
   };
   api.consent = function (granted) {
     stored('popin_c', choice = granted ? '1' : '0', true);

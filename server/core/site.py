@@ -16,6 +16,9 @@ DEMO_HOURS: dict[str, Spans] = {day: ((9 * 60, 19 * 60),) for day in WEEKDAY_KEY
 # "required": nothing is kept on the device or the server about a visitor until they opt
 # in; "implied": kept unless they opt out (popin.consent(false)).
 CONSENT_MODES = ("implied", "required")
+# What an identify from the page without a valid user_hash may do: nothing ("refuse", the
+# default), or claim a user id that was never linked before ("new_users").
+UNSIGNED_IDENTIFY_MODES = ("refuse", "new_users")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,10 @@ class Site:
     # Where new leads and bookings are announced to the owner (a webhook), if anywhere.
     notify_url: str = ""
     consent: str = "implied"
+    # Signs the user ids the site's backend vouches for (popin.identify's user_hash):
+    # HMAC-SHA256 of the user id, in hex. Without it, the page can identify nobody.
+    identity_secret: str = ""
+    unsigned_identify: str = "refuse"
     calendars: dict[str, Calendar] = field(default_factory=lambda: {
         "advisers": Calendar("advisers", ZoneInfo("Europe/Paris"), dict(DEMO_HOURS),
                              slot_minutes=30, min_notice_minutes=60, horizon_days=7,
@@ -45,7 +52,11 @@ class Site:
         normalised = origin.rstrip("/").lower()
         for allowed in self.origins:
             if allowed == "self":
-                if host and urlsplit(normalised).netloc == host.lower():
+                try:
+                    netloc = urlsplit(normalised).netloc
+                except ValueError:  # "http://[::1": no origin a browser sends
+                    return False
+                if host and netloc == host.lower():
                     return True
             elif normalised == allowed.rstrip("/").lower():
                 return True

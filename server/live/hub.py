@@ -48,6 +48,10 @@ class Socket(Protocol):
     async def close(self, code: int) -> None: ...
 
 
+class IdentityRefused(Exception):
+    """An identify from the page that the site's backend did not vouch for."""
+
+
 @dataclass(slots=True)
 class Outcome:
     """What a business event did for one visitor."""
@@ -272,14 +276,23 @@ class Hub:
         return None
 
     async def identify(self, site: Site, visitor: str, user_id: str,
-                       traits: dict[str, Scalar]) -> tuple[str, list[str]]:
+                       traits: dict[str, Scalar], vouched: bool = True) -> tuple[str, list[str]]:
         """Link the site's user to this visitor; a second device converges on the first
         visitor's profile. Traits are checked before anything changes. Returns the
-        visitor id to use from now on, and the traits stored."""
+        visitor id to use from now on, and the traits stored.
+
+        Only a claim the site's backend vouched for (its API, or a valid user_hash) may
+        reach a profile linked before; an unvouched one may at most link a user id that
+        nobody holds to a visitor that is nobody yet, else `IdentityRefused`."""
         apply_traits(Profile(visitor), traits)  # raises TraitError before anything changes
         profile = self._profiles.get((site.key, visitor)) or await self._stored(
             site.key, visitor) or Profile(visitor)
+        if not vouched and profile.user_id not in ("", user_id):
+            raise IdentityRefused("this visitor is already another user")
         kept_id = await self.store.link_user(site.key, user_id, visitor)
+        if kept_id != visitor and not vouched:
+            # Someone holds this user id: the page alone cannot prove it is them.
+            raise IdentityRefused("this user id needs the site's user_hash")
         if kept_id != visitor:
             kept = self._profiles.get((site.key, kept_id)) or await self._stored(
                 site.key, kept_id) or Profile(kept_id)

@@ -33,7 +33,7 @@ from ..live.reload import reload_rules, watch_rules
 from ..stores.backends import open_store
 from ..stores.contract import Store
 from ..stores.writebehind import FLUSH_SECONDS
-from .admin.auth import LoginGuard, Sessions
+from .admin.auth import LoginGuard, PasswordChecks, Sessions
 from .admin.routes import ROUTES as ADMIN_ROUTES
 from .api.audiences import ROUTES as AUDIENCE_ROUTES
 from .api.openapi import document
@@ -55,6 +55,15 @@ UVICORN_OPTIONS: dict[str, Any] = {
     # Raw client addresses are never logged.
     "access_log": False,
 }
+
+
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """How popin runs on uvicorn. Forwarded headers count only from the proxies the owner
+    trusts: uvicorn would otherwise believe any X-Forwarded-For from 127.0.0.1, and a
+    client could pick the address the login limit sees."""
+    trusted = settings.trusted_proxies
+    return {**UVICORN_OPTIONS, "proxy_headers": bool(trusted),
+            "forwarded_allow_ips": ",".join(trusted) if trusted else ""}
 
 
 class PopinApp:
@@ -90,6 +99,7 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         hub.links = Links(secret)
         app.state.admin_sessions = Sessions(secret)
         app.state.login_guard = LoginGuard()
+        app.state.password_checks = PasswordChecks()
         reload_rules(hub, settings.rules, geo is not None, starting=True)
         app.state.hub = hub
         tasks = [asyncio.create_task(_sweep_forever(hub)),
@@ -107,6 +117,7 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
             for task in tasks:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            app.state.password_checks.close()
             await hub.flush()
             if owned:
                 await active.close()

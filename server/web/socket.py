@@ -15,7 +15,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from ..core.session import Result, Session, widget_config
 from ..core.site import Site
-from ..core.visitor.identity import TraitError
+from ..core.visitor.identity import TraitError, verify_user_hash
 from ..core.wire.events import FormSubmit, Hello, Identify
 from ..core.wire.protocol import (
     CLOSE_FORBIDDEN_ORIGIN,
@@ -26,7 +26,7 @@ from ..core.wire.protocol import (
     decode,
     encode,
 )
-from ..live.hub import Hub
+from ..live.hub import Hub, IdentityRefused
 
 log = logging.getLogger("popin.socket")
 
@@ -173,11 +173,19 @@ async def _identify(websocket: Socket, hub: Hub, site: Site, session: Session,
                     message: Identify) -> None:
     if not session.facts.may_remember:
         raise ProtocolError("no_consent", "identify waits for the visitor's consent")
+    vouched = verify_user_hash(site.identity_secret, message.user_id, message.user_hash)
+    if not vouched and site.unsigned_identify != "new_users":
+        hub.counts["refused.identify"] += 1
+        raise ProtocolError("unverified", "identify needs the user_hash your backend computes "
+                            "with the site's identity_secret", "user_hash")
     try:
         visitor, _stored = await hub.identify(site, session.profile.visitor, message.user_id,
-                                              message.traits)
+                                              message.traits, vouched=vouched)
     except TraitError as error:
         raise ProtocolError("bad_field", error.message, error.field) from None
+    except IdentityRefused as error:
+        hub.counts["refused.identify"] += 1
+        raise ProtocolError("unverified", str(error), "user_hash") from None
     # The widget keeps this id from now on: every device of the user shares one profile.
     await websocket.send_text(encode({"type": "identity", "visitor": visitor}))
 

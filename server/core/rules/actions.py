@@ -70,7 +70,7 @@ def compile_visual(kind: str, value: Any, line: int, reader: Reader) -> PopinTem
 
 
 # Audience names travel in URLs and file names.
-AUDIENCE_NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+AUDIENCE_NAME = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,63}\Z")
 
 
 def _audience_name(name: str, line: int, reader: Reader) -> str:
@@ -99,6 +99,11 @@ def compile_webhook(value: Any, line: int, reader: Reader) -> WebhookAction:
     node = reader.mapping(value, line, "'webhook'")
     reader.keys(node, "'webhook'", ["url"], required=["url"])
     url = reader.text(node, "url", max_length=2048)
-    if urlsplit(url).scheme not in ("http", "https") or not urlsplit(url).hostname:
+    try:
+        parts = urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        valid = False
+    if not valid:
         reader.fail(node.line_of("url"), f"'webhook.url' must be an http(s) URL, not {url!r}")
     return WebhookAction(url)

@@ -54,7 +54,7 @@ RULE_KEYS = ("id", "description", "category", "trigger", "when", *ACTIONS, "cap"
 CATEGORIES = ("functional", "transactional", "event", "behavioural")
 # Expected answers, not marketing: they do not spend the visitor's fatigue budget.
 BUDGET_EXEMPT = frozenset({"functional", "transactional"})
-RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,63}$")
+RULE_ID = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,63}\Z")
 RULE_FILE_SUFFIXES = (".yaml", ".yml")
 
 # Defaults that keep a campaign polite when its author says nothing.

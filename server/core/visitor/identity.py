@@ -5,6 +5,7 @@ user turns out to have two visitor ids (a second device)."""
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from typing import Any
 
@@ -16,7 +17,7 @@ from .profile import Profile, RuleHistory
 
 TRAITS = ("first_name", "birthday", "email", "phone")
 MAX_NAME = 100
-_BIRTHDAY = re.compile(r"^(?:(\d{4})-)?(\d{2})-(\d{2})$")
+_BIRTHDAY = re.compile(r"\A(?:(\d{4})-)?(\d{2})-(\d{2})\Z")
 
 
 class TraitError(ValueError):
@@ -133,3 +134,15 @@ def public_profile(profile: Profile) -> dict[str, Any]:
     data["cart"] = {sku: {"name": line.name, "price": line.price, "quantity": line.quantity}
                     for sku, line in profile.cart.items()}
     return data
+
+
+def user_hash(secret: str, user_id: str) -> str:
+    """What the site's backend prints into the page for its logged-in user."""
+    return hmac.new(secret.encode(), user_id.encode(), hashlib.sha256).hexdigest()
+
+
+def verify_user_hash(secret: str, user_id: str, given: str) -> bool:
+    """Did the site's backend sign this user id? Constant time; no secret, no trust."""
+    if not secret or not given:
+        return False
+    return hmac.compare_digest(user_hash(secret, user_id), given.lower())

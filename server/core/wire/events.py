@@ -104,10 +104,12 @@ class Consent:
 
 @dataclass(frozen=True, slots=True)
 class Identify:
-    """`popin.identify(userId, traits)`: the page knows who is logged in."""
+    """`popin.identify(userId, traits, userHash)`: the page says who is logged in; only
+    the hash, computed by the site's backend, makes that claim worth anything."""
 
     user_id: str
     traits: dict[str, Scalar] = field(default_factory=dict)
+    user_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,8 +48,12 @@ CLOSE_UNKNOWN_SITE = 4004
 CLOSE_FORBIDDEN_ORIGIN = 4003
 
 # Shared with the HTTP API: one definition of what an id and an event name may be.
-VISITOR_ID = re.compile(r"^[A-Za-z0-9_-]{8,64}$")
-EVENT_NAME = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+# `\Z`, not `$`: a trailing newline must not pass (it breaks line-based exports).
+VISITOR_ID = re.compile(r"\A[A-Za-z0-9_-]{8,64}\Z")
+EVENT_NAME = re.compile(r"\A[A-Za-z0-9_.:-]{1,64}\Z")
+USER_HASH = re.compile(r"\A[0-9a-fA-F]{64}\Z")
+# The site's own user ids: any text but control characters.
+USER_ID = re.compile(r"\A[^\x00-\x1f\x7f]{1,128}\Z")
 MAX_URL = 2048
 MAX_PROPS = 32
 MAX_PROP_TEXT = 512
@@ -107,12 +111,27 @@ def _identifier(message: dict[str, Any], field: str) -> str:
     return value
 
 
-def _url(message: dict[str, Any]) -> tuple[str, str]:
-    url = _text(message, "url", MAX_URL)
-    parts = urlsplit(url)
+def _url(message: dict[str, Any], field: str = "url") -> tuple[str, str]:
+    url = _text(message, field, MAX_URL)
+    try:
+        parts = urlsplit(url)
+        parts.hostname  # noqa: B018 - a broken host ("http://[::1") raises only here
+    except ValueError:
+        raise ProtocolError("bad_field", f"{field!r} is not a URL", field) from None
     if parts.scheme not in ("http", "https"):
-        raise ProtocolError("bad_field", "'url' must be an http(s) URL", "url")
+        raise ProtocolError("bad_field", f"{field!r} must be an http(s) URL", field)
     return url, parts.path or "/"
+
+
+def _referrer(message: dict[str, Any]) -> str:
+    """Any scheme may refer (android-app://...), but one that cannot be parsed is dropped:
+    the visit goes on as a direct one."""
+    referrer = _text(message, "referrer", MAX_URL, required=False)
+    try:
+        urlsplit(referrer).hostname  # noqa: B018 - a broken host raises only here
+    except ValueError:
+        return ""
+    return referrer
 
 
 def _hello(message: dict[str, Any]) -> Hello:
@@ -121,7 +140,7 @@ def _hello(message: dict[str, Any]) -> Hello:
         visitor=_identifier(message, "visitor"),
         session=_identifier(message, "session"),
         url=url,
-        referrer=_text(message, "referrer", MAX_URL, required=False),
+        referrer=_referrer(message),
         language=_text(message, "language", 35, required=False),
         timezone=_text(message, "timezone", 64, required=False),
         gpc=_flag(message, "gpc", required=False),
@@ -199,7 +218,14 @@ def _identify(message: dict[str, Any]) -> Identify:
             isinstance(value, str | None) and len(value or "") <= 200 for value in traits.values()):
         raise ProtocolError("bad_field", "'traits' must be an object of at most 8 texts",
                             "traits")
-    return Identify(_text(message, "user_id", 128), traits)
+    user_hash = _text(message, "user_hash", 128, required=False)
+    if user_hash and not USER_HASH.match(user_hash):
+        raise ProtocolError("bad_field", "'user_hash' must be the HMAC-SHA256 of the user id, "
+                            "in hex", "user_hash")
+    user_id = _text(message, "user_id", 128)
+    if not USER_ID.match(user_id):
+        raise ProtocolError("bad_field", "'user_id' must not hold control characters", "user_id")
+    return Identify(user_id, traits, user_hash)
 
 
 def _form(message: dict[str, Any]) -> FormSubmit:

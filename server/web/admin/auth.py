@@ -10,10 +10,12 @@ failed logins are limited per client address, which is used in memory only.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import time
 from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -29,6 +31,13 @@ MIN_PASSWORD = 10
 # Failed logins allowed per client address within the window.
 MAX_FAILURES = 5
 FAILURE_WINDOW = 15 * 60.0
+# And from all addresses together, over a short window: many addresses slow every login
+# down for a minute at most, they never lock the owner out for long.
+GLOBAL_MAX_FAILURES = 30
+GLOBAL_WINDOW = 60.0
+# Password checks running at once, and waiting: past that a login is told to retry.
+HASH_WORKERS = 2
+HASH_QUEUE = 16
 
 _hasher = PasswordHasher()
 
@@ -48,6 +57,27 @@ def password_matches(stored: str | None, password: str) -> bool:
         return _hasher.verify(stored, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+class PasswordChecks:
+    """argon2 costs tens of milliseconds of CPU on purpose: on the event loop, a few dozen
+    logins would stall every widget. It runs on a small thread pool instead (argon2-cffi
+    releases the GIL), behind a bounded queue."""
+
+    def __init__(self, workers: int = HASH_WORKERS, queue: int = HASH_QUEUE) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="popin-argon2")
+        self._slots = asyncio.Semaphore(workers + queue)
+
+    async def matches(self, stored: str | None, password: str) -> bool | None:
+        """Whether the password is right; None when too many checks are waiting already."""
+        if self._slots.locked():
+            return None
+        async with self._slots:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._pool, password_matches, stored, password)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
 
 
 class Sessions:
@@ -90,10 +120,13 @@ def csrf_ok(request: Request, submitted: object) -> bool:
 
 
 class LoginGuard:
-    """Failed logins per client address, forgotten after the window."""
+    """Failed logins per client address, forgotten after the window, and from all addresses
+    together over a shorter one. The address is the connection's own unless the owner
+    listed a trusted proxy (`trusted_proxies`)."""
 
     def __init__(self, clock: object = time.monotonic) -> None:
         self._failures: dict[str, deque[float]] = {}
+        self._everyone: deque[float] = deque()
         self._clock = clock
 
     def _recent(self, address: str) -> deque[float]:
@@ -113,13 +146,20 @@ class LoginGuard:
 
     def retry_after(self, address: str) -> int:
         """Seconds to wait before another try; 0 when one is allowed."""
+        now = self._now()
+        while self._everyone and self._everyone[0] < now - GLOBAL_WINDOW:
+            self._everyone.popleft()
+        if len(self._everyone) >= GLOBAL_MAX_FAILURES:
+            return max(1, int(self._everyone[0] + GLOBAL_WINDOW - now))
         failures = self._recent(address)
         if len(failures) < MAX_FAILURES:
             return 0
-        return max(1, int(failures[0] + FAILURE_WINDOW - self._now()))
+        return max(1, int(failures[0] + FAILURE_WINDOW - now))
 
     def failed(self, address: str) -> None:
-        self._failures.setdefault(address, deque()).append(self._now())
+        now = self._now()
+        self._failures.setdefault(address, deque()).append(now)
+        self._everyone.append(now)
         # Bounded: an attacker rotating addresses cannot grow this without end.
         if len(self._failures) > 10_000:
             self._failures.pop(next(iter(self._failures)))

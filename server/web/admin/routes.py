@@ -38,10 +38,10 @@ from .auth import (
     SESSION_COOKIE,
     SESSION_SECONDS,
     LoginGuard,
+    PasswordChecks,
     Sessions,
     csrf_ok,
     csrf_token,
-    password_matches,
     set_cookie,
 )
 
@@ -122,7 +122,15 @@ async def login(request: Request) -> Response:
         response.headers["Retry-After"] = str(wait)
         return response
     stored = await hub.store.setting_get(PASSWORD_SETTING)
-    if not password_matches(stored, str(form.get("password", ""))):
+    checks: PasswordChecks = request.app.state.password_checks
+    matches = await checks.matches(stored, str(form.get("password", "")))
+    if matches is None:
+        hub.counts["admin.login_busy"] += 1
+        response = _render(request, "login.html", 503, unset=False, next=target,
+                           error="Too many logins at once: try again in a few seconds.")
+        response.headers["Retry-After"] = "5"
+        return response
+    if not matches:
         guard.failed(address)
         hub.counts["admin.login_failed"] += 1
         return _render(request, "login.html", 401, unset=stored is None, next=target,

@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 from ...core.visitor.identity import TraitError, public_profile
 from ...core.wire.events import Custom, Scalar
-from ...core.wire.protocol import EVENT_NAME, MAX_PROPS, VISITOR_ID, is_scalar
+from ...core.wire.protocol import EVENT_NAME, MAX_PROPS, USER_ID, VISITOR_ID, is_scalar
 from ...live.hub import Hub
 from ...stores.keys import ApiKey, digest_of
 
@@ -99,7 +99,8 @@ def _text(item: dict[str, Any], key: str, where: str, pattern: re.Pattern[str] |
     if not isinstance(value, str) or not value or len(value) > limit or (
             pattern is not None and not pattern.match(value)):
         raise ApiError(400, "invalid", f"'{key}' must be text of 1-{limit} characters"
-                       + (" (letters, digits, '-', '_')" if pattern is VISITOR_ID else ""),
+                       + (" (letters, digits, '-', '_')" if pattern is VISITOR_ID else "")
+                       + (", no control characters" if pattern is USER_ID else ""),
                        f"{where}{key}")
     return value
 
@@ -134,7 +135,7 @@ def _event(item: Any, index: int) -> dict[str, Any]:
     if "visitor" in item:
         checked["visitor"] = _text(item, "visitor", where, VISITOR_ID, 64)
     else:
-        checked["user_id"] = _text(item, "user_id", where)
+        checked["user_id"] = _text(item, "user_id", where, USER_ID)
     if "idempotency_key" in item:
         checked["idempotency_key"] = _text(item, "idempotency_key", where)
     if "time" in item and (isinstance(item["time"], bool)
@@ -183,7 +184,7 @@ async def post_identify(request: Request) -> JSONResponse:
     unknown = sorted(set(body) - {"visitor", "user_id", "traits"})
     if unknown:
         raise ApiError(400, "invalid", f"unknown key '{unknown[0]}'", unknown[0])
-    user_id = _text(body, "user_id", "")
+    user_id = _text(body, "user_id", "", USER_ID)
     traits = body.get("traits", {})
     if not isinstance(traits, dict):
         raise ApiError(400, "invalid", "'traits' must be an object", "traits")
