@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
@@ -63,14 +64,19 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .web.app import create_app, uvicorn_options
+    from .web.limits import raise_open_files, socket_ceiling
 
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = _settings(args)
     if settings.geoip is not None and not settings.geoip.is_file():
         raise SystemExit(f"popin: the geoip database {settings.geoip} does not exist")
+    open_files = raise_open_files()
+    settings.limits = replace(settings.limits,
+                              connections=socket_ceiling(settings.limits, open_files))
     app = create_app(settings)
     print(f"popin {__version__}: demo shop at http://{args.host}:{args.port}/demo/ "
-          f"(store {settings.store}, rules {settings.rules})", file=sys.stderr)
+          f"(store {settings.store}, rules {settings.rules}; at most "
+          f"{settings.limits.connections} sockets, {open_files} open files)", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 **uvicorn_options(settings))
     return 0

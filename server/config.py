@@ -32,6 +32,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .core.calendar import Calendar
+from .core.rules.schema import did_you_mean
 from .core.site import (
     CONSENT_MODES,
     DEMO_HOURS,
@@ -57,6 +58,37 @@ class WebhookSettings:
     batch: int = 20
 
 
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The `[limits]` table of popin.toml: what one stranger may take (see web/limits.py)."""
+
+    # A widget says hello at once; a socket that does not is closed (4008).
+    hello_seconds: float = 5.0
+    # A socket with no message for this long is closed (4001); the widget reconnects on
+    # the visitor's next action.
+    idle_seconds: float = 1800.0
+    connections: int = 10_000
+    # Offices and mobile carriers put many visitors behind one address.
+    connections_per_address: int = 200
+    # A widget sends a few messages a second at most; bursts on page load.
+    messages_per_second: float = 20.0
+    message_burst: int = 60
+    # Messages dropped for speed before the socket is closed (4029).
+    dropped_before_close: int = 200
+    # Slow clients: seconds to send a request's headers, and its body.
+    header_seconds: float = 10.0
+    body_seconds: float = 30.0
+
+
+# Each limit's allowed range: the config is refused at start outside it.
+LIMIT_RANGES: dict[str, tuple[float, float]] = {
+    "hello_seconds": (1, 60), "idle_seconds": (30, 86_400), "connections": (1, 1_000_000),
+    "connections_per_address": (1, 1_000_000), "messages_per_second": (1, 1000),
+    "message_burst": (1, 10_000), "dropped_before_close": (1, 1_000_000),
+    "header_seconds": (1, 300), "body_seconds": (1, 600),
+}
+
+
 class ConfigError(Exception):
     pass
 
@@ -80,6 +112,7 @@ class Settings:
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or
     # networks). None by default: a client's own headers never change its address.
     trusted_proxies: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
 
 
 def load_settings(path: Path | None) -> Settings:
@@ -91,7 +124,7 @@ def load_settings(path: Path | None) -> Settings:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from None
     unknown = set(raw) - {"store", "rules", "sites", "geoip", "webhooks", "secret",
-                          "trusted_proxies"}
+                          "trusted_proxies", "limits"}
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
     if "store" in raw:
@@ -102,6 +135,8 @@ def load_settings(path: Path | None) -> Settings:
         settings.geoip = (path.parent / str(raw["geoip"])).resolve()
     if "secret" in raw:
         settings.secret = str(raw["secret"])
+    if "limits" in raw:
+        settings.limits = _limits(raw["limits"], f"{path}: [limits]")
     if "trusted_proxies" in raw:
         settings.trusted_proxies = _networks(raw["trusted_proxies"], f"{path}: trusted_proxies")
     if "webhooks" in raw:
@@ -221,3 +256,21 @@ def _networks(value: Any, where: str) -> tuple[str, ...]:
         except ValueError:
             raise ConfigError(f"{where}: {item!r} is not an IP address or network") from None
     return tuple(value)
+
+
+def _limits(table: Any, where: str) -> Limits:
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: a table of limits, like [limits] connections = 5000")
+    values: dict[str, float | int] = {}
+    for key, value in table.items():
+        if key not in LIMIT_RANGES:
+            raise ConfigError(f"{where}: unknown limit {key!r}{did_you_mean(key, LIMIT_RANGES)}")
+        low, high = LIMIT_RANGES[key]
+        integral = isinstance(getattr(Limits(), key), int)
+        if isinstance(value, bool) or not isinstance(value, int | float) or (
+                integral and not isinstance(value, int)) or not low <= value <= high:
+            kind = "a whole number" if integral else "a number"
+            raise ConfigError(f"{where}: {key} must be {kind} from {low:g} to {high:g}, "
+                              f"not {value!r}")
+        values[key] = value
+    return Limits(**values)  # type: ignore[arg-type]

@@ -97,3 +97,16 @@ def test_layout_names_every_folder_and_module_of_the_package() -> None:
         name = f"{entry.name}/" if entry.is_dir() else entry.name
         if entry.name != "__init__.py" and entry.name != "__pycache__":
             assert f"`{name}`" in layout, f"server/core/{name} is not in the Layout"
+
+
+def test_every_limit_is_documented_with_its_default() -> None:
+    from dataclasses import fields
+
+    from popin.config import Limits
+
+    for limit in fields(Limits):
+        row = next((line for line in README.splitlines()
+                    if line.startswith("|") and f"`{limit.name}`" in line), None)
+        assert row is not None, f"limit {limit.name!r} is not in the README's table"
+        default = getattr(Limits(), limit.name)
+        assert f"{default:g}" in row, f"{limit.name}: the README's default is not {default}"

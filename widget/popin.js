@@ -11,7 +11,7 @@
     encodeURIComponent(script.getAttribute('data-site') || '');
   var SESSION_IDLE = 18e5; // 30 min, as the server
   var ACTIVE_WINDOW = 3e4; // no input for 30 s: the visitor is not reading any more
-  var ws, attempts = 0, everOpened = false, outbox = [], lastUrl, lastActive = Date.now();
+  var ws, asleep = false, attempts = 0, everOpened = false, outbox = [], lastUrl, lastActive = Date.now();
   var config = { watch: [], scroll: [], idle: [], tab: 0, exit: false };
   var watches = {}, observer, visible = new Map(), host, current, scanTimer;
   var page = { scroll: 0, exit: false }, idleSent = 0, typing = false, hiddenAt = 0, lastY = 0, lastYAt = 0;
@@ -52,6 +52,8 @@
   function send(message) {
     if (ws && ws.readyState === 1) ws.send(JSON.stringify(message));
     else if (outbox.length < 50) outbox.push(message);
+    // Closed for idleness (4001): back as soon as the visitor does something.
+    if (asleep && !ws) { asleep = false; connect(); }
   }
   function connect() {
     var opened = false;
@@ -83,6 +85,7 @@
       ws = null;
       // 4010: this visitor was erased; keep nothing of them on the device.
       if (event.code === 4010) forget();
+      if (event.code === 4001) { asleep = true; return; }
       // 1008 and 4xxx: the server refused us; a server never reached: stop after a while.
       if (event.code === 1008 || (event.code >= 4000 && event.code < 5000)) return;
       if (!opened && !everOpened && attempts > 8) return;

@@ -81,6 +81,10 @@ class Result:
     trace: list[tuple[str, str]] = field(default_factory=list)
 
 
+# Keywords kept per page and in a profile's interests, past those the rules watch.
+MAX_KEYWORDS = 32
+
+
 def widget_config(rules: RuleSet, site: Site) -> dict[str, Any]:
     """What the widget watches, and whether it may keep ids on the device yet."""
     return {**rules.widget_config, "consent": site.consent}
@@ -89,7 +93,8 @@ def widget_config(rules: RuleSet, site: Site) -> dict[str, Any]:
 class Session:
     __slots__ = ("_next_push", "exclusive_used", "facts", "id", "idle_reached",
                  "open_push", "page", "page_dwell", "page_hits", "page_scroll", "profile",
-                 "pushes", "quiet_until", "search", "shown", "site", "started", "timers",
+                 "pushes", "quiet_until", "reported", "search", "shown", "site", "started",
+                 "timers",
                  "typing", "visit_pending")
 
     def __init__(self, site: str, session_id: str, profile: Profile, facts: Facts) -> None:
@@ -106,6 +111,8 @@ class Session:
         self.shown: dict[str, int] = {}
         self.exclusive_used: set[str] = set()
         self.pushes: dict[str, str] = {}
+        # (push id, status) already counted: bounded by the pushes, three statuses each.
+        self.reported: set[tuple[str, str]] = set()
         self.open_push: str | None = None
         self.typing = False
         self.visit_pending = False
@@ -214,12 +221,18 @@ class Session:
         return profile.visits >= 2 and away >= trigger.returning_after
 
     def _dwell(self, event: Dwell, rules: RuleSet, now: float) -> Result:
+        interests = self.profile.interests
+        name = event.keyword.split("@")[0]
+        new = event.keyword not in self.page_dwell or name not in interests
+        if new and not rules.watches(event.keyword) and (
+                len(self.page_dwell) >= MAX_KEYWORDS or len(interests) >= MAX_KEYWORDS):
+            # What the rules measure is always kept; beyond that a page cannot grow the
+            # profile with keywords of its own.
+            return Result(counts=["dwell.dropped"])
         previous = self.page_dwell.get(event.keyword, 0.0)
         if event.seconds <= previous:
             return Result(counts=["dwell.stale"])
         self.page_dwell[event.keyword] = event.seconds
-        interests = self.profile.interests
-        name = event.keyword.split("@")[0]
         interests[name] = interests.get(name, 0.0) + event.seconds - previous
         result = self._fire(rules.candidates(event, previous), event, rules, now)
         result.profile_changed = True
@@ -302,6 +315,10 @@ class Session:
         rule_id = self.pushes.get(event.push_id)
         if rule_id is None:
             return Result(counts=["status.unknown_push"], acks=[event.push_id])
+        if (event.push_id, event.status) in self.reported:
+            # Each pop-in is shown, clicked or dismissed once as far as the numbers go.
+            return Result(counts=["status.repeated"], acks=[event.push_id])
+        self.reported.add((event.push_id, event.status))
         result = Result(counts=[f"popin.{event.status}"], acks=[event.push_id],
                         stats=[(rule_id, event.status, 1.0)])
         if event.status == "shown":

@@ -23,7 +23,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
-from ..config import Settings, load_secret
+from ..config import Limits, Settings, load_secret
 from ..core.rules.engine import RuleSet
 from ..core.visitor.agent import Geo
 from ..features.appointments.links import Links
@@ -40,6 +40,7 @@ from .api.openapi import document
 from .api.routes import ROUTES as API_ROUTES
 from .api.routes import ApiError, api_error
 from .appointments import ROUTES as APPOINTMENT_ROUTES
+from .limits import Admission, receive_body_within, slow_header_guard
 from .socket import widget_socket
 
 log = logging.getLogger("popin")
@@ -63,15 +64,18 @@ def uvicorn_options(settings: Settings) -> dict[str, Any]:
     client could pick the address the login limit sees."""
     trusted = settings.trusted_proxies
     return {**UVICORN_OPTIONS, "proxy_headers": bool(trusted),
-            "forwarded_allow_ips": ",".join(trusted) if trusted else ""}
+            "forwarded_allow_ips": ",".join(trusted) if trusted else "",
+            "http": slow_header_guard(settings.limits.header_seconds)}
 
 
 class PopinApp:
     """The widget's socket goes straight to its endpoint, every other request to
     Starlette: a socket's frames need none of the HTTP machinery."""
 
-    def __init__(self, app: Starlette) -> None:
+    def __init__(self, app: Starlette, limits: Limits) -> None:
         self.app = app
+        self.limits = limits
+        self.gate = Admission(limits)
 
     @property
     def state(self) -> State:
@@ -79,7 +83,9 @@ class PopinApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket" and scope["path"] == "/ws":
-            await widget_socket(self.app.state.hub, scope, receive, send)
+            await widget_socket(self.app.state.hub, self.gate, self.limits, scope, receive, send)
+        elif scope["type"] == "http":
+            await receive_body_within(self.app, self.limits.body_seconds, scope, receive, send)
         else:
             await self.app(scope, receive, send)
 
@@ -170,7 +176,9 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         Mount("/demo", StaticFiles(directory=settings.static / "demo", html=True), name="demo"),
     ]
     return PopinApp(Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={ApiError: api_error, HTTPException: http_error}))
+                              exception_handlers={ApiError: api_error,
+                                                  HTTPException: http_error}),
+                    settings.limits)
 
 
 async def http_error(request: Request, error: Exception) -> Response:

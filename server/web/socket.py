@@ -13,13 +13,18 @@ from urllib.parse import parse_qs
 
 from starlette.types import Message, Receive, Scope, Send
 
+from ..config import Limits
 from ..core.session import Result, Session, widget_config
 from ..core.site import Site
 from ..core.visitor.identity import TraitError, verify_user_hash
 from ..core.wire.events import FormSubmit, Hello, Identify
 from ..core.wire.protocol import (
     CLOSE_FORBIDDEN_ORIGIN,
+    CLOSE_HELLO_TIMEOUT,
+    CLOSE_IDLE,
     CLOSE_POLICY_VIOLATION,
+    CLOSE_RATE,
+    CLOSE_TRY_LATER,
     CLOSE_UNKNOWN_SITE,
     MAX_ERRORS_PER_CONNECTION,
     ProtocolError,
@@ -27,6 +32,7 @@ from ..core.wire.protocol import (
     encode,
 )
 from ..live.hub import Hub, IdentityRefused
+from .limits import Admission, TokenBucket
 
 log = logging.getLogger("popin.socket")
 
@@ -85,7 +91,8 @@ def _refusal(hub: Hub, websocket: Socket) -> tuple[Site | None, int]:
     return site, 0
 
 
-async def widget_socket(hub: Hub, scope: Scope, receive: Receive, send: Send) -> None:
+async def widget_socket(hub: Hub, gate: Admission, limits: Limits, scope: Scope,
+                        receive: Receive, send: Send) -> None:
     websocket = Socket(scope, receive, send)
     if not await websocket.connected():
         return
@@ -97,29 +104,66 @@ async def widget_socket(hub: Hub, scope: Scope, receive: Receive, send: Send) ->
             log.warning("refused a socket from origin %r", websocket.header(b"origin"))
         await websocket.close(refused)
         return
-    await websocket.accept()
+    address = websocket.client_host or "unknown"
+    full = gate.admit(address)
+    if full is not None:
+        # Before the handshake completes: the client gets HTTP 403, nothing is held.
+        hub.counts[f"refused.{full}"] += 1
+        await websocket.close(CLOSE_TRY_LATER)
+        return
+    try:
+        await websocket.accept()
+        await _serve(websocket, hub, site, limits)
+    except OSError:
+        pass  # the client went away while we were sending (uvicorn's ClientDisconnected)
+    finally:
+        gate.release(address)
+
+
+async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> None:
     user_agent = websocket.header(b"user-agent") or ""
     client_ip = websocket.client_host
     session: Session | None = None
-    errors = 0
+    errors = dropped = 0
     rules_version = hub.rules_version
     loop = asyncio.get_running_loop()
+    bucket = TokenBucket(limits.messages_per_second, limits.message_burst, loop.time())
+    opened = last_message = loop.time()
     try:
         while True:
-            deadline = session.next_deadline() if session is not None else None
-            if deadline is None:
-                frame = await websocket.receive()
+            # Whichever comes first: a session timer, the idle limit, the hello limit.
+            if session is None:
+                wake, why = opened + limits.hello_seconds, CLOSE_HELLO_TIMEOUT
             else:
-                try:
-                    # A timeout, not wait_for: no task is made for every frame.
-                    async with asyncio.timeout_at(loop.time() + deadline - hub.clock()):
-                        frame = await websocket.receive()
-                except TimeoutError:
-                    assert session is not None
-                    await _deliver(websocket, hub, session, session.tick(hub.rules, hub.clock()))
-                    continue
+                wake, why = last_message + limits.idle_seconds, CLOSE_IDLE
+                deadline = session.next_deadline()
+                if deadline is not None and loop.time() + deadline - hub.clock() < wake:
+                    wake, why = loop.time() + deadline - hub.clock(), 0
+            try:
+                # A timeout, not wait_for: no task is made for every frame.
+                async with asyncio.timeout_at(wake):
+                    frame = await websocket.receive()
+            except TimeoutError:
+                if why:
+                    hub.counts["closed.hello_timeout" if why == CLOSE_HELLO_TIMEOUT
+                               else "closed.idle"] += 1
+                    await websocket.close(why)
+                    return
+                assert session is not None
+                await _deliver(websocket, hub, session, session.tick(hub.rules, hub.clock()))
+                continue
             if frame["type"] == "websocket.disconnect":
                 return
+            last_message = loop.time()
+            if not bucket.take(last_message):
+                # Dropped unread: decoding and the store are what a flood would cost.
+                dropped += 1
+                hub.counts["dropped.rate"] += 1
+                if dropped >= limits.dropped_before_close:
+                    hub.counts["closed.rate"] += 1
+                    await websocket.close(CLOSE_RATE)
+                    return
+                continue
             if session is not None and rules_version != hub.rules_version:
                 # The rules were reloaded: the widget may need to watch other things.
                 rules_version = hub.rules_version
@@ -161,8 +205,6 @@ async def widget_socket(hub: Hub, scope: Scope, receive: Receive, send: Send) ->
                     return
                 continue
             await _deliver(websocket, hub, session, result)
-    except OSError:
-        pass  # the client went away while we were sending (uvicorn's ClientDisconnected)
     finally:
         if session is not None:
             hub.detach(session, websocket)

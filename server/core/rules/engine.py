@@ -178,6 +178,10 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
+    def watches(self, keyword: str) -> bool:
+        """Is this a dwell the widget was asked to measure (a name from the config)?"""
+        return keyword in self._dwell
+
     def candidates(self, event: Event, previous: float = 0.0) -> list[Rule]:
         """Rules whose trigger this event satisfies, highest priority first.
 

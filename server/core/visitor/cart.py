@@ -9,12 +9,15 @@ from __future__ import annotations
 from ..wire.events import Custom
 from .profile import CartLine, Profile
 
+# A real cart holds fewer lines; a page that sends more cannot grow the profile further.
+MAX_CART_LINES = 50
+
 
 def track_cart(profile: Profile, event: Custom) -> bool:
     """Apply a cart event to the profile; return whether the cart changed."""
     cart, props = profile.cart, event.props
     sku = str(props.get("sku", ""))[:64]
-    if event.name == "add_to_cart" and sku:
+    if event.name == "add_to_cart" and sku and (sku in cart or len(cart) < MAX_CART_LINES):
         price = props.get("price")
         line = cart.get(sku) or CartLine(str(props.get("name", ""))[:200])
         if isinstance(price, int | float) and not isinstance(price, bool):

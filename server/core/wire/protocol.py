@@ -46,6 +46,14 @@ CLOSE_TOO_BIG = 1009
 # Application close codes (4000-4999) so the widget knows not to retry.
 CLOSE_UNKNOWN_SITE = 4004
 CLOSE_FORBIDDEN_ORIGIN = 4003
+# No message for `limits.idle_seconds`: the widget reconnects on the visitor's next action.
+CLOSE_IDLE = 4001
+# No hello within `limits.hello_seconds` of the handshake.
+CLOSE_HELLO_TIMEOUT = 4008
+# Messages kept coming faster than `limits.messages_per_second` allows.
+CLOSE_RATE = 4029
+# Too many sockets (in all or from one address): refused before the handshake completes.
+CLOSE_TRY_LATER = 1013
 
 # Shared with the HTTP API: one definition of what an id and an event name may be.
 # `\Z`, not `$`: a trailing newline must not pass (it breaks line-based exports).

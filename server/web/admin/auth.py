@@ -11,8 +11,11 @@ failed logins are limited per client address, which is used in memory only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import os
 import secrets
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -59,13 +62,22 @@ def password_matches(stored: str | None, password: str) -> bool:
         return False
 
 
+def _yield_to_the_event_loop() -> None:
+    """Hashing threads (and the lanes argon2 starts from them, which inherit it) run at
+    the lowest CPU priority: on a small machine they would otherwise outnumber the event
+    loop's thread and slow every widget down."""
+    with contextlib.suppress(AttributeError, OSError):  # Linux: a nice value per thread
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
+
 class PasswordChecks:
     """argon2 costs tens of milliseconds of CPU on purpose: on the event loop, a few dozen
     logins would stall every widget. It runs on a small thread pool instead (argon2-cffi
     releases the GIL), behind a bounded queue."""
 
     def __init__(self, workers: int = HASH_WORKERS, queue: int = HASH_QUEUE) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="popin-argon2")
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="popin-argon2",
+                                        initializer=_yield_to_the_event_loop)
         self._slots = asyncio.Semaphore(workers + queue)
 
     async def matches(self, stored: str | None, password: str) -> bool | None:

@@ -1,0 +1,192 @@
+"""What one stranger may take: sockets that never say hello or go quiet are closed,
+floods are dropped then closed, sockets per address and in all are capped, slow HTTP
+clients are cut off, and a bad `[limits]` table is refused at start."""
+
+from __future__ import annotations
+
+import resource
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import orjson
+import pytest
+from starlette.testclient import TestClient
+from starlette.websockets import WebSocketDisconnect
+
+from conftest import LiveServer, settings_with_rules
+from popin.config import ConfigError, Limits, Settings, load_settings
+from popin.web.app import create_app
+from popin.web.limits import RESERVED_DESCRIPTORS, raise_open_files, socket_ceiling
+
+ORIGIN = {"origin": "http://testserver"}
+HELLO = orjson.dumps({"type": "hello", "visitor": "visitor-0001", "session": "session-0001",
+                      "url": "http://testserver/"}).decode()
+RULES = "rules: []\n"
+
+
+def client_with(tmp_path: Path, **limits: float) -> TestClient:
+    settings = settings_with_rules(tmp_path, RULES, limits=Limits(**limits))  # type: ignore[arg-type]
+    return TestClient(create_app(settings))
+
+
+def metrics(client: TestClient) -> str:
+    return client.get("/metrics").text
+
+
+def test_a_socket_that_never_says_hello_is_closed(tmp_path: Path) -> None:
+    with client_with(tmp_path, hello_seconds=1) as client:
+        started = time.monotonic()
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws, \
+                pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+        assert closed.value.code == 4008
+        assert time.monotonic() - started < 5
+        assert 'kind="closed.hello_timeout"} 1' in metrics(client)
+
+
+def test_a_quiet_socket_is_closed_and_its_session_kept(tmp_path: Path) -> None:
+    with client_with(tmp_path, idle_seconds=1) as client:
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+            ws.send_text(HELLO)
+            assert ws.receive_json()["type"] == "config"
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_text()
+            assert closed.value.code == 4001
+        assert 'kind="closed.idle"} 1' in metrics(client)
+        # The widget comes back on the next action: the same session resumes.
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+            ws.send_text(HELLO)
+            assert ws.receive_json()["type"] == "config"
+        assert 'kind="session.resumed"} 1' in metrics(client)
+
+
+def test_a_flood_is_dropped_then_closed(tmp_path: Path) -> None:
+    with client_with(tmp_path, messages_per_second=1, message_burst=5,
+                     dropped_before_close=10) as client:
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+            ws.send_text(HELLO)
+            assert ws.receive_json()["type"] == "config"
+            for _ in range(30):
+                ws.send_text("x")
+            answered = 0
+            with pytest.raises(WebSocketDisconnect) as closed:
+                while True:
+                    assert ws.receive_json()["code"] == "bad_json"
+                    answered += 1
+            assert closed.value.code == 4029
+        # The burst minus the hello was read; the rest was dropped unread.
+        assert answered == 4
+        text = metrics(client)
+        assert 'kind="dropped.rate"} 10' in text and 'kind="closed.rate"} 1' in text
+
+
+def test_sockets_per_address_and_in_all_are_capped(tmp_path: Path) -> None:
+    with client_with(tmp_path, connections_per_address=2) as client:
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN), \
+                client.websocket_connect("/ws?site=demo", headers=ORIGIN):
+            with pytest.raises(WebSocketDisconnect) as refused, \
+                    client.websocket_connect("/ws?site=demo", headers=ORIGIN):
+                pass
+            assert refused.value.code == 1013
+        # Closed sockets give their place back.
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+            ws.send_text(HELLO)
+            assert ws.receive_json()["type"] == "config"
+        assert 'kind="refused.per_address"} 1' in metrics(client)
+    with client_with(tmp_path, connections=1) as client:
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN):
+            with pytest.raises(WebSocketDisconnect) as refused, \
+                    client.websocket_connect("/ws?site=demo", headers=ORIGIN):
+                pass
+            assert refused.value.code == 1013
+        assert 'kind="refused.connections"} 1' in metrics(client)
+
+
+@pytest.fixture
+def slow_server(tmp_path: Path) -> Iterator[LiveServer]:
+    settings = settings_with_rules(tmp_path, RULES,
+                                   limits=Limits(header_seconds=1, body_seconds=1))
+    live = LiveServer(settings).start()
+    yield live
+    live.stop()
+
+
+def raw(server: LiveServer) -> socket.socket:
+    connection = socket.create_connection(("127.0.0.1", server.port), timeout=10)
+    return connection
+
+
+def test_headers_sent_a_byte_at_a_time_are_cut_off(slow_server: LiveServer) -> None:
+    with raw(slow_server) as connection:
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        started = time.monotonic()
+        assert connection.recv(1024) == b"", "the server hung up"
+        assert time.monotonic() - started < 5
+    with raw(slow_server) as connection:  # nothing at all: the same
+        assert connection.recv(1024) == b""
+    with raw(slow_server) as connection:  # a normal request is served
+        connection.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert connection.recv(1024).startswith(b"HTTP/1.1 200")
+
+
+def test_a_body_sent_too_slowly_gets_408(slow_server: LiveServer) -> None:
+    with raw(slow_server) as connection:
+        connection.sendall(b"POST /api/v1/events HTTP/1.1\r\nHost: x\r\n"
+                           b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{")
+        answer = connection.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 408")
+    assert b'"code":"timeout"' in answer
+
+
+def test_the_server_raises_its_own_file_limit() -> None:
+    open_files = raise_open_files()
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    assert soft == open_files and (soft == hard or hard == resource.RLIM_INFINITY)
+    assert socket_ceiling(Limits(connections=10_000), 1024) == 1024 - RESERVED_DESCRIPTORS
+    assert socket_ceiling(Limits(connections=500), 1 << 20) == 500
+
+
+def test_serve_reports_its_socket_ceiling(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "popin", "serve", "--port", str(port),
+         "--store", f"sqlite:///{tmp_path / 'popin.db'}"],
+        cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr is not None
+        line = process.stderr.readline()
+    finally:
+        process.terminate()
+        process.communicate(timeout=10)
+    assert "sockets," in line and "open files" in line, line
+
+
+@pytest.mark.parametrize(("table", "complaint"), [
+    ("conections = 5", "unknown limit 'conections' (did you mean 'connections'?)"),
+    ("connections = 0", "connections must be a whole number from 1 to 1e+06, not 0"),
+    ("connections = 2.5", "connections must be a whole number"),
+    ("hello_seconds = true", "hello_seconds must be a number from 1 to 60, not True"),
+    ("idle_seconds = 5", "idle_seconds must be a number from 30 to 86400, not 5"),
+])
+def test_a_bad_limit_is_refused_with_its_name(tmp_path: Path, table: str,
+                                              complaint: str) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text(f"[limits]\n{table}\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    assert complaint in str(refused.value)
+
+
+def test_limits_load_from_the_config(tmp_path: Path) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text("[limits]\nconnections = 5000\nmessages_per_second = 10\n")
+    settings: Settings = load_settings(path)
+    assert settings.limits == replace(Limits(), connections=5000, messages_per_second=10)
