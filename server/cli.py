@@ -22,7 +22,9 @@ def _settings(args: argparse.Namespace) -> Settings:
     try:
         settings = load_settings(args.config)
     except ConfigError as error:
-        raise SystemExit(f"popin: {error}") from None
+        # One line, and 2 as for any usage error: a config is fixed, not debugged.
+        print(f"popin: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
     if getattr(args, "store", None):
         settings.store = args.store
     if getattr(args, "rules", None):

@@ -187,8 +187,8 @@ def test_unsigned_identify_for_new_users_only_when_the_site_says_so(tmp_path: Pa
 
 
 @pytest.mark.parametrize(("entry", "complaint"), [
-    ('unsigned_identify = "always"', "'unsigned_identify' is 'refuse' or 'new_users'"),
-    ('identity_secret = "short"', "'identity_secret' must be text of at least 16"),
+    ('unsigned_identify = "always"', "unsigned_identify is 'refuse' or 'new_users'"),
+    ('identity_secret = "short"', "identity_secret must be at least 16 characters"),
 ])
 def test_identity_settings_are_checked(tmp_path: Path, entry: str, complaint: str) -> None:
     path = tmp_path / "popin.toml"

@@ -170,8 +170,8 @@ def test_serve_reports_its_socket_ceiling(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("table", "complaint"), [
-    ("conections = 5", "unknown limit 'conections' (did you mean 'connections'?)"),
-    ("connections = 0", "connections must be a whole number from 1 to 1e+06, not 0"),
+    ("conections = 5", "unknown setting 'conections' (did you mean 'connections'?)"),
+    ("connections = 0", "connections must be a whole number from 1 to 1000000, not 0"),
     ("connections = 2.5", "connections must be a whole number"),
     ("hello_seconds = true", "hello_seconds must be a number from 1 to 60, not True"),
     ("idle_seconds = 5", "idle_seconds must be a number from 30 to 86400, not 5"),

@@ -107,7 +107,7 @@ def test_trusted_proxies_are_checked(tmp_path: Path) -> None:
     path.write_text('trusted_proxies = ["10.0.0.1", "10.1.0.0/16"]\n')
     assert load_settings(path).trusted_proxies == ("10.0.0.1", "10.1.0.0/16")
     path.write_text('trusted_proxies = ["proxy.example"]\n')
-    with pytest.raises(ConfigError, match=r"'proxy\.example' is not an IP address or network"):
+    with pytest.raises(ConfigError, match=r"'proxy\.example', which is not an IP address"):
         load_settings(path)
 
 

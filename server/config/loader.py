@@ -1,0 +1,196 @@
+"""popin.toml read into `Settings`, every value checked at start:
+
+    store = "sqlite:///popin.db"
+    rules = "rules"
+
+    geoip = "GeoLite2-City.mmdb"                 # optional: country/region/city conditions
+
+    [[sites]]
+    key = "demo"
+    name = "Demo shop"
+    origins = ["self", "https://shop.example"]   # "self": the page is served by popin
+    timezone = "Europe/Paris"
+    consent = "required"                         # or "implied" (the default): see Site
+    fatigue = {per_session = 2, per_day = 3}     # pop-ins per visitor, all rules together
+    [sites.business_hours]
+    mon = "09:00-12:00, 14:00-18:00"
+    sat = "10:00-16:00"
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import tomllib
+from dataclasses import fields, replace
+from datetime import date
+from pathlib import Path
+from typing import Any, TypeVar
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from ..core.calendar import Calendar
+from ..core.site import (
+    CONSENT_MODES,
+    DEMO_HOURS,
+    UNSIGNED_IDENTIFY_MODES,
+    WEEKDAY_KEYS,
+    Site,
+    Spans,
+)
+from .reader import Table
+from .settings import ConfigError, Limits, Settings, WebhookSettings
+
+T = TypeVar("T", Limits, WebhookSettings)
+_SPAN = re.compile(r"\A\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*\Z")
+TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxies", "limits")
+SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
+        "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify")
+CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
+            "min_notice_minutes", "horizon_days", "capacity", "channels")
+MEETING_CHANNELS = ("phone", "video", "store")
+# Each limit's allowed range: outside it the config is refused at start.
+LIMIT_RANGES: dict[str, tuple[float, float]] = {
+    "hello_seconds": (1, 60), "idle_seconds": (30, 86_400), "connections": (1, 1_000_000),
+    "connections_per_address": (1, 1_000_000), "messages_per_second": (1, 1000),
+    "message_burst": (1, 10_000), "dropped_before_close": (1, 1_000_000),
+    "header_seconds": (1, 300), "body_seconds": (1, 600),
+}
+WEBHOOK_RANGES: dict[str, tuple[float, float]] = {
+    "timeout": (0.5, 120), "max_attempts": (1, 100), "backoff": (0.1, 3600),
+    "poll_interval": (0.05, 60), "batch": (1, 1000),
+}
+
+
+def load_settings(path: Path | None) -> Settings:
+    settings = Settings()
+    if path is None:
+        return settings
+    try:
+        raw: Any = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: {error}") from None
+    top = Table(raw, str(path), TOP)
+    settings.store = top.text("store", settings.store)
+    if "rules" in top:
+        settings.rules = (path.parent / top.text("rules")).resolve()
+    if "geoip" in top:
+        settings.geoip = (path.parent / top.text("geoip")).resolve()
+    settings.secret = top.text("secret", min_length=16)
+    settings.limits = _numbers(top.table("limits", LIMIT_RANGES), Limits, LIMIT_RANGES)
+    settings.webhooks = _numbers(top.table("webhooks", WEBHOOK_RANGES), WebhookSettings,
+                                 WEBHOOK_RANGES)
+    settings.trusted_proxies = _networks(top, "trusted_proxies")
+    if "sites" in top:
+        settings.sites = {}
+        for number, entry in enumerate(top.tables("sites"), 1):
+            site = _site(Table(entry, f"{path}: [[sites]] #{number}", SITE))
+            if site.key in settings.sites:
+                raise ConfigError(f"{path}: two sites have the key {site.key!r}")
+            settings.sites[site.key] = site
+    return settings
+
+
+def _numbers(table: Table, kind: type[T], ranges: dict[str, tuple[float, float]]) -> T:
+    defaults = kind()
+    values: dict[str, Any] = {}
+    for found in fields(defaults):
+        if found.name in table:
+            default = getattr(defaults, found.name)
+            low, high = ranges[found.name]
+            values[found.name] = (table.whole(found.name, default, int(low), int(high))
+                                  if isinstance(default, int)
+                                  else table.number(found.name, default, low, high))
+    return replace(defaults, **values)
+
+
+def _site(site: Table) -> Site:
+    key = site.text("key")
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
+        site.fail("key", f"must be 1-64 letters, digits, '-' or '_', not {key!r}")
+    site.where = f"{site.where.rsplit(':', 1)[0]}: site {key!r}"
+    zone = _zone(site, "Europe/Paris")
+    hours = DEMO_HOURS
+    if "business_hours" in site:
+        table = site.table("business_hours", WEEKDAY_KEYS)
+        hours = {day: _spans(table, day) for day in table.raw}
+    fatigue = site.table("fatigue", ("per_session", "per_day"))
+    found = Site(
+        key, site.text("name"), site.texts("origins", ("self",)), zone, hours,
+        fatigue.whole("per_session", 2, 0, 100), fatigue.whole("per_day", 3, 0, 1000),
+        site.text("webhook_secret"), site.text("notify_url"),
+        site.choice("consent", CONSENT_MODES, "implied"),
+        site.text("identity_secret", min_length=16),
+        site.choice("unsigned_identify", UNSIGNED_IDENTIFY_MODES, "refuse"))
+    if "calendars" not in site:
+        return found
+    calendars = {}
+    for number, entry in enumerate(site.tables("calendars"), 1):
+        calendar = _calendar(Table(entry, f"{site.where}: calendar #{number}", CALENDAR), zone)
+        calendars[calendar.name] = calendar
+    return replace(found, calendars=calendars)
+
+
+def _calendar(calendar: Table, zone: ZoneInfo) -> Calendar:
+    name = calendar.text("name")
+    if not name:
+        calendar.fail("name", "is needed")
+    calendar.where = f"{calendar.where.rsplit(' #', 1)[0]} {name!r}"
+    hours_table = calendar.table("hours", WEEKDAY_KEYS)
+    special_table = calendar.table("special", calendar.raw.get("special", {}))
+    channels = calendar.texts("channels", ("phone", "video"))
+    for channel in channels:
+        if channel not in MEETING_CHANNELS:
+            calendar.fail("channels", f"holds {channel!r}; known: {', '.join(MEETING_CHANNELS)}")
+    return Calendar(
+        name, _zone(calendar, zone.key) if "timezone" in calendar else zone,
+        {day: _spans(hours_table, day) for day in hours_table.raw} or dict(DEMO_HOURS),
+        frozenset(_day(calendar, "closed", text) for text in calendar.texts("closed")),
+        {_day(calendar, "special", day): _spans(special_table, day)
+         for day in special_table.raw},
+        # A slot shorter than 5 minutes would make thousands a day (and 0 never ends).
+        slot_minutes=calendar.whole("slot_minutes", 30, 5, 24 * 60),
+        buffer_minutes=calendar.whole("buffer_minutes", 0, 0, 24 * 60),
+        min_notice_minutes=calendar.whole("min_notice_minutes", 120, 0, 90 * 24 * 60),
+        horizon_days=calendar.whole("horizon_days", 14, 1, 365),
+        capacity=calendar.whole("capacity", 1, 1, 1000),
+        channels=channels)
+
+
+def _zone(table: Table, default: str) -> ZoneInfo:
+    name = table.text("timezone", default)
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        table.fail("timezone", f"{name!r} is not a time zone, like \"Europe/Paris\"")
+
+
+def _day(table: Table, key: str, text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        table.fail(key, f"holds {text!r}, not a day like \"2026-12-25\"")
+
+
+def _spans(table: Table, key: str) -> Spans:
+    spans = []
+    for part in table.text(key).split(","):
+        match = _SPAN.match(part)
+        if match is None:
+            table.fail(key, f"holds {part.strip()!r}, not a span like 09:00-18:00")
+        h1, m1, h2, m2 = (int(group) for group in match.groups())
+        start, end = h1 * 60 + m1, h2 * 60 + m2
+        if not 0 <= start < end <= 24 * 60 or m1 > 59 or m2 > 59:
+            table.fail(key, f"holds {part.strip()!r}: a span starts before it ends, "
+                       "within the day")
+        spans.append((start, end))
+    return tuple(spans)
+
+
+def _networks(top: Table, key: str) -> tuple[str, ...]:
+    found = top.texts(key)
+    for item in found:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError:
+            top.fail(key, f"holds {item!r}, which is not an IP address or network")
+    return found

@@ -1,0 +1,84 @@
+"""What popin.toml can say, with its defaults: the store, the rules, the sites, the
+webhooks, the limits. Read and checked by `popin.config.loader`."""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..core.site import Site
+
+# Where this checkout keeps what the server serves and the shipped playbook.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent.parent
+STATIC_DIR = PROJECT_ROOT / "static"
+DEFAULT_RULES = PROJECT_ROOT / "rules"
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookSettings:
+    timeout: float = 5.0
+    max_attempts: int = 8
+    # Seconds before the 2nd attempt; doubled each time, capped at an hour, with jitter.
+    backoff: float = 2.0
+    poll_interval: float = 0.5
+    batch: int = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The `[limits]` table of popin.toml: what one stranger may take (see web/limits.py)."""
+
+    # A widget says hello at once; a socket that does not is closed (4008).
+    hello_seconds: float = 5.0
+    # A socket with no message for this long is closed (4001); the widget reconnects on
+    # the visitor's next action.
+    idle_seconds: float = 1800.0
+    connections: int = 10_000
+    # Offices and mobile carriers put many visitors behind one address.
+    connections_per_address: int = 200
+    # A widget sends a few messages a second at most; bursts on page load.
+    messages_per_second: float = 20.0
+    message_burst: int = 60
+    # Messages dropped for speed before the socket is closed (4029).
+    dropped_before_close: int = 200
+    # Slow clients: seconds to send a request's headers, and its body.
+    header_seconds: float = 10.0
+    body_seconds: float = 30.0
+
+
+class ConfigError(Exception):
+    pass
+
+
+@dataclass(slots=True)
+class Settings:
+    store: str = "sqlite:///popin.db"
+    rules: Path = DEFAULT_RULES
+    static: Path = STATIC_DIR
+    sites: dict[str, Site] = field(default_factory=lambda: {"demo": Site("demo", "Demo shop")})
+    geoip: Path | None = None
+    # Watch the rules folder and reload on change (and on SIGHUP).
+    reload: bool = True
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    # Signs cancel/reschedule links; when empty, kept in `secret_file` (made on first start).
+    secret: str = ""
+    secret_file: Path = Path("popin.secret")
+    # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or
+    # networks). None by default: a client's own headers never change its address.
+    trusted_proxies: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
+
+
+def load_secret(settings: Settings) -> str:
+    """The configured secret, else the one kept in secret_file (made once, owner-only)."""
+    if settings.secret:
+        return settings.secret
+    path = settings.secret_file
+    if not path.is_absolute() and settings.store.startswith("sqlite:///"):
+        # Beside the embedded store: one folder holds the install's state.
+        path = Path(settings.store.removeprefix("sqlite:///")).parent / path
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(32))
+        path.chmod(0o600)
+    return path.read_text().strip()

@@ -1,0 +1,87 @@
+"""popin.toml checked at start: whatever is wrong is one line naming the file, the
+setting, what is wrong and what is allowed; `popin serve` exits 2 without a traceback,
+and nothing hangs (a slot of 0 minutes used to loop for ever)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from popin.config import ConfigError, load_settings
+
+SITE = '[[sites]]\nkey = "demo"\n'
+CALENDAR = SITE + '[[sites.calendars]]\nname = "advisers"\n'
+
+BAD = [
+    # (popin.toml, what the one line must say)
+    ("sites = 5", "sites must be an array of tables ([[sites]]), not a number"),
+    ("stores = 'x'", "unknown setting 'stores' (did you mean 'store'?)"),
+    ("store = 5", "store must be text, not a number"),
+    ("secret = 'short'", "secret must be at least 16 characters long"),
+    ("[webhooks]\ntimeout = 'soon'", "webhooks: timeout must be a number from 0.5 to 120"),
+    ("[webhooks]\nmax_attempts = 0", "max_attempts must be a whole number from 1 to 100"),
+    ("[webhooks]\ntimeot = 5", "unknown setting 'timeot' (did you mean 'timeout'?)"),
+    ("limits = 3", "limits must be a table, not a number"),
+    (SITE + "fatigue = 3", "site 'demo': fatigue must be a table, not a number"),
+    (SITE + "fatigue = {per_session = -1}", "per_session must be a whole number from 0 to 100"),
+    (SITE + "origins = 'https://a.example'", "origins must be a list of text"),
+    (SITE + "timezone = 'Mars/Olympus'", "timezone 'Mars/Olympus' is not a time zone"),
+    (SITE + "consent = 'requierd'", "consent is 'implied' or 'required', not 'requierd' "
+                                    "(did you mean 'required'?)"),
+    (SITE + "nmae = 'x'", "unknown setting 'nmae' (did you mean 'name'?)"),
+    (SITE + "[sites.business_hours]\nmonday = '09:00-18:00'",
+     "business_hours: unknown setting 'monday' (did you mean 'mon'?)"),
+    (SITE + "[sites.business_hours]\nmon = '18:00-09:00'", "a span starts before it ends"),
+    (SITE + "[sites.business_hours]\nmon = 'all day'", "not a span like 09:00-18:00"),
+    ("[[sites]]\nname = 'no key'", "key must be 1-64 letters, digits, '-' or '_', not ''"),
+    ("[[sites]]\nkey = 'a b'", "key must be 1-64 letters, digits"),
+    (SITE + SITE, "two sites have the key 'demo'"),
+    (CALENDAR + "slot_minutes = 0", "slot_minutes must be a whole number from 5 to 1440, not 0"),
+    (CALENDAR + "capacity = 0", "capacity must be a whole number from 1 to 1000, not 0"),
+    (CALENDAR + "horizon_days = 100000", "horizon_days must be a whole number from 1 to 365"),
+    (CALENDAR + "closed = ['Christmas']", "closed holds 'Christmas', not a day like"),
+    (CALENDAR + "channels = ['fax']", "channels holds 'fax'; known: phone, video, store"),
+    (CALENDAR + "slot_minutes = 30.5", "slot_minutes must be a whole number"),
+]
+
+
+@pytest.mark.parametrize(("toml", "complaint"), BAD)
+def test_a_bad_setting_is_one_line_naming_it(tmp_path: Path, toml: str, complaint: str) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text(toml + "\n")
+    with pytest.raises(ConfigError) as refused:
+        load_settings(path)
+    message = str(refused.value)
+    assert complaint in message, message
+    assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_bytes(b'store = "caf\xe9"\n')
+    with pytest.raises(ConfigError, match="utf-8"):
+        load_settings(path)
+
+
+def test_serve_says_it_in_one_line_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text(CALENDAR + "slot_minutes = 0\n")
+    result = subprocess.run([sys.executable, "-m", "popin", "--config", str(path), "serve"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "slot_minutes must be a whole number from 5" in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_good_settings_load(tmp_path: Path) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text(CALENDAR + "slot_minutes = 20\ncapacity = 3\nclosed = ['2026-12-25']\n"
+                    "[sites.calendars.special]\n'2026-12-24' = '09:00-12:00'\n")
+    calendar = load_settings(path).sites["demo"].calendars["advisers"]
+    assert (calendar.slot_minutes, calendar.capacity) == (20, 3)
+    assert [str(day) for day in calendar.closed] == ["2026-12-25"]
+    assert list(calendar.special.values()) == [((540, 720),)]
