@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from jinja2 import Template, TemplateSyntaxError
+from jinja2 import Template, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError
+from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
@@ -18,11 +22,85 @@ POPIN_KEYS = ("title", "body", "cta", "placement", "slot")
 # Where a call-to-action may lead: never javascript: or data: URLs.
 SAFE_URL_SCHEMES = frozenset({"", "http", "https", "mailto", "tel"})
 
-ENVIRONMENT = SandboxedEnvironment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+# An owner's template runs on the event loop for every pop-in: whatever it computes must
+# stay small. Longest text built by repetition or padding, largest count or width passed
+# to a function, longest range, deepest loop nesting, largest card.
+MAX_BUILT_TEXT = 1000
+MAX_ARGUMENT = 10_000
+MAX_RANGE = 100
+MAX_LOOP_DEPTH = 2
+MAX_CARD_BYTES = 32 * 1024
+# "%100000s", "{:>100000}": padding to a width of five digits or more.
+_WIDE = re.compile(r"%[-+ #0]*\d{5,}|\{[^{}]*:[^{}]*\d{5,}")
+
+
+def _refuse_big(*values: Any) -> None:
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_ARGUMENT:
+            raise SecurityError(f"{value} is more than a pop-in needs (at most {MAX_ARGUMENT})")
+
+
+class BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox (no attribute or call that reaches Python's internals), and no
+    computation that grows without bound: repetition, powers, padding and ranges are
+    capped, so a template cannot stall the server."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def call_binop(self, context: Context, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for sequence, times in ((left, right), (right, left)):
+                if isinstance(sequence, str | list | tuple) and isinstance(times, int) and (
+                        len(sequence) * times > MAX_BUILT_TEXT):
+                    raise SecurityError(f"repeating to more than {MAX_BUILT_TEXT} items")
+        elif operator == "**":
+            if isinstance(right, int | float) and abs(right) > 64:
+                raise SecurityError("a power above 64")
+        elif operator == "%" and isinstance(left, str) and _WIDE.search(left):
+            raise SecurityError("padding wider than a pop-in")
+        return super().call_binop(context, operator, left, right)
+
+    def call(__self, __context: Context, __obj: Any, *args: Any,
+             **kwargs: Any) -> Any:
+        _refuse_big(*args, *kwargs.values())
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        owner = getattr(value, "__self__", None)
+        if isinstance(owner, str) and _WIDE.search(owner):
+            raise SecurityError("padding wider than a pop-in")
+        return super().wrap_str_format(value)
+
+
+def _bounded_filter(name: str, environment: SandboxedEnvironment) -> None:
+    original = environment.filters[name]
+
+    def bounded(*args: Any, **kwargs: Any) -> Any:
+        _refuse_big(*args[1:], *kwargs.values())
+        if name == "format" and isinstance(args[0], str) and _WIDE.search(args[0]):
+            raise SecurityError("padding wider than a pop-in")
+        return original(*args, **kwargs)
+
+    environment.filters[name] = bounded
+
+
+def _small_range(*bounds: int) -> range:
+    _refuse_big(*bounds)
+    found = range(*bounds)
+    if len(found) > MAX_RANGE:
+        raise SecurityError(f"a range of more than {MAX_RANGE}")
+    return found
+
+
+ENVIRONMENT = BoundedEnvironment(autoescape=True, trim_blocks=True, lstrip_blocks=True)
+ENVIRONMENT.globals["range"] = _small_range
+for _name in ("center", "indent", "format", "truncate", "wordwrap", "batch", "slice"):
+    _bounded_filter(_name, ENVIRONMENT)
 
 # The card around the owner's content; the widget styles it inside its Shadow DOM.
 CARD = ENVIRONMENT.from_string(
-    '<div class="card {{ placement }}" role="dialog" aria-live="polite" aria-label="{{ title }}">'
+    '<div class="card {{ placement }}" role="dialog" aria-live="polite"'
+    ' aria-label="{{ title|striptags }}">'
     '<button class="close" type="button" aria-label="Close" data-popin-dismiss>&times;</button>'
     '<p class="title">{{ title }}</p><div class="body">{{ body }}</div>'
     '{% for label, url in links %}<a class="cta" href="{{ url }}">{{ label }}</a> {% endfor %}'
@@ -56,16 +134,22 @@ class PopinTemplate:
 
     def render(self, context: dict[str, Any]) -> str:
         try:
+            # What the owner's templates render is already escaped (the environment
+            # autoescapes): Markup, so the card does not escape it a second time.
             links = []
             for label, url_template in self.links:
-                url = url_template.render(context).strip()
-                if urlsplit(url).scheme.lower() not in SAFE_URL_SCHEMES:
+                url = Markup(url_template.render(context).strip())
+                if urlsplit(url.unescape()).scheme.lower() not in SAFE_URL_SCHEMES:
                     raise RenderError(f"link URL {url[:40]!r} has a forbidden scheme")
-                links.append((label.render(context), url))
-            return CARD.render(title=self.title.render(context),
+                links.append((Markup(label.render(context)), url))
+            card = CARD.render(title=Markup(self.title.render(context)),
                                body=Markup(self.body.render(context)),
                                links=links, placement=self.placement,
                                form=Markup(self.form))
+            if len(card) > MAX_CARD_BYTES:
+                raise RenderError(f"the pop-in is {len(card)} characters long; at most "
+                                  f"{MAX_CARD_BYTES} are sent")
+            return card
         except RenderError:
             raise
         except Exception as error:
@@ -73,9 +157,17 @@ class PopinTemplate:
             raise RenderError(f"{type(error).__name__}: {error}") from error
 
 
+def _loop_depth(node: nodes.Node) -> int:
+    below = max((_loop_depth(child) for child in node.iter_child_nodes()), default=0)
+    return below + 1 if isinstance(node, nodes.For) else below
+
+
 def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
     source = reader.text(node, key, max_length=5000)
     try:
+        if _loop_depth(ENVIRONMENT.parse(source)) > MAX_LOOP_DEPTH:
+            reader.fail(node.line_of(key), f"template error in {key!r}: loops nested more "
+                        f"than {MAX_LOOP_DEPTH} deep (a pop-in never needs that many)")
         return ENVIRONMENT.from_string(source)
     except TemplateSyntaxError as error:
         # A block scalar (`body: |`) starts on the line after its key.
