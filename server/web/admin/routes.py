@@ -40,8 +40,10 @@ from .auth import (
     LoginGuard,
     PasswordChecks,
     Sessions,
+    credentials,
     csrf_ok,
     csrf_token,
+    end_every_session,
     set_cookie,
 )
 
@@ -77,12 +79,16 @@ def _site(request: Request, hub: Hub) -> Site | None:
     return hub.sites.get(key) if key else next(iter(hub.sites.values()), None)
 
 
+async def _signed_in(request: Request) -> bool:
+    hub: Hub = request.app.state.hub
+    sessions: Sessions = request.app.state.admin_sessions
+    return sessions.valid(request.cookies.get(SESSION_COOKIE), *await credentials(hub.store))
+
+
 def owner_only(page: Page) -> Callable[[Request], Awaitable[Response]]:
     async def guarded(request: Request) -> Response:
         hub: Hub = request.app.state.hub
-        stored = await hub.store.setting_get(PASSWORD_SETTING)
-        sessions: Sessions = request.app.state.admin_sessions
-        if not sessions.valid(request.cookies.get(SESSION_COOKIE), stored):
+        if not await _signed_in(request):
             target = quote(request.url.path + (f"?{request.url.query}" if request.url.query
                                                else ""))
             return RedirectResponse(f"/admin/login?next={target}", status_code=303)
@@ -121,7 +127,7 @@ async def login(request: Request) -> Response:
                            error=f"Too many attempts: try again in {wait // 60 + 1} minutes.")
         response.headers["Retry-After"] = str(wait)
         return response
-    stored = await hub.store.setting_get(PASSWORD_SETTING)
+    stored, epoch = await credentials(hub.store)
     checks: PasswordChecks = request.app.state.password_checks
     matches = await checks.matches(stored, str(form.get("password", "")))
     if matches is None:
@@ -139,7 +145,8 @@ async def login(request: Request) -> Response:
     guard.succeeded(address)
     sessions: Sessions = request.app.state.admin_sessions
     redirect = RedirectResponse(target, status_code=303)
-    set_cookie(redirect, request, SESSION_COOKIE, sessions.issue(stored), SESSION_SECONDS)
+    set_cookie(redirect, request, SESSION_COOKIE, sessions.issue(stored, epoch),
+               SESSION_SECONDS)
     return redirect
 
 
@@ -148,6 +155,11 @@ async def logout(request: Request) -> Response:
     if not csrf_ok(request, form.get("csrf")):
         return _render(request, "message.html", 403, title="The form expired",
                        message="Please go back and try again.")
+    # Only the owner may end the sessions: anyone can get a form token of their own, and
+    # would otherwise log the owner out at will.
+    if await _signed_in(request):
+        hub: Hub = request.app.state.hub
+        await end_every_session(hub.store)
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/admin")
     return response
