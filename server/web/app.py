@@ -11,6 +11,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -40,6 +41,7 @@ from .api.openapi import document
 from .api.routes import ROUTES as API_ROUTES
 from .api.routes import ApiError, api_error
 from .appointments import ROUTES as APPOINTMENT_ROUTES
+from .headers import SecurityHeaders
 from .socket import widget_socket
 
 log = logging.getLogger("popin")
@@ -170,7 +172,9 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         Mount("/demo", StaticFiles(directory=settings.static / "demo", html=True), name="demo"),
     ]
     return PopinApp(Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={ApiError: api_error, HTTPException: http_error}))
+                              middleware=[Middleware(SecurityHeaders)],
+                              exception_handlers={ApiError: api_error,
+                                                  HTTPException: http_error}))
 
 
 async def http_error(request: Request, error: Exception) -> Response:

@@ -5,6 +5,9 @@
     /admin/audiences             sizes over time, export links
     /admin/bookings              appointments ahead, leads
     /admin/rules                 loaded files, errors with file:line, last reload
+
+Their security headers (a strict CSP, no-store) come from web/headers.py, for every
+answer under /admin.
 """
 
 from __future__ import annotations
@@ -52,13 +55,6 @@ TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templat
                         lstrip_blocks=True)
 TEMPLATES.filters["when"] = lambda moment, zone: datetime.fromtimestamp(moment, zone).strftime(
     "%d %b %H:%M:%S")
-# No external resource of any kind: the owner's privacy and a strict policy.
-HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                               "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 Page = Callable[[Request, Hub, Site], Awaitable[Response]]
 
 
@@ -68,7 +64,7 @@ def _render(request: Request, name: str, code: int = 200, **context: Any) -> HTM
     html = TEMPLATES.get_template(name).render(
         csrf=token, path=request.url.path, sites=list(hub.sites.values()),
         site_key=request.query_params.get("site", ""), **context)
-    response = HTMLResponse(html, status_code=code, headers=HEADERS)
+    response = HTMLResponse(html, status_code=code)
     if request.cookies.get(CSRF_COOKIE) != token:
         set_cookie(response, request, CSRF_COOKIE, token)
     return response
@@ -192,7 +188,7 @@ async def export(request: Request, hub: Hub, site: Site) -> Response:
     except ExportError as error:
         return _render(request, "message.html", 400, title="Cannot export", message=str(error))
     return StreamingResponse(found.body, media_type=found.media_type, headers={
-        **HEADERS, "Popin-Cursor": found.cursor,
+        "Popin-Cursor": found.cursor,
         "Content-Disposition": f'attachment; filename="{found.filename}"'})
 
 
@@ -206,13 +202,12 @@ async def rules(request: Request, hub: Hub, site: Site) -> Response:
 
 
 async def live(request: Request, hub: Hub, site: Site) -> Response:
-    return JSONResponse(await dashboard.live(hub, site), headers=HEADERS)
+    return JSONResponse(await dashboard.live(hub, site))
 
 
 def _asset(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
     async def serve(_request: Request) -> Response:
-        return FileResponse(STATIC_DIR / "admin" / name, media_type=media_type,
-                            headers={"Cache-Control": "public, max-age=300"})
+        return FileResponse(STATIC_DIR / "admin" / name, media_type=media_type)
 
     return serve
 
