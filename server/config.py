@@ -80,6 +80,9 @@ class Settings:
     # Proxies whose X-Forwarded-For / X-Forwarded-Proto are believed (addresses or
     # networks). None by default: a client's own headers never change its address.
     trusted_proxies: tuple[str, ...] = ()
+    # Who sees /metrics and the details of /healthz: a bearer token, or these addresses.
+    metrics_token: str = ""
+    metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 def load_settings(path: Path | None) -> Settings:
@@ -91,7 +94,7 @@ def load_settings(path: Path | None) -> Settings:
     except (OSError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from None
     unknown = set(raw) - {"store", "rules", "sites", "geoip", "webhooks", "secret",
-                          "trusted_proxies"}
+                          "trusted_proxies", "metrics_token", "metrics_allow"}
     if unknown:
         raise ConfigError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
     if "store" in raw:
@@ -104,6 +107,10 @@ def load_settings(path: Path | None) -> Settings:
         settings.secret = str(raw["secret"])
     if "trusted_proxies" in raw:
         settings.trusted_proxies = _networks(raw["trusted_proxies"], f"{path}: trusted_proxies")
+    if "metrics_token" in raw:
+        settings.metrics_token = str(raw["metrics_token"])
+    if "metrics_allow" in raw:
+        settings.metrics_allow = _networks(raw["metrics_allow"], f"{path}: metrics_allow")
     if "webhooks" in raw:
         try:
             settings.webhooks = WebhookSettings(**raw["webhooks"])
