@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .core.calendar import Calendar
@@ -55,6 +56,24 @@ class WebhookSettings:
     backoff: float = 2.0
     poll_interval: float = 0.5
     batch: int = 20
+    # Webhooks go over https; plain http only to these hosts.
+    allow_http_hosts: tuple[str, ...] = ()
+    # Loopback, private and link-local addresses (or networks) a webhook may reach; none
+    # by default, so a rule or a notify_url cannot make popin call into its own network.
+    allow_private: tuple[str, ...] = ()
+
+    def scheme_refusal(self, url: str) -> str | None:
+        """Why `url` may not be called, whatever its host resolves to; None if it may."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+        except ValueError:
+            return f"{url!r} is not a URL"
+        if host and (parts.scheme == "https"
+                     or (parts.scheme == "http" and host in self.allow_http_hosts)):
+            return None
+        return (f"{url} is refused: webhooks go over https, or over http to a host listed in "
+                "[webhooks] allow_http_hosts")
 
 
 class ConfigError(Exception):
@@ -112,16 +131,32 @@ def load_settings(path: Path | None) -> Settings:
     if "metrics_allow" in raw:
         settings.metrics_allow = _networks(raw["metrics_allow"], f"{path}: metrics_allow")
     if "webhooks" in raw:
-        try:
-            settings.webhooks = WebhookSettings(**raw["webhooks"])
-        except TypeError as error:
-            raise ConfigError(f"{path}: [webhooks]: {error}") from None
+        settings.webhooks = _webhooks(raw["webhooks"], f"{path}: [webhooks]")
     if "sites" in raw:
         settings.sites = {}
         for entry in raw["sites"]:
             site = _site(entry, path)
             settings.sites[site.key] = site
+    for site in settings.sites.values():
+        if site.notify_url and (refused := settings.webhooks.scheme_refusal(site.notify_url)):
+            raise ConfigError(f"{path}: site {site.key!r}: notify_url: {refused}")
     return settings
+
+
+def _webhooks(raw: Any, where: str) -> WebhookSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: a table of settings")
+    options = dict(raw)
+    hosts = options.get("allow_http_hosts", [])
+    if not isinstance(hosts, list) or not all(isinstance(host, str) for host in hosts):
+        raise ConfigError(f"{where}: allow_http_hosts: a list of host names")
+    options["allow_http_hosts"] = tuple(host.lower() for host in hosts)
+    options["allow_private"] = _networks(options.get("allow_private", []),
+                                         f"{where}: allow_private")
+    try:
+        return WebhookSettings(**options)
+    except TypeError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _site(entry: Any, path: Path) -> Site:
