@@ -29,6 +29,9 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-backg
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 T = TypeVar("T")
+# For a TestClient, a client on this machine: /metrics and the details of /healthz are for
+# loopback (or a token), and TestClient's own address, "testclient", is neither.
+LOOPBACK = ("127.0.0.1", 50000)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:

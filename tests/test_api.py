@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import make_key, settings_with_rules
+from conftest import LOOPBACK, make_key, settings_with_rules
 from popin.config import Settings
 from popin.core.site import Site
 from popin.web.api.openapi import document
@@ -51,7 +51,7 @@ def settings_(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings_: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_)) as test_client:
+    with TestClient(create_app(settings_), client=LOOPBACK) as test_client:
         yield test_client
 
 

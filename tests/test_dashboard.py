@@ -3,6 +3,7 @@ pages show after a scripted session over the real socket."""
 
 from __future__ import annotations
 
+import base64
 import io
 import re
 from collections.abc import Iterator
@@ -12,10 +13,11 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import settings_with_rules
+from conftest import run, settings_with_rules
 from popin.cli import main
 from popin.config import Settings
-from popin.web.admin.auth import MAX_FAILURES
+from popin.stores.backends import open_store
+from popin.web.admin.auth import MAX_FAILURES, PASSWORD_SETTING
 from popin.web.app import create_app
 
 RULES = """
@@ -110,6 +112,52 @@ def test_a_new_password_ends_every_session(client: TestClient, settings_: Settin
     assert set_password(settings_, monkeypatch, "too short") == 1, "refused: 10 characters"
     assert set_password(settings_, monkeypatch, "another long password") == 0
     assert client.get("/admin/", follow_redirects=False).status_code == 303
+
+
+def test_a_cookie_replayed_after_logout_opens_nothing(client: TestClient) -> None:
+    assert log_in(client) == 303
+    stolen = client.cookies["popin_admin"]
+    client.post("/admin/logout", data={"csrf": client.cookies["popin_csrf"]})
+    client.cookies.set("popin_admin", stolen, path="/admin")
+    replayed = client.get("/admin/", follow_redirects=False)
+    assert replayed.status_code == 303
+    assert replayed.headers["location"].startswith("/admin/login")
+
+
+def test_logout_ends_the_sessions_of_every_device(settings_: Settings,
+                                                  client: TestClient) -> None:
+    with TestClient(create_app(settings_)) as phone:
+        assert log_in(client) == 303 and log_in(phone) == 303
+        phone.post("/admin/logout", data={"csrf": phone.cookies["popin_csrf"]})
+        assert client.get("/admin/", follow_redirects=False).status_code == 303
+        assert log_in(client) == 303, "a new login works at once"
+        assert client.get("/admin/", follow_redirects=False).status_code == 200
+
+
+def test_a_stranger_cannot_log_the_owner_out(settings_: Settings, client: TestClient) -> None:
+    assert log_in(client) == 303
+    with TestClient(create_app(settings_)) as stranger:
+        # A form token of the stranger's own, and no session.
+        stranger.post("/admin/logout", data={"csrf": csrf_of(stranger)})
+    assert client.get("/admin/", follow_redirects=False).status_code == 200
+
+
+def test_the_cookie_says_nothing_of_the_password_hash(client: TestClient,
+                                                      settings_: Settings) -> None:
+    async def stored() -> str | None:
+        store = open_store(settings_.store)
+        await store.open()
+        try:
+            return await store.setting_get(PASSWORD_SETTING)
+        finally:
+            await store.close()
+
+    password_hash = run(stored())
+    assert password_hash and log_in(client) == 303
+    payload = client.cookies["popin_admin"].split(".")[0]
+    decoded = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+    digest = password_hash.rsplit("$", 1)[1]
+    assert not any(digest[i:i + 8] in decoded for i in range(len(digest) - 7))
 
 
 def test_logins_are_rate_limited(client: TestClient) -> None:

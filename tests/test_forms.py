@@ -14,7 +14,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from conftest import make_key, run
-from popin.config import Settings
+from popin.config import Settings, WebhookSettings
 from popin.core.site import Site
 from popin.stores.backends import open_store
 from popin.web.app import create_app
@@ -44,7 +44,10 @@ def settings(tmp_path: Path) -> Settings:
     return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=tmp_path / "rules",
                     reload=False, secret="test-secret",
                     sites={"demo": Site("demo", "Nordic Trail",
-                                        notify_url="http://127.0.0.1:9/owner")})
+                                        notify_url="http://127.0.0.1:9/owner")},
+                    # The owner's receiver is on this machine (and down: retries pend).
+                    webhooks=WebhookSettings(allow_http_hosts=("127.0.0.1",),
+                                             allow_private=("127.0.0.1",)))
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import make_key, settings_with_rules
+from conftest import LOOPBACK, make_key, settings_with_rules
 from popin.config import ConfigError, Settings, load_settings
 from popin.core.site import Site
 from popin.web.app import create_app
@@ -49,7 +49,7 @@ def settings_(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings_: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings_)) as test_client:
+    with TestClient(create_app(settings_), client=LOOPBACK) as test_client:
         yield test_client
 
 

@@ -16,7 +16,7 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import LiveServer, settings_with_rules
+from conftest import LOOPBACK, LiveServer, settings_with_rules
 from popin.config import ConfigError, Limits, Settings, load_settings
 from popin.web.app import create_app
 from popin.web.limits import RESERVED_DESCRIPTORS, raise_open_files, socket_ceiling
@@ -29,7 +29,7 @@ RULES = "rules: []\n"
 
 def client_with(tmp_path: Path, **limits: float) -> TestClient:
     settings = settings_with_rules(tmp_path, RULES, limits=Limits(**limits))  # type: ignore[arg-type]
-    return TestClient(create_app(settings))
+    return TestClient(create_app(settings), client=LOOPBACK)
 
 
 def metrics(client: TestClient) -> str:

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import ROOT, wait_until
+from conftest import LOOPBACK, ROOT, wait_until
 from popin.cli import main
 from popin.config import Settings
 from popin.web.app import create_app
@@ -29,7 +29,7 @@ def test_edit_reloads_without_dropping_the_socket_and_a_broken_edit_keeps_the_la
     campaign = rules / "campaign.yaml"
     campaign.write_text(FIRST)
     settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=rules)
-    with TestClient(create_app(settings)) as client, \
+    with TestClient(create_app(settings), client=LOOPBACK) as client, \
             client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
         ws.send_text(orjson.dumps({"type": "hello", "visitor": "visitor-0001",
                                    "session": "session-0001",

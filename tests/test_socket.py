@@ -11,7 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import run
+from conftest import LOOPBACK, run
 from popin.config import Settings
 from popin.core.site import Site
 from popin.core.wire.protocol import MAX_ERRORS_PER_CONNECTION, MAX_MESSAGE_BYTES
@@ -48,7 +48,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings)) as test_client:
+    with TestClient(create_app(settings), client=LOOPBACK) as test_client:
         yield test_client
 
 

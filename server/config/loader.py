@@ -42,7 +42,8 @@ from .settings import ConfigError, Limits, Settings, WebhookSettings
 
 T = TypeVar("T", Limits, WebhookSettings)
 _SPAN = re.compile(r"\A\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*\Z")
-TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxies", "limits")
+TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxies", "limits",
+       "metrics_token", "metrics_allow")
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
         "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
@@ -77,9 +78,15 @@ def load_settings(path: Path | None) -> Settings:
         settings.geoip = (path.parent / top.text("geoip")).resolve()
     settings.secret = top.text("secret", min_length=16)
     settings.limits = _numbers(top.table("limits", LIMIT_RANGES), Limits, LIMIT_RANGES)
-    settings.webhooks = _numbers(top.table("webhooks", WEBHOOK_RANGES), WebhookSettings,
-                                 WEBHOOK_RANGES)
+    webhooks = top.table("webhooks", (*WEBHOOK_RANGES, "allow_http_hosts", "allow_private"))
+    settings.webhooks = replace(
+        _numbers(webhooks, WebhookSettings, WEBHOOK_RANGES),
+        allow_http_hosts=tuple(host.lower() for host in webhooks.texts("allow_http_hosts")),
+        allow_private=_networks(webhooks, "allow_private"))
     settings.trusted_proxies = _networks(top, "trusted_proxies")
+    settings.metrics_token = top.text("metrics_token", min_length=16)
+    if "metrics_allow" in top:
+        settings.metrics_allow = _networks(top, "metrics_allow")
     if "sites" in top:
         settings.sites = {}
         for number, entry in enumerate(top.tables("sites"), 1):
@@ -87,6 +94,9 @@ def load_settings(path: Path | None) -> Settings:
             if site.key in settings.sites:
                 raise ConfigError(f"{path}: two sites have the key {site.key!r}")
             settings.sites[site.key] = site
+    for site in settings.sites.values():
+        if site.notify_url and (refused := settings.webhooks.scheme_refusal(site.notify_url)):
+            raise ConfigError(f"{path}: site {site.key!r}: notify_url: {refused}")
     return settings
 
 
@@ -94,7 +104,7 @@ def _numbers(table: Table, kind: type[T], ranges: dict[str, tuple[float, float]]
     defaults = kind()
     values: dict[str, Any] = {}
     for found in fields(defaults):
-        if found.name in table:
+        if found.name in table and found.name in ranges:
             default = getattr(defaults, found.name)
             low, high = ranges[found.name]
             values[found.name] = (table.whole(found.name, default, int(low), int(high))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..core.site import Site
 
@@ -23,6 +24,24 @@ class WebhookSettings:
     backoff: float = 2.0
     poll_interval: float = 0.5
     batch: int = 20
+    # Webhooks go over https; plain http only to these hosts.
+    allow_http_hosts: tuple[str, ...] = ()
+    # Loopback, private and link-local addresses (or networks) a webhook may reach; none
+    # by default, so a rule or a notify_url cannot make popin call into its own network.
+    allow_private: tuple[str, ...] = ()
+
+    def scheme_refusal(self, url: str) -> str | None:
+        """Why `url` may not be called, whatever its host resolves to; None if it may."""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+        except ValueError:
+            return f"{url!r} is not a URL"
+        if host and (parts.scheme == "https"
+                     or (parts.scheme == "http" and host in self.allow_http_hosts)):
+            return None
+        return (f"{url} is refused: webhooks go over https, or over http to a host listed in "
+                "[webhooks] allow_http_hosts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +87,9 @@ class Settings:
     # networks). None by default: a client's own headers never change its address.
     trusted_proxies: tuple[str, ...] = ()
     limits: Limits = field(default_factory=Limits)
+    # Who sees /metrics and the details of /healthz: a bearer token, or these addresses.
+    metrics_token: str = ""
+    metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
 
 
 def load_secret(settings: Settings) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
@@ -40,6 +41,8 @@ from .api.openapi import document
 from .api.routes import ROUTES as API_ROUTES
 from .api.routes import ApiError, api_error
 from .appointments import ROUTES as APPOINTMENT_ROUTES
+from .headers import SecurityHeaders
+from .health import routes as health_routes
 from .limits import Admission, receive_body_within, slow_header_guard
 from .socket import widget_socket
 
@@ -137,22 +140,6 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         return FileResponse(widget, media_type="text/javascript; charset=utf-8",
                             headers={"Cache-Control": "public, max-age=300"})
 
-    async def health(request: Request) -> JSONResponse:
-        hub: Hub = request.app.state.hub
-        return JSONResponse({"ok": True, "rules": len(hub.rules),
-                             "rule_errors": hub.rule_status.errors,
-                             "rules_loaded_at": hub.rule_status.loaded_at,
-                             "sessions": hub.live_sessions,
-                             "connections": hub.live_connections})
-
-    async def metrics(request: Request) -> PlainTextResponse:
-        hub: Hub = request.app.state.hub
-        lines = ["# TYPE popin_events_total counter"]
-        lines += [f'popin_events_total{{kind="{name}"}} {count}'
-                  for name, count in sorted(hub.counts.items())]
-        lines += ["# TYPE popin_live_sessions gauge", f"popin_live_sessions {hub.live_sessions}"]
-        return PlainTextResponse("\n".join(lines) + "\n")
-
     async def admin_home(_request: Request) -> RedirectResponse:
         return RedirectResponse("/admin/")
 
@@ -171,11 +158,11 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         Route("/", home),
         Route("/admin", admin_home),
         Route("/popin.js", widget_script),
-        Route("/healthz", health),
-        Route("/metrics", metrics),
+        *health_routes(settings),
         Mount("/demo", StaticFiles(directory=settings.static / "demo", html=True), name="demo"),
     ]
     return PopinApp(Starlette(routes=routes, lifespan=lifespan,
+                              middleware=[Middleware(SecurityHeaders)],
                               exception_handlers={ApiError: api_error,
                                                   HTTPException: http_error}),
                     settings.limits)

@@ -2,16 +2,18 @@
 `popin admin set-password`.
 
 The password is kept as an argon2id hash (slow on purpose). A login gives a signed,
-expiring session cookie (HttpOnly, SameSite=Strict, Secure when served over TLS) that
-also names the hash it was issued under, so a new password ends every session. Every
-form carries a token that must match a cookie of the same name (double submit), and
-failed logins are limited per client address, which is used in memory only.
+expiring session cookie (HttpOnly, SameSite=Strict, Secure when served over TLS) bound
+to the hash and to a session epoch kept in the store: a new password or a logout ends
+every session, everywhere, at once. Every form carries a token that must match a cookie
+of the same name (double submit), and failed logins are limited per client address,
+which is used in memory only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import hmac
 import os
 import secrets
@@ -26,7 +28,11 @@ from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import Request
 from starlette.responses import Response
 
+from ...stores.contract import Store
+
 PASSWORD_SETTING = "admin_password"
+# Drawn anew at each logout: the cookies issued before name the old one.
+EPOCH_SETTING = "admin_session_epoch"
 SESSION_COOKIE = "popin_admin"
 CSRF_COOKIE = "popin_csrf"
 SESSION_SECONDS = 12 * 3600
@@ -93,21 +99,41 @@ class PasswordChecks:
 
 
 class Sessions:
+    """A signed cookie alone stays valid until it expires, whatever the server thinks of
+    it: so it carries a fingerprint of the password hash and of the store's session epoch,
+    and stops matching when either changes. The fingerprint is keyed, so the cookie tells
+    nothing about the hash."""
+
     def __init__(self, secret: str) -> None:
         self._signer = URLSafeTimedSerializer(secret, salt="popin-admin-session")
+        self._key = hashlib.sha256(f"popin-admin-fingerprint:{secret}".encode()).digest()
 
-    def issue(self, password_hash: str) -> str:
-        return self._signer.dumps({"p": password_hash[-16:]})
+    def _fingerprint(self, password_hash: str, epoch: str) -> str:
+        return hmac.new(self._key, f"{epoch}\0{password_hash}".encode(),
+                        hashlib.sha256).hexdigest()
 
-    def valid(self, token: str | None, password_hash: str | None) -> bool:
+    def issue(self, password_hash: str, epoch: str) -> str:
+        return self._signer.dumps({"f": self._fingerprint(password_hash, epoch)})
+
+    def valid(self, token: str | None, password_hash: str | None, epoch: str) -> bool:
         if not token or not password_hash:
             return False
         try:
             data = self._signer.loads(token, max_age=SESSION_SECONDS)
         except BadSignature:
             return False
-        return isinstance(data, dict) and hmac.compare_digest(str(data.get("p")),
-                                                              password_hash[-16:])
+        return isinstance(data, dict) and hmac.compare_digest(
+            str(data.get("f")), self._fingerprint(password_hash, epoch))
+
+
+async def credentials(store: Store) -> tuple[str | None, str]:
+    """The password hash (None before set-password) and the current session epoch."""
+    return (await store.setting_get(PASSWORD_SETTING),
+            await store.setting_get(EPOCH_SETTING) or "")
+
+
+async def end_every_session(store: Store) -> None:
+    await store.setting_put(EPOCH_SETTING, secrets.token_urlsafe(16))
 
 
 def secure(request: Request) -> bool:

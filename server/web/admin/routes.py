@@ -5,6 +5,9 @@
     /admin/audiences             sizes over time, export links
     /admin/bookings              appointments ahead, leads
     /admin/rules                 loaded files, errors with file:line, last reload
+
+Their security headers (a strict CSP, no-store) come from web/headers.py, for every
+answer under /admin.
 """
 
 from __future__ import annotations
@@ -40,8 +43,10 @@ from .auth import (
     LoginGuard,
     PasswordChecks,
     Sessions,
+    credentials,
     csrf_ok,
     csrf_token,
+    end_every_session,
     set_cookie,
 )
 
@@ -50,13 +55,6 @@ TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templat
                         lstrip_blocks=True)
 TEMPLATES.filters["when"] = lambda moment, zone: datetime.fromtimestamp(moment, zone).strftime(
     "%d %b %H:%M:%S")
-# No external resource of any kind: the owner's privacy and a strict policy.
-HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; style-src 'self'; "
-                               "script-src 'self'; frame-ancestors 'none'; form-action 'self'",
-    "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin",
-    "Cache-Control": "no-store",
-}
 Page = Callable[[Request, Hub, Site], Awaitable[Response]]
 
 
@@ -66,7 +64,7 @@ def _render(request: Request, name: str, code: int = 200, **context: Any) -> HTM
     html = TEMPLATES.get_template(name).render(
         csrf=token, path=request.url.path, sites=list(hub.sites.values()),
         site_key=request.query_params.get("site", ""), **context)
-    response = HTMLResponse(html, status_code=code, headers=HEADERS)
+    response = HTMLResponse(html, status_code=code)
     if request.cookies.get(CSRF_COOKIE) != token:
         set_cookie(response, request, CSRF_COOKIE, token)
     return response
@@ -77,12 +75,16 @@ def _site(request: Request, hub: Hub) -> Site | None:
     return hub.sites.get(key) if key else next(iter(hub.sites.values()), None)
 
 
+async def _signed_in(request: Request) -> bool:
+    hub: Hub = request.app.state.hub
+    sessions: Sessions = request.app.state.admin_sessions
+    return sessions.valid(request.cookies.get(SESSION_COOKIE), *await credentials(hub.store))
+
+
 def owner_only(page: Page) -> Callable[[Request], Awaitable[Response]]:
     async def guarded(request: Request) -> Response:
         hub: Hub = request.app.state.hub
-        stored = await hub.store.setting_get(PASSWORD_SETTING)
-        sessions: Sessions = request.app.state.admin_sessions
-        if not sessions.valid(request.cookies.get(SESSION_COOKIE), stored):
+        if not await _signed_in(request):
             target = quote(request.url.path + (f"?{request.url.query}" if request.url.query
                                                else ""))
             return RedirectResponse(f"/admin/login?next={target}", status_code=303)
@@ -121,7 +123,7 @@ async def login(request: Request) -> Response:
                            error=f"Too many attempts: try again in {wait // 60 + 1} minutes.")
         response.headers["Retry-After"] = str(wait)
         return response
-    stored = await hub.store.setting_get(PASSWORD_SETTING)
+    stored, epoch = await credentials(hub.store)
     checks: PasswordChecks = request.app.state.password_checks
     matches = await checks.matches(stored, str(form.get("password", "")))
     if matches is None:
@@ -139,7 +141,8 @@ async def login(request: Request) -> Response:
     guard.succeeded(address)
     sessions: Sessions = request.app.state.admin_sessions
     redirect = RedirectResponse(target, status_code=303)
-    set_cookie(redirect, request, SESSION_COOKIE, sessions.issue(stored), SESSION_SECONDS)
+    set_cookie(redirect, request, SESSION_COOKIE, sessions.issue(stored, epoch),
+               SESSION_SECONDS)
     return redirect
 
 
@@ -148,6 +151,11 @@ async def logout(request: Request) -> Response:
     if not csrf_ok(request, form.get("csrf")):
         return _render(request, "message.html", 403, title="The form expired",
                        message="Please go back and try again.")
+    # Only the owner may end the sessions: anyone can get a form token of their own, and
+    # would otherwise log the owner out at will.
+    if await _signed_in(request):
+        hub: Hub = request.app.state.hub
+        await end_every_session(hub.store)
     response = RedirectResponse("/admin/login", status_code=303)
     response.delete_cookie(SESSION_COOKIE, path="/admin")
     return response
@@ -180,7 +188,7 @@ async def export(request: Request, hub: Hub, site: Site) -> Response:
     except ExportError as error:
         return _render(request, "message.html", 400, title="Cannot export", message=str(error))
     return StreamingResponse(found.body, media_type=found.media_type, headers={
-        **HEADERS, "Popin-Cursor": found.cursor,
+        "Popin-Cursor": found.cursor,
         "Content-Disposition": f'attachment; filename="{found.filename}"'})
 
 
@@ -194,13 +202,12 @@ async def rules(request: Request, hub: Hub, site: Site) -> Response:
 
 
 async def live(request: Request, hub: Hub, site: Site) -> Response:
-    return JSONResponse(await dashboard.live(hub, site), headers=HEADERS)
+    return JSONResponse(await dashboard.live(hub, site))
 
 
 def _asset(name: str, media_type: str) -> Callable[[Request], Awaitable[Response]]:
     async def serve(_request: Request) -> Response:
-        return FileResponse(STATIC_DIR / "admin" / name, media_type=media_type,
-                            headers={"Cache-Control": "public, max-age=300"})
+        return FileResponse(STATIC_DIR / "admin" / name, media_type=media_type)
 
     return serve
 

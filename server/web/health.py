@@ -1,0 +1,89 @@
+"""/healthz and /metrics. Anyone may ask whether the server is alive (a load balancer
+does); what it runs (rule files and their errors, counts, live connections) is for the
+operator: a request with the `metrics_token` as a bearer token, or from an address in
+`metrics_allow` (loopback by default).
+
+/healthz answers 503 with "ok": false when the store does not answer in time: the
+process is up, but it cannot serve."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from ipaddress import ip_address, ip_network
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from ..config import Settings
+from ..live.hub import Hub
+from ..stores.contract import Store
+
+STORE_TIMEOUT = 2.0
+# A proxy in front on the same machine makes every client look like loopback; unless the
+# owner named it in trusted_proxies (then uvicorn gives the real client), its requests are
+# no one's in particular.
+FORWARDING = ("forwarded", "x-forwarded-for", "x-real-ip")
+
+
+def operator(request: Request, settings: Settings) -> bool:
+    token = settings.metrics_token
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if token and scheme.lower() == "bearer" and hmac.compare_digest(given.encode(),
+                                                                    token.encode()):
+        return True
+    if not settings.trusted_proxies and any(name in request.headers for name in FORWARDING):
+        return False
+    try:
+        address = ip_address(request.client.host if request.client else "")
+    except ValueError:
+        return False
+    address = getattr(address, "ipv4_mapped", None) or address
+    return any(address in ip_network(allowed, strict=False)
+               for allowed in settings.metrics_allow)
+
+
+async def store_error(store: Store) -> str | None:
+    """Why the store cannot answer a read, or None when it does."""
+    try:
+        await asyncio.wait_for(store.setting_get("healthz"), STORE_TIMEOUT)
+    except TimeoutError:
+        return f"the store did not answer within {STORE_TIMEOUT:g} s"
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"[:300]
+    return None
+
+
+def _refused(settings: Settings) -> Response:
+    if settings.metrics_token:
+        return PlainTextResponse("a bearer token is needed\n", status_code=401,
+                                 headers={"WWW-Authenticate": 'Bearer realm="popin"'})
+    return PlainTextResponse("only from the addresses in metrics_allow\n", status_code=403)
+
+
+def routes(settings: Settings) -> list[Route]:
+    async def health(request: Request) -> JSONResponse:
+        hub: Hub = request.app.state.hub
+        error = await store_error(hub.store)
+        status = 503 if error else 200
+        if not operator(request, settings):
+            return JSONResponse({"ok": error is None}, status_code=status)
+        return JSONResponse({"ok": error is None, "store_error": error,
+                             "rules": len(hub.rules),
+                             "rule_errors": hub.rule_status.errors,
+                             "rules_loaded_at": hub.rule_status.loaded_at,
+                             "sessions": hub.live_sessions,
+                             "connections": hub.live_connections}, status_code=status)
+
+    async def metrics(request: Request) -> Response:
+        if not operator(request, settings):
+            return _refused(settings)
+        hub: Hub = request.app.state.hub
+        lines = ["# TYPE popin_events_total counter"]
+        lines += [f'popin_events_total{{kind="{name}"}} {count}'
+                  for name, count in sorted(hub.counts.items())]
+        lines += ["# TYPE popin_live_sessions gauge", f"popin_live_sessions {hub.live_sessions}"]
+        return PlainTextResponse("\n".join(lines) + "\n")
+
+    return [Route("/healthz", health), Route("/metrics", metrics)]
