@@ -44,6 +44,7 @@ from .appointments import ROUTES as APPOINTMENT_ROUTES
 from .headers import SecurityHeaders
 from .health import routes as health_routes
 from .limits import Admission, receive_body_within, slow_header_guard
+from .logs import scrub_client_addresses
 from .socket import widget_socket
 
 log = logging.getLogger("popin")
@@ -98,6 +99,7 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        scrub_client_addresses()
         owned = store is None
         active = open_store(settings.store) if store is None else store
         if owned:

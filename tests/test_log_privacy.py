@@ -1,0 +1,97 @@
+"""A full run of `popin serve`, at debug level, and its logs: no visitor's address, e-mail,
+phone or name, and no API key, whatever the visitors and the backend did."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx2
+import orjson
+import pytest
+from websockets.sync.client import connect
+
+from conftest import free_port
+from popin.cli import main
+
+# Visitors come from 127.0.0.2: the server listens on 127.0.0.1, which its own start-up
+# line names, so any 127.0.0.2 in the logs is a visitor's address.
+VISITOR_ADDRESS = "127.0.0.2"
+EMAIL, PHONE, NAME = "lea.secret@example.com", "+33 6 12 34 56 78", "Léa Secretname"
+IDENTITY_SECRET = "log-privacy-identity-secret"
+
+
+def from_visitor(port: int) -> socket.socket:
+    connection = socket.socket()
+    connection.bind((VISITOR_ADDRESS, 0))
+    connection.connect(("127.0.0.1", port))
+    return connection
+
+
+def test_the_logs_hold_no_address_contact_or_key(tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "popin.toml"
+    config.write_text(f'store = "sqlite:///{tmp_path / "popin.db"}"\n'
+                      f'[[sites]]\nkey = "demo"\nidentity_secret = "{IDENTITY_SECRET}"\n')
+    monkeypatch.setattr("sys.stdin", io.StringIO("a long owner password\n"))
+    assert main(["--config", str(config), "admin", "set-password", "--password-stdin"]) == 0
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert main(["--config", str(config), "keys", "create", "--scope", "events",
+                 "--scope", "profiles"]) == 0
+    token = next(word for word in sys.stdout.getvalue().split() if word.startswith("pk_"))
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "popin", "--config", str(config), "serve", "--port", str(port),
+         "--log-level", "debug"], cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx2.get(f"{url}/healthz")
+                break
+            except httpx2.TransportError:
+                assert time.monotonic() < deadline, "the server did not start"
+                time.sleep(0.1)
+        signed = hmac.new(IDENTITY_SECRET.encode(), b"user-secret-42", hashlib.sha256)
+        with connect(f"ws://127.0.0.1:{port}/ws?site=demo", origin=url,  # type: ignore[arg-type]
+                     sock=from_visitor(port)) as ws:
+            ws.send(orjson.dumps({"type": "hello", "visitor": "visitor-secret-1",
+                                  "session": "session-0001", "url": f"{url}/demo/"}).decode())
+            ws.recv()
+            ws.send(orjson.dumps({"type": "identify", "user_id": "user-secret-42",
+                                  "traits": {"email": EMAIL, "phone": PHONE,
+                                             "first_name": NAME},
+                                  "user_hash": signed.hexdigest()}).decode())
+            ws.recv()
+            ws.send("garbage that earns an error frame")
+            ws.recv()
+        with pytest.raises(Exception), connect(  # noqa: B017 - refused at the handshake
+                f"ws://127.0.0.1:{port}/ws?site=demo", origin="https://evil.example",  # type: ignore[arg-type]
+                sock=from_visitor(port)):
+            pass
+        transport = httpx2.HTTPTransport(local_address=VISITOR_ADDRESS)
+        with httpx2.Client(transport=transport) as client:
+            headers = {"Authorization": f"Bearer {token}"}
+            client.post(f"{url}/api/v1/identify", headers=headers, json={
+                "visitor": "visitor-secret-2", "user_id": "user-secret-43",
+                "traits": {"email": EMAIL, "phone": PHONE}})
+            client.post(f"{url}/api/v1/events", headers=headers, json={"events": [
+                {"name": "signup", "user_id": "nobody", "props": {"email": EMAIL}}]})
+            client.get(f"{url}/api/v1/visitors/visitor-secret-1",
+                       headers={"Authorization": "Bearer pk_wrong_key_that_is_long"})
+            client.post(f"{url}/admin/login", data={"password": "wrong"})
+            client.get(f"{url}/demo/")
+    finally:
+        server.terminate()
+        logs, _ = server.communicate(timeout=20)
+    assert "popin" in logs and "WebSocket" in logs, "the run was logged at all"
+    for secret in (VISITOR_ADDRESS, EMAIL, "612345678", NAME, token, "pk_wrong_key"):
+        assert secret not in logs, f"{secret!r} is in the logs:\n{logs}"
