@@ -207,3 +207,26 @@ def test_owner_reads_bookings_and_leads_by_api_and_cli(
     assert "Léa Martin" in capsys.readouterr().out
     assert main(["leads", *store, "list", "--since", "2020-01-01"]) == 0
     assert "Boots?" in capsys.readouterr().out
+
+
+def test_each_owner_notification_has_its_own_id(client: TestClient, settings: Settings,
+                                                sockets: ExitStack) -> None:
+    """Receivers dedupe by the body's id: "booked" and "cancelled" of one appointment are two
+    notifications, and must not look like one sent twice."""
+    ws, push = open_popin(client, "adviser_requested", "visitor-notify-1", sockets)
+    first, second = slot_values(push["html"])[:2]
+    booked = submit(ws, push, "book", {"slot": first, "channel": "phone", **PERSON})
+    ws.close()
+    manage_url = re.search(r'href="(/bookings/[^"/]+)"', booked)[1]  # type: ignore[index]
+    client.post(f"{manage_url}/reschedule", data={"slot": second})
+    ws, push = open_popin(client, "help_wanted", "visitor-notify-2", sockets)
+    submit(ws, push, "lead", {"channel": "callback", **PERSON})
+    ws.close()
+    sent = deliveries(settings)
+    bodies = [orjson.loads(delivery.body) for delivery in sent]
+    assert [body["type"] for body in bodies] == ["booking", "booking_moved", "lead"]
+    assert [body["id"] for body in bodies] == [delivery.id for delivery in sent]
+    assert len({body["id"] for body in bodies}) == 3
+    made, moved, lead = bodies
+    assert moved["from"] == made["booking"] and moved["booking"] != made["booking"]
+    assert lead["lead"] and "booking" not in lead

@@ -15,7 +15,7 @@ from ..core.calendar import visitor_zone
 from ..core.rules.forms import MEET_LABELS, when
 from ..core.rules.templates import ENVIRONMENT
 from ..core.site import Site
-from ..features.appointments.answers import TAKEN, notify_owner
+from ..features.appointments.answers import TAKEN, notify_owner, owner_notice
 from ..features.appointments.booking import BookingRequest, book_slot, open_slots
 from ..live.hub import Hub
 from ..stores.bookings import Booking
@@ -119,7 +119,7 @@ async def cancel(request: Request) -> Response:
         cancelled = await hub.store.cancel_booking(site.key, booking.id)
         booking = cancelled or booking
         await notify_owner(hub.store, site, booking.visitor,
-                           {"type": "booking_cancelled", **booking.to_dict()}, hub.clock())
+                           owner_notice("booking_cancelled", booking), hub.clock())
     return await _page(hub, site, booking, "Your appointment is cancelled.")
 
 
@@ -143,8 +143,9 @@ async def reschedule(request: Request) -> Response:
         notice = TAKEN if answer.outcome == "taken" else "Please pick one of the times offered."
         return await _page(hub, site, booking, notice)
     await hub.store.cancel_booking(site.key, booking.id)
-    await notify_owner(hub.store, site, booking.visitor, {
-        "type": "booking_moved", "from": booking.id, **answer.booking.to_dict()}, hub.clock())
+    await notify_owner(hub.store, site, booking.visitor,
+                       owner_notice("booking_moved", answer.booking, **{"from": booking.id}),
+                       hub.clock())
     return await _page(hub, site, answer.booking, "Your appointment has moved.")
 
 
