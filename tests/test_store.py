@@ -159,13 +159,62 @@ def test_api_keys_by_digest_and_site(make_store: StoreFactory) -> None:
 def test_claims_apply_once_within_their_ttl(make_store: StoreFactory) -> None:
     async def scenario() -> None:
         store = make_store()
-        results = await asyncio.gather(*(store.claim("demo", "order-1", 60) for _ in range(20)))
-        assert sorted(results) == [False] * 19 + [True]
-        assert await store.claim("demo", "order-2", 60) is True
-        assert await store.claim("other", "order-1", 60) is True
-        assert await store.claim("demo", "short", 0.05) is True
+        results = await asyncio.gather(*(store.claim("demo", [("order-1", "d1")], 60)
+                                         for _ in range(20)))
+        assert sorted(results) == [["claimed"]] + [["duplicate"]] * 19
+        assert await store.claim("demo", [("order-2", "d1")], 60) == ["claimed"]
+        assert await store.claim("other", [("order-1", "d1")], 60) == ["claimed"]
+        assert await store.claim("demo", [("short", "d1")], 0.05) == ["claimed"]
         await asyncio.sleep(0.1)
-        assert await store.claim("demo", "short", 0.05) is True
+        assert await store.claim("demo", [("short", "d2")], 0.05) == ["claimed"]
+        assert await store.claim("demo", [], 60) == []
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_claim_reused_for_another_request_is_a_conflict_and_claims_nothing(
+        make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        assert await store.claim("demo", [("order-1", "body-a")], 60) == ["claimed"]
+        assert await store.claim("demo", [("order-1", "body-a")], 60) == ["duplicate"]
+        # A batch with one conflict claims none of its keys, not even the new ones.
+        assert await store.claim("demo", [("order-2", "body-b"), ("order-1", "body-c")],
+                                 60) == ["claimed", "conflict"]
+        assert await store.claim("demo", [("order-2", "body-d")], 60) == ["claimed"]
+        # Within one batch, a key given twice meets its own first claim.
+        assert await store.claim("demo", [("order-3", "x"), ("order-3", "x")],
+                                 60) == ["claimed", "duplicate"]
+        assert await store.claim("demo", [("order-4", "x"), ("order-4", "y")],
+                                 60) == ["claimed", "conflict"]
+        assert await store.claim("demo", [("order-4", "y")], 60) == ["claimed"]
+        # A claim of unknown request (empty digest) conflicts with nothing.
+        assert await store.claim("demo", [("order-1", "")], 60) == ["duplicate"]
+        outcomes = await asyncio.gather(*(store.claim("demo", [("race", f"body-{n % 2}")], 60)
+                                          for n in range(20)))
+        assert sorted(outcome for [outcome] in outcomes).count("claimed") == 1
+        await store.close()
+
+    run(scenario())
+
+
+def test_claims_made_before_digests_were_kept_stay_duplicates(tmp_path: Path) -> None:
+    """A file from before digests: its claims table gains the column, its claims hold."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE claims (site TEXT NOT NULL, key TEXT NOT NULL, expires REAL "
+               "NOT NULL, PRIMARY KEY (site, key)) WITHOUT ROWID")
+    db.execute("INSERT INTO claims VALUES ('demo', 'order-1', 9e12)")
+    db.commit()
+    db.close()
+
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{path}")
+        assert await store.claim("demo", [("order-1", "body-a")], 60) == ["duplicate"]
+        assert await store.claim("demo", [("order-2", "body-a")], 60) == ["claimed"]
         await store.close()
 
     run(scenario())

@@ -7,7 +7,7 @@ deliveries, keys) and in the core (the visitor's profile)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..core.visitor.profile import Profile
 from .audiences import AudienceInfo, Member, Tagging
@@ -17,6 +17,8 @@ from .keys import ApiKey
 
 # The raw recent-events log is for debugging: bounded, whatever the traffic.
 RECENT_KEPT = 1000
+
+ClaimOutcome = Literal["claimed", "duplicate", "conflict"]
 
 
 class Store(Protocol):
@@ -54,8 +56,12 @@ class Store(Protocol):
     async def list_keys(self, site: str) -> list[ApiKey]: ...
 
     # Requests applied once
-    async def claim(self, site: str, key: str, ttl: float) -> bool:
-        """True the first time `key` is claimed within `ttl` seconds, False after."""
+    async def claim(self, site: str, claims: Sequence[tuple[str, str]],
+                    ttl: float) -> list[ClaimOutcome]:
+        """Claim each (key, digest of the request it stands for) for `ttl` seconds, in
+        order, in one atomic step: "claimed" the first time, "duplicate" when the key is
+        held with the same digest (or an empty one), "conflict" with another. When any
+        is a conflict, nothing is claimed: a refused batch leaves no trace."""
 
     # Pushes waiting for a visitor, until acknowledged or expired
     async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],

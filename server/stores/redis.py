@@ -20,7 +20,7 @@ from .audiences import (
     utc_day,
 )
 from .bookings import Booking, BookOutcome, Lead
-from .contract import RECENT_KEPT
+from .contract import RECENT_KEPT, ClaimOutcome
 from .deliveries import Delivery
 from .keys import ApiKey
 
@@ -51,6 +51,31 @@ redis.call('SET', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[1])
 return {'confirmed', ARGV[2]}
+"""
+
+
+# Idempotency claims, all or nothing: each key holds the digest of its request. A key
+# held as "1" was claimed before digests were kept; like an empty digest, it never
+# conflicts. A key given twice in one call meets its own earlier claim.
+CLAIM = """
+local taken, outcomes, conflict = {}, {}, false
+for i, key in ipairs(KEYS) do
+  local digest = ARGV[i + 1]
+  local held = taken[key] or redis.call('GET', key)
+  if not held then
+    taken[key] = digest
+    outcomes[i] = 'claimed'
+  elseif held == digest or held == '1' or held == '' or digest == '' then
+    outcomes[i] = 'duplicate'
+  else
+    outcomes[i] = 'conflict'
+    conflict = true
+  end
+end
+if not conflict then
+  for key, digest in pairs(taken) do redis.call('SET', key, digest, 'PX', ARGV[1]) end
+end
+return outcomes
 """
 
 
@@ -152,6 +177,7 @@ class RedisStore:
         self._prefix = prefix
         self._lease = client.register_script(LEASE)
         self._book = client.register_script(BOOK)
+        self._claim = client.register_script(CLAIM)
         self._member = client.register_script(MEMBER)
         self._trim = client.register_script(TRIM)
 
@@ -253,10 +279,14 @@ class RedisStore:
         keys = [await self.key_by_digest(_text(digest)) for digest in digests]
         return sorted((key for key in keys if key is not None), key=lambda key: key.created)
 
-    async def claim(self, site: str, key: str, ttl: float) -> bool:
-        claimed = await self._client.set(self._key(site, "claim", key), b"1", nx=True,
-                                         px=max(1, int(ttl * 1000)))
-        return bool(claimed)
+    async def claim(self, site: str, claims: Sequence[tuple[str, str]],
+                    ttl: float) -> list[ClaimOutcome]:
+        if not claims:
+            return []
+        outcomes = await self._claim(
+            keys=[self._key(site, "claim", key) for key, _digest in claims],
+            args=[max(1, int(ttl * 1000)), *(digest for _key, digest in claims)])
+        return [cast(ClaimOutcome, _text(outcome)) for outcome in outcomes]
 
     async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
                          expires: float) -> None:

@@ -26,7 +26,7 @@ from .audiences import (
     utc_day,
 )
 from .bookings import Booking, BookOutcome, Lead
-from .contract import RECENT_KEPT
+from .contract import RECENT_KEPT, ClaimOutcome
 from .deliveries import Delivery
 from .keys import ApiKey
 
@@ -43,7 +43,7 @@ CREATE INDEX IF NOT EXISTS users_by_visitor ON users (site, visitor);
 CREATE TABLE IF NOT EXISTS api_keys (
     digest TEXT PRIMARY KEY, site TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS claims (
-    site TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL,
+    site TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL, digest TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (site, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     site TEXT NOT NULL, visitor TEXT NOT NULL, id TEXT NOT NULL, expires REAL NOT NULL,
@@ -113,6 +113,7 @@ class SQLiteStore:
             # the last transactions.
             db.execute("PRAGMA synchronous=NORMAL")
             db.executescript(SCHEMA)
+            _migrate(db)
             self._db = db
         return self._db
 
@@ -209,16 +210,25 @@ class SQLiteStore:
         return sorted((ApiKey.from_dict(orjson.loads(row)) for row in rows),
                       key=lambda key: key.created)
 
-    async def claim(self, site: str, key: str, ttl: float) -> bool:
-        def claim(db: sqlite3.Connection) -> bool:
+    async def claim(self, site: str, claims: Sequence[tuple[str, str]],
+                    ttl: float) -> list[ClaimOutcome]:
+        def claim(db: sqlite3.Connection) -> list[ClaimOutcome]:
             now = time.time()
+            outcomes: list[ClaimOutcome] = []
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                db.execute("DELETE FROM claims WHERE site = ? AND key = ? AND expires < ?",
-                           (site, key, now))
-                cursor = db.execute("INSERT OR IGNORE INTO claims (site, key, expires) "
-                                    "VALUES (?, ?, ?)", (site, key, now + ttl))
-                return cursor.rowcount == 1
+                for key, digest in claims:
+                    row = db.execute("SELECT digest FROM claims WHERE site = ? AND key = ? AND "
+                                     "expires >= ?", (site, key, now)).fetchone()
+                    if row is None:
+                        db.execute("INSERT OR REPLACE INTO claims (site, key, expires, digest) "
+                                   "VALUES (?, ?, ?, ?)", (site, key, now + ttl, digest))
+                        outcomes.append("claimed")
+                    else:
+                        outcomes.append(_same_claim(row[0], digest))
+                if "conflict" in outcomes:
+                    db.execute("ROLLBACK")
+            return outcomes
 
         return await self._run(claim)
 
@@ -465,6 +475,18 @@ class SQLiteStore:
             "SELECT day, size FROM audience_sizes WHERE site = ? AND audience = ? ORDER BY day",
             (site, audience)).fetchall())
         return [(day, size) for day, size in rows]
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added since a file was made (CREATE TABLE IF NOT EXISTS keeps old tables)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
+    if "digest" not in columns:
+        # Claims made before digests were kept say nothing of their request: duplicates.
+        db.execute("ALTER TABLE claims ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
+
+
+def _same_claim(held: str, digest: str) -> ClaimOutcome:
+    return "duplicate" if held in ("", digest) or not digest else "conflict"
 
 
 def _put(db: sqlite3.Connection, site: str, audience: str, member: Member) -> None:
