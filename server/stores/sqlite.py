@@ -7,6 +7,8 @@ on the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -106,6 +108,7 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.path)
             db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
@@ -475,6 +478,19 @@ class SQLiteStore:
             "SELECT day, size FROM audience_sizes WHERE site = ? AND audience = ? ORDER BY day",
             (site, audience)).fetchall())
         return [(day, size) for day, size in rows]
+
+
+def _owner_only(path: Path) -> None:
+    """The file holds visitors' data: readable by its owner only. SQLite gives its -wal and
+    -shm the database file's mode, so the file is made 0600 before SQLite opens it (a
+    umask would leave it 0644); files of an older install are narrowed, when they are ours."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(OSError):
+            status = name.stat()
+            if status.st_mode & 0o077 and status.st_uid == os.getuid():
+                name.chmod(0o600)
 
 
 def _migrate(db: sqlite3.Connection) -> None:
