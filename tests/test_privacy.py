@@ -3,25 +3,44 @@ erased visitor gone from the raw bytes, not only from the answers."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
 from conftest import make_key, settings_with_rules
+from popin.cli import main
 from popin.config import Settings
+from popin.core.site import Site
 from popin.web.app import create_app
 
 RULES = """
+events: [help_wanted, adviser_requested]
 rules:
   - id: welcome
     category: transactional
     trigger: {event: signup}
     popin: {title: "Welcome!", body: "<p>Hello.</p>"}
+  - id: help
+    category: functional
+    trigger: {event: help_wanted}
+    assist: {title: "Can we help?", body: "<p>Tell us how.</p>", channels: [callback, email]}
+  - id: adviser
+    category: functional
+    trigger: {event: adviser_requested}
+    slots: {calendar: advisers, title: Book a call, body: <p>Pick a time.</p>}
 """
+ORIGIN = {"origin": "http://testserver"}
+PASSWORD = "correct horse battery"
+VISITOR, USER = "visitor-qx7-erased", "user-qx7-erased"
+NAME, EMAIL, PHONE = "Quintessa Vexworth", "quintessa.vexworth@example.org", "+33 6 98 76 54 32"
+KEPT = "visitor-kept-0001"
 
 
 @pytest.fixture
@@ -105,3 +124,76 @@ def test_two_first_starts_agree_on_one_secret(tmp_path: Path,
         first, second = pool.map(lambda _n: load_secret(settings), range(2))
     assert first == second == (tmp_path / "popin.secret").read_text()
     assert [path.name for path in tmp_path.iterdir()] == ["popin.secret"]
+
+
+def raw_bytes(database: Path) -> bytes:
+    """The store as a disk reader sees it: the file and its write-ahead log."""
+    wal = Path(f"{database}-wal")
+    return database.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+
+
+def traces(database: Path) -> list[str]:
+    found = raw_bytes(database)
+    return [text for text in (VISITOR, USER, NAME, NAME.split()[0], EMAIL, "98765432")
+            if text.encode() in found]
+
+
+def visit(client: TestClient, visitor: str, event: str, form: str,
+          fields: dict[str, str]) -> str:
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(orjson.dumps({"type": "hello", "visitor": visitor,
+                                   "session": f"session-{visitor}",
+                                   "url": "http://testserver/demo/cart.html"}).decode())
+        ws.receive_json()
+        ws.send_text(orjson.dumps({"type": "event", "name": event}).decode())
+        push = ws.receive_json()
+        ws.send_text(orjson.dumps({"type": "popin", "id": push["id"],
+                                   "status": "shown"}).decode())
+        if form == "book":
+            fields = {**fields, "slot": re.findall(r'name="slot"\s+value="([0-9.]+)"',
+                                                   push["html"])[0]}
+        ws.send_text(orjson.dumps({"type": "form", "id": push["id"], "form": form,
+                                   "fields": fields}).decode())
+        html: str = ws.receive_json()["html"]
+        return html
+
+
+def test_an_erased_visitor_is_gone_from_the_files_bytes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_with_rules(tmp_path, RULES, sites={"demo": Site(
+        "demo", "Nordic Trail", notify_url="http://127.0.0.1:9/owner")})
+    database = tmp_path / "popin.db"
+    token = make_key(settings, "events", "profiles")
+    headers = {"Authorization": f"Bearer {token}"}
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["admin", "--store", settings.store, "set-password", "--password-stdin"]) == 0
+    person = {"name": NAME, "contact": PHONE, "consent": "yes"}
+    with TestClient(create_app(settings)) as client:
+        identified = client.post("/api/v1/identify", headers=headers, json={
+            "visitor": VISITOR, "user_id": USER,
+            "traits": {"first_name": NAME.split()[0], "email": EMAIL}})
+        assert identified.status_code == 200
+        assert "Booked:" in visit(client, VISITOR, "adviser_requested", "book",
+                                  {"channel": "phone", **person})
+        assert "Thank you" in visit(client, VISITOR, "help_wanted", "lead",
+                                    {"channel": "callback", **person})
+        assert "Booked:" in visit(client, KEPT, "adviser_requested", "book",
+                                  {"channel": "phone", **person, "name": "Bertrand Kept",
+                                   "contact": "+33 6 11 22 33 44"})
+        client.get(f"/api/v1/visitors/{VISITOR}", headers=headers)  # written, not pending
+        login = client.get("/admin/login").text
+        csrf = re.search(r'name="csrf" value="([^"]+)"', login)[1]  # type: ignore[index]
+        client.post("/admin/login", data={"csrf": csrf, "password": PASSWORD})
+        assert VISITOR in client.get("/admin/campaigns/adviser").text
+        assert set(traces(database)) >= {VISITOR, USER, NAME}, "the test sees the bytes"
+
+        assert client.delete(f"/api/v1/users/{USER}", headers=headers).status_code == 204
+        assert traces(database) == []
+        assert Path(f"{database}-wal").stat().st_size == 0, "checkpointed and emptied"
+        page = client.get("/admin/campaigns/adviser").text
+        assert VISITOR not in page and KEPT in page, "the recent activity forgets them"
+        bookings = client.get("/api/v1/bookings", headers=headers, params={
+            "day": "2000-01-01"})
+        assert bookings.status_code == 200
+    assert traces(database) == []
+    assert b"Bertrand Kept" in raw_bytes(database), "the other visitor is still there"

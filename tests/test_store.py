@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from conftest import StoreFactory, free_port, run
 from popin.core.visitor.profile import Profile
+from popin.stores.audiences import Tagging
 from popin.stores.backends import open_store
 from popin.stores.bookings import Booking, Lead
 from popin.stores.deliveries import Delivery
 from popin.stores.keys import digest_of, new_key
+from popin.stores.sqlite import SQLiteStore
 
 
 def sample(visitor: str = "visitor-0001") -> Profile:
@@ -277,6 +280,72 @@ def test_erasure_leaves_nothing_behind(make_store: StoreFactory) -> None:
         assert await store.outbox_list("demo", "visitor-0001", now=0) == []
         assert [d.id for d in await store.lease_deliveries(1e9, 10, 30)] == ["d2"]
         assert await store.load_profile("demo", "visitor-0002") is not None
+        await store.close()
+
+    run(scenario())
+
+
+async def raw_contents(store: Any) -> bytes:
+    """Everything the backend holds, as bytes a reader of its disk or its server sees:
+    the SQLite file and its WAL, or every key of the test's prefix and its value."""
+    if isinstance(store, SQLiteStore):
+        wal = Path(f"{store.path}-wal")
+        return store.path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    client, found = store._client, []
+    async for key in client.scan_iter(match=f"{store._prefix}:*"):
+        kind = (await client.type(key)).decode()
+        value: Any = {"string": client.get, "hash": client.hgetall, "list":
+                      lambda k: client.lrange(k, 0, -1), "set": client.smembers,
+                      "zset": lambda k: client.zrange(k, 0, -1)}[kind](key)
+        found.append(repr((key, await value)).encode())
+    return b"\n".join(found)
+
+
+def test_erasure_leaves_no_byte_of_the_visitor(make_store: StoreFactory) -> None:
+    """Not only unanswered: gone from what the backend keeps, wherever it was written
+    (profile, user link, outbox, webhooks, bookings, leads, audiences, recent events)."""
+    gone, user, name = "visitor-qx7-gone", "user-qx7-gone", "Quintessa"
+
+    async def scenario() -> None:
+        store = make_store()
+        for visitor, first in ((gone, name), ("visitor-kept-01", "Bertrand")):
+            profile = sample(visitor)
+            profile.first_name = first
+            profile.user_id = f"user-of-{visitor}" if visitor != gone else user
+            await store.save_profile("demo", profile)
+            await store.link_user("demo", profile.user_id, visitor)
+            await store.outbox_put("demo", visitor, {"id": f"p-{visitor}", "to": first}, 1e12)
+            await store.save_delivery(Delivery(
+                id=f"d-{visitor}", site="demo", visitor=visitor, url="http://x.test/hook",
+                body=f'{{"name": "{first}", "visitor": "{visitor}"}}', created=1.0, due=1.0))
+            await store.book(Booking(
+                id=f"b-{visitor}", site="demo", calendar="advisers", start=1000.0, end=2800.0,
+                channel="phone", name=f"{first} Vexworth", contact="+33698765432",
+                visitor=visitor, created=1.0, idempotency_key=f"k-{visitor}"), 5)
+            await store.put_lead(Lead(id=f"l-{visitor}", site="demo", visitor=visitor,
+                                      rule="help", channel="callback", name=first,
+                                      contact="+33698765432", message="", created=1.0))
+            await store.recent_add("demo", [{"at": 1.0, "rule": "r", "metric": "shown",
+                                             "amount": 1, "visitor": visitor}])
+            await store.audience_tag("demo", [Tagging(visitor, "buyers", 9e9, {
+                "user_id": profile.user_id, "email": "e" * 64})], 1.0)
+        await store.recent_add("demo", [{"at": 2.0, "rule": "r", "metric": "shown",
+                                         "amount": 1, "visitor": ""}])
+        # A webhook in flight while its visitor is erased: its outcome must not bring it back.
+        [in_flight] = [d for d in await store.lease_deliveries(10.0, 10, 30)
+                       if d.visitor == gone]
+        before = await raw_contents(store)
+        assert all(text.encode() in before for text in (gone, user, name)), "seen before"
+        await store.erase_visitor("demo", gone)
+        in_flight.attempts, in_flight.last_error = 1, "HTTP 500"
+        await store.save_delivery(in_flight)
+        after = await raw_contents(store)
+        assert [text for text in (gone, user, name) if text.encode() in after] == []
+        assert b"visitor-kept-01" in after and b"Bertrand" in after
+        assert [entry["visitor"] for entry in await store.recent_list("demo", 10)] == [
+            "", "visitor-kept-01"]
+        assert [d.visitor for d in await store.list_deliveries("demo", "pending")] == [
+            "visitor-kept-01"]
         await store.close()
 
     run(scenario())

@@ -348,8 +348,7 @@ class Hub:
             self._connections.pop(key, None)
         self._profiles.pop((site, visitor), None)
         self._profile_sessions.pop((site, visitor), None)
-        self.pending.forget(site, visitor)
-        await self.store.erase_visitor(site, visitor)
+        await self.pending.erase(self.store, site, visitor)
         self.counts["visitor.erased"] += 1
 
     def release(self, session: Session) -> None:

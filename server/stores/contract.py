@@ -78,7 +78,8 @@ class Store(Protocol):
         sender takes them meanwhile."""
 
     async def save_delivery(self, delivery: Delivery) -> None:
-        """Queue a new delivery, or record the outcome of an attempt."""
+        """Queue a new delivery, or record the outcome of an attempt (`attempts` > 0),
+        which never brings back a delivery erased while it was in flight."""
 
     async def list_deliveries(self, site: str, status: str) -> list[Delivery]: ...
 

@@ -40,6 +40,17 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+# An attempt's outcome, recorded only if the delivery is still there: its visitor may
+# have been erased while it was in flight.
+ATTEMPTED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] == 'pending' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+else redis.call('ZREM', KEYS[2], ARGV[4]) end
+return 1
+"""
+
+
 # Book one slot: idempotency, capacity and the write in one atomic step.
 BOOK = """
 local existing = redis.call('GET', KEYS[2])
@@ -178,6 +189,7 @@ class RedisStore:
         self._lease = client.register_script(LEASE)
         self._book = client.register_script(BOOK)
         self._claim = client.register_script(CLAIM)
+        self._attempted = client.register_script(ATTEMPTED)
         self._member = client.register_script(MEMBER)
         self._trim = client.register_script(TRIM)
 
@@ -246,9 +258,18 @@ class RedisStore:
         for audience in await self._client.smembers(audiences_key):
             await self._member_change("erase", site, _text(audience), visitor, now,
                                       new_id=erased_id())
+        erased = [booking for booking in [await self.get_booking(site, booking_id)
+                                          for booking_id in bookings] if booking is not None]
+        recent_key = self._key(site, "recent", "log")
+        recent = [_text(row) for row in await self._client.lrange(recent_key, 0, -1)
+                  if orjson.loads(row).get("visitor") == visitor]
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.delete(self._key(site, "profile", visitor), self._key(site, "outbox", visitor),
                         users_key, hooks_key, bookings_key, leads_key, audiences_key)
+            for row in recent:
+                pipe.lrem(recent_key, 0, row)
+            for booking in erased:
+                pipe.delete(self._key(site, "booking-key", booking.idempotency_key))
             for booking_id in bookings:
                 pipe.delete(f"{self._prefix}:booking:{booking_id}")
                 pipe.zrem(self._key(site, "bookings", "all"), booking_id)
@@ -312,6 +333,11 @@ class RedisStore:
 
     async def save_delivery(self, delivery: Delivery) -> None:
         due_key = f"{self._prefix}:deliveries:due"
+        if delivery.attempts:
+            await self._attempted(keys=[f"{self._prefix}:delivery:{delivery.id}", due_key],
+                                  args=[orjson.dumps(delivery.to_dict()), delivery.status,
+                                        delivery.due, delivery.id])
+            return
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.set(f"{self._prefix}:delivery:{delivery.id}", orjson.dumps(delivery.to_dict()))
             pipe.sadd(self._key(delivery.site, "deliveries", "all"), delivery.id)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import time
@@ -33,6 +34,7 @@ from .deliveries import Delivery
 from .keys import ApiKey
 
 T = TypeVar("T")
+log = logging.getLogger("popin.sqlite")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
@@ -115,6 +117,9 @@ class SQLiteStore:
             # WAL + NORMAL survives a crash of the process; only an OS crash may lose
             # the last transactions.
             db.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows are overwritten with zeros, not left in free space: an erased
+            # visitor must not stay readable in the file's bytes.
+            db.execute("PRAGMA secure_delete=ON")
             db.executescript(SCHEMA)
             _migrate(db)
             self._db = db
@@ -196,6 +201,14 @@ class SQLiteStore:
                 for table in ("profiles", "users", "outbox", "deliveries", "bookings", "leads"):
                     db.execute(f"DELETE FROM {table} WHERE site = ? AND visitor = ?",
                                (site, visitor))
+                db.execute("DELETE FROM recent WHERE site = ? AND "
+                           "json_extract(CAST(data AS TEXT), '$.visitor') = ?", (site, visitor))
+            # Until checkpointed, the WAL still holds the pages as they were before: copy
+            # the zeroed pages into the file and empty the WAL.
+            busy, _frames, _copied = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                log.warning("after an erasure, another connection kept the WAL from being "
+                            "emptied; it is emptied at the next erasure or checkpoint")
 
         await self._run(erase)
 
@@ -253,6 +266,13 @@ class SQLiteStore:
                           site, visitor, push_id)
 
     async def save_delivery(self, delivery: Delivery) -> None:
+        if delivery.attempts:
+            # An attempt's outcome updates the delivery, and only if it is still there:
+            # the visitor may have been erased while it was in flight.
+            await self._write("UPDATE deliveries SET status = ?, due = ?, data = ? WHERE id = ?",
+                              delivery.status, delivery.due, orjson.dumps(delivery.to_dict()),
+                              delivery.id)
+            return
         await self._write(
             "INSERT OR REPLACE INTO deliveries (id, site, visitor, status, due, data) "
             "VALUES (?, ?, ?, ?, ?, ?)", delivery.id, delivery.site, delivery.visitor,
