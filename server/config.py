@@ -169,7 +169,8 @@ def _calendar(entry: Any, zone: ZoneInfo, where: str) -> Calendar:
         raise ConfigError(f"{where}: each calendar needs a 'name'")
     where = f"{where} {entry['name']!r}"
     known = {"name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
-             "min_notice_minutes", "horizon_days", "capacity", "channels"}
+             "min_notice_minutes", "horizon_days", "capacity", "channels",
+             "bookings_per_visitor_day"}
     unknown = set(entry) - known
     if unknown:
         raise ConfigError(f"{where}: unknown setting(s) {', '.join(sorted(unknown))}")
@@ -184,7 +185,8 @@ def _calendar(entry: Any, zone: ZoneInfo, where: str) -> Calendar:
              for day, text in entry.get("special", {}).items()},
             **{key: int(entry[key]) for key in ("slot_minutes", "buffer_minutes",
                                                 "min_notice_minutes", "horizon_days",
-                                                "capacity") if key in entry},
+                                                "capacity", "bookings_per_visitor_day")
+               if key in entry},
             channels=tuple(entry.get("channels", ("phone", "video"))))
     except (ValueError, KeyError, TypeError) as error:
         raise ConfigError(f"{where}: {error}") from None

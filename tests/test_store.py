@@ -13,7 +13,7 @@ from conftest import StoreFactory, free_port, run
 from popin.core.visitor.profile import Profile
 from popin.stores.audiences import Tagging
 from popin.stores.backends import open_store
-from popin.stores.bookings import Booking, Lead
+from popin.stores.bookings import Booking, Lead, Quota
 from popin.stores.deliveries import Delivery
 from popin.stores.keys import digest_of, new_key
 from popin.stores.sqlite import SQLiteStore
@@ -386,6 +386,95 @@ def test_concurrent_bookings_never_exceed_capacity(make_store: StoreFactory) -> 
         store = make_store()
         outcomes = await asyncio.gather(*(store.book(booking_of(n), 3) for n in range(100)))
         assert sum(1 for outcome, _ in outcomes if outcome == "confirmed") == 3
+        await store.close()
+
+    run(scenario())
+
+
+def test_quotas_cap_bookings_atomically(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        day = [Quota("visitor:v1:day-1", 2, 86400)]
+        outcomes = [(await store.book(booking_of(n, start=1000.0 * n), 5, day))[0]
+                    for n in range(1, 4)]
+        assert outcomes == ["confirmed", "confirmed", "limited"]
+        assert (await store.book(booking_of(1, start=1000.0), 5, day))[0] == "duplicate"
+        assert (await store.book(booking_of(4, start=4000.0), 5,
+                                 [Quota("visitor:v1:day-2", 2, 86400)]))[0] == "confirmed"
+        assert (await store.book(booking_of(5, start=5000.0), 5))[0] == "confirmed"
+        # Every quota must have room; a refused booking counts for none of them.
+        both = [Quota("address:a", 1, 86400), Quota("visitor:v9", 5, 86400)]
+        assert (await store.book(booking_of(6, start=6000.0), 5, both))[0] == "confirmed"
+        assert (await store.book(booking_of(7, start=7000.0), 5, both))[0] == "limited"
+        assert (await store.book(booking_of(8, start=8000.0), 5, both[1:]))[0] == "confirmed"
+        # A count past its expiry starts again.
+        old = [Quota("visitor:v1:past", 1, 0.05)]
+        assert (await store.book(booking_of(9, start=9000.0), 5, old))[0] == "confirmed"
+        await asyncio.sleep(1.1)
+        assert (await store.book(booking_of(10, start=9000.0), 5, old))[0] == "confirmed"
+        # At once, from one visitor: the cap holds.
+        racing = [Quota("visitor:v2:day-1", 2, 86400)]
+        raced = await asyncio.gather(*(store.book(booking_of(n, start=20_000.0 + n), 5, racing)
+                                       for n in range(100, 120)))
+        assert sorted(outcome for outcome, _ in raced) == ["confirmed"] * 2 + ["limited"] * 18
+        await store.close()
+
+    run(scenario())
+
+
+def moved_of(number: int, start: float, key: str = "") -> Booking:
+    moved = booking_of(number, start=start)
+    moved.idempotency_key = key or f"b1:moved-to:{start!r}"
+    return moved
+
+
+def test_twenty_concurrent_moves_of_one_booking_leave_one_confirmed(
+        make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        await store.book(booking_of(1, start=1000.0), 2)
+        moves = await asyncio.gather(*(
+            store.reschedule("demo", "b1", moved_of(100 + n, 10_000.0 + 1000 * (n % 10)), 2)
+            for n in range(20)))
+        outcomes = sorted(outcome for outcome, _ in moves)
+        assert outcomes.count("confirmed") == 1, outcomes
+        assert set(outcomes) <= {"confirmed", "gone", "duplicate"}
+        listed = await store.list_bookings("demo", 0, 1e9)
+        assert [b.status for b in listed].count("confirmed") == 1
+        [old] = [b for b in listed if b.id == "b1"]
+        assert old.status == "cancelled"
+        assert sum((await store.booked("demo", "advisers", 0, 1e9)).values()) == 1
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_move_happens_whole_or_not_at_all(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        await store.book(booking_of(1, start=1000.0), 1)
+        await store.book(booking_of(2, start=5000.0), 1)
+        outcome, _ = await store.reschedule("demo", "b1", moved_of(10, 5000.0), 1)
+        assert outcome == "full"
+        assert await store.booked("demo", "advisers", 0, 1e9) == {1000.0: 1, 5000.0: 1}
+        outcome, moved = await store.reschedule("demo", "b1", moved_of(11, 3000.0), 1)
+        assert (outcome, moved.id, moved.status) == ("confirmed", "b11", "confirmed")
+        assert await store.booked("demo", "advisers", 0, 1e9) == {3000.0: 1, 5000.0: 1}
+        old = await store.get_booking("demo", "b1")
+        assert old is not None and old.status == "cancelled"
+        # The same move again is the first one, not a second.
+        again, same = await store.reschedule("demo", "b1", moved_of(12, 3000.0), 1)
+        assert (again, same.id) == ("duplicate", "b11")
+        # A booking cancelled or moved already, or of another site, does not move.
+        assert (await store.reschedule("demo", "b1", moved_of(13, 7000.0), 1))[0] == "gone"
+        await store.cancel_booking("demo", "b2")
+        assert (await store.reschedule("demo", "b2", moved_of(14, 7000.0, "k14"), 1))[0] == \
+            "gone"
+        assert (await store.reschedule("other", "b11", moved_of(15, 7000.0, "k15"), 1))[0] == \
+            "gone"
+        assert (await store.reschedule("demo", "nope", moved_of(16, 7000.0, "k16"), 1))[0] == \
+            "gone"
+        assert await store.booked("demo", "advisers", 0, 1e9) == {3000.0: 1}
         await store.close()
 
     run(scenario())

@@ -11,7 +11,7 @@ from typing import Any, Literal, Protocol
 
 from ..core.visitor.profile import Profile
 from .audiences import AudienceInfo, Member, Tagging
-from .bookings import Booking, BookOutcome, Lead
+from .bookings import Booking, BookOutcome, Lead, MoveOutcome, Quota
 from .deliveries import Delivery
 from .keys import ApiKey
 
@@ -84,10 +84,20 @@ class Store(Protocol):
     async def list_deliveries(self, site: str, status: str) -> list[Delivery]: ...
 
     # Appointments and leads
-    async def book(self, booking: Booking, capacity: int) -> tuple[BookOutcome, Booking]:
+    async def book(self, booking: Booking, capacity: int,
+                   quotas: Sequence[Quota] = ()) -> tuple[BookOutcome, Booking]:
         """Atomically, even across processes: "duplicate" (with the booking already made
-        under this idempotency key), "full" when the slot holds `capacity` confirmed
-        bookings, else "confirmed"."""
+        under this idempotency key), "limited" when a quota's count has reached its
+        limit, "full" when the slot holds `capacity` confirmed bookings, else "confirmed"
+        (and each quota counts one more)."""
+
+    async def reschedule(self, site: str, booking_id: str, moved: Booking,
+                         capacity: int) -> tuple[MoveOutcome, Booking]:
+        """Move a confirmed booking: cancel it and confirm `moved` in one atomic step, or
+        do neither. "duplicate" (with the booking already made under moved's idempotency
+        key: this very move was made before), "gone" when the booking is not confirmed
+        any more (cancelled, or moved by another request), "full" when moved's slot holds
+        `capacity` confirmed bookings, else "confirmed"."""
 
     async def get_booking(self, site: str, booking_id: str) -> Booking | None: ...
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -19,7 +20,7 @@ from .audiences import (
     erased_id,
     utc_day,
 )
-from .bookings import Booking, BookOutcome, Lead
+from .bookings import Booking, BookOutcome, Lead, MoveOutcome, Quota
 from .contract import RECENT_KEPT, ClaimOutcome
 from .deliveries import Delivery
 from .keys import ApiKey
@@ -51,11 +52,38 @@ return 1
 """
 
 
-# Book one slot: idempotency, capacity and the write in one atomic step.
+# Book one slot: idempotency, quotas, capacity and the write in one atomic step. Quota
+# counters are KEYS[6...], each with its limit and lifetime (seconds) in ARGV[6...].
 BOOK = """
 local existing = redis.call('GET', KEYS[2])
 if existing then return {'duplicate', redis.call('GET', ARGV[5] .. existing)} end
+for i = 6, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') >= tonumber(ARGV[2 * i - 6]) then
+    return {'limited', ''}
+  end
+end
 if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'full', ''} end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
+for i = 6, #KEYS do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[2 * i - 5])
+end
+return {'confirmed', ARGV[2]}
+"""
+
+# Move a booking: the old one is confirmed while its id is in its slot's set. Cancelling
+# it and confirming the new one happen together, or not at all.
+MOVE = """
+local existing = redis.call('GET', KEYS[2])
+if existing then return {'duplicate', redis.call('GET', ARGV[5] .. existing)} end
+if redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then return {'gone', ''} end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'full', ''} end
+redis.call('SREM', KEYS[6], ARGV[6])
+redis.call('SET', KEYS[7], ARGV[7])
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1])
@@ -188,6 +216,7 @@ class RedisStore:
         self._prefix = prefix
         self._lease = client.register_script(LEASE)
         self._book = client.register_script(BOOK)
+        self._move = client.register_script(MOVE)
         self._claim = client.register_script(CLAIM)
         self._attempted = client.register_script(ATTEMPTED)
         self._member = client.register_script(MEMBER)
@@ -375,19 +404,47 @@ class RedisStore:
     def _slot_key(self, site: str, calendar: str, start: float) -> str:
         return self._key(site, "slot", f"{calendar}:{start!r}")
 
-    async def book(self, booking: Booking, capacity: int) -> tuple[BookOutcome, Booking]:
+    def _booking_keys(self, booking: Booking) -> list[str]:
         site = booking.site
+        return [self._slot_key(site, booking.calendar, booking.start),
+                self._key(site, "booking-key", booking.idempotency_key),
+                f"{self._prefix}:booking:{booking.id}",
+                self._key(site, "bookings", "all"),
+                self._key(site, "visitor-bookings", booking.visitor)]
+
+    def _booking_args(self, booking: Booking, capacity: int) -> list[Any]:
+        return [booking.id, orjson.dumps(booking.to_dict()), capacity, booking.start,
+                f"{self._prefix}:booking:"]
+
+    async def book(self, booking: Booking, capacity: int,
+                   quotas: Sequence[Quota] = ()) -> tuple[BookOutcome, Booking]:
         outcome, data = await self._book(
-            keys=[self._slot_key(site, booking.calendar, booking.start),
-                  self._key(site, "booking-key", booking.idempotency_key),
-                  f"{self._prefix}:booking:{booking.id}",
-                  self._key(site, "bookings", "all"),
-                  self._key(site, "visitor-bookings", booking.visitor)],
-            args=[booking.id, orjson.dumps(booking.to_dict()), capacity, booking.start,
-                  f"{self._prefix}:booking:"])
+            keys=[*self._booking_keys(booking),
+                  *(self._key(booking.site, "booking-quota", quota.key) for quota in quotas)],
+            args=[*self._booking_args(booking, capacity),
+                  *(number for quota in quotas
+                    for number in (quota.limit, math.ceil(quota.seconds)))])
         kind = _text(outcome)
-        if kind == "full":
-            return "full", booking
+        if kind in ("full", "limited"):
+            return cast(BookOutcome, kind), booking
+        stored = Booking.from_dict(orjson.loads(data))
+        return ("duplicate" if kind == "duplicate" else "confirmed"), stored
+
+    async def reschedule(self, site: str, booking_id: str, moved: Booking,
+                         capacity: int) -> tuple[MoveOutcome, Booking]:
+        old = await self.get_booking(site, booking_id)
+        if old is None or moved.site != site:
+            return "gone", moved
+        old.status = "cancelled"
+        outcome, data = await self._move(
+            keys=[*self._booking_keys(moved),
+                  self._slot_key(site, old.calendar, old.start),
+                  f"{self._prefix}:booking:{booking_id}"],
+            args=[*self._booking_args(moved, capacity), booking_id,
+                  orjson.dumps(old.to_dict())])
+        kind = _text(outcome)
+        if kind in ("full", "gone"):
+            return cast(MoveOutcome, kind), moved
         stored = Booking.from_dict(orjson.loads(data))
         return ("duplicate" if kind == "duplicate" else "confirmed"), stored
 

@@ -28,7 +28,7 @@ from .audiences import (
     erased_id,
     utc_day,
 )
-from .bookings import Booking, BookOutcome, Lead
+from .bookings import Booking, BookOutcome, Lead, MoveOutcome, Quota
 from .contract import RECENT_KEPT, ClaimOutcome
 from .deliveries import Delivery
 from .keys import ApiKey
@@ -61,6 +61,9 @@ CREATE TABLE IF NOT EXISTS bookings (
     status TEXT NOT NULL, visitor TEXT NOT NULL, idempotency_key TEXT NOT NULL,
     data BLOB NOT NULL, UNIQUE (site, idempotency_key));
 CREATE INDEX IF NOT EXISTS bookings_slot ON bookings (site, calendar, start, status);
+CREATE TABLE IF NOT EXISTS booking_quotas (
+    site TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (site, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leads (
     id TEXT PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, created REAL NOT NULL,
     data BLOB NOT NULL);
@@ -299,8 +302,10 @@ class SQLiteStore:
                                "ORDER BY due", site, status)
         return [Delivery.from_dict(orjson.loads(row)) for row in rows]
 
-    async def book(self, booking: Booking, capacity: int) -> tuple[BookOutcome, Booking]:
+    async def book(self, booking: Booking, capacity: int,
+                   quotas: Sequence[Quota] = ()) -> tuple[BookOutcome, Booking]:
         def book(db: sqlite3.Connection) -> tuple[BookOutcome, Booking]:
+            now = time.time()
             with db:
                 # IMMEDIATE takes the write lock first: between processes too, the count
                 # and the insert cannot interleave with another booking's.
@@ -310,20 +315,50 @@ class SQLiteStore:
                                  (booking.site, booking.idempotency_key)).fetchone()
                 if row is not None:
                     return "duplicate", Booking.from_dict(orjson.loads(row[0]))
-                (count,) = db.execute(
-                    "SELECT count(*) FROM bookings WHERE site = ? AND calendar = ? AND "
-                    "start = ? AND status = 'confirmed'",
-                    (booking.site, booking.calendar, booking.start)).fetchone()
-                if count >= capacity:
+                db.execute("DELETE FROM booking_quotas WHERE site = ? AND expires < ?",
+                           (booking.site, now))
+                for quota in quotas:
+                    counted = db.execute("SELECT count FROM booking_quotas WHERE site = ? AND "
+                                         "key = ?", (booking.site, quota.key)).fetchone()
+                    if counted is not None and counted[0] >= quota.limit:
+                        return "limited", booking
+                if _confirmed_in_slot(db, booking) >= capacity:
                     return "full", booking
-                db.execute("INSERT INTO bookings (id, site, calendar, start, status, visitor, "
-                           "idempotency_key, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (booking.id, booking.site, booking.calendar, booking.start,
-                            booking.status, booking.visitor, booking.idempotency_key,
-                            orjson.dumps(booking.to_dict())))
+                _insert_booking(db, booking)
+                db.executemany("INSERT INTO booking_quotas (site, key, count, expires) VALUES "
+                               "(?, ?, 1, ?) ON CONFLICT DO UPDATE SET count = count + 1, "
+                               "expires = max(expires, excluded.expires)",
+                               [(booking.site, quota.key, now + quota.seconds)
+                                for quota in quotas])
                 return "confirmed", booking
 
         return await self._run(book)
+
+    async def reschedule(self, site: str, booking_id: str, moved: Booking,
+                         capacity: int) -> tuple[MoveOutcome, Booking]:
+        def move(db: sqlite3.Connection) -> tuple[MoveOutcome, Booking]:
+            with db:
+                # One write transaction: of two moves of one booking, the second finds it
+                # cancelled, never both confirming a new one.
+                db.execute("BEGIN IMMEDIATE")
+                row = db.execute("SELECT data FROM bookings WHERE site = ? AND "
+                                 "idempotency_key = ?", (site, moved.idempotency_key)).fetchone()
+                if row is not None:
+                    return "duplicate", Booking.from_dict(orjson.loads(row[0]))
+                row = db.execute("SELECT data FROM bookings WHERE site = ? AND id = ? AND "
+                                 "status = 'confirmed'", (site, booking_id)).fetchone()
+                if row is None:
+                    return "gone", moved
+                if _confirmed_in_slot(db, moved) >= capacity:
+                    return "full", moved
+                old = Booking.from_dict(orjson.loads(row[0]))
+                old.status = "cancelled"
+                db.execute("UPDATE bookings SET status = 'cancelled', data = ? WHERE id = ?",
+                           (orjson.dumps(old.to_dict()), old.id))
+                _insert_booking(db, moved)
+                return "confirmed", moved
+
+        return await self._run(move)
 
     async def get_booking(self, site: str, booking_id: str) -> Booking | None:
         data = await self._one("SELECT data FROM bookings WHERE site = ? AND id = ?",
@@ -498,6 +533,20 @@ class SQLiteStore:
             "SELECT day, size FROM audience_sizes WHERE site = ? AND audience = ? ORDER BY day",
             (site, audience)).fetchall())
         return [(day, size) for day, size in rows]
+
+
+def _confirmed_in_slot(db: sqlite3.Connection, booking: Booking) -> int:
+    (count,) = db.execute("SELECT count(*) FROM bookings WHERE site = ? AND calendar = ? AND "
+                          "start = ? AND status = 'confirmed'",
+                          (booking.site, booking.calendar, booking.start)).fetchone()
+    return int(count)
+
+
+def _insert_booking(db: sqlite3.Connection, booking: Booking) -> None:
+    db.execute("INSERT INTO bookings (id, site, calendar, start, status, visitor, "
+               "idempotency_key, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (booking.id, booking.site, booking.calendar, booking.start, booking.status,
+                booking.visitor, booking.idempotency_key, orjson.dumps(booking.to_dict())))
 
 
 def _owner_only(path: Path) -> None:
