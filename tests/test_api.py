@@ -127,8 +127,39 @@ def test_purchase_for_a_connected_visitor_arrives_live(client: TestClient,
         assert shown["rule"] == "satisfaction" and "skis" in shown["html"]
         # A retried request is applied once.
         again = client.post("/api/v1/events", headers=auth(token), json={"events": [
-            {"name": "purchase", "visitor": "visitor-live-1", "idempotency_key": "order-1001"}]})
+            {"name": "purchase", "visitor": "visitor-live-1", "props": {"sku": "skis"},
+             "idempotency_key": "order-1001"}]})
         assert again.json()["results"][0]["status"] == "duplicate"
+
+
+def test_an_idempotency_key_reused_for_another_event_is_refused(
+        client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events")
+    order = {"name": "purchase", "visitor": "visitor-idem-1", "props": {"sku": "skis"},
+             "idempotency_key": "order-2002"}
+    first = client.post("/api/v1/events", headers=auth(token), json={"events": [order]})
+    assert first.json()["results"][0]["status"] == "applied"
+    # The same event again, its keys in another order: a retry, applied once.
+    retried = client.post("/api/v1/events", headers=auth(token), json={"events": [
+        dict(reversed(list(order.items())))]})
+    assert retried.status_code == 200
+    assert retried.json()["results"][0]["status"] == "duplicate"
+    # The same key for another event: a mistake of the caller, not a retry.
+    other = {**order, "props": {"sku": "wax"}}
+    fresh = {"name": "purchase", "visitor": "visitor-idem-1", "idempotency_key": "order-2003"}
+    refused = client.post("/api/v1/events", headers=auth(token), json={"events": [
+        fresh, other]})
+    assert refused.status_code == 409
+    assert refused.json()["error"]["code"] == "conflict"
+    assert refused.json()["error"]["field"] == "events[1].idempotency_key"
+    assert "api.event\"} 1\n" in client.get("/metrics").text, "nothing of it was applied"
+    # Refused as a whole, the batch claimed nothing: its good event is still new.
+    alone = client.post("/api/v1/events", headers=auth(token), json={"events": [fresh]})
+    assert alone.json()["results"][0]["status"] == "applied"
+    for when in (1.0, 2.0):
+        timed = client.post("/api/v1/events", headers=auth(token), json={"events": [
+            {**fresh, "idempotency_key": "order-2004", "time": when}]})
+        assert timed.status_code == (200 if when == 1.0 else 409)
 
 
 def test_signup_for_an_offline_visitor_shows_at_the_next_visit_once(

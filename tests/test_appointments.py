@@ -8,6 +8,7 @@ import json
 import multiprocessing
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,12 @@ import pytest
 
 from conftest import OUTPUT, run
 from popin.core.calendar import Calendar, slots
-from popin.features.appointments.booking import BookingRequest, book_slot, capture_lead
+from popin.features.appointments.booking import (
+    BookingRequest,
+    book_slot,
+    capture_lead,
+    move_booking,
+)
 from popin.stores.backends import open_store
 
 PARIS = ZoneInfo("Europe/Paris")
@@ -139,3 +145,80 @@ def test_leads_are_checked_and_kept(tmp_path: Path) -> None:
         await store.close()
 
     run(scenario())
+
+
+def test_twenty_concurrent_moves_of_one_appointment_leave_one(store_url: str) -> None:
+    """A visitor clicks "move" many times, or on several pages at once: one move wins, the
+    others find the appointment moved already; never two appointments for one."""
+    async def scenario() -> None:
+        store = open_store(store_url)
+        first = await book_slot(store, "demo", CALENDAR, request(1), NOW)
+        assert first.booking is not None
+        targets = [slot.start for slot in slots(CALENDAR, NOW)[1:11]]
+        answers = await asyncio.gather(*(
+            move_booking(store, "demo", CALENDAR, first.booking, targets[n % 10], NOW)
+            for n in range(20)))
+        outcomes = [answer.outcome for answer in answers]
+        assert outcomes.count("confirmed") == 1, outcomes
+        assert set(outcomes) <= {"confirmed", "gone", "duplicate"}
+        listed = await store.list_bookings("demo", 0, 2e9)
+        assert [b.status for b in listed].count("confirmed") == 1
+        assert sum((await store.booked("demo", "advisers", 0, 2e9)).values()) == 1
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_move_to_the_same_or_an_unknown_time_is_refused(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'popin.db'}")
+        first = await book_slot(store, "demo", CALENDAR, request(1), NOW)
+        assert first.booking is not None
+        for start in (SLOT, SLOT + 60):
+            answer = await move_booking(store, "demo", CALENDAR, first.booking, start, NOW)
+            assert answer.outcome == "invalid" and list(answer.errors) == ["slot"]
+        assert await store.booked("demo", "advisers", 0, 2e9) == {SLOT: 1}
+        await store.close()
+
+    run(scenario())
+
+
+def test_one_visitor_books_at_most_the_days_cap(store_url: str) -> None:
+    async def scenario() -> None:
+        store = open_store(store_url)
+        times = [slot.start for slot in slots(CALENDAR, NOW)[:4]]
+        answers = [await book_slot(store, "demo", CALENDAR, request(
+            n, times[n], visitor="visitor-greedy", idempotency_key=f"greedy-{n}"), NOW)
+            for n in range(3)]
+        assert [answer.outcome for answer in answers] == ["confirmed", "confirmed", "limited"]
+        assert answers[2].booking is None and answers[2].free
+        assert "2 bookings today" in answers[2].errors["slot"]
+        # Sent again, a booking already made is still answered as made.
+        again = await book_slot(store, "demo", CALENDAR, request(
+            0, times[0], visitor="visitor-greedy", idempotency_key="greedy-0"), NOW)
+        assert again.outcome == "duplicate"
+        # Another visitor, and the same visitor the next day, may book.
+        other = await book_slot(store, "demo", CALENDAR, request(9, times[3]), NOW)
+        later = slots(CALENDAR, NOW + 86400)[0].start
+        tomorrow = await book_slot(store, "demo", CALENDAR, request(
+            3, later, visitor="visitor-greedy", idempotency_key="greedy-3"), NOW + 86400)
+        assert (other.outcome, tomorrow.outcome) == ("confirmed", "confirmed")
+        unlimited = replace(CALENDAR, bookings_per_visitor_day=0)
+        many = [await book_slot(store, "demo", unlimited, request(
+            n, times[n % 4], visitor="visitor-many", idempotency_key=f"many-{n}"), NOW)
+            for n in range(4)]
+        assert [answer.outcome for answer in many].count("limited") == 0
+        await store.close()
+
+    run(scenario())
+
+
+def test_the_days_cap_is_a_calendar_setting(tmp_path: Path) -> None:
+    from popin.config import load_settings
+
+    path = tmp_path / "popin.toml"
+    path.write_text('[[sites]]\nkey = "demo"\n[[sites.calendars]]\nname = "advisers"\n'
+                    '[[sites.calendars]]\nname = "shop"\nbookings_per_visitor_day = 0\n')
+    calendars = load_settings(path).sites["demo"].calendars
+    assert calendars["advisers"].bookings_per_visitor_day == 2
+    assert calendars["shop"].bookings_per_visitor_day == 0

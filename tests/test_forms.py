@@ -210,3 +210,88 @@ def test_owner_reads_bookings_and_leads_by_api_and_cli(
     assert "Léa Martin" in capsys.readouterr().out
     assert main(["leads", *store, "list", "--since", "2020-01-01"]) == 0
     assert "Boots?" in capsys.readouterr().out
+
+
+def test_each_owner_notification_has_its_own_id(client: TestClient, settings: Settings,
+                                                sockets: ExitStack) -> None:
+    """Receivers dedupe by the body's id: "booked" and "cancelled" of one appointment are two
+    notifications, and must not look like one sent twice."""
+    ws, push = open_popin(client, "adviser_requested", "visitor-notify-1", sockets)
+    first, second = slot_values(push["html"])[:2]
+    booked = submit(ws, push, "book", {"slot": first, "channel": "phone", **PERSON})
+    ws.close()
+    manage_url = re.search(r'href="(/bookings/[^"/]+)"', booked)[1]  # type: ignore[index]
+    client.post(f"{manage_url}/reschedule", data={"slot": second})
+    ws, push = open_popin(client, "help_wanted", "visitor-notify-2", sockets)
+    submit(ws, push, "lead", {"channel": "callback", **PERSON})
+    ws.close()
+    sent = deliveries(settings)
+    bodies = [orjson.loads(delivery.body) for delivery in sent]
+    assert [body["type"] for body in bodies] == ["booking", "booking_moved", "lead"]
+    assert [body["id"] for body in bodies] == [delivery.id for delivery in sent]
+    assert len({body["id"] for body in bodies}) == 3
+    made, moved, lead = bodies
+    assert moved["from"] == made["booking"] and moved["booking"] != made["booking"]
+    assert lead["lead"] and "booking" not in lead
+
+
+def test_a_visitor_past_the_days_cap_is_told_so(client: TestClient,
+                                                sockets: ExitStack) -> None:
+    ws, push = open_popin(client, "adviser_requested", "visitor-greedy-1", sockets)
+    times = slot_values(push["html"])
+    answers = [submit(ws, push, "book", {"slot": times[number], "channel": "phone", **PERSON})
+               for number in range(3)]
+    assert ["Booked:" in answer for answer in answers] == [True, True, False]
+    assert "You have made 2 bookings today" in answers[2] and 'role="alert"' in answers[2]
+    assert slot_values(answers[2]), "the form comes back, with the times still free"
+    ws.close()
+
+
+def test_concurrent_moves_over_http_leave_one_appointment(settings: Settings) -> None:
+    """Twenty posts of the move form at once (a double click, several tabs): one moves the
+    appointment, the others are told it moved already; never two appointments."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    import httpx
+
+    from conftest import LiveServer
+    from popin.core.calendar import slots
+    from popin.features.appointments.booking import BookingRequest, book_slot
+    from popin.features.appointments.links import Links
+
+    calendar = settings.sites["demo"].calendars["advisers"]
+    now = time.time()
+    free = [slot.start for slot in slots(calendar, now)]
+
+    async def book() -> Any:
+        store = open_store(settings.store)
+        answer = await book_slot(store, "demo", calendar, BookingRequest(
+            free[0], "phone", "Léa", "+33612345678", True, "visitor-moves-1", "k-1"), now)
+        await store.close()
+        return answer.booking
+
+    booking = run(book())
+    manage = Links("test-secret").manage(booking)
+    server = LiveServer(settings).start()
+    try:
+        def move(number: int) -> int:
+            with httpx.Client(base_url=server.url, timeout=30) as http:
+                return http.post(f"{manage}/reschedule",
+                                 data={"slot": repr(free[1 + number % 10])}).status_code
+
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            assert set(pool.map(move, range(20))) == {200}
+    finally:
+        server.stop()
+
+    async def listed() -> list[Any]:
+        store = open_store(settings.store)
+        found = await store.list_bookings("demo", 0, 2e9)
+        await store.close()
+        return found
+
+    statuses = [found.status for found in run(listed())]
+    assert statuses.count("confirmed") == 1, statuses
+    moved = [d for d in deliveries(settings) if orjson.loads(d.body)["type"] == "booking_moved"]
+    assert len(moved) == 1, "the owner hears of one move"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from conftest import run
 from popin.core.visitor.profile import Profile
@@ -109,6 +112,58 @@ def test_what_fails_is_kept_for_the_next_flush(tmp_path: Path) -> None:
         assert (await store.load_profile("demo", "visitor-1")) == profile
         assert await store.stats_read("demo", "2026-11-24", "2026-11-24") == [
             ("2026-11-24", "r", "shown", 2.0)]
+        await store.close()
+
+    run(scenario())
+
+
+class HeldAtProfiles:
+    """A store whose profile write waits until released, as a slow disk would: the flush
+    holds its batch meanwhile."""
+
+    def __init__(self, store: Store, fail: bool = False) -> None:
+        self.store, self.fail = store, fail
+        self.reached, self.release = asyncio.Event(), asyncio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    async def save_profiles(self, profiles: Any) -> None:
+        self.reached.set()
+        await self.release.wait()
+        if self.fail:
+            raise OSError("disk full")
+        await self.store.save_profiles(profiles)
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["flush-succeeds", "flush-fails"])
+def test_an_erasure_during_a_flush_leaves_nothing_written_after_it(tmp_path: Path,
+                                                                    fails: bool) -> None:
+    """The visitor is erased while a flush holds their profile, outbox and recent events:
+    none of it may reach the store after the erasure (nor come back from a failed flush)."""
+    from popin.core.rules.engine import RuleSet
+    from popin.core.site import Site
+    from popin.live.hub import Hub
+
+    async def scenario() -> None:
+        store = store_at(tmp_path)
+        held = HeldAtProfiles(store, fail=fails)
+        hub = Hub(held, RuleSet(), {"demo": Site("demo")})  # type: ignore[arg-type]
+        hub.pending.profile("demo", Profile("visitor-1"))
+        hub.pending.outbox_put("demo", "visitor-1", push("p1"), 9e9)
+        hub.pending.log("demo", [{"at": 1, "rule": "r", "metric": "shown", "amount": 1,
+                                  "visitor": "visitor-1"}])
+        flushing = asyncio.create_task(hub.flush())
+        await held.reached.wait()
+        erasing = asyncio.create_task(hub.forget("demo", "visitor-1"))
+        await asyncio.sleep(0.05)
+        held.release.set()
+        held.fail = False
+        await asyncio.gather(flushing, erasing)
+        await hub.flush()
+        assert await store.load_profile("demo", "visitor-1") is None
+        assert await store.outbox_list("demo", "visitor-1", 0) == []
+        assert await store.recent_list("demo", 10) == []
         await store.close()
 
     run(scenario())

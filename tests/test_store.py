@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 import redis
 
 from conftest import StoreFactory, free_port, run
 from popin.core.visitor.profile import Profile
+from popin.stores.audiences import Tagging
 from popin.stores.backends import open_store
-from popin.stores.bookings import Booking, Lead
+from popin.stores.bookings import Booking, Lead, Quota
 from popin.stores.deliveries import Delivery
 from popin.stores.keys import digest_of, new_key
+from popin.stores.sqlite import SQLiteStore
 
 
 def sample(visitor: str = "visitor-0001") -> Profile:
@@ -159,13 +162,62 @@ def test_api_keys_by_digest_and_site(make_store: StoreFactory) -> None:
 def test_claims_apply_once_within_their_ttl(make_store: StoreFactory) -> None:
     async def scenario() -> None:
         store = make_store()
-        results = await asyncio.gather(*(store.claim("demo", "order-1", 60) for _ in range(20)))
-        assert sorted(results) == [False] * 19 + [True]
-        assert await store.claim("demo", "order-2", 60) is True
-        assert await store.claim("other", "order-1", 60) is True
-        assert await store.claim("demo", "short", 0.05) is True
+        results = await asyncio.gather(*(store.claim("demo", [("order-1", "d1")], 60)
+                                         for _ in range(20)))
+        assert sorted(results) == [["claimed"]] + [["duplicate"]] * 19
+        assert await store.claim("demo", [("order-2", "d1")], 60) == ["claimed"]
+        assert await store.claim("other", [("order-1", "d1")], 60) == ["claimed"]
+        assert await store.claim("demo", [("short", "d1")], 0.05) == ["claimed"]
         await asyncio.sleep(0.1)
-        assert await store.claim("demo", "short", 0.05) is True
+        assert await store.claim("demo", [("short", "d2")], 0.05) == ["claimed"]
+        assert await store.claim("demo", [], 60) == []
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_claim_reused_for_another_request_is_a_conflict_and_claims_nothing(
+        make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        assert await store.claim("demo", [("order-1", "body-a")], 60) == ["claimed"]
+        assert await store.claim("demo", [("order-1", "body-a")], 60) == ["duplicate"]
+        # A batch with one conflict claims none of its keys, not even the new ones.
+        assert await store.claim("demo", [("order-2", "body-b"), ("order-1", "body-c")],
+                                 60) == ["claimed", "conflict"]
+        assert await store.claim("demo", [("order-2", "body-d")], 60) == ["claimed"]
+        # Within one batch, a key given twice meets its own first claim.
+        assert await store.claim("demo", [("order-3", "x"), ("order-3", "x")],
+                                 60) == ["claimed", "duplicate"]
+        assert await store.claim("demo", [("order-4", "x"), ("order-4", "y")],
+                                 60) == ["claimed", "conflict"]
+        assert await store.claim("demo", [("order-4", "y")], 60) == ["claimed"]
+        # A claim of unknown request (empty digest) conflicts with nothing.
+        assert await store.claim("demo", [("order-1", "")], 60) == ["duplicate"]
+        outcomes = await asyncio.gather(*(store.claim("demo", [("race", f"body-{n % 2}")], 60)
+                                          for n in range(20)))
+        assert sorted(outcome for [outcome] in outcomes).count("claimed") == 1
+        await store.close()
+
+    run(scenario())
+
+
+def test_claims_made_before_digests_were_kept_stay_duplicates(tmp_path: Path) -> None:
+    """A file from before digests: its claims table gains the column, its claims hold."""
+    import sqlite3
+
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.execute("CREATE TABLE claims (site TEXT NOT NULL, key TEXT NOT NULL, expires REAL "
+               "NOT NULL, PRIMARY KEY (site, key)) WITHOUT ROWID")
+    db.execute("INSERT INTO claims VALUES ('demo', 'order-1', 9e12)")
+    db.commit()
+    db.close()
+
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{path}")
+        assert await store.claim("demo", [("order-1", "body-a")], 60) == ["duplicate"]
+        assert await store.claim("demo", [("order-2", "body-a")], 60) == ["claimed"]
         await store.close()
 
     run(scenario())
@@ -233,6 +285,72 @@ def test_erasure_leaves_nothing_behind(make_store: StoreFactory) -> None:
     run(scenario())
 
 
+async def raw_contents(store: Any) -> bytes:
+    """Everything the backend holds, as bytes a reader of its disk or its server sees:
+    the SQLite file and its WAL, or every key of the test's prefix and its value."""
+    if isinstance(store, SQLiteStore):
+        wal = Path(f"{store.path}-wal")
+        return store.path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
+    client, found = store._client, []
+    async for key in client.scan_iter(match=f"{store._prefix}:*"):
+        kind = (await client.type(key)).decode()
+        value: Any = {"string": client.get, "hash": client.hgetall, "list":
+                      lambda k: client.lrange(k, 0, -1), "set": client.smembers,
+                      "zset": lambda k: client.zrange(k, 0, -1)}[kind](key)
+        found.append(repr((key, await value)).encode())
+    return b"\n".join(found)
+
+
+def test_erasure_leaves_no_byte_of_the_visitor(make_store: StoreFactory) -> None:
+    """Not only unanswered: gone from what the backend keeps, wherever it was written
+    (profile, user link, outbox, webhooks, bookings, leads, audiences, recent events)."""
+    gone, user, name = "visitor-qx7-gone", "user-qx7-gone", "Quintessa"
+
+    async def scenario() -> None:
+        store = make_store()
+        for visitor, first in ((gone, name), ("visitor-kept-01", "Bertrand")):
+            profile = sample(visitor)
+            profile.first_name = first
+            profile.user_id = f"user-of-{visitor}" if visitor != gone else user
+            await store.save_profile("demo", profile)
+            await store.link_user("demo", profile.user_id, visitor)
+            await store.outbox_put("demo", visitor, {"id": f"p-{visitor}", "to": first}, 1e12)
+            await store.save_delivery(Delivery(
+                id=f"d-{visitor}", site="demo", visitor=visitor, url="http://x.test/hook",
+                body=f'{{"name": "{first}", "visitor": "{visitor}"}}', created=1.0, due=1.0))
+            await store.book(Booking(
+                id=f"b-{visitor}", site="demo", calendar="advisers", start=1000.0, end=2800.0,
+                channel="phone", name=f"{first} Vexworth", contact="+33698765432",
+                visitor=visitor, created=1.0, idempotency_key=f"k-{visitor}"), 5)
+            await store.put_lead(Lead(id=f"l-{visitor}", site="demo", visitor=visitor,
+                                      rule="help", channel="callback", name=first,
+                                      contact="+33698765432", message="", created=1.0))
+            await store.recent_add("demo", [{"at": 1.0, "rule": "r", "metric": "shown",
+                                             "amount": 1, "visitor": visitor}])
+            await store.audience_tag("demo", [Tagging(visitor, "buyers", 9e9, {
+                "user_id": profile.user_id, "email": "e" * 64})], 1.0)
+        await store.recent_add("demo", [{"at": 2.0, "rule": "r", "metric": "shown",
+                                         "amount": 1, "visitor": ""}])
+        # A webhook in flight while its visitor is erased: its outcome must not bring it back.
+        [in_flight] = [d for d in await store.lease_deliveries(10.0, 10, 30)
+                       if d.visitor == gone]
+        before = await raw_contents(store)
+        assert all(text.encode() in before for text in (gone, user, name)), "seen before"
+        await store.erase_visitor("demo", gone)
+        in_flight.attempts, in_flight.last_error = 1, "HTTP 500"
+        await store.save_delivery(in_flight)
+        after = await raw_contents(store)
+        assert [text for text in (gone, user, name) if text.encode() in after] == []
+        assert b"visitor-kept-01" in after and b"Bertrand" in after
+        assert [entry["visitor"] for entry in await store.recent_list("demo", 10)] == [
+            "", "visitor-kept-01"]
+        assert [d.visitor for d in await store.list_deliveries("demo", "pending")] == [
+            "visitor-kept-01"]
+        await store.close()
+
+    run(scenario())
+
+
 def booking_of(number: int, start: float = 1000.0, visitor: str = "v1") -> Booking:
     return Booking(id=f"b{number}", site="demo", calendar="advisers", start=start,
                    end=start + 1800, channel="phone", name="Ann", contact="+33612345678",
@@ -268,6 +386,95 @@ def test_concurrent_bookings_never_exceed_capacity(make_store: StoreFactory) -> 
         store = make_store()
         outcomes = await asyncio.gather(*(store.book(booking_of(n), 3) for n in range(100)))
         assert sum(1 for outcome, _ in outcomes if outcome == "confirmed") == 3
+        await store.close()
+
+    run(scenario())
+
+
+def test_quotas_cap_bookings_atomically(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        day = [Quota("visitor:v1:day-1", 2, 86400)]
+        outcomes = [(await store.book(booking_of(n, start=1000.0 * n), 5, day))[0]
+                    for n in range(1, 4)]
+        assert outcomes == ["confirmed", "confirmed", "limited"]
+        assert (await store.book(booking_of(1, start=1000.0), 5, day))[0] == "duplicate"
+        assert (await store.book(booking_of(4, start=4000.0), 5,
+                                 [Quota("visitor:v1:day-2", 2, 86400)]))[0] == "confirmed"
+        assert (await store.book(booking_of(5, start=5000.0), 5))[0] == "confirmed"
+        # Every quota must have room; a refused booking counts for none of them.
+        both = [Quota("address:a", 1, 86400), Quota("visitor:v9", 5, 86400)]
+        assert (await store.book(booking_of(6, start=6000.0), 5, both))[0] == "confirmed"
+        assert (await store.book(booking_of(7, start=7000.0), 5, both))[0] == "limited"
+        assert (await store.book(booking_of(8, start=8000.0), 5, both[1:]))[0] == "confirmed"
+        # A count past its expiry starts again.
+        old = [Quota("visitor:v1:past", 1, 0.05)]
+        assert (await store.book(booking_of(9, start=9000.0), 5, old))[0] == "confirmed"
+        await asyncio.sleep(1.1)
+        assert (await store.book(booking_of(10, start=9000.0), 5, old))[0] == "confirmed"
+        # At once, from one visitor: the cap holds.
+        racing = [Quota("visitor:v2:day-1", 2, 86400)]
+        raced = await asyncio.gather(*(store.book(booking_of(n, start=20_000.0 + n), 5, racing)
+                                       for n in range(100, 120)))
+        assert sorted(outcome for outcome, _ in raced) == ["confirmed"] * 2 + ["limited"] * 18
+        await store.close()
+
+    run(scenario())
+
+
+def moved_of(number: int, start: float, key: str = "") -> Booking:
+    moved = booking_of(number, start=start)
+    moved.idempotency_key = key or f"b1:moved-to:{start!r}"
+    return moved
+
+
+def test_twenty_concurrent_moves_of_one_booking_leave_one_confirmed(
+        make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        await store.book(booking_of(1, start=1000.0), 2)
+        moves = await asyncio.gather(*(
+            store.reschedule("demo", "b1", moved_of(100 + n, 10_000.0 + 1000 * (n % 10)), 2)
+            for n in range(20)))
+        outcomes = sorted(outcome for outcome, _ in moves)
+        assert outcomes.count("confirmed") == 1, outcomes
+        assert set(outcomes) <= {"confirmed", "gone", "duplicate"}
+        listed = await store.list_bookings("demo", 0, 1e9)
+        assert [b.status for b in listed].count("confirmed") == 1
+        [old] = [b for b in listed if b.id == "b1"]
+        assert old.status == "cancelled"
+        assert sum((await store.booked("demo", "advisers", 0, 1e9)).values()) == 1
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_move_happens_whole_or_not_at_all(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        await store.book(booking_of(1, start=1000.0), 1)
+        await store.book(booking_of(2, start=5000.0), 1)
+        outcome, _ = await store.reschedule("demo", "b1", moved_of(10, 5000.0), 1)
+        assert outcome == "full"
+        assert await store.booked("demo", "advisers", 0, 1e9) == {1000.0: 1, 5000.0: 1}
+        outcome, moved = await store.reschedule("demo", "b1", moved_of(11, 3000.0), 1)
+        assert (outcome, moved.id, moved.status) == ("confirmed", "b11", "confirmed")
+        assert await store.booked("demo", "advisers", 0, 1e9) == {3000.0: 1, 5000.0: 1}
+        old = await store.get_booking("demo", "b1")
+        assert old is not None and old.status == "cancelled"
+        # The same move again is the first one, not a second.
+        again, same = await store.reschedule("demo", "b1", moved_of(12, 3000.0), 1)
+        assert (again, same.id) == ("duplicate", "b11")
+        # A booking cancelled or moved already, or of another site, does not move.
+        assert (await store.reschedule("demo", "b1", moved_of(13, 7000.0), 1))[0] == "gone"
+        await store.cancel_booking("demo", "b2")
+        assert (await store.reschedule("demo", "b2", moved_of(14, 7000.0, "k14"), 1))[0] == \
+            "gone"
+        assert (await store.reschedule("other", "b11", moved_of(15, 7000.0, "k15"), 1))[0] == \
+            "gone"
+        assert (await store.reschedule("demo", "nope", moved_of(16, 7000.0, "k16"), 1))[0] == \
+            "gone"
+        assert await store.booked("demo", "advisers", 0, 1e9) == {3000.0: 1}
         await store.close()
 
     run(scenario())

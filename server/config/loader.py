@@ -47,7 +47,8 @@ TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxie
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
         "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
-            "min_notice_minutes", "horizon_days", "capacity", "channels")
+            "min_notice_minutes", "horizon_days", "capacity", "channels",
+            "bookings_per_visitor_day")
 MEETING_CHANNELS = ("phone", "video", "store")
 # Each limit's allowed range: outside it the config is refused at start.
 LIMIT_RANGES: dict[str, tuple[float, float]] = {
@@ -163,7 +164,8 @@ def _calendar(calendar: Table, zone: ZoneInfo) -> Calendar:
         min_notice_minutes=calendar.whole("min_notice_minutes", 120, 0, 90 * 24 * 60),
         horizon_days=calendar.whole("horizon_days", 14, 1, 365),
         capacity=calendar.whole("capacity", 1, 1, 1000),
-        channels=channels)
+        channels=channels,
+        bookings_per_visitor_day=calendar.whole("bookings_per_visitor_day", 2, 0, 100))
 
 
 def _zone(table: Table, default: str) -> ZoneInfo:

@@ -3,7 +3,10 @@ webhooks, the limits. Read and checked by `popin.config.loader`."""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import secrets
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -101,6 +104,20 @@ def load_secret(settings: Settings) -> str:
         # Beside the embedded store: one folder holds the install's state.
         path = Path(settings.store.removeprefix("sqlite:///")).parent / path
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(32))
+        _create_private(path, secrets.token_urlsafe(32))
+    elif path.stat().st_mode & 0o077:
         path.chmod(0o600)
     return path.read_text().strip()
+
+
+def _create_private(path: Path, text: str) -> None:
+    """Write `text` to a new owner-only file, never readable by others even for a moment,
+    and never half-written: it appears whole, or a process that got there first wins."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+        with contextlib.suppress(FileExistsError):
+            os.link(temporary, path)
+    finally:
+        os.unlink(temporary)

@@ -31,6 +31,9 @@ class Calendar:
     # Agents per slot: that many bookings of one slot, never more.
     capacity: int = 1
     channels: tuple[str, ...] = ("phone", "video")
+    # Online bookings one visitor may make per day (the calendar's day); 0: no cap. Keeps
+    # one visitor from holding every slot.
+    bookings_per_visitor_day: int = 2
 
     def spans_on(self, day: date) -> Spans:
         if day in self.special:

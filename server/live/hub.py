@@ -297,8 +297,9 @@ class Hub:
             kept = self._profiles.get((site.key, kept_id)) or await self._stored(
                 site.key, kept_id) or Profile(kept_id)
             merge_into(kept, profile)
-            self.pending.forget(site.key, visitor)
-            await self.store.erase_visitor(site.key, visitor)
+            # Waits for a flush in progress, so the second device's profile cannot be
+            # written back after it was merged away.
+            await self.pending.erase(self.store, site.key, visitor)
             await self.store.link_user(site.key, user_id, kept_id)
             # The kept visitor carries the second device's audiences from now on.
             now = self.clock()
@@ -348,8 +349,7 @@ class Hub:
             self._connections.pop(key, None)
         self._profiles.pop((site, visitor), None)
         self._profile_sessions.pop((site, visitor), None)
-        self.pending.forget(site, visitor)
-        await self.store.erase_visitor(site, visitor)
+        await self.pending.erase(self.store, site, visitor)
         self.counts["visitor.erased"] += 1
 
     def release(self, session: Session) -> None:

@@ -10,7 +10,18 @@ from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 BookingStatus = Literal["confirmed", "cancelled"]
-BookOutcome = Literal["confirmed", "full", "duplicate"]
+BookOutcome = Literal["confirmed", "full", "duplicate", "limited"]
+MoveOutcome = Literal["confirmed", "full", "duplicate", "gone"]
+
+
+@dataclass(frozen=True, slots=True)
+class Quota:
+    """At most `limit` bookings counted under `key` (one visitor's day, say). The key
+    should name its period: its count is only kept `seconds` after its last booking."""
+
+    key: str
+    limit: int
+    seconds: float
 
 
 @dataclass(slots=True)

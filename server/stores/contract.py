@@ -7,16 +7,18 @@ deliveries, keys) and in the core (the visitor's profile)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from ..core.visitor.profile import Profile
 from .audiences import AudienceInfo, Member, Tagging
-from .bookings import Booking, BookOutcome, Lead
+from .bookings import Booking, BookOutcome, Lead, MoveOutcome, Quota
 from .deliveries import Delivery
 from .keys import ApiKey
 
 # The raw recent-events log is for debugging: bounded, whatever the traffic.
 RECENT_KEPT = 1000
+
+ClaimOutcome = Literal["claimed", "duplicate", "conflict"]
 
 
 class Store(Protocol):
@@ -54,8 +56,12 @@ class Store(Protocol):
     async def list_keys(self, site: str) -> list[ApiKey]: ...
 
     # Requests applied once
-    async def claim(self, site: str, key: str, ttl: float) -> bool:
-        """True the first time `key` is claimed within `ttl` seconds, False after."""
+    async def claim(self, site: str, claims: Sequence[tuple[str, str]],
+                    ttl: float) -> list[ClaimOutcome]:
+        """Claim each (key, digest of the request it stands for) for `ttl` seconds, in
+        order, in one atomic step: "claimed" the first time, "duplicate" when the key is
+        held with the same digest (or an empty one), "conflict" with another. When any
+        is a conflict, nothing is claimed: a refused batch leaves no trace."""
 
     # Pushes waiting for a visitor, until acknowledged or expired
     async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
@@ -72,15 +78,26 @@ class Store(Protocol):
         sender takes them meanwhile."""
 
     async def save_delivery(self, delivery: Delivery) -> None:
-        """Queue a new delivery, or record the outcome of an attempt."""
+        """Queue a new delivery, or record the outcome of an attempt (`attempts` > 0),
+        which never brings back a delivery erased while it was in flight."""
 
     async def list_deliveries(self, site: str, status: str) -> list[Delivery]: ...
 
     # Appointments and leads
-    async def book(self, booking: Booking, capacity: int) -> tuple[BookOutcome, Booking]:
+    async def book(self, booking: Booking, capacity: int,
+                   quotas: Sequence[Quota] = ()) -> tuple[BookOutcome, Booking]:
         """Atomically, even across processes: "duplicate" (with the booking already made
-        under this idempotency key), "full" when the slot holds `capacity` confirmed
-        bookings, else "confirmed"."""
+        under this idempotency key), "limited" when a quota's count has reached its
+        limit, "full" when the slot holds `capacity` confirmed bookings, else "confirmed"
+        (and each quota counts one more)."""
+
+    async def reschedule(self, site: str, booking_id: str, moved: Booking,
+                         capacity: int) -> tuple[MoveOutcome, Booking]:
+        """Move a confirmed booking: cancel it and confirm `moved` in one atomic step, or
+        do neither. "duplicate" (with the booking already made under moved's idempotency
+        key: this very move was made before), "gone" when the booking is not confirmed
+        any more (cancelled, or moved by another request), "full" when moved's slot holds
+        `capacity` confirmed bookings, else "confirmed"."""
 
     async def get_booking(self, site: str, booking_id: str) -> Booking | None: ...
 

@@ -28,9 +28,10 @@ class Delivery:
     @classmethod
     def new(cls, site: str, visitor: str, url: str, payload: dict[str, Any],
             now: float) -> Delivery:
-        """A delivery due now; its id also goes in the body, for receivers to dedupe."""
+        """A delivery due now; its id also goes in the body, for receivers to dedupe, and
+        wins over an `id` in the payload (else two deliveries could share one)."""
         delivery_id = secrets.token_hex(12)
-        body = orjson.dumps({"id": delivery_id, **payload}).decode()
+        body = orjson.dumps({**payload, "id": delivery_id}).decode()
         return cls(delivery_id, site, visitor, url, body, created=now, due=now)
 
     def to_dict(self) -> dict[str, Any]:

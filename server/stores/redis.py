@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -19,8 +20,8 @@ from .audiences import (
     erased_id,
     utc_day,
 )
-from .bookings import Booking, BookOutcome, Lead
-from .contract import RECENT_KEPT
+from .bookings import Booking, BookOutcome, Lead, MoveOutcome, Quota
+from .contract import RECENT_KEPT, ClaimOutcome
 from .deliveries import Delivery
 from .keys import ApiKey
 
@@ -40,17 +41,80 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-# Book one slot: idempotency, capacity and the write in one atomic step.
+# An attempt's outcome, recorded only if the delivery is still there: its visitor may
+# have been erased while it was in flight.
+ATTEMPTED = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+if ARGV[2] == 'pending' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
+else redis.call('ZREM', KEYS[2], ARGV[4]) end
+return 1
+"""
+
+
+# Book one slot: idempotency, quotas, capacity and the write in one atomic step. Quota
+# counters are KEYS[6...], each with its limit and lifetime (seconds) in ARGV[6...].
 BOOK = """
 local existing = redis.call('GET', KEYS[2])
 if existing then return {'duplicate', redis.call('GET', ARGV[5] .. existing)} end
+for i = 6, #KEYS do
+  if tonumber(redis.call('GET', KEYS[i]) or '0') >= tonumber(ARGV[2 * i - 6]) then
+    return {'limited', ''}
+  end
+end
 if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'full', ''} end
 redis.call('SADD', KEYS[1], ARGV[1])
 redis.call('SET', KEYS[3], ARGV[2])
 redis.call('SET', KEYS[2], ARGV[1])
 redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
 redis.call('SADD', KEYS[5], ARGV[1])
+for i = 6, #KEYS do
+  redis.call('INCR', KEYS[i])
+  redis.call('EXPIRE', KEYS[i], ARGV[2 * i - 5])
+end
 return {'confirmed', ARGV[2]}
+"""
+
+# Move a booking: the old one is confirmed while its id is in its slot's set. Cancelling
+# it and confirming the new one happen together, or not at all.
+MOVE = """
+local existing = redis.call('GET', KEYS[2])
+if existing then return {'duplicate', redis.call('GET', ARGV[5] .. existing)} end
+if redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then return {'gone', ''} end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'full', ''} end
+redis.call('SREM', KEYS[6], ARGV[6])
+redis.call('SET', KEYS[7], ARGV[7])
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[3], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
+redis.call('SADD', KEYS[5], ARGV[1])
+return {'confirmed', ARGV[2]}
+"""
+
+
+# Idempotency claims, all or nothing: each key holds the digest of its request. A key
+# held as "1" was claimed before digests were kept; like an empty digest, it never
+# conflicts. A key given twice in one call meets its own earlier claim.
+CLAIM = """
+local taken, outcomes, conflict = {}, {}, false
+for i, key in ipairs(KEYS) do
+  local digest = ARGV[i + 1]
+  local held = taken[key] or redis.call('GET', key)
+  if not held then
+    taken[key] = digest
+    outcomes[i] = 'claimed'
+  elseif held == digest or held == '1' or held == '' or digest == '' then
+    outcomes[i] = 'duplicate'
+  else
+    outcomes[i] = 'conflict'
+    conflict = true
+  end
+end
+if not conflict then
+  for key, digest in pairs(taken) do redis.call('SET', key, digest, 'PX', ARGV[1]) end
+end
+return outcomes
 """
 
 
@@ -152,6 +216,9 @@ class RedisStore:
         self._prefix = prefix
         self._lease = client.register_script(LEASE)
         self._book = client.register_script(BOOK)
+        self._move = client.register_script(MOVE)
+        self._claim = client.register_script(CLAIM)
+        self._attempted = client.register_script(ATTEMPTED)
         self._member = client.register_script(MEMBER)
         self._trim = client.register_script(TRIM)
 
@@ -220,9 +287,18 @@ class RedisStore:
         for audience in await self._client.smembers(audiences_key):
             await self._member_change("erase", site, _text(audience), visitor, now,
                                       new_id=erased_id())
+        erased = [booking for booking in [await self.get_booking(site, booking_id)
+                                          for booking_id in bookings] if booking is not None]
+        recent_key = self._key(site, "recent", "log")
+        recent = [_text(row) for row in await self._client.lrange(recent_key, 0, -1)
+                  if orjson.loads(row).get("visitor") == visitor]
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.delete(self._key(site, "profile", visitor), self._key(site, "outbox", visitor),
                         users_key, hooks_key, bookings_key, leads_key, audiences_key)
+            for row in recent:
+                pipe.lrem(recent_key, 0, row)
+            for booking in erased:
+                pipe.delete(self._key(site, "booking-key", booking.idempotency_key))
             for booking_id in bookings:
                 pipe.delete(f"{self._prefix}:booking:{booking_id}")
                 pipe.zrem(self._key(site, "bookings", "all"), booking_id)
@@ -253,10 +329,14 @@ class RedisStore:
         keys = [await self.key_by_digest(_text(digest)) for digest in digests]
         return sorted((key for key in keys if key is not None), key=lambda key: key.created)
 
-    async def claim(self, site: str, key: str, ttl: float) -> bool:
-        claimed = await self._client.set(self._key(site, "claim", key), b"1", nx=True,
-                                         px=max(1, int(ttl * 1000)))
-        return bool(claimed)
+    async def claim(self, site: str, claims: Sequence[tuple[str, str]],
+                    ttl: float) -> list[ClaimOutcome]:
+        if not claims:
+            return []
+        outcomes = await self._claim(
+            keys=[self._key(site, "claim", key) for key, _digest in claims],
+            args=[max(1, int(ttl * 1000)), *(digest for _key, digest in claims)])
+        return [cast(ClaimOutcome, _text(outcome)) for outcome in outcomes]
 
     async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
                          expires: float) -> None:
@@ -282,6 +362,11 @@ class RedisStore:
 
     async def save_delivery(self, delivery: Delivery) -> None:
         due_key = f"{self._prefix}:deliveries:due"
+        if delivery.attempts:
+            await self._attempted(keys=[f"{self._prefix}:delivery:{delivery.id}", due_key],
+                                  args=[orjson.dumps(delivery.to_dict()), delivery.status,
+                                        delivery.due, delivery.id])
+            return
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.set(f"{self._prefix}:delivery:{delivery.id}", orjson.dumps(delivery.to_dict()))
             pipe.sadd(self._key(delivery.site, "deliveries", "all"), delivery.id)
@@ -319,19 +404,47 @@ class RedisStore:
     def _slot_key(self, site: str, calendar: str, start: float) -> str:
         return self._key(site, "slot", f"{calendar}:{start!r}")
 
-    async def book(self, booking: Booking, capacity: int) -> tuple[BookOutcome, Booking]:
+    def _booking_keys(self, booking: Booking) -> list[str]:
         site = booking.site
+        return [self._slot_key(site, booking.calendar, booking.start),
+                self._key(site, "booking-key", booking.idempotency_key),
+                f"{self._prefix}:booking:{booking.id}",
+                self._key(site, "bookings", "all"),
+                self._key(site, "visitor-bookings", booking.visitor)]
+
+    def _booking_args(self, booking: Booking, capacity: int) -> list[Any]:
+        return [booking.id, orjson.dumps(booking.to_dict()), capacity, booking.start,
+                f"{self._prefix}:booking:"]
+
+    async def book(self, booking: Booking, capacity: int,
+                   quotas: Sequence[Quota] = ()) -> tuple[BookOutcome, Booking]:
         outcome, data = await self._book(
-            keys=[self._slot_key(site, booking.calendar, booking.start),
-                  self._key(site, "booking-key", booking.idempotency_key),
-                  f"{self._prefix}:booking:{booking.id}",
-                  self._key(site, "bookings", "all"),
-                  self._key(site, "visitor-bookings", booking.visitor)],
-            args=[booking.id, orjson.dumps(booking.to_dict()), capacity, booking.start,
-                  f"{self._prefix}:booking:"])
+            keys=[*self._booking_keys(booking),
+                  *(self._key(booking.site, "booking-quota", quota.key) for quota in quotas)],
+            args=[*self._booking_args(booking, capacity),
+                  *(number for quota in quotas
+                    for number in (quota.limit, math.ceil(quota.seconds)))])
         kind = _text(outcome)
-        if kind == "full":
-            return "full", booking
+        if kind in ("full", "limited"):
+            return cast(BookOutcome, kind), booking
+        stored = Booking.from_dict(orjson.loads(data))
+        return ("duplicate" if kind == "duplicate" else "confirmed"), stored
+
+    async def reschedule(self, site: str, booking_id: str, moved: Booking,
+                         capacity: int) -> tuple[MoveOutcome, Booking]:
+        old = await self.get_booking(site, booking_id)
+        if old is None or moved.site != site:
+            return "gone", moved
+        old.status = "cancelled"
+        outcome, data = await self._move(
+            keys=[*self._booking_keys(moved),
+                  self._slot_key(site, old.calendar, old.start),
+                  f"{self._prefix}:booking:{booking_id}"],
+            args=[*self._booking_args(moved, capacity), booking_id,
+                  orjson.dumps(old.to_dict())])
+        kind = _text(outcome)
+        if kind in ("full", "gone"):
+            return cast(MoveOutcome, kind), moved
         stored = Booking.from_dict(orjson.loads(data))
         return ("duplicate" if kind == "duplicate" else "confirmed"), stored
 

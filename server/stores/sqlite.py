@@ -7,6 +7,9 @@ on the disk.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
@@ -25,12 +28,13 @@ from .audiences import (
     erased_id,
     utc_day,
 )
-from .bookings import Booking, BookOutcome, Lead
-from .contract import RECENT_KEPT
+from .bookings import Booking, BookOutcome, Lead, MoveOutcome, Quota
+from .contract import RECENT_KEPT, ClaimOutcome
 from .deliveries import Delivery
 from .keys import ApiKey
 
 T = TypeVar("T")
+log = logging.getLogger("popin.sqlite")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
@@ -43,7 +47,7 @@ CREATE INDEX IF NOT EXISTS users_by_visitor ON users (site, visitor);
 CREATE TABLE IF NOT EXISTS api_keys (
     digest TEXT PRIMARY KEY, site TEXT NOT NULL, data BLOB NOT NULL) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS claims (
-    site TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL,
+    site TEXT NOT NULL, key TEXT NOT NULL, expires REAL NOT NULL, digest TEXT NOT NULL DEFAULT '',
     PRIMARY KEY (site, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS outbox (
     site TEXT NOT NULL, visitor TEXT NOT NULL, id TEXT NOT NULL, expires REAL NOT NULL,
@@ -57,6 +61,9 @@ CREATE TABLE IF NOT EXISTS bookings (
     status TEXT NOT NULL, visitor TEXT NOT NULL, idempotency_key TEXT NOT NULL,
     data BLOB NOT NULL, UNIQUE (site, idempotency_key));
 CREATE INDEX IF NOT EXISTS bookings_slot ON bookings (site, calendar, start, status);
+CREATE TABLE IF NOT EXISTS booking_quotas (
+    site TEXT NOT NULL, key TEXT NOT NULL, count INTEGER NOT NULL, expires REAL NOT NULL,
+    PRIMARY KEY (site, key)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS leads (
     id TEXT PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, created REAL NOT NULL,
     data BLOB NOT NULL);
@@ -106,13 +113,18 @@ class SQLiteStore:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            _owner_only(self.path)
             db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None,
                                  check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL survives a crash of the process; only an OS crash may lose
             # the last transactions.
             db.execute("PRAGMA synchronous=NORMAL")
+            # Deleted rows are overwritten with zeros, not left in free space: an erased
+            # visitor must not stay readable in the file's bytes.
+            db.execute("PRAGMA secure_delete=ON")
             db.executescript(SCHEMA)
+            _migrate(db)
             self._db = db
         return self._db
 
@@ -192,6 +204,14 @@ class SQLiteStore:
                 for table in ("profiles", "users", "outbox", "deliveries", "bookings", "leads"):
                     db.execute(f"DELETE FROM {table} WHERE site = ? AND visitor = ?",
                                (site, visitor))
+                db.execute("DELETE FROM recent WHERE site = ? AND "
+                           "json_extract(CAST(data AS TEXT), '$.visitor') = ?", (site, visitor))
+            # Until checkpointed, the WAL still holds the pages as they were before: copy
+            # the zeroed pages into the file and empty the WAL.
+            busy, _frames, _copied = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if busy:
+                log.warning("after an erasure, another connection kept the WAL from being "
+                            "emptied; it is emptied at the next erasure or checkpoint")
 
         await self._run(erase)
 
@@ -209,16 +229,25 @@ class SQLiteStore:
         return sorted((ApiKey.from_dict(orjson.loads(row)) for row in rows),
                       key=lambda key: key.created)
 
-    async def claim(self, site: str, key: str, ttl: float) -> bool:
-        def claim(db: sqlite3.Connection) -> bool:
+    async def claim(self, site: str, claims: Sequence[tuple[str, str]],
+                    ttl: float) -> list[ClaimOutcome]:
+        def claim(db: sqlite3.Connection) -> list[ClaimOutcome]:
             now = time.time()
+            outcomes: list[ClaimOutcome] = []
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                db.execute("DELETE FROM claims WHERE site = ? AND key = ? AND expires < ?",
-                           (site, key, now))
-                cursor = db.execute("INSERT OR IGNORE INTO claims (site, key, expires) "
-                                    "VALUES (?, ?, ?)", (site, key, now + ttl))
-                return cursor.rowcount == 1
+                for key, digest in claims:
+                    row = db.execute("SELECT digest FROM claims WHERE site = ? AND key = ? AND "
+                                     "expires >= ?", (site, key, now)).fetchone()
+                    if row is None:
+                        db.execute("INSERT OR REPLACE INTO claims (site, key, expires, digest) "
+                                   "VALUES (?, ?, ?, ?)", (site, key, now + ttl, digest))
+                        outcomes.append("claimed")
+                    else:
+                        outcomes.append(_same_claim(row[0], digest))
+                if "conflict" in outcomes:
+                    db.execute("ROLLBACK")
+            return outcomes
 
         return await self._run(claim)
 
@@ -240,6 +269,13 @@ class SQLiteStore:
                           site, visitor, push_id)
 
     async def save_delivery(self, delivery: Delivery) -> None:
+        if delivery.attempts:
+            # An attempt's outcome updates the delivery, and only if it is still there:
+            # the visitor may have been erased while it was in flight.
+            await self._write("UPDATE deliveries SET status = ?, due = ?, data = ? WHERE id = ?",
+                              delivery.status, delivery.due, orjson.dumps(delivery.to_dict()),
+                              delivery.id)
+            return
         await self._write(
             "INSERT OR REPLACE INTO deliveries (id, site, visitor, status, due, data) "
             "VALUES (?, ?, ?, ?, ?, ?)", delivery.id, delivery.site, delivery.visitor,
@@ -266,8 +302,10 @@ class SQLiteStore:
                                "ORDER BY due", site, status)
         return [Delivery.from_dict(orjson.loads(row)) for row in rows]
 
-    async def book(self, booking: Booking, capacity: int) -> tuple[BookOutcome, Booking]:
+    async def book(self, booking: Booking, capacity: int,
+                   quotas: Sequence[Quota] = ()) -> tuple[BookOutcome, Booking]:
         def book(db: sqlite3.Connection) -> tuple[BookOutcome, Booking]:
+            now = time.time()
             with db:
                 # IMMEDIATE takes the write lock first: between processes too, the count
                 # and the insert cannot interleave with another booking's.
@@ -277,20 +315,50 @@ class SQLiteStore:
                                  (booking.site, booking.idempotency_key)).fetchone()
                 if row is not None:
                     return "duplicate", Booking.from_dict(orjson.loads(row[0]))
-                (count,) = db.execute(
-                    "SELECT count(*) FROM bookings WHERE site = ? AND calendar = ? AND "
-                    "start = ? AND status = 'confirmed'",
-                    (booking.site, booking.calendar, booking.start)).fetchone()
-                if count >= capacity:
+                db.execute("DELETE FROM booking_quotas WHERE site = ? AND expires < ?",
+                           (booking.site, now))
+                for quota in quotas:
+                    counted = db.execute("SELECT count FROM booking_quotas WHERE site = ? AND "
+                                         "key = ?", (booking.site, quota.key)).fetchone()
+                    if counted is not None and counted[0] >= quota.limit:
+                        return "limited", booking
+                if _confirmed_in_slot(db, booking) >= capacity:
                     return "full", booking
-                db.execute("INSERT INTO bookings (id, site, calendar, start, status, visitor, "
-                           "idempotency_key, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                           (booking.id, booking.site, booking.calendar, booking.start,
-                            booking.status, booking.visitor, booking.idempotency_key,
-                            orjson.dumps(booking.to_dict())))
+                _insert_booking(db, booking)
+                db.executemany("INSERT INTO booking_quotas (site, key, count, expires) VALUES "
+                               "(?, ?, 1, ?) ON CONFLICT DO UPDATE SET count = count + 1, "
+                               "expires = max(expires, excluded.expires)",
+                               [(booking.site, quota.key, now + quota.seconds)
+                                for quota in quotas])
                 return "confirmed", booking
 
         return await self._run(book)
+
+    async def reschedule(self, site: str, booking_id: str, moved: Booking,
+                         capacity: int) -> tuple[MoveOutcome, Booking]:
+        def move(db: sqlite3.Connection) -> tuple[MoveOutcome, Booking]:
+            with db:
+                # One write transaction: of two moves of one booking, the second finds it
+                # cancelled, never both confirming a new one.
+                db.execute("BEGIN IMMEDIATE")
+                row = db.execute("SELECT data FROM bookings WHERE site = ? AND "
+                                 "idempotency_key = ?", (site, moved.idempotency_key)).fetchone()
+                if row is not None:
+                    return "duplicate", Booking.from_dict(orjson.loads(row[0]))
+                row = db.execute("SELECT data FROM bookings WHERE site = ? AND id = ? AND "
+                                 "status = 'confirmed'", (site, booking_id)).fetchone()
+                if row is None:
+                    return "gone", moved
+                if _confirmed_in_slot(db, moved) >= capacity:
+                    return "full", moved
+                old = Booking.from_dict(orjson.loads(row[0]))
+                old.status = "cancelled"
+                db.execute("UPDATE bookings SET status = 'cancelled', data = ? WHERE id = ?",
+                           (orjson.dumps(old.to_dict()), old.id))
+                _insert_booking(db, moved)
+                return "confirmed", moved
+
+        return await self._run(move)
 
     async def get_booking(self, site: str, booking_id: str) -> Booking | None:
         data = await self._one("SELECT data FROM bookings WHERE site = ? AND id = ?",
@@ -465,6 +533,45 @@ class SQLiteStore:
             "SELECT day, size FROM audience_sizes WHERE site = ? AND audience = ? ORDER BY day",
             (site, audience)).fetchall())
         return [(day, size) for day, size in rows]
+
+
+def _confirmed_in_slot(db: sqlite3.Connection, booking: Booking) -> int:
+    (count,) = db.execute("SELECT count(*) FROM bookings WHERE site = ? AND calendar = ? AND "
+                          "start = ? AND status = 'confirmed'",
+                          (booking.site, booking.calendar, booking.start)).fetchone()
+    return int(count)
+
+
+def _insert_booking(db: sqlite3.Connection, booking: Booking) -> None:
+    db.execute("INSERT INTO bookings (id, site, calendar, start, status, visitor, "
+               "idempotency_key, data) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+               (booking.id, booking.site, booking.calendar, booking.start, booking.status,
+                booking.visitor, booking.idempotency_key, orjson.dumps(booking.to_dict())))
+
+
+def _owner_only(path: Path) -> None:
+    """The file holds visitors' data: readable by its owner only. SQLite gives its -wal and
+    -shm the database file's mode, so the file is made 0600 before SQLite opens it (a
+    umask would leave it 0644); files of an older install are narrowed, when they are ours."""
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    for name in (path, Path(f"{path}-wal"), Path(f"{path}-shm")):
+        with contextlib.suppress(OSError):
+            status = name.stat()
+            if status.st_mode & 0o077 and status.st_uid == os.getuid():
+                name.chmod(0o600)
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Columns added since a file was made (CREATE TABLE IF NOT EXISTS keeps old tables)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
+    if "digest" not in columns:
+        # Claims made before digests were kept say nothing of their request: duplicates.
+        db.execute("ALTER TABLE claims ADD COLUMN digest TEXT NOT NULL DEFAULT ''")
+
+
+def _same_claim(held: str, digest: str) -> ClaimOutcome:
+    return "duplicate" if held in ("", digest) or not digest else "conflict"
 
 
 def _put(db: sqlite3.Connection, site: str, audience: str, member: Member) -> None:

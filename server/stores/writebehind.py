@@ -12,6 +12,7 @@ bookings, erasure, identity) is still written at once.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import deque
 from typing import Any
@@ -35,6 +36,9 @@ class PendingWrites:
         # (site, day) -> (rule, metric) -> amount
         self.stats: dict[tuple[str, str], dict[tuple[str, str], float]] = {}
         self.recent: dict[str, deque[dict[str, Any]]] = {}
+        # Held by a flush from start to end: an erasure waits for the one in flight, whose
+        # writes (taken from here before the erasure began) would otherwise land after it.
+        self._flushing = asyncio.Lock()
 
     def __bool__(self) -> bool:
         return bool(self.profiles or self.outbox or self.stats or self.recent)
@@ -77,9 +81,22 @@ class PendingWrites:
                                            if entry.get("visitor") != visitor),
                                           maxlen=RECENT_KEPT)
 
+    async def erase(self, store: Store, site: str, visitor: str) -> None:
+        """Erase a visitor from the store, with nothing of theirs written after: neither
+        what is pending nor what a flush in flight still holds."""
+        self.forget(site, visitor)
+        async with self._flushing:
+            # A flush that failed meanwhile put its writes back.
+            self.forget(site, visitor)
+            await store.erase_visitor(site, visitor)
+
     async def flush(self, store: Store) -> None:
         """Write everything pending. What arrives meanwhile waits for the next flush; what
         fails is kept for it."""
+        async with self._flushing:
+            await self._flush(store)
+
+    async def _flush(self, store: Store) -> None:
         profiles, self.profiles = self.profiles, {}
         outbox, self.outbox = self.outbox, {}
         stats, self.stats = self.stats, {}

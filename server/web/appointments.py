@@ -15,8 +15,8 @@ from ..core.calendar import visitor_zone
 from ..core.rules.forms import MEET_LABELS, when
 from ..core.rules.templates import ENVIRONMENT
 from ..core.site import Site
-from ..features.appointments.answers import TAKEN, notify_owner
-from ..features.appointments.booking import BookingRequest, book_slot, open_slots
+from ..features.appointments.answers import TAKEN, notify_owner, owner_notice
+from ..features.appointments.booking import move_booking, open_slots
 from ..live.hub import Hub
 from ..stores.bookings import Booking
 
@@ -119,7 +119,7 @@ async def cancel(request: Request) -> Response:
         cancelled = await hub.store.cancel_booking(site.key, booking.id)
         booking = cancelled or booking
         await notify_owner(hub.store, site, booking.visitor,
-                           {"type": "booking_cancelled", **booking.to_dict()}, hub.clock())
+                           owner_notice("booking_cancelled", booking), hub.clock())
     return await _page(hub, site, booking, "Your appointment is cancelled.")
 
 
@@ -136,15 +136,18 @@ async def reschedule(request: Request) -> Response:
         start = -1.0
     if calendar is None or booking.status != "confirmed" or booking.start <= hub.clock():
         return await _page(hub, site, booking, "This appointment can no longer move.")
-    answer = await book_slot(hub.store, site.key, calendar, BookingRequest(
-        start, booking.channel, booking.name, booking.contact, True, booking.visitor,
-        f"{booking.id}:moved-to:{start!r}", booking.timezone), hub.clock())
+    answer = await move_booking(hub.store, site.key, calendar, booking, start, hub.clock())
     if answer.booking is None:
-        notice = TAKEN if answer.outcome == "taken" else "Please pick one of the times offered."
-        return await _page(hub, site, booking, notice)
-    await hub.store.cancel_booking(site.key, booking.id)
-    await notify_owner(hub.store, site, booking.visitor, {
-        "type": "booking_moved", "from": booking.id, **answer.booking.to_dict()}, hub.clock())
+        if answer.outcome == "gone":
+            # Moved or cancelled by another request meanwhile: show it as it is now.
+            booking = await hub.store.get_booking(site.key, booking.id) or booking
+        return await _page(hub, site, booking, {
+            "taken": TAKEN, "gone": "This appointment was already moved or cancelled."}.get(
+                answer.outcome, "Please pick one of the times offered."))
+    if answer.outcome == "confirmed":
+        await notify_owner(hub.store, site, booking.visitor,
+                           owner_notice("booking_moved", answer.booking, **{"from": booking.id}),
+                           hub.clock())
     return await _page(hub, site, answer.booking, "Your appointment has moved.")
 
 

@@ -50,6 +50,15 @@ async def fill_slots(store: Store, site: Site, session: Session, result: Result,
         message["html"] = message["html"].replace(SLOTS_MARK, slots_form(calendar, free, zone))
 
 
+def owner_notice(kind: str, record: Booking | Lead, **extra: Any) -> dict[str, Any]:
+    """What the owner is told about a booking or a lead. The body's `id` is the
+    notification's own (receivers dedupe by it): the record's id goes under its name, so
+    that "booked" and then "cancelled" of one appointment are two notifications."""
+    fields = record.to_dict()
+    name = "lead" if isinstance(record, Lead) else "booking"
+    return {"type": kind, name: fields.pop("id"), **fields, **extra}
+
+
 async def notify_owner(store: Store, site: Site, visitor: str, payload: dict[str, Any],
                        now: float) -> None:
     if not site.notify_url:
@@ -69,7 +78,7 @@ async def answer_form(store: Store, site: Site, session: Session, rule_id: str, 
             fields.get("contact", ""), fields.get("message", ""), consent, now)
         if lead is None:
             return lead_form(channels, fields, errors)
-        await notify_owner(store, site, visitor, {"type": "lead", **lead.to_dict()}, now)
+        await notify_owner(store, site, visitor, owner_notice("lead", lead), now)
         return thanks(lead)
     calendar = site.calendars.get(calendar_name)
     if calendar is None:
@@ -89,8 +98,7 @@ async def answer_form(store: Store, site: Site, session: Session, rule_id: str, 
     if answer.booking is None:
         return slots_form(calendar, answer.free, zone, fields, answer.errors)
     if answer.outcome == "confirmed":
-        await notify_owner(store, site, visitor, {"type": "booking",
-                                                  **answer.booking.to_dict()}, now)
+        await notify_owner(store, site, visitor, owner_notice("booking", answer.booking), now)
     return booked(answer.booking, zone, links.ics(answer.booking), links.manage(answer.booking))
 
 

@@ -4,16 +4,20 @@ told so plainly, with the slots still free, in the same answer."""
 
 from __future__ import annotations
 
+import hashlib
 import secrets
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 from ...core.calendar import Calendar, Slot, free_slots, slots
 from ...core.visitor.identity import MAX_NAME, TraitError, normal_email, normal_phone
-from ...stores.bookings import Booking, Lead
+from ...stores.bookings import Booking, Lead, Quota
 from ...stores.contract import Store
 
-Answer = Literal["confirmed", "taken", "duplicate", "invalid"]
+Answer = Literal["confirmed", "taken", "duplicate", "invalid", "limited", "gone"]
+# A day's count is kept a little longer than any day lasts, in any zone.
+QUOTA_SECONDS = 2 * 86400
 LEAD_CHANNELS = ("callback", "video", "email", "chat")
 MAX_MESSAGE = 1000
 
@@ -83,9 +87,50 @@ async def book_slot(store: Store, site: str, calendar: Calendar, request: Bookin
         end=wanted.end, channel=request.channel, name=request.name.strip(),
         contact=check_contact(request.contact), visitor=request.visitor, created=now,
         idempotency_key=request.idempotency_key, timezone=request.timezone)
-    outcome, stored = await store.book(booking, calendar.capacity)
+    outcome, stored = await store.book(booking, calendar.capacity,
+                                       _quotas(site, calendar, request.visitor, now))
     if outcome == "full":
         return BookingAnswer("taken", free=await open_slots(store, site, calendar, now))
+    if outcome == "limited":
+        limit = calendar.bookings_per_visitor_day
+        return BookingAnswer("limited", free=await open_slots(store, site, calendar, now),
+                             errors={"slot": f"You have made {limit} bookings today, as many as "
+                                     "we take online in one day. Please contact us to book "
+                                     "another time."})
+    return BookingAnswer(outcome, booking=stored)
+
+
+def _quotas(site: str, calendar: Calendar, visitor: str, now: float) -> list[Quota]:
+    """The visitor's bookings today, on the calendar's clock. Counted under a digest of
+    the visitor id, so the count says nothing about who once it is erased."""
+    if calendar.bookings_per_visitor_day <= 0:
+        return []
+    day = datetime.fromtimestamp(now, calendar.zone).date().isoformat()
+    who = hashlib.sha256(f"{site}\n{visitor}".encode()).hexdigest()[:32]
+    return [Quota(f"visitor:{calendar.name}:{day}:{who}", calendar.bookings_per_visitor_day,
+                  QUOTA_SECONDS)]
+
+
+async def move_booking(store: Store, site: str, calendar: Calendar, booking: Booking,
+                       slot_start: float, now: float) -> BookingAnswer:
+    """Move a booking to another free time: the old one is cancelled and the new one
+    confirmed together, or neither ("gone" when another request moved or cancelled it
+    first). The same move sent again is a "duplicate" of the first."""
+    wanted = next((slot for slot in slots(calendar, now)
+                   if slot.start == slot_start and slot.start != booking.start), None)
+    if wanted is None:
+        return BookingAnswer("invalid", free=await open_slots(store, site, calendar, now),
+                             errors={"slot": "Please pick one of the times offered."})
+    moved = Booking(
+        id=secrets.token_urlsafe(12), site=site, calendar=calendar.name, start=wanted.start,
+        end=wanted.end, channel=booking.channel, name=booking.name, contact=booking.contact,
+        visitor=booking.visitor, created=now,
+        idempotency_key=f"{booking.id}:moved-to:{wanted.start!r}", timezone=booking.timezone)
+    outcome, stored = await store.reschedule(site, booking.id, moved, calendar.capacity)
+    if outcome == "full":
+        return BookingAnswer("taken", free=await open_slots(store, site, calendar, now))
+    if outcome == "gone":
+        return BookingAnswer("gone")
     return BookingAnswer(outcome, booking=stored)
 
 

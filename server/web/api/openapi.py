@@ -22,7 +22,8 @@ EVENT = {
         "name": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
         "visitor": ID, "user_id": TEXT, "props": PROPS,
         "time": {"type": "number", "description": "seconds since the epoch"},
-        "idempotency_key": {**TEXT, "description": "a retried request is applied once"},
+        "idempotency_key": {**TEXT, "description": "a retried request is applied once; the "
+                            "same key with a different event is refused with 409"},
     },
     "oneOf": [{"required": ["visitor"]}, {"required": ["user_id"]}],
 }
@@ -44,6 +45,8 @@ TRAITS = {"type": "object", "additionalProperties": False, "properties": {
 def _errors(*statuses: int) -> dict[str, Any]:
     words = {400: "Invalid input, naming the field", 401: "Missing or invalid API key",
              403: "The key lacks the scope", 404: "Not found", 413: "Body too large",
+             409: "An idempotency_key used before with a different event (the field names "
+                  "it); nothing of the batch was applied",
              410: "The cursor is too old: take a full export"}
     return {str(status): {"description": words[status], "content": {
         "application/json": {"schema": ERROR}}} for status in statuses}
@@ -127,7 +130,7 @@ def document() -> dict[str, Any]:
                 "responses": {"200": {"description": "One result per event", **_json({
                     "type": "object", "required": ["results"],
                     "properties": {"results": {"type": "array", "items": RESULT}}})},
-                    **_errors(400, 401, 403, 413)}}},
+                    **_errors(400, 401, 403, 409, 413)}}},
             "/api/v1/identify": {"post": {
                 "summary": "Link the site's user to a visitor, with traits",
                 "security": [{"key": []}],

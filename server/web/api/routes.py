@@ -14,6 +14,7 @@ erasure. Bearer API keys with scopes; every error is JSON naming the problem and
 
 from __future__ import annotations
 
+import hashlib
 import math
 import re
 from datetime import date, datetime, time, timedelta
@@ -28,6 +29,7 @@ from ...core.visitor.identity import TraitError, public_profile
 from ...core.wire.events import Custom, Scalar
 from ...core.wire.protocol import EVENT_NAME, MAX_PROPS, USER_ID, VISITOR_ID, is_scalar
 from ...live.hub import Hub
+from ...stores.contract import ClaimOutcome
 from ...stores.keys import ApiKey, digest_of
 
 MAX_BODY_BYTES = 256 * 1024
@@ -138,9 +140,10 @@ def _event(item: Any, index: int) -> dict[str, Any]:
         checked["user_id"] = _text(item, "user_id", where, USER_ID)
     if "idempotency_key" in item:
         checked["idempotency_key"] = _text(item, "idempotency_key", where)
-    if "time" in item and (isinstance(item["time"], bool)
-                           or not isinstance(item["time"], int | float)):
-        raise ApiError(400, "invalid", "'time' is seconds since the epoch", f"{where}time")
+    if "time" in item:
+        if isinstance(item["time"], bool) or not isinstance(item["time"], int | float):
+            raise ApiError(400, "invalid", "'time' is seconds since the epoch", f"{where}time")
+        checked["time"] = item["time"]
     return checked
 
 
@@ -158,16 +161,17 @@ async def post_events(request: Request) -> JSONResponse:
     # All checked before any is applied: a batch with a bad event changes nothing.
     checked = [_event(item, index) for index, item in enumerate(events)]
     site = hub.sites[key.site]
+    visitors = [event.get("visitor") or await hub.store.visitor_of_user(site.key,
+                                                                        event["user_id"])
+                for event in checked]
+    claims = await _claims(hub, site.key, checked, visitors)
     results = []
     for index, event in enumerate(checked):
-        visitor = event.get("visitor") or await hub.store.visitor_of_user(site.key,
-                                                                          event["user_id"])
+        visitor = visitors[index]
         if visitor is None:
             results.append({"index": index, "status": "unknown_user"})
             continue
-        idempotency = event.get("idempotency_key")
-        if idempotency and not await hub.store.claim(site.key, f"event:{idempotency}",
-                                                     IDEMPOTENCY_TTL):
+        if claims.get(index) == "duplicate":
             results.append({"index": index, "status": "duplicate", "visitor": visitor})
             continue
         outcome = await hub.business_event(site, visitor, Custom(event["name"], event["props"]))
@@ -175,6 +179,32 @@ async def post_events(request: Request) -> JSONResponse:
         results.append({"index": index, "status": "applied", "visitor": visitor,
                         "shown_live": outcome.shown_live, "queued": outcome.queued})
     return JSONResponse({"results": results})
+
+
+def _digest(event: dict[str, Any]) -> str:
+    """The request an idempotency key stands for, whatever the order of its keys."""
+    canonical = {name: value for name, value in event.items() if name != "idempotency_key"}
+    return hashlib.sha256(orjson.dumps(canonical, option=orjson.OPT_SORT_KEYS)).hexdigest()
+
+
+async def _claims(hub: Hub, site: str, checked: list[dict[str, Any]],
+                  visitors: list[str | None]) -> dict[int, ClaimOutcome]:
+    """Claim the batch's idempotency keys at once, so that a key reused for another event
+    refuses the whole batch before any of it is applied (a retry must not be mistaken for
+    the request it repeats, nor the other way round)."""
+    keyed = [index for index, event in enumerate(checked)
+             if "idempotency_key" in event and visitors[index] is not None]
+    if not keyed:
+        return {}
+    outcomes = await hub.store.claim(
+        site, [(f"event:{checked[index]['idempotency_key']}", _digest(checked[index]))
+               for index in keyed], IDEMPOTENCY_TTL)
+    for index, outcome in zip(keyed, outcomes, strict=True):
+        if outcome == "conflict":
+            raise ApiError(409, "conflict", "this idempotency_key was used before with a "
+                           "different event; use a new key for a new event",
+                           f"events[{index}].idempotency_key")
+    return dict(zip(keyed, outcomes, strict=True))
 
 
 async def post_identify(request: Request) -> JSONResponse:
