@@ -295,3 +295,18 @@ def test_concurrent_moves_over_http_leave_one_appointment(settings: Settings) ->
     assert statuses.count("confirmed") == 1, statuses
     moved = [d for d in deliveries(settings) if orjson.loads(d.body)["type"] == "booking_moved"]
     assert len(moved) == 1, "the owner hears of one move"
+
+
+def test_one_address_cannot_hold_every_slot(client: TestClient, sockets: ExitStack) -> None:
+    """New visitor ids are free to make: past six bookings from one address in a day,
+    the next visitor from it is told to contact the shop."""
+    answers = []
+    for number in range(4):
+        ws, push = open_popin(client, "adviser_requested", f"visitor-farm-{number}", sockets)
+        times = slot_values(push["html"])
+        for pick in range(2):
+            answers.append(submit(ws, push, "book", {"slot": times[number * 2 + pick],
+                                                     "channel": "phone", **PERSON}))
+        ws.close()
+    assert ["Booked:" in answer for answer in answers] == [True] * 6 + [False] * 2
+    assert "booked from your network" in answers[6] and slot_values(answers[6])

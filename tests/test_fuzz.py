@@ -25,9 +25,9 @@ from popin.core.rules.yamlsource import SourceError, load
 from popin.core.wire.protocol import ProtocolError, decode
 from popin.web.app import create_app
 
-pytestmark = pytest.mark.fuzz
 LONG = os.environ.get("POPIN_LONG") == "1"
-FUZZ = settings(max_examples=5000 if LONG else 150, deadline=None, derandomize=not LONG,
+pytestmark = [pytest.mark.fuzz, pytest.mark.timeout(3600 if LONG else 120)]
+FUZZ = settings(max_examples=3000 if LONG else 150, deadline=None, derandomize=not LONG,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                        HealthCheck.function_scoped_fixture])
 

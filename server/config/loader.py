@@ -48,7 +48,7 @@ SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webh
         "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
             "min_notice_minutes", "horizon_days", "capacity", "channels",
-            "bookings_per_visitor_day")
+            "bookings_per_visitor_day", "bookings_per_address_day")
 MEETING_CHANNELS = ("phone", "video", "store")
 # Each limit's allowed range: outside it the config is refused at start.
 LIMIT_RANGES: dict[str, tuple[float, float]] = {
@@ -165,7 +165,8 @@ def _calendar(calendar: Table, zone: ZoneInfo) -> Calendar:
         horizon_days=calendar.whole("horizon_days", 14, 1, 365),
         capacity=calendar.whole("capacity", 1, 1, 1000),
         channels=channels,
-        bookings_per_visitor_day=calendar.whole("bookings_per_visitor_day", 2, 0, 100))
+        bookings_per_visitor_day=calendar.whole("bookings_per_visitor_day", 2, 0, 100),
+        bookings_per_address_day=calendar.whole("bookings_per_address_day", 6, 0, 10_000))
 
 
 def _zone(table: Table, default: str) -> ZoneInfo:

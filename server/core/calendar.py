@@ -34,6 +34,8 @@ class Calendar:
     # Online bookings one visitor may make per day (the calendar's day); 0: no cap. Keeps
     # one visitor from holding every slot.
     bookings_per_visitor_day: int = 2
+    # And from one client address (offices and mobile carriers share one): 0, no cap.
+    bookings_per_address_day: int = 6
 
     def spans_on(self, day: date) -> Spans:
         if day in self.special:

@@ -22,7 +22,7 @@ from ..core.visitor.facts import Facts, landing_facts
 from ..core.visitor.identity import apply_traits, merge_into
 from ..core.visitor.profile import Profile
 from ..core.wire.events import Custom, FormSubmit, Hello, Scalar
-from ..features.appointments.answers import answer_form, fill_slots
+from ..features.appointments.answers import AddressQuota, answer_form, fill_slots
 from ..features.appointments.links import Links
 from ..stores.audiences import Tagging, identifiers
 from ..stores.contract import Store
@@ -94,6 +94,7 @@ class Hub:
         self._profile_sessions: Counter[tuple[str, str]] = Counter()
         self._sockets: dict[VisitorKey, dict[Socket, Session]] = {}
         self.pending = PendingWrites()
+        self.address_quota = AddressQuota()
 
     @property
     def rules(self) -> RuleSet:
@@ -160,15 +161,18 @@ class Hub:
         if site is not None and result.messages:
             await fill_slots(self.store, site, session, result, self.clock())
 
-    async def form(self, session: Session, event: FormSubmit) -> dict[str, Any] | None:
-        """Answer a form sent from a pop-in; None when no pop-in of ours has that form."""
+    async def form(self, session: Session, event: FormSubmit,
+                   address: str = "") -> dict[str, Any] | None:
+        """Answer a form sent from a pop-in; None when no pop-in of ours has that form.
+        `address` is the client's, for the per-address booking cap (memory only)."""
         rule = self.rules.by_id.get(session.pushes.get(event.push_id, ""))
         site = self.sites.get(session.site)
         expected = {"lead": "assist", "book": "slots"}[event.form]
         if rule is None or site is None or rule.visual is None or rule.visual.kind != expected:
             return None
         html = await answer_form(self.store, site, session, rule.id, event.form,
-                                 rule.visual.calendar, rule.visual.channels, event, self.links)
+                                 rule.visual.calendar, rule.visual.channels, event, self.links,
+                                 address, self.address_quota)
         self.counts[f"form.{event.form}"] += 1
         return {"type": "update", "id": event.push_id, "html": html}
 

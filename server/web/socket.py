@@ -190,7 +190,7 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
                     await _identify(websocket, hub, site, session, message)
                     continue
                 if isinstance(message, FormSubmit):
-                    update = await hub.form(session, message)
+                    update = await hub.form(session, message, client_ip or "")
                     if update is None:
                         raise ProtocolError("bad_field", "no pop-in here has that form", "id")
                     await websocket.send_text(encode(update))

@@ -5,10 +5,12 @@ owner told."""
 from __future__ import annotations
 
 import time
+from collections import Counter
+from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from ...core.calendar import visitor_zone
+from ...core.calendar import Calendar, visitor_zone
 from ...core.rules.forms import MEET_LABELS, SLOTS_MARK, lead_form, slots_form, when
 from ...core.rules.templates import ENVIRONMENT
 from ...core.session import Result, Session
@@ -66,9 +68,35 @@ async def notify_owner(store: Store, site: Site, visitor: str, payload: dict[str
     await store.save_delivery(Delivery.new(site.key, visitor, site.notify_url, payload, now))
 
 
+class AddressQuota:
+    """Bookings confirmed per client address and calendar day, in this process's memory
+    only: raw addresses are never stored, and a visitor id is the browser's to choose,
+    so this is what keeps one machine from holding every slot."""
+
+    def __init__(self) -> None:
+        self._day = ""
+        self._counts: Counter[tuple[str, str, str]] = Counter()
+
+    def _today(self, calendar: Calendar, now: float) -> str:
+        day = datetime.fromtimestamp(now, calendar.zone).date().isoformat()
+        if day != self._day:
+            self._day, self._counts = day, Counter()
+        return day
+
+    def allows(self, site: str, calendar: Calendar, address: str, now: float) -> bool:
+        self._today(calendar, now)
+        limit = calendar.bookings_per_address_day
+        return limit <= 0 or self._counts[(site, calendar.name, address)] < limit
+
+    def add(self, site: str, calendar: Calendar, address: str, now: float) -> None:
+        self._today(calendar, now)
+        self._counts[(site, calendar.name, address)] += 1
+
+
 async def answer_form(store: Store, site: Site, session: Session, rule_id: str, kind: str,
                       calendar_name: str, channels: tuple[str, ...], event: FormSubmit,
-                      links: Links) -> str:
+                      links: Links, address: str = "",
+                      quota: AddressQuota | None = None) -> str:
     """The new content of the pop-in's form area."""
     fields, now, visitor = event.fields, time.time(), session.profile.visitor
     consent = fields.get("consent") in ("yes", "on", "true")
@@ -92,7 +120,13 @@ async def answer_form(store: Store, site: Site, session: Session, rule_id: str, 
                              fields.get("contact", ""), consent, visitor,
                              # One booking per pop-in and slot, however often it is sent.
                              f"{event.push_id}:{start!r}", session.facts.timezone)
+    if quota is not None and not quota.allows(site.key, calendar, address, now):
+        return slots_form(calendar, await open_slots(store, site.key, calendar, now), zone,
+                          fields, {"slot": "Many appointments were booked from your network "
+                                   "today. Please contact us to book another time."})
     answer = await book_slot(store, site.key, calendar, request, now)
+    if answer.outcome == "confirmed" and quota is not None:
+        quota.add(site.key, calendar, address, now)
     if answer.outcome == "taken":
         return slots_form(calendar, answer.free, zone, fields, notice=TAKEN)
     if answer.booking is None:
