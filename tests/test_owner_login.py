@@ -116,12 +116,18 @@ import re, sys, threading, time
 import httpx2
 url, seconds = sys.argv[1], float(sys.argv[2])
 answers = []
+deadline = time.monotonic() + seconds
+over = []
+# Rounds of 40 wrong logins sent at once: each round starts when the last one is answered.
+rounds = threading.Barrier(40, action=lambda: over.append(time.monotonic() > deadline))
 def attacker():
     with httpx2.Client(timeout=60) as client:
-        deadline = time.monotonic() + seconds
-        while time.monotonic() < deadline:
-            page = client.get(url + "/admin/login")
-            csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+        page = client.get(url + "/admin/login")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)[1]
+        while True:
+            rounds.wait()
+            if over[-1]:
+                return
             answers.append(client.post(url + "/admin/login", follow_redirects=False,
                            data={"csrf": csrf, "password": "wrong password!"}).status_code)
 threads = [threading.Thread(target=attacker) for _ in range(40)]
@@ -139,22 +145,27 @@ def test_wrong_logins_do_not_stall_the_widgets(
     monkeypatch.setattr("popin.web.admin.auth.MAX_FAILURES", 1_000_000)
     monkeypatch.setattr("popin.web.admin.auth.GLOBAL_MAX_FAILURES", 1_000_000)
     ws_url = server.url.replace("http", "ws") + "/ws?site=demo"
-    with connect(ws_url, origin=server.url) as ws:  # type: ignore[arg-type]
-        ws.send(orjson.dumps({"type": "hello", "visitor": "visitor-0001",
-                              "session": "session-0001", "url": f"{server.url}/"}).decode())
-        ws.recv()
-        attack = subprocess.Popen([sys.executable, "-c", ATTACK, server.url, "3"],
-                                  stdout=subprocess.PIPE, text=True)
-        time.sleep(1.0)
-        round_trips = []
-        for _ in range(15):  # error frames: fewer than the 20 that close a socket
-            started = time.perf_counter()
-            ws.send("barrier")
-            assert orjson.loads(ws.recv())["code"] == "bad_json"
-            round_trips.append(time.perf_counter() - started)
-            time.sleep(0.05)
-        out, _ = attack.communicate(timeout=60)
+    attack = subprocess.Popen([sys.executable, "-c", ATTACK, server.url, "5"],
+                              stdout=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    round_trips = []
+    for visitor in range(4):  # error frames: fewer than the 20 that close a socket each
+        with connect(ws_url, origin=server.url) as ws:  # type: ignore[arg-type]
+            ws.send(orjson.dumps({"type": "hello", "visitor": f"visitor-000{visitor}",
+                                  "session": "session-0001", "url": f"{server.url}/"}).decode())
+            ws.recv()
+            for _ in range(15):
+                started = time.perf_counter()
+                ws.send("barrier")
+                assert orjson.loads(ws.recv())["code"] == "bad_json"
+                round_trips.append(time.perf_counter() - started)
+                time.sleep(0.04)
+    out, _ = attack.communicate(timeout=60)
     answers = out.split()
     assert answers.count("401") >= 10, f"the logins really hashed: {answers[:50]}"
     p90 = statistics.quantiles(round_trips, n=10)[-1]
-    assert p90 < 0.050, f"widget round trip p90 {p90 * 1000:.1f} ms during a login flood"
+    trips = sorted(round(trip * 1000) for trip in round_trips)
+    assert p90 < 0.050, f"widget round trip p90 {p90 * 1000:.1f} ms during a login flood: {trips}"
+    # Samples are taken one after another, so a loop blocked for seconds shows up as one
+    # slow sample among many: the slowest must stay short too.
+    assert max(round_trips) < 0.5, f"a widget waited {trips[-1]} ms: {trips}"
