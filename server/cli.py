@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
@@ -72,6 +73,13 @@ def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.geoip is not None and not settings.geoip.is_file():
         raise SystemExit(f"popin: the geoip database {settings.geoip} does not exist")
+    if not settings.rules.exists():
+        print(f"popin: rules: {settings.rules} does not exist", file=sys.stderr)
+        return 2
+    problem = _store_problem(settings.store)
+    if problem:
+        print(f"popin: store: {problem}", file=sys.stderr)
+        return 2
     open_files = raise_open_files()
     settings.limits = replace(settings.limits,
                               connections=socket_ceiling(settings.limits, open_files))
@@ -82,6 +90,25 @@ def serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 **uvicorn_options(settings))
     return 0
+
+
+def _store_problem(url: str) -> str:
+    """Why the store cannot be used, in one line; "" when it can (checked before the
+    server starts, so a wrong URL or a dead Redis is a sentence, not a traceback)."""
+    from .stores.backends import open_store
+
+    async def check() -> None:
+        store = open_store(url)
+        try:
+            await store.open()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(check())
+    except Exception as error:  # whatever the backend raises: said, not shown as a trace
+        return f"{url} cannot be opened: {error}".replace("\n", " ")
+    return ""
 
 
 def rules_check(args: argparse.Namespace) -> int:

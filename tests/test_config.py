@@ -85,3 +85,18 @@ def test_good_settings_load(tmp_path: Path) -> None:
     assert (calendar.slot_minutes, calendar.capacity) == (20, 3)
     assert [str(day) for day in calendar.closed] == ["2026-12-25"]
     assert list(calendar.special.values()) == [((540, 720),)]
+
+
+@pytest.mark.parametrize(("argument", "complaint"), [
+    ("--store=nosuch://x", "unknown store 'nosuch'"),
+    ("--store=sqlite:////proc/nope/popin.db", "No such file or directory"),
+    ("--store=redis://127.0.0.1:1/0", "connecting to 127.0.0.1:1"),
+    ("--rules=/nonexistent/rules", "rules: /nonexistent/rules does not exist"),
+])
+def test_serve_refuses_a_store_or_rules_it_cannot_use_in_one_line(
+        tmp_path: Path, argument: str, complaint: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "popin", "serve", argument, "--port", "1"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and complaint in lines[0], result.stderr

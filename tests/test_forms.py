@@ -120,8 +120,8 @@ def test_booking_in_the_visitors_zone_then_ics_cancel_and_freed_slot(
     first = slot_values(html)[0]
     booked = submit(ws, push, "book", {"slot": first, "channel": "video", **PERSON})
     assert "Booked:" in booked and "(EST)" in booked, "in the visitor's New York time"
-    ics_url = re.search(r'href="(/bookings/[^"]+/invite\.ics)"', booked)[1]  # type: ignore[index]
-    manage_url = re.search(r'href="(/bookings/[^"/]+)"', booked)[1]  # type: ignore[index]
+    ics_url = re.search(r'href="http://testserver(/bookings/[^"]+/invite\.ics)"', booked)[1]  # type: ignore[index]
+    manage_url = re.search(r'href="http://testserver(/bookings/[^"/]+)"', booked)[1]  # type: ignore[index]
     ws.close()
 
     invite = client.get(ics_url)
@@ -162,7 +162,7 @@ def test_reschedule_moves_the_appointment(client: TestClient, sockets: ExitStack
     first, second = slot_values(push["html"])[:2]
     booked = submit(ws, push, "book", {"slot": first, "channel": "phone", **PERSON})
     ws.close()
-    manage_url = re.search(r'href="(/bookings/[^"/]+)"', booked)[1]  # type: ignore[index]
+    manage_url = re.search(r'href="http://testserver(/bookings/[^"/]+)"', booked)[1]  # type: ignore[index]
     moved = client.post(f"{manage_url}/reschedule", data={"slot": second})
     assert "Your appointment has moved." in moved.text
     assert "Your appointment has moved." not in client.get(manage_url).text
@@ -220,7 +220,7 @@ def test_each_owner_notification_has_its_own_id(client: TestClient, settings: Se
     first, second = slot_values(push["html"])[:2]
     booked = submit(ws, push, "book", {"slot": first, "channel": "phone", **PERSON})
     ws.close()
-    manage_url = re.search(r'href="(/bookings/[^"/]+)"', booked)[1]  # type: ignore[index]
+    manage_url = re.search(r'href="http://testserver(/bookings/[^"/]+)"', booked)[1]  # type: ignore[index]
     client.post(f"{manage_url}/reschedule", data={"slot": second})
     ws, push = open_popin(client, "help_wanted", "visitor-notify-2", sockets)
     submit(ws, push, "lead", {"channel": "callback", **PERSON})

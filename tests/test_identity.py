@@ -206,3 +206,27 @@ def test_the_readme_shows_how_a_backend_computes_the_hash() -> None:
     computed = eval(python, {"hmac": hmac, "hashlib": hashlib, "IDENTITY_SECRET": SECRET,
                              "user_id": "user-42"})
     assert computed == user_hash(SECRET, "user-42")
+
+
+def test_a_vouched_identify_revokes_an_unsigned_claim(tmp_path: Path) -> None:
+    """Under "new_users" an attacker may claim an id nobody holds yet; when its owner
+    signs in with the backend's hash, the claim is revoked: the owner is not merged into
+    the attacker's visitor, and the attacker's socket is closed and gets nothing."""
+    from starlette.websockets import WebSocketDisconnect
+
+    settings_ = make_settings(tmp_path, unsigned="new_users")
+    with TestClient(create_app(settings_), client=LOOPBACK) as client:
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as attacker:
+            hello(attacker, "visitor-squatter")
+            assert identify(attacker, "user-55") == {"type": "identity",
+                                                     "visitor": "visitor-squatter"}
+            with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as owner:
+                hello(owner, "visitor-owner")
+                answer = identify(owner, "user-55", user_hash(SECRET, "user-55"),
+                                  first_name="Real")
+                assert answer == {"type": "identity", "visitor": "visitor-owner"}
+            with pytest.raises(WebSocketDisconnect) as closed:
+                attacker.receive_json()
+            assert closed.value.code == 4010
+        assert stored_user(settings_, "user-55") == "visitor-owner"
+        assert 'kind="identity.claim_revoked"} 1' in client.get("/metrics").text

@@ -190,3 +190,37 @@ def test_limits_load_from_the_config(tmp_path: Path) -> None:
     path.write_text("[limits]\nconnections = 5000\nmessages_per_second = 10\n")
     settings: Settings = load_settings(path)
     assert settings.limits == replace(Limits(), connections=5000, messages_per_second=10)
+
+
+def test_an_oversized_api_body_is_refused_without_reading_it(slow_server: LiveServer) -> None:
+    from conftest import make_key
+
+    token = make_key(slow_server.settings, "events")
+    head = (f"POST /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n"
+            "Content-Type: application/json\r\n")
+    with raw(slow_server) as connection:  # a declared length over the limit: at once
+        connection.sendall(f"{head}Content-Length: 300000000\r\n\r\n".encode())
+        assert connection.recv(4096).startswith(b"HTTP/1.1 413")
+    with raw(slow_server) as connection:  # chunked, no length: refused mid-stream
+        connection.sendall(f"{head}Transfer-Encoding: chunked\r\n\r\n".encode())
+        chunk = b"%x\r\n%s\r\n" % (65536, b" " * 65536)
+        sent = 0
+        try:
+            while sent < 50 * 1024 * 1024:
+                connection.sendall(chunk)
+                sent += 65536
+        except OSError:
+            pass  # the server answered and closed
+        assert sent < 50 * 1024 * 1024, "the server kept reading"
+        assert connection.recv(4096).startswith(b"HTTP/1.1 413")
+
+
+def test_new_visitor_ids_cannot_grow_memory_without_end(tmp_path: Path) -> None:
+    with client_with(tmp_path, sessions=3) as client:
+        for number in range(6):
+            with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+                ws.send_text(HELLO.replace("visitor-0001", f"visitor-000{number}"))
+                assert ws.receive_json()["type"] == "config"
+        hub = client.app.state.hub  # type: ignore[attr-defined]
+        assert hub.live_sessions <= 3
+        assert 'kind="session.evicted"} 3' in metrics(client)

@@ -55,7 +55,7 @@ LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "hello_seconds": (1, 60), "idle_seconds": (30, 86_400), "connections": (1, 1_000_000),
     "connections_per_address": (1, 1_000_000), "messages_per_second": (1, 1000),
     "message_burst": (1, 10_000), "dropped_before_close": (1, 1_000_000),
-    "header_seconds": (1, 300), "body_seconds": (1, 600),
+    "header_seconds": (1, 300), "body_seconds": (1, 600), "sessions": (2, 10_000_000),
 }
 WEBHOOK_RANGES: dict[str, tuple[float, float]] = {
     "timeout": (0.5, 120), "max_attempts": (1, 100), "backoff": (0.1, 3600),

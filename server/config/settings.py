@@ -64,6 +64,9 @@ class Limits:
     message_burst: int = 60
     # Messages dropped for speed before the socket is closed (4029).
     dropped_before_close: int = 200
+    # Sessions kept in memory (live, or resumable for 30 minutes): past it the ones idle
+    # longest end first. About 12 KB each.
+    sessions: int = 50_000
     # Slow clients: seconds to send a request's headers, and its body.
     header_seconds: float = 10.0
     body_seconds: float = 30.0

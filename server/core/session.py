@@ -83,6 +83,8 @@ class Result:
 
 # Keywords kept per page and in a profile's interests, past those the rules watch.
 MAX_KEYWORDS = 32
+# The largest order value a conversion counts (a page could send anything).
+MAX_ORDER_VALUE = 1_000_000.0
 
 
 def widget_config(rules: RuleSet, site: Site) -> dict[str, Any]:
@@ -288,7 +290,9 @@ class Session:
         result.stats.append((rule.id, f"converted{group}", 1.0))
         value = event.props.get(rule.conversion.value)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            result.stats.append((rule.id, f"revenue{group}", float(value)))
+            # The page says what an order was worth: capped, so that one visitor's 1e308
+            # cannot make every day's revenue infinite.
+            result.stats.append((rule.id, f"revenue{group}", min(float(value), MAX_ORDER_VALUE)))
         result.profile_changed = True
 
     def _typing(self, event: Typing, _rules: RuleSet, _now: float) -> Result:

@@ -73,7 +73,8 @@ class RuleStatus:
 
 class Hub:
     def __init__(self, store: Store, rules: RuleSet, sites: dict[str, Site],
-                 clock: Callable[[], float] = time.time, geo: Geo | None = None) -> None:
+                 clock: Callable[[], float] = time.time, geo: Geo | None = None,
+                 max_sessions: int = 50_000) -> None:
         self.store = store
         self._rules = rules
         # Bumped on every reload, so each socket sends its widget the new config once.
@@ -94,6 +95,8 @@ class Hub:
         self._profile_sessions: Counter[tuple[str, str]] = Counter()
         self._sockets: dict[VisitorKey, dict[Socket, Session]] = {}
         self.pending = PendingWrites()
+        # Sessions kept in memory, live or resumable; past it the longest idle ones end.
+        self.max_sessions = max_sessions
         self.address_quota = AddressQuota()
 
     @property
@@ -135,6 +138,8 @@ class Hub:
             # Another socket of this session may have opened it while we awaited the store.
             session = self._sessions.get(key)
         if session is None:
+            if len(self._sessions) >= self.max_sessions:
+                self.counts["session.evicted"] += self.sweep(keep=self.max_sessions - 1)
             self._profile_sessions[visitor_key] += 1
             profile = self._profiles[visitor_key]
             utm, referrer = landing_facts(hello.url, hello.referrer)
@@ -161,8 +166,8 @@ class Hub:
         if site is not None and result.messages:
             await fill_slots(self.store, site, session, result, self.clock())
 
-    async def form(self, session: Session, event: FormSubmit,
-                   address: str = "") -> dict[str, Any] | None:
+    async def form(self, session: Session, event: FormSubmit, address: str = "",
+                   base: str = "") -> dict[str, Any] | None:
         """Answer a form sent from a pop-in; None when no pop-in of ours has that form.
         `address` is the client's, for the per-address booking cap (memory only)."""
         rule = self.rules.by_id.get(session.pushes.get(event.push_id, ""))
@@ -172,7 +177,7 @@ class Hub:
             return None
         html = await answer_form(self.store, site, session, rule.id, event.form,
                                  rule.visual.calendar, rule.visual.channels, event, self.links,
-                                 address, self.address_quota)
+                                 address, self.address_quota, base)
         self.counts[f"form.{event.form}"] += 1
         return {"type": "update", "id": event.push_id, "html": html}
 
@@ -297,6 +302,12 @@ class Hub:
         if kept_id != visitor and not vouched:
             # Someone holds this user id: the page alone cannot prove it is them.
             raise IdentityRefused("this user id needs the site's user_hash")
+        if kept_id != visitor and await self._claimed(site.key, kept_id):
+            # The id was claimed without proof ("new_users"); its vouched owner is here:
+            # the claim is revoked and its visitor forgotten, never merged into.
+            await self.forget(site.key, kept_id)
+            kept_id = await self.store.link_user(site.key, user_id, visitor)
+            self.counts["identity.claim_revoked"] += 1
         if kept_id != visitor:
             kept = self._profiles.get((site.key, kept_id)) or await self._stored(
                 site.key, kept_id) or Profile(kept_id)
@@ -314,11 +325,16 @@ class Hub:
             profile = kept
             self.counts["identity.merged"] += 1
         profile.user_id = user_id
+        profile.claimed = not vouched
         stored = apply_traits(profile, traits)
         await self.store.save_profile(site.key, profile)
         if profile.audiences:
             await self.store.audience_update_ids(site.key, kept_id, identifiers(profile))
         return kept_id, stored
+
+    async def _claimed(self, site: str, visitor: str) -> bool:
+        found = self._profiles.get((site, visitor)) or await self._stored(site, visitor)
+        return found is not None and found.claimed
 
     async def _stored(self, site: str, visitor: str) -> Profile | None:
         """The profile as the store will have it after the next flush."""
@@ -365,10 +381,17 @@ class Hub:
             # With its last page gone, nothing of this session is on screen any more.
             session.open_push = None
 
-    def sweep(self) -> int:
-        """End sessions idle for too long; return how many ended."""
+    def sweep(self, keep: int | None = None) -> int:
+        """End sessions idle for too long, and past `keep` sessions in all the idle ones
+        that waited longest (a stranger can make new visitor ids without end; each
+        session costs memory until it ends); return how many ended."""
         deadline = self.clock() - SESSION_IDLE_SECONDS
         expired = [key for key, since in self._idle_since.items() if since < deadline]
+        if keep is not None and len(self._sessions) - len(expired) > keep:
+            # _idle_since keeps insertion order: the first ones have waited longest.
+            excess = len(self._sessions) - len(expired) - keep
+            gone = set(expired)
+            expired += [key for key in self._idle_since if key not in gone][:excess]
         for key in expired:
             del self._idle_since[key]
             del self._sessions[key]

@@ -105,7 +105,8 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         if owned:
             await active.open()
         geo = Geo(settings.geoip) if settings.geoip else None
-        hub = Hub(active, RuleSet(), settings.sites, geo=geo)
+        hub = Hub(active, RuleSet(), settings.sites, geo=geo,
+                  max_sessions=settings.limits.sessions)
         secret = load_secret(settings)
         hub.links = Links(secret)
         app.state.admin_sessions = Sessions(secret)

@@ -1,25 +1,23 @@
 """What the logs may hold: never a visitor's address. uvicorn names the client of every
-WebSocket handshake ("1.2.3.4:5678 - "WebSocket /ws" [accepted]"); its access log is off,
-and these lines are scrubbed before any handler sees them."""
+WebSocket handshake ('1.2.3.4:5678 - "WebSocket /ws" [accepted]') and of every access
+line; its access log is off, and the client in these lines is replaced before any
+handler sees them. Other lines (the server's own address at start, a store's host) are
+left as they are."""
 
 from __future__ import annotations
 
 import logging
-import re
 
-# IPv4; IPv6 written in full (seven colons) or shortened ("::"), bracketed or not.
-_ADDRESS = re.compile(r"\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b"
-                      r"|\[?(?:[0-9a-fA-F]{1,4}:){7}[0-9a-fA-F]{1,4}\]?(?::\d+)?"
-                      r"|\[?[0-9a-fA-F:]*::[0-9a-fA-F:]*\]?(?::\d+)?")
-SCRUBBED_LOGGERS = ("uvicorn.error", "uvicorn.access", "uvicorn")
+SCRUBBED_LOGGERS = ("uvicorn.error", "uvicorn.access")
+# The shape of uvicorn's lines that start with the client's address.
+CLIENT_FIRST = '%s - "'
 
 
 class NoClientAddresses(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        scrubbed = _ADDRESS.sub("[client]", message)
-        if scrubbed != message:
-            record.msg, record.args = scrubbed, ()
+        if isinstance(record.msg, str) and record.msg.startswith(CLIENT_FIRST) and (
+                isinstance(record.args, tuple) and record.args):
+            record.args = ("[client]", *record.args[1:])
         return True
 
 

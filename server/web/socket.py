@@ -57,6 +57,13 @@ class Socket:
         values = parse_qs(self.scope.get("query_string", b"").decode("latin-1")).get(name)
         return values[0] if values else ""
 
+    def origin_of_server(self) -> str:
+        """popin's own origin as this client reached it (behind a trusted proxy, the
+        scheme it forwarded): links in pop-ins must lead back here from any site."""
+        scheme = "https" if self.scope.get("scheme") in ("wss", "https") else "http"
+        host = self.header(b"host") or ""
+        return f"{scheme}://{host}" if host else ""
+
     @property
     def client_host(self) -> str | None:
         client = self.scope.get("client")
@@ -190,7 +197,8 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
                     await _identify(websocket, hub, site, session, message)
                     continue
                 if isinstance(message, FormSubmit):
-                    update = await hub.form(session, message, client_ip or "")
+                    update = await hub.form(session, message, client_ip or "",
+                                            websocket.origin_of_server())
                     if update is None:
                         raise ProtocolError("bad_field", "no pop-in here has that form", "id")
                     await websocket.send_text(encode(update))

@@ -11,6 +11,8 @@ from .profile import CartLine, Profile
 
 # A real cart holds fewer lines; a page that sends more cannot grow the profile further.
 MAX_CART_LINES = 50
+# Prices outside this range are not prices (a page could send -5 or 1e308).
+MAX_PRICE = 1_000_000
 
 
 def track_cart(profile: Profile, event: Custom) -> bool:
@@ -20,7 +22,8 @@ def track_cart(profile: Profile, event: Custom) -> bool:
     if event.name == "add_to_cart" and sku and (sku in cart or len(cart) < MAX_CART_LINES):
         price = props.get("price")
         line = cart.get(sku) or CartLine(str(props.get("name", ""))[:200])
-        if isinstance(price, int | float) and not isinstance(price, bool):
+        if isinstance(price, int | float) and not isinstance(price, bool) and (
+                0 <= price <= MAX_PRICE):
             line.price = float(price)
         quantity = props.get("quantity", 1)
         added = quantity if isinstance(quantity, int) and 0 < quantity < 1000 else 1

@@ -63,6 +63,9 @@ class Profile:
     audiences: dict[str, float] = field(default_factory=dict)
     # The site's own id for this person, once identified.
     user_id: str = ""
+    # Linked by the page alone (unsigned_identify = "new_users"), not vouched for by the
+    # site's backend: the user's vouched identify revokes it.
+    claimed: bool = False
     # Normalised e-mail and E.164 phone, as SHA-256 hex: for audience matching only.
     email_sha256: str = ""
     phone_sha256: str = ""

@@ -96,8 +96,9 @@ class AddressQuota:
 async def answer_form(store: Store, site: Site, session: Session, rule_id: str, kind: str,
                       calendar_name: str, channels: tuple[str, ...], event: FormSubmit,
                       links: Links, address: str = "",
-                      quota: AddressQuota | None = None) -> str:
-    """The new content of the pop-in's form area."""
+                      quota: AddressQuota | None = None, base: str = "") -> str:
+    """The new content of the pop-in's form area. `base` is popin's own origin: the card
+    shows on the owner's site, where a bare /bookings/... path would lead nowhere."""
     fields, now, visitor = event.fields, time.time(), session.profile.visitor
     consent = fields.get("consent") in ("yes", "on", "true")
     if event.form == "lead":
@@ -133,7 +134,8 @@ async def answer_form(store: Store, site: Site, session: Session, rule_id: str, 
         return slots_form(calendar, answer.free, zone, fields, answer.errors)
     if answer.outcome == "confirmed":
         await notify_owner(store, site, visitor, owner_notice("booking", answer.booking), now)
-    return booked(answer.booking, zone, links.ics(answer.booking), links.manage(answer.booking))
+    return booked(answer.booking, zone, base + links.ics(answer.booking),
+                  base + links.manage(answer.booking))
 
 
 def thanks(lead: Lead) -> str:

@@ -48,6 +48,9 @@ class ApiError(Exception):
         if self.field:
             error["field"] = self.field
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        if self.status == 413:
+            # The rest of the body is not wanted: closing stops the client sending it.
+            headers = {"Connection": "close"}
         return JSONResponse({"error": error}, status_code=self.status, headers=headers)
 
 
@@ -83,9 +86,19 @@ def check_query(request: Request, allowed: tuple[str, ...] = ()) -> None:
 
 async def body_of(request: Request) -> dict[str, Any]:
     check_query(request)
-    raw = await request.body()
-    if len(raw) > MAX_BODY_BYTES:
-        raise ApiError(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+    too_large = ApiError(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise too_large
+    # Read in chunks and stop at the limit: a body without a length (chunked) or lying
+    # about it is never held whole in memory.
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
