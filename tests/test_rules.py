@@ -126,3 +126,28 @@ def test_a_conversion_on_an_unknown_event_warns(tmp_path: Path,
     assert main(["rules", "check", str(tmp_path)]) == 0
     assert ("event 'order_plcaed' is not a known event (did you mean 'order_placed'?)"
             in capsys.readouterr().err)
+
+
+@pytest.mark.parametrize(("conversion", "warns"), [
+    ("add_to_cart", True),
+    ("{event: add_to_cart, where: {sku: skis}}", True),    # the trigger's own product
+    ("{event: add_to_cart, where: {sku: [wax, poles]}}", False),
+    ("order_placed", False),
+])
+def test_a_conversion_on_its_own_trigger_warns(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               conversion: str, warns: bool) -> None:
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - {id: r, trigger: {event: {name: add_to_cart, props: {sku: skis}}}, "
+        f"popin: {{title: t, body: b}}, conversion: {conversion}}}\n")
+    assert main(["rules", "check", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert ("its conversion is its own trigger event 'add_to_cart'" in err) is warns, err
+
+
+def test_a_conversion_where_must_hold_values(tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "r.yaml").write_text(
+        "rules:\n  - id: r\n    trigger: {event: signup}\n    tag: t\n"
+        "    conversion: {event: order_placed, where: {sku: {deep: 1}}}\n")
+    assert main(["rules", "check", str(tmp_path)]) == 1
+    assert "r.yaml:5: 'where.sku' must be a value or a list of values" in capsys.readouterr().err

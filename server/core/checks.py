@@ -39,6 +39,15 @@ def _trigger_key(rule: Rule) -> str | None:
     return None
 
 
+def _converts_on_its_own_trigger(rule: Rule) -> bool:
+    conversion, trigger = rule.conversion, rule.trigger
+    if conversion is None or not isinstance(trigger, EventTrigger) or (
+            trigger.name != conversion.event):
+        return False
+    # Told apart when the conversion asks for a property value the trigger's event lacks.
+    return conversion.matches(dict(trigger.props))
+
+
 def render_warnings(ruleset: RuleSet) -> list[str]:
     """Render every template once with a sample visitor, so that template errors which
     only show at run time (a missing filter, `cart.items` being a method) show now."""
@@ -79,6 +88,12 @@ def rule_warnings(rules: Iterable[Rule], geo_available: bool,
             names = [rule.trigger.event, *rule.trigger.without]
         if rule.conversion is not None:
             names.append(rule.conversion.event)
+        if rule.conversion is not None and _converts_on_its_own_trigger(rule):
+            warnings.append(f"{_where(rule)}: its conversion is its own trigger event "
+                            f"{rule.conversion.event!r} (a conversion after the pop-in)"
+                            " with nothing to tell them apart: every later one counts, even "
+                            "more of what the visitor came for; add 'where:' to the "
+                            "conversion, e.g. where: {sku: wax}")
         for name in names:
             if name not in events:
                 warnings.append(f"{_where(rule)}: event {name!r} is not a known event"

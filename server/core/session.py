@@ -269,10 +269,14 @@ class Session:
         if (event.name == "search" and isinstance(query, str) and query.strip()
                 and query[:200] != self.search):
             candidates = by_priority([*candidates, *self._searched(query, rules)])
-        result = self._fire(candidates, event, rules, now)
-        result.profile_changed |= changed
+        # Conversions first: an event credits the exposures before it, never the one it
+        # is about to cause (a cross-sell shown on add_to_cart is not converted by it).
+        converted = Result()
         for rule in rules.conversions.get(event.name, ()):
-            self._convert(rule, event, now, result)
+            self._convert(rule, event, now, converted)
+        result = self._fire(candidates, event, rules, now)
+        result.stats[:0] = converted.stats
+        result.profile_changed |= changed or converted.profile_changed
         return result
 
     def _convert(self, rule: Rule, event: Custom, now: float, result: Result) -> None:
@@ -285,9 +289,14 @@ class Session:
         last = max(exposed, held_out)
         if not last or now - last > rule.conversion.within or (history.converted or 0) >= last:
             return
+        if not rule.conversion.matches(event.props):
+            return
         history.converted = now
         group = "_control" if held_out >= exposed else ""
         result.stats.append((rule.id, f"converted{group}", 1.0))
+        if not group and (history.clicked or 0) >= last:
+            # Click-through, as against view-through (converted without a click).
+            result.stats.append((rule.id, "converted_click", 1.0))
         value = event.props.get(rule.conversion.value)
         if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
             # The page says what an order was worth: capped, so that one visitor's 1e308

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..wire.events import Scalar
 from ..wire.protocol import EVENT_NAME
 from .actions import (
     ACTIONS,
@@ -63,17 +64,24 @@ DEFAULT_QUIET_AFTER_DISMISS = 7 * 86400.0
 # How long a pop-in for an absent visitor waits in their outbox for the next visit.
 DEFAULT_EXPIRES = 7 * 86400.0
 # A conversion counts for the exposure (or hold-out) before it, this long at most.
-DEFAULT_CONVERSION_WINDOW = 7 * 86400.0
+# Short on purpose: the longer the window, the more a campaign is credited for sales it
+# had nothing to do with.
+DEFAULT_CONVERSION_WINDOW = 86400.0
 
 
 @dataclass(frozen=True, slots=True)
 class Conversion:
-    """What counts as success for a rule: an event (widget or backend) soon after."""
+    """What counts as success for a rule: an event (widget or backend) soon after, with
+    the properties `where` asks for (a value, or a list of allowed values)."""
 
     event: str
     within: float = DEFAULT_CONVERSION_WINDOW
     # The event property that carries revenue, when there is one.
     value: str = "value"
+    where: tuple[tuple[str, tuple[Scalar, ...]], ...] = ()
+
+    def matches(self, props: dict[str, Scalar]) -> bool:
+        return all(props.get(key) in allowed for key, allowed in self.where)
 
 
 @dataclass(frozen=True, slots=True)
@@ -206,14 +214,24 @@ def _conversion(value: Any, line: int, reader: Reader) -> Conversion:
             reader.fail(line, f"'conversion' {value!r} is not an event name")
         return Conversion(value)
     node = reader.mapping(value, line, "'conversion'")
-    reader.keys(node, "'conversion'", ["event", "within", "value"], required=["event"])
+    reader.keys(node, "'conversion'", ["event", "within", "value", "where"], required=["event"])
     event = reader.text(node, "event", max_length=64)
     if not EVENT_NAME.match(event):
         reader.fail(node.line_of("event"), f"'conversion.event' {event!r} is not an event name")
     within = (reader.duration(node["within"], node.line_of("within"), "'within'")
               if "within" in node else DEFAULT_CONVERSION_WINDOW)
+    where: list[tuple[str, tuple[Scalar, ...]]] = []
+    if "where" in node:
+        wanted = reader.mapping(node["where"], node.line_of("where"), "'where'")
+        for key, allowed in wanted.items():
+            values = tuple(allowed) if isinstance(allowed, list) else (allowed,)
+            if not values or not all(isinstance(item, str | int | float | bool)
+                                     for item in values):
+                reader.fail(wanted.line_of(key), f"'where.{key}' must be a value or a list "
+                            "of values")
+            where.append((str(key), values))
     return Conversion(event, within, reader.text(node, "value", max_length=64)
-                      if "value" in node else "value")
+                      if "value" in node else "value", tuple(where))
 
 
 def _top(document: Any, file: str) -> tuple[Reader, Mapping]:
