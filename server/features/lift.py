@@ -1,6 +1,6 @@
 """Does a campaign work? Its funnel from the daily counters, and its lift: the conversion
-rate of visitors it acted for against that of its hold-out (the control group), with a
-95% confidence interval and a verdict in plain words.
+rate of visitors it acted for against that of its hold-out (the control group), with an
+always-valid 95% confidence interval (`sequential`) and a verdict in plain words.
 
 A rule with `holdout: 10` keeps a stable 10% of visitors out; they are counted as
 `held_out` when the rule would have acted. A conversion is credited to the visitor's
@@ -13,6 +13,8 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+
+from .sequential import always_valid
 
 # Below this many visitors in either group, no verdict: the interval would be wild.
 MIN_GROUP = 30
@@ -29,13 +31,16 @@ class Lift:
     control_converted: int
     exposed_rate: float
     control_rate: float
-    # Exposed rate minus control rate, and its 95% interval (fractions, not percents).
+    # Exposed rate minus control rate, and its always-valid 95% interval (fractions).
     difference: float
     low: float
     high: float
     verdict: str
-    # Whether the interval allows a conclusion.
+    # Whether the sequential test allows a conclusion.
     decided: bool
+    # The fixed-sample Wald 95% interval: valid for one reading, not for daily ones.
+    wald_low: float = -math.inf
+    wald_high: float = math.inf
 
 
 def _rate(converted: int, total: int) -> float:
@@ -43,12 +48,16 @@ def _rate(converted: int, total: int) -> float:
 
 
 def lift(exposed: int, exposed_converted: int, control: int, control_converted: int) -> Lift:
-    """Difference of two proportions with its Wald 95% interval."""
+    """Difference of two proportions. The verdict and the interval are always valid (the
+    mSPRT of `sequential`: owners read them every day); the Wald 95% interval, right for
+    one reading only, is kept as a second figure."""
     p1, p2 = _rate(exposed_converted, exposed), _rate(control_converted, control)
     difference = p1 - p2
     spread = (Z_95 * math.sqrt(p1 * (1 - p1) / exposed + p2 * (1 - p2) / control)
               if exposed and control else math.inf)
-    low, high = difference - spread, difference + spread
+    wald_low, wald_high = difference - spread, difference + spread
+    tested = always_valid(exposed, exposed_converted, control, control_converted)
+    low, high = tested.low, tested.high
     decided = False
     if not control:
         verdict = (f"Not enough data yet: {exposed} exposed and nobody held out so far; a rule "
@@ -56,16 +65,17 @@ def lift(exposed: int, exposed_converted: int, control: int, control_converted: 
     elif min(exposed, control) < MIN_GROUP:
         verdict = (f"Not enough data yet: {exposed} exposed and {control} held out so far; "
                    f"at least {MIN_GROUP} of each are needed.")
-    elif low > 0 or high < 0:
+    elif tested.decided:
         decided = True
-        direction = "works" if low > 0 else "hurts"
+        direction = "works" if difference > 0 else "hurts"
         verdict = (f"It {direction}: {_points(difference)} of conversion with the campaign "
-                   f"(95% confidence: {_points(low)} to {_points(high)}).")
+                   f"(95% confidence however often you look: {_points(low)} to "
+                   f"{_points(high)}).")
     else:
         verdict = (f"Not enough data yet: the difference ({_points(low)} to "
                    f"{_points(high)}) may still be zero.")
     return Lift(exposed, exposed_converted, control, control_converted, p1, p2, difference,
-                low, high, verdict, decided)
+                low, high, verdict, decided, wald_low, wald_high)
 
 
 def _points(fraction: float) -> str:
