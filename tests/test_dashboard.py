@@ -4,6 +4,7 @@ pages show after a scripted session over the real socket."""
 from __future__ import annotations
 
 import base64
+import csv
 import io
 import re
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from starlette.testclient import TestClient
 from conftest import run, settings_with_rules
 from popin.cli import main
 from popin.config import Settings
+from popin.core.site import Site
 from popin.stores.backends import open_store
 from popin.web.admin.auth import MAX_FAILURES, PASSWORD_SETTING
 from popin.web.app import create_app
@@ -223,6 +225,17 @@ def test_the_pages_show_the_exact_counts_and_the_lift(client: TestClient) -> Non
             " ".join(campaign.split()))
     verdict = re.search(r"<p class=\"verdict\" data-verdict>(.*?)</p>", campaign)
     assert verdict and verdict[1].startswith("Not enough data yet")
+    daily = client.get("/admin/campaigns/sale/daily.csv")
+    assert daily.headers["content-type"].startswith("text/csv")
+    lines = list(csv.DictReader(io.StringIO(daily.text)))
+    assert len(lines) == 30, "one row a day of the period"
+    today = lines[-1]
+    assert (today["triggered"], today["exposed"], today["held_out"]) == (
+        "40", str(exposed), str(control))
+    assert (today["converted"], today["converted_control"]) == (
+        str(exposed_orders), str(control_orders))
+    assert float(today["revenue"]) == exposed_orders * 50
+    assert all(line["triggered"] == "0" for line in lines[:-1])
     assert "<svg" in campaign and "rules.yaml:" in campaign and "holdout: 30" in campaign
     audiences = client.get("/admin/audiences").text
     assert re.search(r'data-audience="wax-readers".*?data-size>1<', audiences, re.S)
@@ -231,3 +244,22 @@ def test_the_pages_show_the_exact_counts_and_the_lift(client: TestClient) -> Non
     assert client.get("/admin/live").json() == {"visitors": 0, "shown": exposed}
     rules = client.get("/admin/rules").text
     assert "2 rules in force" in rules and "None." in rules
+
+
+
+def test_the_owner_switches_site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    settings_ = settings_with_rules(tmp_path, RULES, sites={
+        "demo": Site("demo", "Demo shop"), "blog": Site("blog", "The blog")})
+    assert set_password(settings_, monkeypatch, PASSWORD) == 0
+    with TestClient(create_app(settings_)) as client:
+        assert log_in(client) == 303
+        page = client.get("/admin/audiences?site=blog").text
+        switch = re.findall(r'<a href="([^"]+)"( aria-current="true")? data-site="(\w+)">', page)
+        assert switch == [("/admin/audiences?site=demo", "", "demo"),
+                          ("/admin/audiences?site=blog", ' aria-current="true"', "blog")]
+        (tmp_path / "one").mkdir()
+        single = settings_with_rules(tmp_path / "one", RULES)
+        assert set_password(single, monkeypatch, PASSWORD) == 0
+    with TestClient(create_app(single)) as client:
+        assert log_in(client) == 303
+        assert "data-site=" not in client.get("/admin/").text, "one site: no switcher"

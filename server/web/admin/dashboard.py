@@ -103,7 +103,7 @@ async def campaign(hub: Hub, site: Site, rule_id: str) -> dict[str, Any] | None:
                                    "shown and converted per day"),
         "lift_chart": charts.interval(lift.difference, lift.low, lift.high,
                                       "lift and its 95% interval"),
-        "errors": errors, "recent": recent, "zone": site.zone,
+        "errors": errors, "recent": recent, "zone": site.zone, "days": days,
     }
 
 

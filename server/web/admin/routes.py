@@ -12,6 +12,8 @@ answer under /admin.
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from pathlib import Path
@@ -57,6 +59,11 @@ TEMPLATES.filters["when"] = lambda moment, zone: datetime.fromtimestamp(moment, 
     "%d %b %H:%M:%S")
 Page = Callable[[Request, Hub, Site], Awaitable[Response]]
 
+
+# The columns of a campaign's daily CSV.
+DAILY_METRICS = ("triggered", "exposed", "held_out", "shown", "clicked", "dismissed",
+                 "converted", "converted_click", "converted_control", "revenue",
+                 "revenue_control", "errors")
 
 def _render(request: Request, name: str, code: int = 200, **context: Any) -> HTMLResponse:
     token = csrf_token(request)
@@ -173,6 +180,24 @@ async def campaign(request: Request, hub: Hub, site: Site) -> Response:
     return _render(request, "campaign.html", site=site, **found)
 
 
+async def campaign_days(request: Request, hub: Hub, site: Site) -> Response:
+    """A campaign's daily figures as CSV, for the owner's own spreadsheet."""
+    found = await dashboard.campaign(hub, site, request.path_params["rule"])
+    if found is None:
+        return _render(request, "message.html", 404, title="No such campaign",
+                       message="No rule has this id, and none had one in the last 30 days.")
+    funnel = found["funnel"]
+    rows = io.StringIO()
+    writer = csv.writer(rows)
+    writer.writerow(["day", *DAILY_METRICS])
+    for day in found["days"]:
+        writer.writerow([day, *(f"{funnel.days.get(day, {}).get(metric, 0.0):g}"
+                                for metric in DAILY_METRICS)])
+    name = f"{site.key}-{funnel.rule}-daily.csv"
+    return Response(rows.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{name}"'})
+
+
 async def audiences(request: Request, hub: Hub, site: Site) -> Response:
     return _render(request, "audiences.html", site=site,
                    **await dashboard.audiences(hub, site))
@@ -218,6 +243,7 @@ ROUTES = [
     Route("/admin/logout", logout, methods=["POST"]),
     Route("/admin/", owner_only(overview)),
     Route("/admin/campaigns/{rule}", owner_only(campaign)),
+    Route("/admin/campaigns/{rule}/daily.csv", owner_only(campaign_days)),
     Route("/admin/audiences", owner_only(audiences)),
     Route("/admin/audiences/{name}/export", owner_only(export)),
     Route("/admin/bookings", owner_only(bookings)),
