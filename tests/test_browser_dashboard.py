@@ -156,6 +156,12 @@ def test_the_dashboard_shows_a_scripted_demo_session(
     small = phone.new_page()
     small.goto(f"{live_server.url}/admin/")
     assert small.evaluate("document.documentElement.scrollWidth") <= 390
+    # The key figures of every campaign in view, with no sideways scrolling of the table.
+    table = small.locator("table.funnels")
+    assert table.evaluate("t => t.parentElement.scrollWidth <= t.parentElement.clientWidth")
+    for cell in ('[data-metric="shown"]', '[data-metric="converted"]', "td.verdict"):
+        box = small.locator(f'tr[data-rule="sale-at-checkout"] {cell}').bounding_box()
+        assert box is not None and box["x"] >= 0 and box["x"] + box["width"] <= 390, cell
     small.screenshot(path=screenshots / "dashboard-overview-phone.png", full_page=True)
     phone.close()
     context.close()
