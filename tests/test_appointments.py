@@ -222,3 +222,24 @@ def test_the_days_cap_is_a_calendar_setting(tmp_path: Path) -> None:
     calendars = load_settings(path).sites["demo"].calendars
     assert calendars["advisers"].bookings_per_visitor_day == 2
     assert calendars["shop"].bookings_per_visitor_day == 0
+
+
+def test_the_address_cap_keeps_each_calendars_own_day() -> None:
+    """Two calendars whose local dates differ at this instant: counting for one must not
+    wipe the other's count (one shared "today" used to reset it on every call)."""
+    from zoneinfo import ZoneInfo
+
+    from popin.features.appointments.answers import AddressQuota
+
+    paris = replace(CALENDAR, name="paris", zone=ZoneInfo("Europe/Paris"),
+                    bookings_per_address_day=2)
+    tokyo = replace(CALENDAR, name="tokyo", zone=ZoneInfo("Asia/Tokyo"),
+                    bookings_per_address_day=2)
+    now = 1795651200.0 - 3600  # 23:00 UTC: the 25th in Paris, already the 26th in Tokyo
+    quota = AddressQuota()
+    for _ in range(2):
+        quota.add("demo", paris, "198.51.100.7", now)
+        quota.add("demo", tokyo, "198.51.100.7", now)
+    assert not quota.allows("demo", paris, "198.51.100.7", now)
+    assert not quota.allows("demo", tokyo, "198.51.100.7", now)
+    assert quota.allows("demo", paris, "198.51.100.7", now + 86400), "a new day"

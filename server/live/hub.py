@@ -302,15 +302,18 @@ class Hub:
         if kept_id != visitor and not vouched:
             # Someone holds this user id: the page alone cannot prove it is them.
             raise IdentityRefused("this user id needs the site's user_hash")
-        if kept_id != visitor and await self._claimed(site.key, kept_id):
-            # The id was claimed without proof ("new_users"); its vouched owner is here:
-            # the claim is revoked and its visitor forgotten, never merged into.
-            await self.forget(site.key, kept_id)
-            kept_id = await self.store.link_user(site.key, user_id, visitor)
-            self.counts["identity.claim_revoked"] += 1
+        kept = profile
         if kept_id != visitor:
             kept = self._profiles.get((site.key, kept_id)) or await self._stored(
                 site.key, kept_id) or Profile(kept_id)
+            if kept.claimed:
+                # The id was claimed without proof ("new_users"); its vouched owner is
+                # here: the claim is revoked and its visitor forgotten, never merged into.
+                await self.forget(site.key, kept_id)
+                kept_id = await self.store.link_user(site.key, user_id, visitor)
+                kept = profile
+                self.counts["identity.claim_revoked"] += 1
+        if kept_id != visitor:
             merge_into(kept, profile)
             # Waits for a flush in progress, so the second device's profile cannot be
             # written back after it was merged away.
@@ -331,10 +334,6 @@ class Hub:
         if profile.audiences:
             await self.store.audience_update_ids(site.key, kept_id, identifiers(profile))
         return kept_id, stored
-
-    async def _claimed(self, site: str, visitor: str) -> bool:
-        found = self._profiles.get((site, visitor)) or await self._stored(site, visitor)
-        return found is not None and found.claimed
 
     async def _stored(self, site: str, visitor: str) -> Profile | None:
         """The profile as the store will have it after the next flush."""

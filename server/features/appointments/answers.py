@@ -74,23 +74,25 @@ class AddressQuota:
     so this is what keeps one machine from holding every slot."""
 
     def __init__(self) -> None:
-        self._day = ""
-        self._counts: Counter[tuple[str, str, str]] = Counter()
+        # (site, calendar, that calendar's day, address) -> confirmed bookings
+        self._counts: Counter[tuple[str, str, str, str]] = Counter()
 
-    def _today(self, calendar: Calendar, now: float) -> str:
+    def _key(self, site: str, calendar: Calendar, address: str,
+             now: float) -> tuple[str, str, str, str]:
         day = datetime.fromtimestamp(now, calendar.zone).date().isoformat()
-        if day != self._day:
-            self._day, self._counts = day, Counter()
-        return day
+        return site, calendar.name, day, address
 
     def allows(self, site: str, calendar: Calendar, address: str, now: float) -> bool:
-        self._today(calendar, now)
         limit = calendar.bookings_per_address_day
-        return limit <= 0 or self._counts[(site, calendar.name, address)] < limit
+        return limit <= 0 or self._counts[self._key(site, calendar, address, now)] < limit
 
     def add(self, site: str, calendar: Calendar, address: str, now: float) -> None:
-        self._today(calendar, now)
-        self._counts[(site, calendar.name, address)] += 1
+        key = self._key(site, calendar, address, now)
+        # Earlier days of this calendar are over: forgotten (each calendar keeps its own
+        # day, so calendars in different time zones do not wipe each other's counts).
+        for old in [old for old in self._counts if old[:2] == key[:2] and old[2] != key[2]]:
+            del self._counts[old]
+        self._counts[key] += 1
 
 
 async def answer_form(store: Store, site: Site, session: Session, rule_id: str, kind: str,
