@@ -12,6 +12,7 @@
     timezone = "Europe/Paris"
     consent = "required"                         # or "implied" (the default): see Site
     fatigue = {per_session = 2, per_day = 3}     # pop-ins per visitor, all rules together
+    holdout = 5                                  # percent kept out of marketing pop-ins (0: off)
     [sites.business_hours]
     mon = "09:00-12:00, 14:00-18:00"
     sat = "10:00-16:00"
@@ -31,7 +32,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from ..core.calendar import Calendar
 from ..core.site import (
     CONSENT_MODES,
+    DEFAULT_HOLDOUT,
     DEMO_HOURS,
+    MAX_HOLDOUT,
     UNSIGNED_IDENTIFY_MODES,
     WEEKDAY_KEYS,
     Site,
@@ -45,7 +48,7 @@ _SPAN = re.compile(r"\A\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*\Z")
 TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxies", "limits",
        "metrics_token", "metrics_allow")
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
-        "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify")
+        "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "holdout")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
             "min_notice_minutes", "horizon_days", "capacity", "channels",
             "bookings_per_visitor_day", "bookings_per_address_day")
@@ -131,7 +134,8 @@ def _site(site: Table) -> Site:
         site.text("webhook_secret"), site.text("notify_url"),
         site.choice("consent", CONSENT_MODES, "implied"),
         site.text("identity_secret", min_length=16),
-        site.choice("unsigned_identify", UNSIGNED_IDENTIFY_MODES, "refuse"))
+        site.choice("unsigned_identify", UNSIGNED_IDENTIFY_MODES, "refuse"),
+        holdout=site.number("holdout", DEFAULT_HOLDOUT, 0, MAX_HOLDOUT))
     if "calendars" not in site:
         return found
     calendars = {}

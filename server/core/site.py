@@ -19,6 +19,9 @@ CONSENT_MODES = ("implied", "required")
 # What an identify from the page without a valid user_hash may do: nothing ("refuse", the
 # default), or claim a user id that was never linked before ("new_users").
 UNSIGNED_IDENTIFY_MODES = ("refuse", "new_users")
+# A few percent: enough for a control group within weeks, little enough to cost little.
+DEFAULT_HOLDOUT = 5.0
+MAX_HOLDOUT = 50.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +47,10 @@ class Site:
         "advisers": Calendar("advisers", ZoneInfo("Europe/Paris"), dict(DEMO_HOURS),
                              slot_minutes=30, min_notice_minutes=60, horizon_days=7,
                              capacity=2)})
+    # Percent of visitors kept out of each marketing pop-in (behavioural or event) as its
+    # control group, so that every campaign's lift can be measured; 0 turns it off. A
+    # rule's own `holdout:` overrides it.
+    holdout: float = DEFAULT_HOLDOUT
 
     def allows(self, origin: str | None, host: str | None) -> bool:
         """Is a WebSocket from a page at `origin` welcome? Browsers always send Origin."""
