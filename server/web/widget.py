@@ -14,8 +14,8 @@ from ..config import PROJECT_ROOT, STATIC_DIR
 
 SOURCE = PROJECT_ROOT / "widget" / "popin.js"
 BUILT = STATIC_DIR / "popin.min.js"
-# Above this the test suite fails; the target is 5 KB.
-SIZE_LIMIT_GZIPPED = 6 * 1024
+# Above this the test suite fails.
+SIZE_LIMIT_GZIPPED = 5 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,11 +25,15 @@ class Size:
 
 
 def minify(source: str) -> str:
+    """Comments and spaces out, local names shortened (calmjs.parse, an ES5 parser in pure
+    Python: no Node.js to install); the page's globals are left as they are."""
     try:
-        import rjsmin
+        from calmjs.parse import es5
+        from calmjs.parse.unparsers.es5 import minify_print
     except ImportError:
-        raise SystemExit("building the widget needs rjsmin: pip install -e '.[test]'") from None
-    minified: str = rjsmin.jsmin(source)
+        raise SystemExit("building the widget needs calmjs.parse: "
+                         "pip install -e '.[test]'") from None
+    minified: str = minify_print(es5(source), obfuscate=True, obfuscate_globals=False)
     return minified.strip() + "\n"
 
 
