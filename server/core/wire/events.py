@@ -124,6 +124,14 @@ class FormSubmit:
 
 
 @dataclass(frozen=True, slots=True)
+class Preview:
+    """The owner opened a signed preview link on their page: show that rule's pop-in
+    here, whatever its trigger, counting nothing."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Timer:
     """An in-session timer came due; never sent by the widget."""
 
@@ -132,4 +140,4 @@ class Timer:
 
 Event = (PageView | Dwell | Custom | PopinStatus | Scroll | Idle | ExitIntent | TabReturn
          | Typing | Consent | Timer)
-ClientMessage = Hello | Identify | FormSubmit | Event
+ClientMessage = Hello | Identify | FormSubmit | Preview | Event
