@@ -34,6 +34,7 @@ from ..core.site import (
     CONSENT_MODES,
     DEFAULT_HOLDOUT,
     DEMO_HOURS,
+    GUARD_MODES,
     MAX_HOLDOUT,
     UNSIGNED_IDENTIFY_MODES,
     WEEKDAY_KEYS,
@@ -48,7 +49,8 @@ _SPAN = re.compile(r"\A\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*\Z")
 TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxies", "limits",
        "metrics_token", "metrics_allow")
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
-        "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "holdout")
+        "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "holdout",
+        "guard")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
             "min_notice_minutes", "horizon_days", "capacity", "channels",
             "bookings_per_visitor_day", "bookings_per_address_day")
@@ -135,7 +137,8 @@ def _site(site: Table) -> Site:
         site.choice("consent", CONSENT_MODES, "implied"),
         site.text("identity_secret", min_length=16),
         site.choice("unsigned_identify", UNSIGNED_IDENTIFY_MODES, "refuse"),
-        holdout=site.number("holdout", DEFAULT_HOLDOUT, 0, MAX_HOLDOUT))
+        holdout=site.number("holdout", DEFAULT_HOLDOUT, 0, MAX_HOLDOUT),
+        guard=site.choice("guard", GUARD_MODES, "confirmed"))
     if "calendars" not in site:
         return found
     calendars = {}
