@@ -50,7 +50,7 @@ def test_edit_reloads_without_dropping_the_socket_and_a_broken_edit_keeps_the_la
         campaign.write_text(BROKEN)
         health = wait_until(lambda: (h := client.get("/healthz").json())["rule_errors"] and h)
         assert health["rules"] == 2
-        assert f"{campaign}:2: 'popin' needs 'body'" in health["rule_errors"][0]
+        assert f"{campaign}:2:50: 'popin' has no 'body'" in health["rule_errors"][0]
         ws.send_text(orjson.dumps({"type": "dwell", "keyword": "wax", "seconds": 3}).decode())
         ws.send_text("barrier")
         assert ws.receive_json()["code"] == "bad_json"

@@ -14,7 +14,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
-from .schema import Reader
+from .schema import Reader, place
 from .yamlsource import Mapping
 
 PLACEMENTS = ("corner", "top_bar", "bottom_bar", "inline")
@@ -167,12 +167,14 @@ def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
     try:
         if _loop_depth(ENVIRONMENT.parse(source)) > MAX_LOOP_DEPTH:
             reader.fail(node.line_of(key), f"template error in {key!r}: loops nested more "
-                        f"than {MAX_LOOP_DEPTH} deep (a pop-in never needs that many)")
+                        f"than {MAX_LOOP_DEPTH} deep; expected at most {MAX_LOOP_DEPTH} (a "
+                        "pop-in never needs more)")
         return ENVIRONMENT.from_string(source)
     except TemplateSyntaxError as error:
         # A block scalar (`body: |`) starts on the line after its key.
         offset = error.lineno if "\n" in source else 0
-        reader.fail(node.line_of(key) + offset, f"template error in {key!r}: {error.message}")
+        reader.fail(node.line_of(key) + offset, f"template error in {key!r}: "
+                    f"{(error.message or 'invalid').rstrip('.')}; expected a Jinja template")
 
 
 def compile_popin(value: Any, line: int, reader: Reader) -> PopinTemplate:
@@ -190,10 +192,16 @@ def compile_popin(value: Any, line: int, reader: Reader) -> PopinTemplate:
     slot = ""
     if placement == "inline":
         if "slot" not in node:
-            reader.fail(node.line_of("placement"), "placement 'inline' needs 'slot', the CSS "
-                        "selector of the page's reserved element")
+            reader.fail(node.line_of("placement"), "placement 'inline' has no 'slot'; "
+                        "expected 'slot', the CSS selector of the page's reserved element")
         slot = reader.text(node, "slot", max_length=120)
     elif "slot" in node:
-        reader.fail(node.line_of("slot"), "'slot' only goes with placement: inline")
+        reader.fail(node.line_of("slot"), "'slot' without placement: inline; expected "
+                    "placement: inline beside it, or no slot")
     return PopinTemplate(compile_template(node, "title", reader),
                          compile_template(node, "body", reader), links, placement, slot)
+
+
+# Where each key of a pop-in goes, for "'cta' belongs inside 'popin'".
+place("popin", POPIN_KEYS)
+place("cta", ("label", "url"))
