@@ -31,17 +31,16 @@ from .core.site import Site
 from .stores.contract import Store
 
 
-def _refuse(message: str) -> SystemExit:
-    """One line, and 2 as for any usage error: a config is fixed, not debugged."""
-    print(f"popin: {message}", file=sys.stderr)
-    return SystemExit(2)
+class Refused(Exception):
+    """A setting or option that cannot be used: `main` says it in one line and returns 2,
+    as for any usage error (a config is fixed, not debugged)."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
     try:
         settings = load_settings(find_config(getattr(args, "config", None)))
     except ConfigError as error:
-        raise _refuse(str(error)) from None
+        raise Refused(str(error)) from None
     if getattr(args, "store", None):
         settings.store = args.store
     if getattr(args, "rules", None):
@@ -51,7 +50,7 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "no_reload", False):
         settings.reload = False
     if getattr(args, "site", None) and args.site not in settings.sites:
-        raise _refuse(_unknown_site(args.site, settings))
+        raise Refused(_unknown_site(args.site, settings))
     return settings
 
 
@@ -68,18 +67,17 @@ def _config_said() -> str:
     return str(found) if found else "the defaults (no popin.toml here)"
 
 
-def _site(args: argparse.Namespace, settings: Settings) -> Site | None:
-    """The site named by --site, else the only configured one; None after saying why."""
+def _site(args: argparse.Namespace, settings: Settings) -> Site:
+    """The site named by --site, else the only configured one."""
     key = getattr(args, "site", None)
     if key is None:
         if len(settings.sites) == 1:
             return next(iter(settings.sites.values()))
-        print(f"popin: several sites are configured ({', '.join(settings.sites)}): say which "
-              "with --site", file=sys.stderr)
-        return None
+        raise Refused(f"several sites are configured ({', '.join(settings.sites)}): say which "
+                      "with --site")
     site = settings.sites.get(key)
     if site is None:
-        print(f"popin: {_unknown_site(key, settings)}", file=sys.stderr)
+        raise Refused(_unknown_site(key, settings))
     return site
 
 
@@ -109,7 +107,7 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = _settings(args)
     if settings.geoip is not None and not settings.geoip.is_file():
-        raise SystemExit(f"popin: the geoip database {settings.geoip} does not exist")
+        raise Refused(f"geoip: {settings.geoip} does not exist")
     if not settings.rules.exists():
         print(f"popin: rules: {settings.rules} does not exist", file=sys.stderr)
         return 2
@@ -201,8 +199,6 @@ def rules_explain(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     site = _site(args, settings)
-    if site is None:
-        return 2
     loaded = load_rules(settings.rules)
     for error in loaded.errors:
         print(error, file=sys.stderr)
@@ -226,8 +222,6 @@ def keys_command(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     site = _site(args, settings)
-    if site is None:
-        return 2
 
     async def work(store: Store) -> int:
         if args.keys_command == "create":
@@ -264,8 +258,6 @@ def owner_lists(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     site = _site(args, settings)
-    if site is None:
-        return 2
     try:
         day = date.fromisoformat(args.day if args.command == "bookings" else args.since)
     except ValueError:
@@ -297,8 +289,6 @@ def audiences_command(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     site = _site(args, settings)
-    if site is None:
-        return 2
     loaded = load_rules(settings.rules) if settings.rules.exists() else None
     ruled = RuleSet(loaded.rules).audience_days if loaded else {}
 
@@ -416,7 +406,7 @@ def init(args: argparse.Namespace) -> int:
     try:
         check(starter)
     except ConfigError as error:
-        raise _refuse(str(error)) from None
+        raise Refused(str(error)) from None
     rules = folder / starter.rules
     present = rule_files(rules) if rules.exists() else []
     copied = 0
@@ -647,7 +637,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except Refused as refused:
+        print(f"popin: {refused}", file=sys.stderr)
+        return 2
     return code
 
 
