@@ -233,3 +233,10 @@ def test_counts_are_said_in_words(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["audiences", "list", *store]) == 0
     listed = capsys.readouterr().out
     assert "0 members" in listed and " 1 days" not in listed and "(s)" not in listed
+
+
+def test_no_count_is_left_to_a_bracketed_s() -> None:
+    """"1 error(s)" and the like: counts are said with the right word (schema.plural)."""
+    for path in (ROOT / "server").rglob("*.py"):
+        text = path.read_text().replace("http(s)", "")
+        assert "(s)" not in text, f"{path.relative_to(ROOT)} writes a count with '(s)'"
