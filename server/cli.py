@@ -428,7 +428,7 @@ def init(args: argparse.Namespace) -> int:
     for guess in guessed:
         print(f"  guessed {guess}")
     if copied:
-        print(f"Copied the playbook into {rules}/: {plural(copied, 'campaign file')} to adapt "
+        print(f"Copied the playbook into {rules}/: {plural(copied, 'rule file')} to adapt "
               "or delete.")
     else:
         print(f"Left {rules}/ as it is: it already holds {plural(len(present), 'rule file')}.")
