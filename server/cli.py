@@ -164,18 +164,23 @@ def rules_check(args: argparse.Namespace) -> int:
                 texts[error.file] = Path(error.file).read_text(encoding="utf-8")
             except (OSError, UnicodeDecodeError):
                 texts[error.file] = ""
-        print(error, file=sys.stderr)
+        print(_here(str(error)), file=sys.stderr)
         excerpt = error.excerpt(texts[error.file])
         if excerpt:
             print(excerpt, file=sys.stderr)
     warnings = rule_warnings(loaded.rules, settings.geoip is not None, loaded.events)
     warnings += render_warnings(RuleSet(loaded.rules, loaded.keywords, loaded.catalog))
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
+        print(f"warning: {_here(warning)}", file=sys.stderr)
     print(check_summary(len(loaded.rules), len(loaded.files),
                         len({error.file for error in loaded.errors} & set(loaded.files)),
                         len(loaded.errors), len(warnings)))
     return 1 if loaded.errors else 0
+
+
+def _here(text: str) -> str:
+    """Paths under the current folder said from it (rules/a.yaml), as compilers do."""
+    return text.replace(f"{Path.cwd()}{os.sep}", "")
 
 
 def check_summary(rules: int, files: int, bad_files: int, errors: int, warnings: int) -> str:

@@ -181,6 +181,12 @@ def test_init_writes_a_commented_config_with_fresh_secrets_and_the_playbook(
         assert f"\n  {command} " in output, command
     checked = popin("rules", "check", cwd=second)
     assert checked.returncode == 0, checked.stderr
+    (second / "rules" / "typo.yaml").write_text("rules:\n  - {id: a, trigger: {evnt: go}}\n")
+    broken = popin("rules", "check", cwd=second)
+    # Said from the folder popin runs in, as a compiler says it.
+    assert broken.returncode == 1
+    assert broken.stderr.startswith("rules/typo.yaml:2:5: rule 'a' does nothing; ")
+    assert "\nrules/typo.yaml:2:23: unknown key 'evnt' in 'trigger'" in broken.stderr
 
 
 def test_init_guesses_what_it_is_not_told_and_says_so(tmp_path: Path) -> None:
