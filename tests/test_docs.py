@@ -46,7 +46,7 @@ def test_the_two_commands_and_ci_agree() -> None:
 
 def test_every_documented_command_exists() -> None:
     documented = set(re.findall(r"^\| `popin ([a-z]+(?: [a-z-]+)?)", README, re.MULTILINE))
-    assert documented == {"serve", "rules check", "rules explain", "keys create",
+    assert documented == {"init", "serve", "rules check", "rules explain", "keys create",
                           "bookings list", "audiences list", "admin set-password",
                           "widget build"}
     examples = {"rules explain": ["events.jsonl"], "rules check": ["rules"],

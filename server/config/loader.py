@@ -1,4 +1,6 @@
-"""popin.toml read into `Settings`, every value checked at start:
+"""popin.toml read into `Settings`, every value checked at start. The file is found where
+people look (`find_config`): --config, else $POPIN_CONFIG, else ./popin.toml, else the
+defaults (the demo site). Relative paths in it are relative to its own folder.
 
     store = "sqlite:///popin.db"
     rules = "rules"
@@ -21,6 +23,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import fields, replace
@@ -68,6 +71,29 @@ WEBHOOK_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+CONFIG_FILE = "popin.toml"
+CONFIG_VARIABLE = "POPIN_CONFIG"
+
+
+def find_config(given: Path | None = None, environ: dict[str, str] | None = None,
+                folder: Path | None = None) -> Path | None:
+    """The settings file to read: the one given (--config), else $POPIN_CONFIG, else
+    popin.toml in the current folder; None when there is none (the defaults apply). A file
+    that is named but missing is a ConfigError, said in one line."""
+    environ = dict(os.environ) if environ is None else environ
+    if given is not None:
+        if not given.is_file():
+            raise ConfigError(f"--config {given}: no such file (popin init writes one)")
+        return given
+    named = environ.get(CONFIG_VARIABLE, "")
+    if named:
+        if not Path(named).is_file():
+            raise ConfigError(f"{CONFIG_VARIABLE}={named}: no such file")
+        return Path(named)
+    here = (folder or Path.cwd()) / CONFIG_FILE
+    return here if here.is_file() else None
+
+
 def load_settings(path: Path | None) -> Settings:
     settings = Settings()
     if path is None:
@@ -77,7 +103,7 @@ def load_settings(path: Path | None) -> Settings:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from None
     top = Table(raw, str(path), TOP)
-    settings.store = top.text("store", settings.store)
+    settings.store = _beside(path, top.text("store", settings.store))
     if "rules" in top:
         settings.rules = (path.parent / top.text("rules")).resolve()
     if "geoip" in top:
@@ -104,6 +130,15 @@ def load_settings(path: Path | None) -> Settings:
         if site.notify_url and (refused := settings.webhooks.scheme_refusal(site.notify_url)):
             raise ConfigError(f"{path}: site {site.key!r}: notify_url: {refused}")
     return settings
+
+
+def _beside(path: Path, store: str) -> str:
+    """An embedded store named by a relative path lives beside the settings file, as the
+    rules do, wherever popin is started from."""
+    prefix = "sqlite:///"
+    if store.startswith(prefix) and not Path(store.removeprefix(prefix)).is_absolute():
+        return prefix + str((path.parent / store.removeprefix(prefix)).resolve())
+    return store
 
 
 def _numbers(table: Table, kind: type[T], ranges: dict[str, tuple[float, float]]) -> T:

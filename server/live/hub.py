@@ -363,6 +363,10 @@ class Hub:
             await self.store.audience_update_ids(site.key, kept_id, identifiers(profile))
         return kept_id, stored
 
+    async def knows(self, site: str, visitor: str) -> bool:
+        """Whether popin has met this visitor: a session in memory or a kept profile."""
+        return (site, visitor) in self._profiles or await self._stored(site, visitor) is not None
+
     async def _stored(self, site: str, visitor: str) -> Profile | None:
         """The profile as the store will have it after the next flush."""
         return self.pending.profiles.get((site, visitor)) or await self.store.load_profile(

@@ -19,6 +19,7 @@ from watchfiles import awatch
 from ..core.checks import render_warnings, rule_warnings
 from ..core.rules.campaign import RULE_FILE_SUFFIXES, load_rules
 from ..core.rules.engine import RuleSet
+from ..core.rules.schema import plural
 from .guard import guard_all
 from .hub import Hub
 
@@ -45,7 +46,8 @@ def reload_rules(hub: Hub, folder: Path, geo_available: bool, starting: bool = F
     hub.rules = ruleset
     hub.rule_status.loaded_at = hub.rule_status.checked_at
     hub.counts["rules.loaded" if starting else "rules.reloaded"] += 1
-    log.info("loaded %d rules from %d files in %s", len(loaded.rules), len(loaded.files), folder)
+    log.info("loaded %s from %s in %s", plural(len(loaded.rules), "rule"),
+             plural(len(loaded.files), "file"), folder)
     return True
 
 
