@@ -44,7 +44,11 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "store", None):
         settings.store = args.store
     if getattr(args, "rules", None):
+        if len(settings.sites) > 1:
+            raise Refused("--rules names one campaign folder; with several sites each names "
+                          "its own in popin.toml ([[sites]] rules = ...)")
         settings.rules = args.rules
+        settings.campaigns = {}
     if getattr(args, "geoip", None):
         settings.geoip = args.geoip
     if getattr(args, "no_reload", False):
@@ -108,9 +112,11 @@ def serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if settings.geoip is not None and not settings.geoip.is_file():
         raise Refused(f"geoip: {settings.geoip} does not exist")
-    if not settings.rules.exists():
-        print(f"popin: rules: {settings.rules} does not exist", file=sys.stderr)
-        return 2
+    for key, folder in settings.folders().items():
+        if not folder.exists():
+            print(f"popin: rules: {folder} does not exist"
+                  + (f" (site {key})" if len(settings.sites) > 1 else ""), file=sys.stderr)
+            return 2
     problem = _store_problem(settings.store)
     if problem:
         print(f"popin: store: {problem}", file=sys.stderr)
@@ -122,7 +128,7 @@ def serve(args: argparse.Namespace) -> int:
     where = f"http://{args.host}:{args.port}/"
     shown = f"demo shop at {where}demo/" if "demo" in settings.sites else f"listening on {where}"
     print(f"popin {__version__}: {shown} (sites {', '.join(settings.sites)}; store "
-          f"{settings.store}, rules {settings.rules}; at most "
+          f"{settings.store}, rules {_folders_said(settings)}; at most "
           f"{plural(settings.limits.connections, 'socket')}, "
           f"{plural(open_files, 'open file')})", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
@@ -149,12 +155,33 @@ def _store_problem(url: str) -> str:
     return ""
 
 
+def _folders_said(settings: Settings) -> str:
+    folders = settings.folders()
+    if len(set(folders.values())) == 1:
+        return str(next(iter(folders.values())))
+    return ", ".join(f"{key}: {folder}" for key, folder in folders.items())
+
+
 def rules_check(args: argparse.Namespace) -> int:
-    """Like a compiler: every error of every file, each with its line and a caret."""
+    """Like a compiler: every error of every file, each with its line and a caret; each
+    site's campaign folder in turn (or the folder given)."""
     settings = _settings(args)
-    path: Path = args.path or settings.rules
+    if args.path:
+        return _check_folder(settings, args.path, list(settings.sites), "")
+    chosen = [args.site] if getattr(args, "site", None) else list(settings.sites)
+    by_folder: dict[Path, list[str]] = {}
+    for key in chosen:
+        by_folder.setdefault(settings.folders()[key], []).append(key)
+    worst = 0
+    for folder, sites in by_folder.items():
+        said = f"site {', '.join(sites)}: " if len(settings.sites) > 1 else ""
+        worst = max(worst, _check_folder(settings, folder, sites, said))
+    return worst
+
+
+def _check_folder(settings: Settings, path: Path, sites: list[str], said: str) -> int:
     if not path.exists():
-        print(f"{path}: no such file or folder", file=sys.stderr)
+        print(f"{said}{path}: no such file or folder", file=sys.stderr)
         return 2
     loaded = load_rules(path)
     texts: dict[str, str] = {}
@@ -172,9 +199,9 @@ def rules_check(args: argparse.Namespace) -> int:
     warnings += render_warnings(RuleSet(loaded.rules, loaded.keywords, loaded.catalog))
     for warning in warnings:
         print(f"warning: {_here(warning)}", file=sys.stderr)
-    for line in _paused_lines(settings, loaded.rules):
+    for line in _paused_lines(settings, loaded.rules, sites):
         print(line)
-    print(check_summary(len(loaded.rules), len(loaded.files),
+    print(said + check_summary(len(loaded.rules), len(loaded.files),
                         len({error.file for error in loaded.errors} & set(loaded.files)),
                         len(loaded.errors), len(warnings)))
     return 1 if loaded.errors else 0
@@ -199,7 +226,7 @@ def check_summary(rules: int, files: int, bad_files: int, errors: int, warnings:
     return summary
 
 
-def _paused_lines(settings: Settings, rules: Sequence[Rule]) -> list[str]:
+def _paused_lines(settings: Settings, rules: Sequence[Rule], sites: list[str]) -> list[str]:
     """Campaigns the guard paused, as the running server sees them (from the store)."""
     from .stores.backends import open_store
     from .stores.pauses import load_pauses, paused_rules
@@ -215,7 +242,7 @@ def _paused_lines(settings: Settings, rules: Sequence[Rule]) -> list[str]:
         await store.open()
         try:
             found = []
-            for site in settings.sites.values():
+            for site in (settings.sites[key] for key in sites):
                 pauses = await load_pauses(store, site.key)
                 for rule_id in sorted(paused_rules(pauses, fingerprints)):
                     pause = pauses[rule_id]
@@ -233,6 +260,36 @@ def _paused_lines(settings: Settings, rules: Sequence[Rule]) -> list[str]:
                 f"{settings.store} cannot be read ({error})".replace("\n", " ")]
 
 
+def rules_preview(args: argparse.Namespace) -> int:
+    """popin rules preview RULE: the signed link the dashboard's Preview gives, printed."""
+    from .config import load_secret
+    from .features.previews import PREVIEW_MAX_AGE, PreviewLinks, page_allowed
+
+    settings = _settings(args)
+    site = _site(args, settings)
+    loaded = load_rules(settings.folders()[site.key])
+    rule = next((rule for rule in loaded.rules if rule.id == args.rule), None)
+    if rule is None:
+        raise Refused(f"no rule {args.rule!r} in the campaigns of site {site.key} "
+                      f"({settings.folders()[site.key]})")
+    if rule.visual is None:
+        raise Refused(f"rule {args.rule!r} shows nothing (it only tags or calls webhooks)")
+    if args.variant and args.variant not in {variant.id for variant in rule.variants}:
+        raise Refused(f"rule {args.rule!r} has no variant {args.variant!r}")
+    server = args.server.rstrip("/")
+    origin = site.origins[0] if site.origins else "self"
+    page = args.url or (f"{server}/demo/" if origin == "self" else f"{origin}/")
+    if not page_allowed(page, site.origins, server):
+        raise Refused(f"--url {page}: not a page of site {site.key} (its origins: "
+                      f"{', '.join(site.origins)})")
+    link = PreviewLinks(load_secret(settings)).link(page, site.key, rule.id, args.variant)
+    print(link)
+    print(f"(open it in your browser while popin runs: the pop-in of {rule.id} shows on that "
+          f"page, nothing is counted; the link works for {PREVIEW_MAX_AGE // 3600} hours)",
+          file=sys.stderr)
+    return 0
+
+
 def rules_explain(args: argparse.Namespace) -> int:
     from datetime import datetime
 
@@ -240,7 +297,7 @@ def rules_explain(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     site = _site(args, settings)
-    loaded = load_rules(settings.rules)
+    loaded = load_rules(settings.folders()[site.key])
     for error in loaded.errors:
         print(error, file=sys.stderr)
     start = datetime.fromisoformat(args.start) if args.start else datetime.now(site.zone)
@@ -330,7 +387,8 @@ def audiences_command(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     site = _site(args, settings)
-    loaded = load_rules(settings.rules) if settings.rules.exists() else None
+    folder = settings.folders()[site.key]
+    loaded = load_rules(folder) if folder.exists() else None
     ruled = RuleSet(loaded.rules).audience_days if loaded else {}
 
     async def work(store: Store) -> int:
@@ -585,6 +643,17 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--device", default="desktop",
                          choices=["desktop", "mobile", "tablet", "bot", "other"])
     explain.set_defaults(func=rules_explain)
+    preview = _command(rule_commands, "preview", "a signed link that shows a rule's pop-in on "
+                       "one of the site's pages, in your browser only, counting nothing",
+                       "popin rules preview waxing-help --site shop --url "
+                       "https://www.shop.example/skis")
+    preview.add_argument("rule", help="the rule's id")
+    preview.add_argument("--url", help="the page to show it on (default: the site's first "
+                         "origin; the demo for 'self')")
+    preview.add_argument("--variant", default="", help="a variant of an experiment")
+    preview.add_argument("--server", default="http://127.0.0.1:8000",
+                         help="popin's own address, for a site served by popin ('self')")
+    preview.set_defaults(func=rules_preview)
 
     keys = _command(commands, "keys", "API keys for the site's backend",
                     "popin keys create --site shop --scope events")

@@ -23,7 +23,8 @@ from popin.core.rules.campaign import load_rules, rule_files
 
 SHOP = '[[sites]]\nkey = "shop"\nname = "Shop"\n'
 # What a leaf command needs besides the common options, to parse.
-REQUIRED = {("rules", "explain"): ["events.jsonl"], ("keys", "create"): ["--scope", "events"],
+REQUIRED = {("rules", "explain"): ["events.jsonl"], ("rules", "preview"): ["waxing-help"],
+            ("keys", "create"): ["--scope", "events"],
             ("keys", "revoke"): ["abc"], ("bookings", "list"): ["--day", "2026-11-24"],
             ("leads", "list"): ["--since", "2026-11-01"], ("audiences", "sizes"): ["x"],
             ("audiences", "export"): ["x"]}

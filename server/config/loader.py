@@ -53,7 +53,7 @@ TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxie
        "metrics_token", "metrics_allow")
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
         "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "holdout",
-        "guard")
+        "guard", "rules")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
             "min_notice_minutes", "horizon_days", "capacity", "channels",
             "bookings_per_visitor_day", "bookings_per_address_day")
@@ -121,15 +121,36 @@ def load_settings(path: Path | None) -> Settings:
         settings.metrics_allow = _networks(top, "metrics_allow")
     if "sites" in top:
         settings.sites = {}
+        tables: list[tuple[str, Table]] = []
         for number, entry in enumerate(top.tables("sites"), 1):
-            site = _site(Table(entry, f"{path}: [[sites]] #{number}", SITE))
+            table = Table(entry, f"{path}: [[sites]] #{number}", SITE)
+            site = _site(table)
             if site.key in settings.sites:
                 raise ConfigError(f"{path}: two sites have the key {site.key!r}")
             settings.sites[site.key] = site
+            tables.append((site.key, table))
+        for key, table in tables:
+            if "rules" in table:
+                settings.campaigns[key] = (path.parent / table.text("rules")).resolve()
+            elif len(tables) > 1:
+                # Campaigns belong to sites: with several, a shared default folder would
+                # show one site's pop-ins on the other's pages.
+                table.fail("rules", "is needed when there are several sites: each names "
+                           f"its own campaign folder (rules = \"rules/{key}\")")
+        _one_folder_each(path, settings)
     for site in settings.sites.values():
         if site.notify_url and (refused := settings.webhooks.scheme_refusal(site.notify_url)):
             raise ConfigError(f"{path}: site {site.key!r}: notify_url: {refused}")
     return settings
+
+
+def _one_folder_each(path: Path, settings: Settings) -> None:
+    owners: dict[Path, str] = {}
+    for key, folder in settings.campaigns.items():
+        if folder in owners:
+            raise ConfigError(f"{path}: sites {owners[folder]!r} and {key!r} both use the "
+                              f"campaign folder {folder}; each site has its own")
+        owners[folder] = key
 
 
 def _beside(path: Path, store: str) -> str:

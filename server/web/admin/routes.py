@@ -267,7 +267,7 @@ async def bookings(request: Request, hub: Hub, site: Site) -> Response:
 
 async def rules(request: Request, hub: Hub, site: Site) -> Response:
     return _render(request, "rules.html", site=site, status=hub.rule_status,
-                   count=len(hub.rules))
+                   count=len(hub.rules_of(site.key)))
 
 
 async def live(request: Request, hub: Hub, site: Site) -> Response:
