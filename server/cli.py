@@ -54,18 +54,18 @@ def _settings(args: argparse.Namespace) -> Settings:
     if getattr(args, "no_reload", False):
         settings.reload = False
     if getattr(args, "site", None) and args.site not in settings.sites:
-        raise Refused(_unknown_site(args.site, settings))
+        raise Refused(_unknown_site(args.site, settings, getattr(args, "config", None)))
     return settings
 
 
-def _unknown_site(key: str, settings: Settings) -> str:
-    return (f"--site {key}: no such site in {_config_said()}; configured: "
+def _unknown_site(key: str, settings: Settings, config: Path | None = None) -> str:
+    return (f"--site {key}: no such site in {_config_said(config)}; configured: "
             f"{', '.join(settings.sites)}")
 
 
-def _config_said() -> str:
+def _config_said(config: Path | None) -> str:
     try:
-        found = find_config(None)
+        found = find_config(config)
     except ConfigError:
         found = None
     return str(found) if found else "the defaults (no popin.toml here)"
@@ -81,7 +81,7 @@ def _site(args: argparse.Namespace, settings: Settings) -> Site:
                       "with --site")
     site = settings.sites.get(key)
     if site is None:
-        raise Refused(_unknown_site(key, settings))
+        raise Refused(_unknown_site(key, settings, getattr(args, "config", None)))
     return site
 
 
@@ -263,7 +263,7 @@ def _paused_lines(settings: Settings, rules: Sequence[Rule], sites: list[str]) -
 def rules_preview(args: argparse.Namespace) -> int:
     """popin rules preview RULE: the signed link the dashboard's Preview gives, printed."""
     from .config import load_secret
-    from .features.previews import PREVIEW_MAX_AGE, PreviewLinks, page_allowed
+    from .features.previews import PREVIEW_MAX_AGE, PreviewLinks, page_allowed, preview_pages
 
     settings = _settings(args)
     site = _site(args, settings)
@@ -277,8 +277,11 @@ def rules_preview(args: argparse.Namespace) -> int:
     if args.variant and args.variant not in {variant.id for variant in rule.variants}:
         raise Refused(f"rule {args.rule!r} has no variant {args.variant!r}")
     server = args.server.rstrip("/")
-    origin = site.origins[0] if site.origins else "self"
-    page = args.url or (f"{server}/demo/" if origin == "self" else f"{origin}/")
+    pages = preview_pages(site, server)
+    if not args.url and not pages:
+        raise Refused(f"site {site.key} has no origin of its own to open a preview on: give "
+                      "--url with one of its pages")
+    page = args.url or pages[0]
     if not page_allowed(page, site.origins, server):
         raise Refused(f"--url {page}: not a page of site {site.key} (its origins: "
                       f"{', '.join(site.origins)})")

@@ -45,6 +45,10 @@ BAD = [
     (CALENDAR + "closed = ['Christmas']", "closed holds 'Christmas', not a day like"),
     (CALENDAR + "channels = ['fax']", "channels holds 'fax'; known: phone, video, store"),
     (CALENDAR + "slot_minutes = 30.5", "slot_minutes must be a whole number"),
+    (SITE + "origins = ['ftp://x/y']", "origins holds 'ftp://x/y'; expected \"self\" or an "
+                                        "origin as a browser sends it"),
+    (SITE + "origins = ['https://*.shop.example']", "no path, no wildcard"),
+    ('rules = "/etc/passwd"\n' + SITE, "rules: /etc/passwd is a file that is no rule file"),
     (SITE + "holdout = 60", "site 'demo': holdout must be a number from 0 to 50, not 60"),
     (SITE + "holdout = '5%'", "holdout must be a number from 0 to 50, not '5%'"),
 ]

@@ -116,7 +116,8 @@ def test_each_dashboard_lists_its_own_campaigns(client: TestClient, two_sites: S
         assert f'data-rule="{mine}"' in page and f'data-rule="{theirs}"' not in page
         assert client.get(f"/admin/campaigns/{theirs}?site={site}").status_code == 404
     rules = client.get("/admin/rules?site=blog").text
-    assert re.search(r"\b2 rules in force", rules)
+    assert re.search(r"\b2 rules in force, from 1 file;", rules)
+    assert "campaigns/blog/rules.yaml" in rules and "campaigns/shop" not in rules
 
 
 def test_popin_toml_gives_each_site_its_own_folder(tmp_path: Path) -> None:
@@ -130,9 +131,13 @@ def test_popin_toml_gives_each_site_its_own_folder(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="sites 'shop' and 'blog' both use the campaign "
                        "folder"):
         load_settings(path)
-    path.write_text('[[sites]]\nkey = "shop"\n')  # one site: the top-level folder
-    only = load_settings(path)
-    assert only.folders() == {"shop": only.rules}
+    path.write_text('[[sites]]\nkey = "shop"\nrules = "c"\n[[sites]]\nkey = "blog"\n'
+                    'rules = "c/blog"\n')
+    with pytest.raises(ConfigError, match="the campaign folder of site 'blog' is inside that "
+                       "of site 'shop'"):
+        load_settings(path)
+    path.write_text('[[sites]]\nkey = "shop"\n')  # one site: rules/ beside the file
+    assert load_settings(path).folders() == {"shop": tmp_path / "rules"}
 
 
 def test_rules_check_reports_per_site(two_sites: Settings, tmp_path: Path,
@@ -156,10 +161,14 @@ def test_rules_preview_prints_a_link_the_server_honours(
         two_sites: Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     monkeypatch.chdir(tmp_path)
+    # The shop's only origin is popin itself, whose demo pages carry the demo's key: no
+    # page to open by default, so the owner names one.
+    assert main(["rules", "preview", "shop-cart", "--site", "shop"]) == 2
+    assert "give --url" in capsys.readouterr().err
     assert main(["rules", "preview", "shop-cart", "--site", "shop",
-                 "--server", "http://testserver"]) == 0
+                 "--server", "http://testserver", "--url", "http://testserver/shop.html"]) == 0
     link = capsys.readouterr().out.strip()
-    assert link.startswith("http://testserver/demo/#popin-preview=")
+    assert link.startswith("http://testserver/shop.html#popin-preview=")
     token = link.split("#popin-preview=")[1]
     # Another site's rule, a page elsewhere, a rule that shows nothing: refused in a line.
     assert main(["rules", "preview", "shop-cart", "--site", "blog"]) == 2

@@ -33,6 +33,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..core.calendar import Calendar
+from ..core.rules.campaign import RULE_FILE_SUFFIXES
 from ..core.site import (
     CONSENT_MODES,
     DEFAULT_HOLDOUT,
@@ -48,6 +49,7 @@ from .reader import Table
 from .settings import ConfigError, Limits, Settings, WebhookSettings
 
 T = TypeVar("T", Limits, WebhookSettings)
+_ORIGIN = re.compile(r"\Ahttps?://[A-Za-z0-9.-]+(:\d{1,5})?/?\Z|\Ahttps?://\[[0-9a-fA-F:.]+\](:\d{1,5})?/?\Z")
 _SPAN = re.compile(r"\A\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*\Z")
 TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxies", "limits",
        "metrics_token", "metrics_allow")
@@ -104,8 +106,8 @@ def load_settings(path: Path | None) -> Settings:
         raise ConfigError(f"{path}: {error}") from None
     top = Table(raw, str(path), TOP)
     settings.store = _beside(path, top.text("store", settings.store))
-    if "rules" in top:
-        settings.rules = (path.parent / top.text("rules")).resolve()
+    # Relative to the file, as every path in it; `rules/` beside it when not said.
+    settings.rules = (path.parent / top.text("rules", "rules")).resolve()
     if "geoip" in top:
         settings.geoip = (path.parent / top.text("geoip")).resolve()
     settings.secret = top.text("secret", min_length=16)
@@ -136,8 +138,12 @@ def load_settings(path: Path | None) -> Settings:
                 # Campaigns belong to sites: with several, a shared default folder would
                 # show one site's pop-ins on the other's pages.
                 table.fail("rules", "is needed when there are several sites: each names "
-                           f"its own campaign folder (rules = \"rules/{key}\")")
+                           f"its own campaign folder (rules = \"campaigns/{key}\")")
         _one_folder_each(path, settings)
+    for folder in {settings.rules, *settings.campaigns.values()}:
+        if folder.is_file() and folder.suffix not in RULE_FILE_SUFFIXES:
+            raise ConfigError(f"{path}: rules: {folder} is a file that is no rule file; "
+                              "expected a folder of .yaml campaign files")
     for site in settings.sites.values():
         if site.notify_url and (refused := settings.webhooks.scheme_refusal(site.notify_url)):
             raise ConfigError(f"{path}: site {site.key!r}: notify_url: {refused}")
@@ -145,12 +151,20 @@ def load_settings(path: Path | None) -> Settings:
 
 
 def _one_folder_each(path: Path, settings: Settings) -> None:
-    owners: dict[Path, str] = {}
-    for key, folder in settings.campaigns.items():
-        if folder in owners:
-            raise ConfigError(f"{path}: sites {owners[folder]!r} and {key!r} both use the "
-                              f"campaign folder {folder}; each site has its own")
-        owners[folder] = key
+    """No two sites share campaigns: not one folder, nor one inside the other (a folder's
+    campaigns are every rule file below it)."""
+    folders = list(settings.campaigns.items())
+    for number, (key, folder) in enumerate(folders):
+        for other, theirs in folders[:number]:
+            if folder == theirs:
+                raise ConfigError(f"{path}: sites {other!r} and {key!r} both use the "
+                                  f"campaign folder {folder}; each site has its own")
+            if folder in theirs.parents or theirs in folder.parents:
+                inner, outer = (key, other) if theirs in folder.parents else (other, key)
+                raise ConfigError(f"{path}: the campaign folder of site {inner!r} is inside "
+                                  f"that of site {outer!r}, whose campaigns would then "
+                                  "include it; give each site a folder of its own, side by "
+                                  "side (campaigns/shop, campaigns/blog)")
 
 
 def _beside(path: Path, store: str) -> str:
@@ -181,6 +195,10 @@ def _site(site: Table) -> Site:
         site.fail("key", f"must be 1-64 letters, digits, '-' or '_', not {key!r}")
     site.where = f"{site.where.rsplit(':', 1)[0]}: site {key!r}"
     zone = _zone(site, "Europe/Paris")
+    for origin in site.texts("origins", ("self",)):
+        if origin != "self" and not _ORIGIN.match(origin):
+            site.fail("origins", f"holds {origin!r}; expected \"self\" or an origin as a "
+                      "browser sends it: http(s)://host[:port], no path, no wildcard")
     hours = DEMO_HOURS
     if "business_hours" in site:
         table = site.table("business_hours", WEEKDAY_KEYS)

@@ -8,9 +8,13 @@ from urllib.parse import urlsplit
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 
+from ..core.site import Site
+
 # Long enough to open it on a phone too, short enough not to linger in a chat history.
 PREVIEW_MAX_AGE = 24 * 3600
 FRAGMENT = "popin-preview="
+# The site key the demo pages served by popin carry (static/demo/*.html).
+DEMO_SITE = "demo"
 
 
 class PreviewLinks:
@@ -30,6 +34,15 @@ class PreviewLinks:
     def link(self, page: str, site: str, rule: str, variant: str = "") -> str:
         """`page` with the fragment the widget looks for (any fragment it had is replaced)."""
         return f"{page.split('#')[0]}#{FRAGMENT}{self.token(site, rule, variant)}"
+
+
+def preview_pages(site: Site, server: str) -> list[str]:
+    """Where a preview link opens by default: the site's own origins; popin's demo pages
+    only for the demo site (they carry its key; another site's widget is refused there)."""
+    pages = [f"{origin.rstrip('/')}/" for origin in site.origins if origin != "self"]
+    if not pages and "self" in site.origins and site.key == DEMO_SITE:
+        pages.append(f"{server}/demo/")
+    return pages
 
 
 def page_allowed(page: str, origins: tuple[str, ...], server_origin: str) -> bool:

@@ -85,7 +85,9 @@ class Hub:
         self._rules = dict(rules)
         # Bumped on every reload, so each socket sends its widget the new config once.
         self.rules_version = 0
+        # All sites together (for /healthz), and each site's own (its dashboard).
         self.rule_status = RuleStatus(loaded_at=clock())
+        self.site_status: dict[str, RuleStatus] = {}
         self.sites = sites
         self.clock = clock
         self.geo = geo
@@ -107,6 +109,9 @@ class Hub:
         self.address_quota = AddressQuota()
         # Per site, the rules the campaign guard paused (live.guard keeps it current).
         self._paused: dict[str, set[str]] = {}
+
+    def status_of(self, site: str) -> RuleStatus:
+        return self.site_status.get(site) or self.rule_status
 
     def rules_of(self, site: str) -> RuleSet:
         return self._rules.get(site) or EMPTY_RULES

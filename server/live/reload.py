@@ -21,7 +21,7 @@ from ..core.rules.campaign import RULE_FILE_SUFFIXES, load_rules
 from ..core.rules.engine import RuleSet
 from ..core.rules.schema import plural
 from .guard import guard_all
-from .hub import Hub
+from .hub import Hub, RuleStatus
 
 log = logging.getLogger("popin.rules")
 
@@ -37,10 +37,17 @@ def reload_rules(hub: Hub, folders: dict[str, Path], geo_available: bool,
     errors: list[str] = []
     files: list[str] = []
     fresh: dict[str, RuleSet] = {}
+    now = time.time()
     for folder, sites in by_folder.items():
         loaded = load_rules(folder)
         errors += [str(error) for error in loaded.errors]
         files += loaded.files
+        for site in sites:
+            status = hub.site_status.setdefault(site, RuleStatus(loaded_at=now))
+            status.files, status.checked_at = loaded.files, now
+            status.errors = [str(error) for error in loaded.errors]
+            if starting or not loaded.errors:
+                status.loaded_at = now
         for error in loaded.errors:
             log.error("rule file error: %s; %s", error, "the file is left out" if starting
                       else "the last good rules stay live")

@@ -37,7 +37,7 @@ from ...config import STATIC_DIR
 from ...core.rules.schema import plural
 from ...core.site import Site
 from ...features.exports import ExportError, start_export
-from ...features.previews import page_allowed
+from ...features.previews import page_allowed, preview_pages
 from ...live.guard import resume
 from ...live.hub import Hub
 from . import dashboard
@@ -59,6 +59,7 @@ from .auth import (
 TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
                         autoescape=select_autoescape(default=True), trim_blocks=True,
                         lstrip_blocks=True)
+TEMPLATES.filters["plural"] = plural
 TEMPLATES.filters["when"] = lambda moment, zone: datetime.fromtimestamp(moment, zone).strftime(
     "%d %b %H:%M:%S")
 Page = Callable[[Request, Hub, Site], Awaitable[Response]]
@@ -187,8 +188,7 @@ async def campaign(request: Request, hub: Hub, site: Site) -> Response:
                        message="No rule has this id, and none had one in the last 30 days.")
     rule = found["rule"]
     server = str(request.base_url).rstrip("/")
-    pages = [f"{origin}/demo/" if origin == server else f"{origin}/"
-             for origin in _origins(site, server)]
+    pages = preview_pages(site, server)
     asked = request.query_params.get("preview_url", "").strip()
     variant = request.query_params.get("variant", "")
     refused = ""
@@ -268,7 +268,7 @@ async def bookings(request: Request, hub: Hub, site: Site) -> Response:
 
 
 async def rules(request: Request, hub: Hub, site: Site) -> Response:
-    return _render(request, "rules.html", site=site, status=hub.rule_status,
+    return _render(request, "rules.html", site=site, status=hub.status_of(site.key),
                    count=len(hub.rules_of(site.key)))
 
 
