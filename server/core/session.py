@@ -151,7 +151,7 @@ class Session:
         self.typing = False
         result.messages.append(widget_config(rules, self.facts))
         # While the page's consent tool has not spoken, its signal decides (_signal).
-        if self.facts.gpc or not (self.facts.awaiting or self.facts.may_tag):
+        if self.facts.gpc or not (self.facts.undecided or self.facts.may_tag):
             self._withdraw(result)
         self._merge(result, self.tick(rules, now))
         return result
@@ -203,7 +203,7 @@ class Session:
                 if hits != rule.trigger.count:
                     continue
             candidates.append(rule)
-        if self.visit_pending and not self.facts.awaiting:
+        if self.visit_pending and not self.facts.undecided:
             self.visit_pending = False
             candidates += [rule for rule in rules.visit if self._visit_matches(rule)]
         query = next((value for key, value in parse_qsl(urlsplit(event.url).query)

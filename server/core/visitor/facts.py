@@ -58,9 +58,14 @@ class Facts:
         return state == "granted" or (state == "unknown" and self.site.consent != "required")
 
     @property
+    def undecided(self) -> bool:
+        """Waiting for the page's consent tool, the page having made no choice itself."""
+        return self.awaiting and self.consent == "unknown"
+
+    @property
     def may_remember(self) -> bool:
         """May anything about this visitor outlive the page: profile, audiences, webhooks?"""
-        return not self.awaiting and self.allows("storage")
+        return not self.undecided and self.allows("storage")
 
     @property
     def may_personalise(self) -> bool:
