@@ -13,7 +13,7 @@ from pathlib import Path
 from . import __version__
 from .config import ConfigError, Settings, load_settings
 from .core.checks import render_warnings, rule_warnings
-from .core.rules.campaign import load_rules
+from .core.rules.campaign import Rule, load_rules
 from .core.rules.engine import RuleSet
 from .core.site import Site
 from .stores.contract import Store
@@ -124,11 +124,47 @@ def rules_check(args: argparse.Namespace) -> int:
     warnings += render_warnings(RuleSet(loaded.rules, loaded.keywords, loaded.catalog))
     for warning in warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    for line in _paused_lines(settings, loaded.rules):
+        print(line)
     good_files = len(set(loaded.files) - {error.file for error in loaded.errors})
     print(f"{len(loaded.rules)} rules in {good_files} of {len(loaded.files)} files are valid"
           + (f"; {len(loaded.errors)} error(s)" if loaded.errors else "")
           + (f"; {len(warnings)} warning(s)" if warnings else ""))
     return 1 if loaded.errors else 0
+
+
+def _paused_lines(settings: Settings, rules: Sequence[Rule]) -> list[str]:
+    """Campaigns the guard paused, as the running server sees them (from the store)."""
+    from .stores.backends import open_store
+    from .stores.pauses import load_pauses, paused_rules
+    from .stores.sqlite import SQLiteStore
+
+    fingerprints = {rule.id: rule.fingerprint for rule in rules}
+
+    store = open_store(settings.store)
+    if isinstance(store, SQLiteStore) and not store.path.exists():
+        return []  # no embedded store yet: nothing ran, nothing is paused (and none is made)
+
+    async def read() -> list[str]:
+        await store.open()
+        try:
+            found = []
+            for site in settings.sites.values():
+                pauses = await load_pauses(store, site.key)
+                for rule_id in sorted(paused_rules(pauses, fingerprints)):
+                    pause = pauses[rule_id]
+                    found.append(f"paused: {rule_id} on site {site.key}: it lowered "
+                                 f"conversions ({pause.difference * 100:+.1f} points against "
+                                 "its control group); resume it in the dashboard or change it")
+            return found
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(read())
+    except Exception as error:  # the rules are still checked; say why pauses are unknown
+        return [f"warning: cannot tell which campaigns are paused: the store "
+                f"{settings.store} cannot be read ({error})".replace("\n", " ")]
 
 
 def rules_explain(args: argparse.Namespace) -> int:

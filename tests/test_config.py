@@ -45,6 +45,8 @@ BAD = [
     (CALENDAR + "closed = ['Christmas']", "closed holds 'Christmas', not a day like"),
     (CALENDAR + "channels = ['fax']", "channels holds 'fax'; known: phone, video, store"),
     (CALENDAR + "slot_minutes = 30.5", "slot_minutes must be a whole number"),
+    (SITE + "holdout = 60", "site 'demo': holdout must be a number from 0 to 50, not 60"),
+    (SITE + "holdout = '5%'", "holdout must be a number from 0 to 50, not '5%'"),
     (SITE + "[sites.tcf]\npersonalisation = [5, 12]",
      "site 'demo': tcf: personalisation must be a list of TCF purposes, whole numbers from 1 "
      "to 11"),
@@ -91,6 +93,17 @@ def test_serve_says_it_in_one_line_and_exits_2(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "slot_minutes must be a whole number from 5" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_the_default_control_group_is_a_few_percent_and_zero_turns_it_off(
+        tmp_path: Path) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text(SITE)
+    assert load_settings(path).sites["demo"].holdout == 5
+    path.write_text(SITE + "holdout = 0\n")
+    assert load_settings(path).sites["demo"].holdout == 0
+    path.write_text(SITE + "holdout = 2.5\n")
+    assert load_settings(path).sites["demo"].holdout == 2.5
 
 
 def test_good_settings_load(tmp_path: Path) -> None:

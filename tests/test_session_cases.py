@@ -15,7 +15,7 @@ from popin.core.rules.campaign import Loaded, load_rules, parse_document, parse_
 from popin.core.rules.engine import RuleSet
 from popin.core.rules.yamlsource import load
 from popin.core.session import Result, Session
-from popin.core.site import Site
+from popin.core.site import DEFAULT_HOLDOUT, Site
 from popin.core.visitor.agent import Agent, Place
 from popin.core.visitor.facts import Facts, landing_facts
 from popin.core.visitor.profile import Profile
@@ -40,7 +40,7 @@ class Replay:
             assert loaded.errors == []
             self.rules = RuleSet(loaded.rules, loaded.keywords, loaded.catalog)
             # The shipped playbook runs with the real default budget.
-            site = Site("demo")
+            site = Site("demo", holdout=case.get("site_holdout", DEFAULT_HOLDOUT))
         else:
             self.rules = RuleSet(parse_document(load(text, "case-rules"), "case-rules"),
                                  *_shared(text))
@@ -48,7 +48,10 @@ class Replay:
             budget = case.get("fatigue", {"per_session": 99, "per_day": 99})
             site = Site("site", fatigue_per_session=budget["per_session"],
                         fatigue_per_day=budget["per_day"],
-                        consent=case.get("consent_mode", "implied"))
+                        consent=case.get("consent_mode", "implied"),
+                        # No control group unless the case is about one: each case has
+                        # one visitor, who would be in it for some rules and not others.
+                        holdout=case.get("site_holdout", 0.0))
         self.profile = Profile(visitor="visitor-0001", **case.get("visitor", {}))
         agent = case.get("agent", {})
         self.hello = Hello(visitor="visitor-0001", session="session-0000",
@@ -62,6 +65,8 @@ class Replay:
                                  agent.get("browser", "Chrome"), agent.get("os", "Linux")),
                            Place(**case.get("place", {})), self.hello.language, utm, referrer,
                            consent=self.hello.consent, gpc=self.hello.gpc)
+        # Rules the campaign guard paused on this site.
+        self.facts.paused.update(case.get("paused", []))
         self.start = datetime.fromisoformat(case.get("start", DEFAULT_START)).timestamp()
         self.visit = 0
         self.last_push = ""
@@ -163,6 +168,10 @@ def replay_case(path: Path) -> None:
             assert verdicts == [step["remember"]], f"{where}: {verdicts}"
         if "kind" in step:
             assert [m["kind"] for m in result.messages] == [step["kind"]], where
+        for key, value in step.get("show", {}).items():
+            # Fields of the one pop-in pushed (variant, delay, ...): absent reads as None.
+            assert [m.get(key) for m in result.messages if m["type"] == "show"] == [value], \
+                f"{where}: {key}"
         if "placement" in step:
             assert [m["placement"] for m in result.messages] == [step["placement"]], where
     expected = case.get("profile", {})

@@ -254,6 +254,8 @@
     // Re-sent because the acknowledgement was lost on the way: acknowledge, never repeat.
     var seen = stored('popin_seen').split(' ');
     if (seen.indexOf(message.id) >= 0) return report(message.id, 'shown');
+    // A rule (or variant) may wait a moment: shown, and counted, only if the page is still here.
+    if (message.delay > 0) return setTimeout(show, message.delay * 1e3, (message.delay = 0, message));
     stored('popin_seen', seen.slice(-19).concat(message.id).join(' '));
     remove();
     var slot = message.slot && d.querySelector(message.slot), id = message.id;

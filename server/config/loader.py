@@ -12,6 +12,7 @@
     timezone = "Europe/Paris"
     consent = "required"                         # or "implied" (the default): see Site
     fatigue = {per_session = 2, per_day = 3}     # pop-ins per visitor, all rules together
+    holdout = 5                                  # percent kept out of marketing pop-ins (0: off)
     [sites.business_hours]
     mon = "09:00-12:00, 14:00-18:00"
     sat = "10:00-16:00"
@@ -36,7 +37,9 @@ from ..core.calendar import Calendar
 from ..core.rules.schema import did_you_mean
 from ..core.site import (
     CONSENT_MODES,
+    DEFAULT_HOLDOUT,
     DEMO_HOURS,
+    MAX_HOLDOUT,
     TCF_BASES,
     TCF_PURPOSES,
     UNSIGNED_IDENTIFY_MODES,
@@ -54,8 +57,8 @@ _SPAN = re.compile(r"\A\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*\Z")
 TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxies", "limits",
        "metrics_token", "metrics_allow")
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
-        "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "tcf",
-        "consent_mode")
+        "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "holdout",
+        "tcf", "consent_mode")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
             "min_notice_minutes", "horizon_days", "capacity", "channels",
             "bookings_per_visitor_day", "bookings_per_address_day")
@@ -141,7 +144,8 @@ def _site(site: Table) -> Site:
         site.text("webhook_secret"), site.text("notify_url"),
         site.choice("consent", CONSENT_MODES, "implied"),
         site.text("identity_secret", min_length=16),
-        site.choice("unsigned_identify", UNSIGNED_IDENTIFY_MODES, "refuse"))
+        site.choice("unsigned_identify", UNSIGNED_IDENTIFY_MODES, "refuse"),
+        holdout=site.number("holdout", DEFAULT_HOLDOUT, 0, MAX_HOLDOUT))
     found = replace(found, consent_map=_consent_map(site))
     if "calendars" not in site:
         return found

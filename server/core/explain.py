@@ -38,6 +38,8 @@ OUTCOMES = {
     "fatigue": "the visitor's pop-in budget is spent",
     "holdout": "held out (control group): recorded as would-have-been-shown",
     "template_error": "its template failed to render",
+    "paused": "paused: it lowered conversions against its control group (resume it in "
+              "the dashboard, or change the rule)",
 }
 
 

@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .context import template_context
 from .rules.campaign import BUDGET_EXEMPT, Rule
 from .rules.engine import RuleSet, by_priority
-from .rules.templates import RenderError
+from .rules.templates import PopinTemplate, RenderError
 from .rules.triggers import (
     AfterTrigger,
     BirthdayTrigger,
@@ -24,6 +24,7 @@ from .rules.triggers import (
     TimeOnPageTrigger,
     VisitTrigger,
 )
+from .rules.variants import Variant, assign, split_key, stats_key
 from .visitor.cart import track_cart
 from .visitor.facts import Facts
 from .visitor.profile import Profile
@@ -162,7 +163,8 @@ class Session:
 
     def adopt(self, push: dict[str, Any]) -> None:
         """A push re-sent from the outbox (it was never acknowledged): track its reports."""
-        self.pushes[push["id"]] = push["rule"]
+        variant = push.get("variant")
+        self.pushes[push["id"]] = stats_key(push["rule"], variant) if variant else push["rule"]
         self.open_push = push["id"]
 
     def next_deadline(self) -> float | None:
@@ -307,16 +309,25 @@ class Session:
             return
         history.converted = now
         group = "_control" if held_out >= exposed else ""
-        result.stats.append((rule.id, f"converted{group}", 1.0))
-        if not group and (history.clicked or 0) >= last:
-            # Click-through, as against view-through (converted without a click).
-            result.stats.append((rule.id, "converted_click", 1.0))
+        # The same counters for the variant the visitor saw (theirs for good).
+        keys = [rule.id]
+        if not group and rule.variants:
+            keys.append(stats_key(rule.id, self._variant(rule).id))
         value = event.props.get(rule.conversion.value)
-        if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-            # The page says what an order was worth: capped, so that one visitor's 1e308
-            # cannot make every day's revenue infinite.
-            result.stats.append((rule.id, f"revenue{group}", min(float(value), MAX_ORDER_VALUE)))
+        for key in keys:
+            result.stats.append((key, f"converted{group}", 1.0))
+            if not group and (history.clicked or 0) >= last:
+                # Click-through, as against view-through (converted without a click).
+                result.stats.append((key, "converted_click", 1.0))
+            if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
+                # The page says what an order was worth: capped, so that one visitor's
+                # 1e308 cannot make every day's revenue infinite.
+                result.stats.append((key, f"revenue{group}",
+                                     min(float(value), MAX_ORDER_VALUE)))
         result.profile_changed = True
+
+    def _variant(self, rule: Rule) -> Variant:
+        return assign(rule.variants, self.facts.share(f"variant:{rule.id}") / 100)
 
     def _typing(self, event: Typing, _rules: RuleSet, _now: float) -> Result:
         self.typing = event.active
@@ -372,15 +383,18 @@ class Session:
             result.leave_audiences = True
 
     def _status(self, event: PopinStatus, _rules: RuleSet, now: float) -> Result:
-        rule_id = self.pushes.get(event.push_id)
-        if rule_id is None:
+        key = self.pushes.get(event.push_id)
+        if key is None:
             return Result(counts=["status.unknown_push"], acks=[event.push_id])
+        rule_id, variant = split_key(key)
         if (event.push_id, event.status) in self.reported:
             # Each pop-in is shown, clicked or dismissed once as far as the numbers go.
             return Result(counts=["status.repeated"], acks=[event.push_id])
         self.reported.add((event.push_id, event.status))
         result = Result(counts=[f"popin.{event.status}"], acks=[event.push_id],
                         stats=[(rule_id, event.status, 1.0)])
+        if variant:
+            result.stats.append((key, event.status, 1.0))
         if event.status == "shown":
             return result
         if self.open_push == event.push_id:
@@ -415,6 +429,9 @@ class Session:
     def _try(self, rule: Rule, event: Event, rules: RuleSet, now: float, result: Result,
              showed: bool) -> str:
         facts = self.facts
+        if rule.id in facts.paused:
+            # Stopped for lowering conversions, until the owner resumes or changes it.
+            return "paused"
         if not rule.condition(facts):
             return "conditions"
         # Never shown to bots, never tagged.
@@ -444,12 +461,15 @@ class Session:
                     return "quiet_after_dismiss"
                 if self._budget_spent(now):
                     return "fatigue"
-        held_out = bool(rule.holdout) and facts.bucket(f"holdout:{rule.id}") < rule.holdout
+        holdout = rule.holdout_share(facts.site.holdout)
+        held_out = holdout > 0 and facts.share(f"holdout:{rule.id}") < holdout
+        variant = self._variant(rule) if rule.variants and not held_out else None
+        visual = variant.visual if variant else rule.visual
         html = ""
-        if rule.visual is not None and not held_out:
+        if visual is not None and not held_out:
             try:
-                html = rule.visual.render(template_context(event, facts, self.page,
-                                                           self.search, rules))
+                html = visual.render(template_context(event, facts, self.page, self.search,
+                                                      rules))
             except RenderError:
                 return "template_error"
         # From here on the rule counts as having fired, held out or not.
@@ -465,8 +485,10 @@ class Session:
             return "holdout"
         history.exposed = now
         result.stats.append((rule.id, "exposed", 1.0))
-        if rule.visual is not None:
-            result.messages.append(self._push(rule, html, now))
+        if variant:
+            result.stats.append((stats_key(rule.id, variant.id), "exposed", 1.0))
+        if visual is not None:
+            result.messages.append(self._push(rule, visual, variant, html, now))
             result.counts.append("popin.pushed")
         self._effects(rule, event, now, result)
         return "shown" if rule.visual is not None else "acted"
@@ -513,25 +535,29 @@ class Session:
                 "rule": rule.id, "site": self.site, "visitor": self.profile.visitor,
                 "event": type(event).__name__.lower(), "at": now}))
 
-    def _push(self, rule: Rule, html: str, now: float) -> dict[str, Any]:
-        assert rule.visual is not None
+    def _push(self, rule: Rule, visual: PopinTemplate, variant: Variant | None, html: str,
+              now: float) -> dict[str, Any]:
         # Unique across sessions: pushes outlive them in the outbox.
         push_id = f"{self.id[:16]}.{int(now * 1000):x}.{self._next_push}"
         self._next_push += 1
-        self.pushes[push_id] = rule.id
+        self.pushes[push_id] = stats_key(rule.id, variant.id) if variant else rule.id
         if len(self.pushes) > MAX_PUSHES_TRACKED:
             del self.pushes[next(iter(self.pushes))]
         self.open_push = push_id
         self.profile.history(rule.id).record_shown(now)
         if rule.category not in BUDGET_EXEMPT:
             self.profile.record_exposure(now)
-        message = {"type": "show", "id": push_id, "rule": rule.id, "kind": rule.visual.kind,
-                   "placement": rule.visual.placement, "html": html, "at": now,
+        message = {"type": "show", "id": push_id, "rule": rule.id, "kind": visual.kind,
+                   "placement": visual.placement, "html": html, "at": now,
                    "expires": now + rule.expires}
-        if rule.visual.slot:
-            message["slot"] = rule.visual.slot
-        if rule.visual.calendar:
-            message["calendar"] = rule.visual.calendar
+        if variant:
+            message["variant"] = variant.id
+        if visual.delay:
+            message["delay"] = visual.delay
+        if visual.slot:
+            message["slot"] = visual.slot
+        if visual.calendar:
+            message["calendar"] = visual.calendar
         return message
 
 

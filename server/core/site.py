@@ -20,6 +20,9 @@ CONSENT_MODES = ("implied", "required")
 # What an identify from the page without a valid user_hash may do: nothing ("refuse", the
 # default), or claim a user id that was never linked before ("new_users").
 UNSIGNED_IDENTIFY_MODES = ("refuse", "new_users")
+# A few percent: enough for a control group within weeks, little enough to cost little.
+DEFAULT_HOLDOUT = 5.0
+MAX_HOLDOUT = 50.0
 
 # What a visitor's consent may allow, each level needing the one before it: an id on the
 # device and a kept profile; pop-ins chosen or written from that profile; retargeting
@@ -92,6 +95,10 @@ class Site:
         "advisers": Calendar("advisers", ZoneInfo("Europe/Paris"), dict(DEMO_HOURS),
                              slot_minutes=30, min_notice_minutes=60, horizon_days=7,
                              capacity=2)})
+    # Percent of visitors kept out of each marketing pop-in (behavioural or event) as its
+    # control group, so that every campaign's lift can be measured; 0 turns it off. A
+    # rule's own `holdout:` overrides it.
+    holdout: float = DEFAULT_HOLDOUT
     # What the consent tools on the site's pages must grant for each consent level.
     consent_map: ConsentMap = field(default_factory=ConsentMap)
 

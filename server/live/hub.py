@@ -98,6 +98,8 @@ class Hub:
         # Sessions kept in memory, live or resumable; past it the longest idle ones end.
         self.max_sessions = max_sessions
         self.address_quota = AddressQuota()
+        # Per site, the rules the campaign guard paused (live.guard keeps it current).
+        self._paused: dict[str, set[str]] = {}
 
     @property
     def rules(self) -> RuleSet:
@@ -107,6 +109,10 @@ class Hub:
     def rules(self, rules: RuleSet) -> None:
         self._rules = rules
         self.rules_version += 1
+
+    def paused_for(self, site: str) -> set[str]:
+        """The site's paused rules: one set, shared by every session of the site."""
+        return self._paused.setdefault(site, set())
 
     @property
     def live_connections(self) -> int:
@@ -146,7 +152,8 @@ class Hub:
             facts = Facts(profile, site, agent_of(user_agent),
                           self.geo.locate(client_ip) if self.geo else Facts(profile).place,
                           hello.language, utm, referrer, consent=hello.consent, gpc=hello.gpc,
-                          now=self.clock(), timezone=hello.timezone, awaiting=hello.cmp)
+                          now=self.clock(), timezone=hello.timezone, awaiting=hello.cmp,
+                          paused=self.paused_for(site.key))
             session = Session(site.key, hello.session, profile, facts)
             self._sessions[key] = session
             self.counts["session.new"] += 1
@@ -271,7 +278,8 @@ class Hub:
                     for level in CONSENT_LEVELS} if stored else {}
             session = Session(site.key, f"backend-{secrets.token_hex(8)}", profile,
                               Facts(profile, site, Agent("other"), now=self.clock(),
-                                    signals={"kept": kept} if kept else {}))
+                                    signals={"kept": kept} if kept else {},
+                                    paused=self.paused_for(site.key)))
         result = session.handle(event, self.rules, self.clock())
         await self.prepare(session, result)
         await self.settle(session, result)

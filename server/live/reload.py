@@ -19,6 +19,7 @@ from watchfiles import awatch
 from ..core.checks import render_warnings, rule_warnings
 from ..core.rules.campaign import RULE_FILE_SUFFIXES, load_rules
 from ..core.rules.engine import RuleSet
+from .guard import guard_all
 from .hub import Hub
 
 log = logging.getLogger("popin.rules")
@@ -62,7 +63,8 @@ async def watch_rules(hub: Hub, folder: Path, geo_available: bool, files: bool =
         while True:
             await hangup.wait()
             hangup.clear()
-            reload_rules(hub, folder, geo_available)
+            if reload_rules(hub, folder, geo_available):
+                await guard_all(hub)
 
     signals = asyncio.create_task(on_signal())
     try:
@@ -71,7 +73,9 @@ async def watch_rules(hub: Hub, folder: Path, geo_available: bool, files: bool =
         async for _changes in awatch(folder, debounce=200, step=50,
                                      watch_filter=lambda _change, path: path.endswith(
                                          RULE_FILE_SUFFIXES)):
-            reload_rules(hub, folder, geo_available)
+            # A changed rule that was paused runs again as a new version.
+            if reload_rules(hub, folder, geo_available):
+                await guard_all(hub)
     finally:
         signals.cancel()
         with no_signals:

@@ -29,6 +29,7 @@ from ..core.rules.engine import RuleSet
 from ..core.visitor.agent import Geo
 from ..features.appointments.links import Links
 from ..features.webhooks import send_forever
+from ..live.guard import GUARD_SECONDS, guard_all
 from ..live.hub import Hub
 from ..live.reload import reload_rules, watch_rules
 from ..stores.backends import open_store
@@ -113,8 +114,11 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         app.state.login_guard = LoginGuard()
         app.state.password_checks = PasswordChecks()
         reload_rules(hub, settings.rules, geo is not None, starting=True)
+        # Paused campaigns stay paused across restarts: known before the first visitor.
+        await guard_all(hub)
         app.state.hub = hub
         tasks = [asyncio.create_task(_sweep_forever(hub)),
+                 asyncio.create_task(_guard_forever(hub)),
                  asyncio.create_task(_flush_forever(hub)),
                  asyncio.create_task(send_forever(hub.store, hub.sites, hub.counts,
                                                   settings.webhooks))]
@@ -196,6 +200,14 @@ async def _flush_forever(hub: Hub) -> None:
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         await hub.flush()
+
+
+async def _guard_forever(hub: Hub) -> None:
+    while True:
+        await asyncio.sleep(GUARD_SECONDS)
+        # The counters it judges are the flushed ones.
+        await hub.flush()
+        await guard_all(hub)
 
 
 async def _sweep_forever(hub: Hub) -> None:

@@ -20,13 +20,18 @@
         quiet_after_dismiss: 7d
         priority: 0
         exclusive: care-offers      # at most one rule of this group per session
-        holdout: 10                 # percent kept out, to measure lift
+        holdout: 10                 # percent kept out, to measure lift (default: the site's)
         expires: 7d                 # a pop-in for an absent visitor waits this long
         conversion: {event: order_placed, within: 7d, value: total}   # what success is
+        variants:                   # an experiment: versions of the pop-in, stable per visitor
+          - {id: plain, weight: 50}
+          - {id: direct, weight: 50, title: Waxing in five minutes, delay: 3s}
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,11 +52,13 @@ from .conditions import Condition, Scope, always, compile_condition
 from .schema import Reader, did_you_mean
 from .templates import PopinTemplate
 from .triggers import Keywords, Trigger, compile_trigger
+from .variants import Variant, compile_variants
 from .yamlsource import Mapping, SourceError, load_file
 
 FILE_KEYS = ("campaign", "description", "keywords", "catalog", "events", "rules")
 RULE_KEYS = ("id", "description", "category", "trigger", "when", *ACTIONS, "cap",
-             "quiet_after_dismiss", "priority", "exclusive", "holdout", "expires", "conversion")
+             "quiet_after_dismiss", "priority", "exclusive", "holdout", "expires", "conversion",
+             "variants")
 CATEGORIES = ("functional", "transactional", "event", "behavioural")
 # Expected answers, not marketing: they do not spend the visitor's fatigue budget.
 BUDGET_EXEMPT = frozenset({"functional", "transactional"})
@@ -108,14 +115,28 @@ class Rule:
     quiet_after_dismiss: float = DEFAULT_QUIET_AFTER_DISMISS
     priority: int = 0
     exclusive: str = ""
-    holdout: float = 0.0
+    # Percent kept out as a control group; None: the site's default for marketing rules.
+    holdout: float | None = None
     expires: float = DEFAULT_EXPIRES
     conversion: Conversion | None = None
+    variants: tuple[Variant, ...] = ()
     campaign: str = ""
     file: str = ""
     line: int = 0
     # Condition names used, for `popin rules check` (geo without a database, ...).
     uses: frozenset[str] = frozenset()
+    # What the rule says, hashed: a paused rule resumes when its owner changes it.
+    fingerprint: str = ""
+
+    def holdout_share(self, site_default: float) -> float:
+        """Percent of visitors kept out. Functional and transactional messages are answers
+        a visitor expects: never held out. Marketing pop-ins (behavioural, and event:
+        launches, invitations, promotions) follow the site's default."""
+        if self.holdout is not None:
+            return self.holdout
+        if self.category not in BUDGET_EXEMPT and self.visual is not None:
+            return site_default
+        return 0.0
 
 
 @dataclass(slots=True)
@@ -151,25 +172,36 @@ def parse_rule(node: Mapping, reader: Reader, campaign: str, keywords: Keywords)
                  if "when" in node else always)
     tags = node.get("tag", [])
     tag_list = tags if isinstance(tags, list) else [tags]
+    visual = (compile_visual(visual_keys[0], node[visual_keys[0]], node.line_of(visual_keys[0]),
+                             reader) if visual_keys else None)
+    variants = (compile_variants(node["variants"], node.line_of("variants"), reader, visual,
+                                 visual_keys[0] if visual_keys else "")
+                if "variants" in node else ())
     return Rule(
         id=rule_id,
         trigger=compile_trigger(node["trigger"], node.line_of("trigger"), reader, keywords),
-        visual=(compile_visual(visual_keys[0], node[visual_keys[0]],
-                               node.line_of(visual_keys[0]), reader) if visual_keys else None),
+        visual=visual,
         tags=tuple(compile_tag(tag, node.line_of("tag"), reader) for tag in tag_list),
         webhooks=((compile_webhook(node["webhook"], node.line_of("webhook"), reader),)
                   if "webhook" in node else ()),
         condition=condition,
         category=category,
-        **_guards(node, reader),
+        **_guards(node, reader, category),
+        variants=variants,
         campaign=campaign,
         file=reader.file,
         line=node.line,
         uses=frozenset(scope.used),
+        fingerprint=_fingerprint(node),
     )
 
 
-def _guards(node: Mapping, reader: Reader) -> dict[str, Any]:
+def _fingerprint(node: Mapping) -> str:
+    text = json.dumps(node, sort_keys=True, default=str, ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _guards(node: Mapping, reader: Reader, category: str) -> dict[str, Any]:
     guards: dict[str, Any] = {}
     if "cap" in node:
         cap = reader.mapping(node["cap"], node.line_of("cap"), "'cap'")
@@ -200,6 +232,9 @@ def _guards(node: Mapping, reader: Reader) -> dict[str, Any]:
         holdout = reader.number(node["holdout"], node.line_of("holdout"), "'holdout'", minimum=0)
         if holdout >= 100:
             reader.fail(node.line_of("holdout"), "'holdout' is the percent kept out, below 100")
+        if holdout and category in BUDGET_EXEMPT:
+            reader.fail(node.line_of("holdout"), f"a {category} rule answers what the visitor "
+                        "asked for and is never held out: remove 'holdout'")
         guards["holdout"] = holdout
     if "conversion" in node:
         guards["conversion"] = _conversion(node["conversion"], node.line_of("conversion"),

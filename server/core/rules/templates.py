@@ -18,7 +18,9 @@ from .schema import Reader
 from .yamlsource import Mapping
 
 PLACEMENTS = ("corner", "top_bar", "bottom_bar", "inline")
-POPIN_KEYS = ("title", "body", "cta", "placement", "slot")
+POPIN_KEYS = ("title", "body", "cta", "placement", "slot", "delay")
+# A pop-in may wait this long after its trigger; longer and the moment has passed.
+MAX_DELAY_SECONDS = 120.0
 # Where a call-to-action may lead: never javascript: or data: URLs.
 SAFE_URL_SCHEMES = frozenset({"", "http", "https", "mailto", "tel"})
 
@@ -131,6 +133,8 @@ class PopinTemplate:
     # The card's form area, made once at load time by the action that needs one; the
     # template neither knows nor cares which form it is.
     form: str = ""
+    # Seconds the widget waits before showing the card (the visitor may leave first).
+    delay: float = 0.0
 
     def render(self, context: dict[str, Any]) -> str:
         try:
@@ -196,4 +200,15 @@ def compile_popin(value: Any, line: int, reader: Reader) -> PopinTemplate:
     elif "slot" in node:
         reader.fail(node.line_of("slot"), "'slot' only goes with placement: inline")
     return PopinTemplate(compile_template(node, "title", reader),
-                         compile_template(node, "body", reader), links, placement, slot)
+                         compile_template(node, "body", reader), links, placement, slot,
+                         delay=compile_delay(node, reader))
+
+
+def compile_delay(node: Mapping, reader: Reader) -> float:
+    if "delay" not in node:
+        return 0.0
+    delay = reader.duration(node["delay"], node.line_of("delay"), "'delay'")
+    if delay > MAX_DELAY_SECONDS:
+        reader.fail(node.line_of("delay"), f"'delay' is at most {MAX_DELAY_SECONDS:g} seconds; "
+                    "later, the moment that triggered the pop-in has passed")
+    return delay

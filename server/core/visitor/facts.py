@@ -35,6 +35,9 @@ class Facts:
     # The visitor's IANA zone, as their browser says: appointment times are shown in it.
     timezone: str = ""
     now: float = 0.0
+    # Rules of this site paused for harming conversions: shared with the hub, which
+    # changes it in place.
+    paused: set[str] = field(default_factory=set)
     _local: tuple[float, datetime] | None = None
 
     @property
@@ -96,6 +99,11 @@ class Facts:
         """A stable 0-99 bucket for this visitor: rollouts and holdouts never flicker."""
         digest = hashlib.blake2b(f"{salt}:{self.profile.visitor}".encode(), digest_size=8)
         return int.from_bytes(digest.digest(), "big") % 100
+
+    def share(self, salt: str) -> float:
+        """A stable point in [0, 100) for this visitor: a holdout of 2.5 keeps 2.5 %."""
+        digest = hashlib.blake2b(f"{salt}:{self.profile.visitor}".encode(), digest_size=8)
+        return int.from_bytes(digest.digest(), "big") / 2**64 * 100
 
 
 def landing_facts(url: str, referrer: str) -> tuple[dict[str, str], str]:

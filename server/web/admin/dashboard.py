@@ -9,14 +9,14 @@ from typing import Any
 
 from markupsafe import Markup
 
-from ...core.rules.campaign import Rule
+from ...core.rules.campaign import BUDGET_EXEMPT, Rule
 from ...core.site import Site
 from ...features.exports import FORMATS
-from ...features.lift import Funnel, funnels
+from ...features.lift import Funnel, funnels, period
 from ...live.hub import Hub
+from ...stores.pauses import Pause, load_pauses, paused_rules
 from . import charts
 
-PERIOD_DAYS = 30
 # "Pop-ins shown in the last minutes"
 RECENT_SECONDS = 5 * 60
 RECENT_ROWS = 30
@@ -32,11 +32,9 @@ class Row:
     holdout: float
     chart: Markup
     lift_chart: Markup | None
-
-
-def period(site: Site, now: float, days: int = PERIOD_DAYS) -> list[str]:
-    today = datetime.fromtimestamp(now, site.zone).date()
-    return [(today - timedelta(days=back)).isoformat() for back in range(days - 1, -1, -1)]
+    paused: Pause | None = None
+    # Why there is no lift, when there is none.
+    unmeasured: str = ""
 
 
 async def live(hub: Hub, site: Site) -> dict[str, int]:
@@ -48,16 +46,17 @@ async def live(hub: Hub, site: Site) -> dict[str, int]:
 
 
 async def overview(hub: Hub, site: Site) -> dict[str, Any]:
-    days = period(site, hub.clock())
+    days = period(site.zone, hub.clock())
     found = funnels(await hub.store.stats_read(site.key, days[0], days[-1]))
     rules = {rule.id: rule for rule in hub.rules.rules}
+    paused = await _paused(hub, site)
     rows = []
     # Campaigns with activity first, then the quiet ones, each by campaign name.
     for rule_id in sorted(set(found) | set(rules), key=lambda r: (
             not (r in found and found[r]["triggered"]), _campaign(rules, r), r)):
         funnel = found.get(rule_id) or Funnel(rule_id)
         rule = rules.get(rule_id)
-        holdout = rule.holdout if rule else 0.0
+        holdout = rule.holdout_share(site.holdout) if rule else 0.0
         chart = charts.bars(days, {"shown": funnel.series("shown", days),
                                    "converted": funnel.series("converted", days)},
                             f"{rule_id}: shown and converted per day")
@@ -65,15 +64,36 @@ async def overview(hub: Hub, site: Site) -> dict[str, Any]:
         lift_chart = (charts.interval(lift.difference, lift.low, lift.high,
                                       f"{rule_id}: lift and its 95% interval")
                       if holdout or funnel["held_out"] else None)
-        rows.append(Row(rule_id, _campaign(rules, rule_id), funnel, holdout, chart, lift_chart))
+        rows.append(Row(rule_id, _campaign(rules, rule_id), funnel, holdout, chart, lift_chart,
+                        paused.get(rule_id), _unmeasured(rule, site)))
     start = datetime.combine(date.fromisoformat(days[-1]), time(0), tzinfo=site.zone)
     bookings = await hub.store.list_bookings(site.key, start.timestamp(),
                                              (start + timedelta(days=7)).timestamp())
     leads = await hub.store.list_leads(site.key, (start - timedelta(days=7)).timestamp())
     return {"days": days, "rows": rows, "live": await live(hub, site),
             "active": [row for row in rows if row.funnel["triggered"]],
+            "paused": [row for row in rows if row.paused],
             "bookings": sum(1 for b in bookings if b.status == "confirmed"),
             "leads": len(leads)}
+
+
+def _unmeasured(rule: Rule | None, site: Site) -> str:
+    if rule is None:
+        return "not measured: no longer in the rules"
+    if rule.visual is None:
+        return "not measured: it shows nothing (it tags or calls a webhook)"
+    if rule.holdout == 0:
+        return "not measured: its holdout is 0"
+    if rule.category not in BUDGET_EXEMPT:
+        return f"not measured: the site's holdout is {site.holdout:g}"
+    return "not measured: answers a visitor asked for are never held out"
+
+
+async def _paused(hub: Hub, site: Site) -> dict[str, Pause]:
+    """The site's campaigns the guard stopped, and why (while the rule is unchanged)."""
+    pauses = await load_pauses(hub.store, site.key)
+    holding = paused_rules(pauses, {rule.id: rule.fingerprint for rule in hub.rules.rules})
+    return {rule_id: pauses[rule_id] for rule_id in holding}
 
 
 def _campaign(rules: dict[str, Rule], rule_id: str) -> str:
@@ -83,7 +103,7 @@ def _campaign(rules: dict[str, Rule], rule_id: str) -> str:
 
 async def campaign(hub: Hub, site: Site, rule_id: str) -> dict[str, Any] | None:
     rule = hub.rules.by_id.get(rule_id)
-    days = period(site, hub.clock())
+    days = period(site.zone, hub.clock())
     funnel = funnels(await hub.store.stats_read(site.key, days[0], days[-1])).get(rule_id)
     if rule is None and funnel is None:
         return None
@@ -93,8 +113,13 @@ async def campaign(hub: Hub, site: Site, rule_id: str) -> dict[str, Any] | None:
     errors = [error for error in hub.rule_status.errors
               if rule is not None and error.startswith(f"{rule.file}:")]
     lift = funnel.lift
+    variants = [(variant_id, funnel.variants[variant_id], funnel.variant_lift(variant_id))
+                for variant_id in _variant_order(rule, funnel)]
     return {
         "rule": rule, "rule_id": rule_id, "funnel": funnel, "lift": lift,
+        "holdout": rule.holdout_share(site.holdout) if rule else 0.0,
+        "paused": (await _paused(hub, site)).get(rule_id),
+        "variants": variants, "comparisons": funnel.comparisons() if variants else [],
         "source": _source(rule) if rule else "",
         "funnel_chart": charts.funnel([(name.replace("_", " "), float(funnel[name])) for name in (
             "triggered", "exposed", "shown", "clicked", "converted")], "the funnel"),
@@ -105,6 +130,14 @@ async def campaign(hub: Hub, site: Site, rule_id: str) -> dict[str, Any] | None:
                                       "lift and its 95% interval"),
         "errors": errors, "recent": recent, "zone": site.zone, "days": days,
     }
+
+
+def _variant_order(rule: Rule | None, funnel: Funnel) -> list[str]:
+    """The rule's variants as written (also those not shown yet), then retired ones."""
+    written = [variant.id for variant in rule.variants] if rule else []
+    for variant_id in written:
+        funnel.variants.setdefault(variant_id, Funnel(funnel.rule, variant=variant_id))
+    return written + sorted(set(funnel.variants) - set(written))
 
 
 def _source(rule: Rule) -> str:
@@ -126,7 +159,7 @@ def _source(rule: Rule) -> str:
 
 
 async def audiences(hub: Hub, site: Site) -> dict[str, Any]:
-    days = period(site, hub.clock())
+    days = period(site.zone, hub.clock())
     infos = {info.name: info for info in await hub.store.audience_list(site.key)}
     found = []
     for name in sorted(await hub.audience_names(site.key)):

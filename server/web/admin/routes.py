@@ -1,7 +1,8 @@
 """The owner's dashboard at /admin: server-rendered pages behind a login.
 
     /admin/                      overview: live numbers, every campaign's funnel and lift
-    /admin/campaigns/{rule}      one campaign: its rule, funnel, lift, errors, exposures
+    /admin/campaigns/{rule}      one campaign: its lift, variants, funnel, rule, errors,
+                                 activity; Resume when the guard paused it
     /admin/audiences             sizes over time, export links
     /admin/bookings              appointments ahead, leads
     /admin/rules                 loaded files, errors with file:line, last reload
@@ -35,6 +36,7 @@ from starlette.routing import Route
 from ...config import STATIC_DIR
 from ...core.site import Site
 from ...features.exports import ExportError, start_export
+from ...live.guard import resume
 from ...live.hub import Hub
 from . import dashboard
 from .auth import (
@@ -180,6 +182,20 @@ async def campaign(request: Request, hub: Hub, site: Site) -> Response:
     return _render(request, "campaign.html", site=site, **found)
 
 
+async def campaign_resume(request: Request, hub: Hub, site: Site) -> Response:
+    """The owner resumes a campaign the guard paused."""
+    form = await request.form()
+    if not csrf_ok(request, form.get("csrf")):
+        return _render(request, "message.html", 403, title="The form expired",
+                       message="Please go back and try again.")
+    rule_id = request.path_params["rule"]
+    if not await resume(hub, site, rule_id):
+        return _render(request, "message.html", 404, title="Not paused",
+                       message="This campaign is not paused.")
+    query = f"?site={quote(site.key)}" if request.query_params.get("site") else ""
+    return RedirectResponse(f"/admin/campaigns/{quote(rule_id)}{query}", status_code=303)
+
+
 async def campaign_days(request: Request, hub: Hub, site: Site) -> Response:
     """A campaign's daily figures as CSV, for the owner's own spreadsheet."""
     found = await dashboard.campaign(hub, site, request.path_params["rule"])
@@ -244,6 +260,7 @@ ROUTES = [
     Route("/admin/", owner_only(overview)),
     Route("/admin/campaigns/{rule}", owner_only(campaign)),
     Route("/admin/campaigns/{rule}/daily.csv", owner_only(campaign_days)),
+    Route("/admin/campaigns/{rule}/resume", owner_only(campaign_resume), methods=["POST"]),
     Route("/admin/audiences", owner_only(audiences)),
     Route("/admin/audiences/{name}/export", owner_only(export)),
     Route("/admin/bookings", owner_only(bookings)),
