@@ -12,6 +12,8 @@ import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,6 +21,7 @@ import pytest
 import uvicorn
 
 from popin.config import Settings
+from popin.core.site import Site
 from popin.web.app import create_app, uvicorn_options
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,6 +109,9 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(timeout=10)
 
 
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
 class LiveServer:
     """popin on a real uvicorn in a thread, configured exactly as `popin serve` runs it."""
 
@@ -166,7 +172,10 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
 
 @pytest.fixture
 def live_settings(tmp_path: Path) -> Settings:
-    return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=ROOT / "rules")
+    # No control group: a browser's visitor id is random, and would be held out of some
+    # campaign now and then. Tests of the control group pin their visitors instead.
+    return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=ROOT / "rules",
+                    sites={"demo": Site("demo", "Demo shop", holdout=0)})
 
 
 @pytest.fixture
@@ -215,3 +224,74 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(
         f"consent glue static/popin-consent.min.js (pages with a consent tool only): "
         f"{glue.minified} bytes minified, {glue.gzipped} bytes gzipped")
+
+
+class FixtureSite:
+    """Serves tests/fixtures from another origin, as a customer's site would."""
+
+    def __init__(self, popin_url: str) -> None:
+        self.port = free_port()
+        handler = partial(_FixtureHandler, popin_url, directory=str(FIXTURES))
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def strict_policy(popin_url: str) -> str:
+    """What README tells a shop with a strict policy to send: popin's script and socket
+    origins, and nothing for styles."""
+    socket = popin_url.replace("http", "ws", 1)
+    return (f"default-src 'self'; script-src 'self' {popin_url}; "
+            f"connect-src 'self' {socket}; style-src 'self'; img-src 'self' data:")
+
+
+class _FixtureHandler(SimpleHTTPRequestHandler):
+    def __init__(self, popin_url: str, *args: Any, **kwargs: Any) -> None:
+        self.popin_url = popin_url
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        # SPA routes serve the app shell, as a real SPA host does.
+        name = "spa.html" if self.path.startswith("/app/") else self.path.lstrip("/")
+        path = FIXTURES / name
+        if not path.is_file():
+            self.send_error(404)
+            return
+        body = path.read_text().replace("__POPIN__", self.popin_url).encode()
+        self.send_response(200)
+        if name == "strict.html":
+            self.send_header("Content-Security-Policy", strict_policy(self.popin_url))
+        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def fixture_site(tmp_path: Path) -> Iterator[tuple[FixtureSite, LiveServer]]:
+    port = free_port()
+    site = FixtureSite(f"http://127.0.0.1:{port}")
+    settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=FIXTURES / "rules",
+                        # No control groups: browsers' visitor ids are random.
+                        sites={"fixture": Site("fixture", origins=(site.url,), holdout=0),
+                               "private": Site("private", origins=(site.url,),
+                                               consent="required", holdout=0),
+                               "demo": Site("demo", holdout=0)})
+    server = LiveServer(settings, port).start()
+    try:
+        yield site, server
+    finally:
+        server.stop()
+        site.close()

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Callable, Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 
-from conftest import ROOT, LiveServer, free_port, make_key, run
+from conftest import ROOT, FixtureSite, LiveServer, make_key, run
 from popin.config import Settings
-from popin.core.site import Site
 from popin.core.visitor.profile import Profile
 from popin.stores.backends import open_store
 
 pytestmark = pytest.mark.browser
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
 POPIN_CARD = "[data-popin] .card"  # Playwright's CSS pierces open shadow roots
 DESKTOP = {"width": 1280, "height": 800}
 
@@ -99,7 +94,9 @@ def test_keyword_dwell_shows_a_popin_and_the_dismissal_reaches_the_server(
     page.screenshot(path=screenshots / "demo-keyword-popin.png")
 
     waxing = [m for m in log.of_type("dwell") if m["keyword"] == "waxing"]
-    assert waxing == [{"type": "dwell", "keyword": "waxing", "seconds": 5}]
+    # Which element was read travels with the threshold, so the owner can see why.
+    assert waxing == [{"type": "dwell", "keyword": "waxing", "seconds": 5,
+                       "element": "section#waxing > h2"}]
     assert "Waxing made simple" in card.inner_text()
     in_shadow = page.evaluate(
         "() => !!document.querySelector('[data-popin]').shadowRoot.querySelector('.card')")
@@ -156,66 +153,6 @@ def test_on_a_phone_the_card_fits_the_screen(
         assert box["y"] + box["height"] <= phone["height"]
     finally:
         context.close()
-
-
-class FixtureSite:
-    """Serves tests/fixtures from another origin, as a customer's site would."""
-
-    def __init__(self, popin_url: str) -> None:
-        self.port = free_port()
-        handler = partial(_FixtureHandler, popin_url, directory=str(FIXTURES))
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-
-class _FixtureHandler(SimpleHTTPRequestHandler):
-    def __init__(self, popin_url: str, *args: Any, **kwargs: Any) -> None:
-        self.popin_url = popin_url
-        super().__init__(*args, **kwargs)
-
-    def do_GET(self) -> None:
-        # SPA routes serve the app shell, as a real SPA host does.
-        name = "spa.html" if self.path.startswith("/app/") else self.path.lstrip("/")
-        path = FIXTURES / name
-        if not path.is_file():
-            self.send_error(404)
-            return
-        body = path.read_text().replace("__POPIN__", self.popin_url).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html; charset=utf-8")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-@pytest.fixture
-def fixture_site(tmp_path: Path) -> Iterator[tuple[FixtureSite, LiveServer]]:
-    port = free_port()
-    site = FixtureSite(f"http://127.0.0.1:{port}")
-    settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=FIXTURES / "rules",
-                        sites={"fixture": Site("fixture", origins=(site.url,)),
-                               "private": Site("private", origins=(site.url,),
-                                               consent="required"),
-                               "demo": Site("demo")})
-    server = LiveServer(settings, port).start()
-    try:
-        yield site, server
-    finally:
-        server.stop()
-        site.close()
 
 
 def test_queued_calls_spa_routes_and_one_global(
@@ -393,7 +330,7 @@ def test_the_widget_measures_scroll_idle_exit_tab_typing_and_scoped_dwell(
         page.locator("#guide p").scroll_into_view_if_needed()
         assert eventually(page, lambda: log.of_type("dwell"), timeout=6)
         assert log.of_type("dwell") == [{"type": "dwell", "keyword": "avalanche@#guide",
-                                         "seconds": 2}]
+                                         "seconds": 2, "element": "section#guide > p"}]
         assert log.of_type("scroll") == [{"type": "scroll", "percent": 50}]
 
         # No input at all for five seconds.

@@ -64,6 +64,8 @@ def test_explain_replays_a_recorded_stream(capsys: pytest.CaptureFixture[str]) -
     assert main(["rules", "explain", str(events), "--rules", str(ROOT / "rules"),
                  "--start", "2026-11-23T10:00:00+01:00"]) == 0
     out = capsys.readouterr().out.splitlines()
+    # Why the dwell fired: the element read, and for how long.
+    assert "     8.0s  dwell keyword=waxing seconds=5 element=section#waxing > h2" in out
     assert "          waxing-help: SHOWN" in out
     assert "          skis-cross-sell: SHOWN" in out
     assert ("          cart-hesitation-help: the visitor just closed another pop-in: a minute "

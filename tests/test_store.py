@@ -514,3 +514,50 @@ def test_many_profiles_saved_at_once(make_store: StoreFactory) -> None:
         await store.close()
 
     run(scenario())
+
+
+def test_statistics_are_counters_per_site_day_rule_variant_and_metric(
+        make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        await store.stats_add("demo", "2026-11-25", [("offer", "shown", 2.0),
+                                                     ("offer:loud", "shown", 1.0)])
+        await store.stats_add("demo", "2026-11-26", [("offer", "shown", 1.0),
+                                                     ("offer", "revenue", 39.5)])
+        await store.stats_add("demo", "2026-11-26", [("offer", "shown", 1.0),
+                                                     ("offer:loud", "converted", 1.0)])
+        await store.stats_add("other", "2026-11-26", [("offer", "shown", 100.0)])
+        await store.close()
+        reopened = make_store()  # they survive a restart
+        assert sorted(await reopened.stats_read("demo", "2026-11-25", "2026-11-26")) == [
+            ("2026-11-25", "offer", "shown", 2.0), ("2026-11-25", "offer:loud", "shown", 1.0),
+            ("2026-11-26", "offer", "revenue", 39.5), ("2026-11-26", "offer", "shown", 2.0),
+            ("2026-11-26", "offer:loud", "converted", 1.0)]
+        assert await reopened.stats_read("demo", "2026-11-26", "2026-11-26") == [
+            ("2026-11-26", "offer", "revenue", 39.5), ("2026-11-26", "offer", "shown", 2.0),
+            ("2026-11-26", "offer:loud", "converted", 1.0)]
+        await reopened.close()
+
+    run(scenario())
+
+
+def test_paused_campaigns_are_kept_per_site(make_store: StoreFactory) -> None:
+    from popin.stores.pauses import PAUSED, Pause, load_pauses, paused_rules, save_pauses
+
+    async def scenario() -> None:
+        store = make_store()
+        assert await load_pauses(store, "demo") == {}
+        pause = Pause("offer", PAUSED, 1000.0, "f1", difference=-0.07, low=-0.12,
+                      high=-0.02, exposed=400, control=400)
+        await save_pauses(store, "demo", {"offer": pause})
+        await store.close()
+        reopened = make_store()
+        kept = await load_pauses(reopened, "demo")
+        assert kept == {"offer": pause}
+        assert await load_pauses(reopened, "other") == {}
+        # Paused while the rule is the one paused; a changed rule is not.
+        assert paused_rules(kept, {"offer": "f1"}) == {"offer"}
+        assert paused_rules(kept, {"offer": "f2"}) == set()
+        await reopened.close()
+
+    run(scenario())

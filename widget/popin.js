@@ -13,7 +13,8 @@
   var ACTIVE_WINDOW = 3e4; // no input for 30 s: the visitor is not reading any more
   var ws, asleep = false, attempts = 0, everOpened = false, outbox = [], lastUrl, lastActive = Date.now();
   var config = { watch: [], scroll: [], idle: [], tab: 0, exit: false };
-  var watches = {}, observer, visible = new Map(), host, current, scanTimer;
+  var watches = {}, observer, visible = new Map(), host, current, scanTimer, sheet;
+  var keepClear = script.getAttribute('data-keep-clear') || '';
   var page = { scroll: 0, exit: false }, idleSent = 0, typing = false, hiddenAt = 0, lastY = 0, lastYAt = 0;
   // A consent tool on the page (IAB TCF, Google Consent Mode): popin-consent.js reads it
   // and tells the server, which decides what may be kept; meanwhile nothing is.
@@ -144,15 +145,30 @@
           entry.intersectionRect.height >= innerHeight / 2);
       });
     }, { threshold: [0, 0.1, 0.25, 0.5, 0.75, 1] });
+    var pinned = new Map();
+    // Menus, sidebars, headers and banners stay on screen whatever the visitor reads:
+    // text in fixed or sticky elements is not reading, unless a rule's selector names it.
+    function isPinned(element) {
+      if (!element || element === d.body) return false;
+      if (!pinned.has(element)) pinned.set(element, /^(fixed|sticky)$/.test(getComputedStyle(element).position) ||
+        isPinned(element.parentElement));
+      return pinned.get(element);
+    }
     for (var name in watches) {
       var spec = watches[name].spec, roots = [d.body];
+      // Whole words; "wax*" for every word starting with wax.
+      var words = new RegExp('(^|[^\\p{L}\\p{N}])(' + spec.words.map(function (word) {
+        var stem = word.slice(-1) === '*';
+        word = word.replace(/\*$/, '').replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+        return stem ? word : word + '(?![\\p{L}\\p{N}])';
+      }).join('|') + ')', 'iu');
       try { if (spec.selector) roots = d.querySelectorAll(spec.selector); } catch (e) { roots = []; }
       [].forEach.call(roots, function (root) {
         var walker = d.createTreeWalker(root, 4), node;
         while ((node = walker.nextNode())) {
-          var element = node.parentElement, text = node.nodeValue.toLowerCase();
+          var element = node.parentElement;
           if (!element || /^(SCRIPT|STYLE|NOSCRIPT|TEXTAREA|OPTION)$/.test(element.tagName)) continue;
-          if (!spec.words.some(function (word) { return text.indexOf(word) >= 0; })) continue;
+          if (!words.test(node.nodeValue) || (!spec.selector && isPinned(element))) continue;
           var entry = visible.get(element);
           if (!entry) {
             visible.set(element, entry = { on: false, names: {} });
@@ -172,8 +188,8 @@
     idleSent = Math.max(idleSent, Math.floor(idle));
     if (idle * 1000 > ACTIVE_WINDOW) return;
     var seen = {};
-    visible.forEach(function (entry) {
-      if (entry.on) for (var name in entry.names) seen[name] = 1;
+    visible.forEach(function (entry, element) {
+      if (entry.on) for (var name in entry.names) seen[name] = seen[name] || element;
     });
     for (var name in seen) {
       var state = watches[name];
@@ -181,9 +197,16 @@
       state.seconds++;
       var thresholds = state.spec.seconds;
       while (state.next < thresholds.length && state.seconds >= thresholds[state.next]) {
-        send({ type: 'dwell', keyword: name, seconds: thresholds[state.next++] });
+        // Which element was read, so that an owner can see why a rule fired.
+        send({ type: 'dwell', keyword: name, seconds: thresholds[state.next++], element: describe(seen[name]) });
       }
     }
+  }
+  function describe(element) {
+    var parent = element.parentElement, name = function (el) {
+      return el.tagName.toLowerCase() + (el.id ? '#' + el.id : el.classList[0] ? '.' + el.classList[0] : '');
+    };
+    return ((parent && parent !== d.body ? name(parent) + ' > ' : '') + name(element)).slice(0, 120);
   }
   function active() {
     lastActive = Date.now();
@@ -244,8 +267,10 @@
     if (host) host.remove();
     host = current = null;
   }
+  var CORNER = 'position:fixed;z-index:2147483000;width:360px;max-width:calc(100vw - 32px)';
   var PLACES = {
-    corner: 'position:fixed;z-index:2147483000;right:16px;bottom:16px;width:360px;max-width:calc(100vw - 32px)',
+    corner: CORNER,
+    corner_left: CORNER,
     top_bar: 'position:fixed;z-index:2147483000;left:0;right:0;top:0',
     bottom_bar: 'position:fixed;z-index:2147483000;left:0;right:0;bottom:0',
     inline: 'display:block'
@@ -262,10 +287,20 @@
     if (message.slot && !slot) return report(id, 'failed');
     var card = host = d.createElement('div');
     card.setAttribute('data-popin', message.rule);
+    // Through the CSSOM, never a style attribute or element: a page whose policy says
+    // style-src 'self' shows the card exactly as designed.
     card.style.cssText = PLACES[message.placement] || PLACES.corner;
     var root = card.attachShadow({ mode: 'open' });
-    root.innerHTML = '<style>' + CSS + '</style>' + message.html;
-    current = { id: id, root: root };
+    try {
+      sheet = sheet || new CSSStyleSheet();
+      sheet.replaceSync(CSS);
+      root.adoptedStyleSheets = [sheet];
+      root.innerHTML = message.html;
+    } catch (e) {
+      root.innerHTML = '<style>' + CSS + '</style>' + message.html;
+    }
+    current = { id: id, root: root, corner: !PLACES[message.placement] || message.placement.indexOf('corner') === 0,
+      left: message.placement === 'corner_left', offset: message.offset || [16, 16] };
     root.addEventListener('submit', function (event) {
       event.preventDefault();
       var form = event.target, fields = {}, button = form.querySelector('button');
@@ -300,7 +335,32 @@
       }
     });
     (slot || d.body).appendChild(card);
+    place();
     report(id, 'shown');
+  }
+  // A corner card keeps clear of what the page asks (data-keep-clear on the script tag, or
+  // popin('keepClear', selector)) and never covers the field the visitor is typing in.
+  function place() {
+    if (!current || !current.corner) return;
+    var style = host.style, offset = current.offset, bottom = offset[1], box, focused = d.activeElement;
+    style[current.left ? 'left' : 'right'] = offset[0] + 'px';
+    style.top = 'auto';
+    style.bottom = bottom + 'px';
+    box = host.getBoundingClientRect();
+    try {
+      [].forEach.call(keepClear ? d.querySelectorAll(keepClear) : [], function (element) {
+        var r = element.getBoundingClientRect();
+        if (r.width && overlaps(r, box)) bottom = Math.max(bottom, innerHeight - r.top + 8);
+      });
+    } catch (e) {}
+    style.bottom = bottom + 'px';
+    if (field(focused) && overlaps(focused.getBoundingClientRect(), host.getBoundingClientRect())) {
+      style.bottom = 'auto';
+      style.top = offset[1] + 'px';
+    }
+  }
+  function overlaps(a, b) {
+    return a.left < b.right && b.left < a.right && a.top < b.bottom && b.top < a.bottom;
   }
 
   function ours(change) {
@@ -321,8 +381,9 @@
       if (config.tab && away >= config.tab) send({ type: 'tab', seconds: Math.round(away) });
       hiddenAt = 0;
     });
-    d.addEventListener('focusin', function (event) { typed(!!field(event.target)); });
-    d.addEventListener('focusout', function () { typed(false); });
+    d.addEventListener('focusin', function (event) { typed(!!field(event.target)); place(); });
+    d.addEventListener('focusout', function () { typed(false); setTimeout(place); });
+    w.addEventListener('resize', place);
     var push = history.pushState;
     history.pushState = function () {
       var result = push.apply(this, arguments);
@@ -350,6 +411,10 @@
   api.identify = function (userId, traits, userHash) {
     send({ type: 'identify', user_id: String(userId), traits: traits || {},
       user_hash: userHash ? String(userHash) : '' });
+  };
+  api.keepClear = function (selector) {
+    keepClear = (keepClear ? keepClear + ',' : '') + selector;
+    place();
   };
   api.consent = function (granted) {
     stored('popin_c', choice = granted ? '1' : '0', true);

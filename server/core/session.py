@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl, urlsplit
 from .context import template_context
 from .rules.campaign import BUDGET_EXEMPT, Rule
 from .rules.engine import RuleSet, by_priority
-from .rules.templates import PopinTemplate, RenderError
+from .rules.templates import DEFAULT_OFFSET, PopinTemplate, RenderError
 from .rules.triggers import (
     AfterTrigger,
     BirthdayTrigger,
@@ -81,6 +81,8 @@ class Result:
     counts: list[str] = field(default_factory=list)
     # (rule id, outcome) for every candidate rule: what `popin rules explain` prints.
     trace: list[tuple[str, str]] = field(default_factory=list)
+    # Why the rules fired, when the event can say more than its name (the text read).
+    cause: str = ""
 
 
 # Keywords kept per page and in a profile's interests, past those the rules watch.
@@ -190,6 +192,7 @@ class Session:
         into.taggings += other.taggings
         into.leave_audiences |= other.leave_audiences
         into.stats += other.stats
+        into.cause = into.cause or other.cause
 
     # -- events -------------------------------------------------------------------------
 
@@ -254,6 +257,8 @@ class Session:
         interests[name] = interests.get(name, 0.0) + event.seconds - previous
         result = self._fire(rules.candidates(event, previous), event, rules, now)
         result.profile_changed = True
+        if event.element:
+            result.cause = f"read '{name}' for {event.seconds:g} s in {event.element}"
         return result
 
     def _scroll(self, event: Scroll, rules: RuleSet, now: float) -> Result:
@@ -554,6 +559,8 @@ class Session:
             message["variant"] = variant.id
         if visual.delay:
             message["delay"] = visual.delay
+        if visual.offset != DEFAULT_OFFSET:
+            message["offset"] = list(visual.offset)
         if visual.slot:
             message["slot"] = visual.slot
         if visual.calendar:

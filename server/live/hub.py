@@ -238,7 +238,8 @@ class Hub:
         self.pending.count(session.site, day, result.stats)
         who = session.profile.visitor if session.facts.may_remember else ""
         self.pending.log(session.site, [
-            {"at": now, "rule": rule, "metric": metric, "amount": amount, "visitor": who}
+            {"at": now, "rule": rule, "metric": metric, "amount": amount, "visitor": who,
+             **({"why": result.cause} if result.cause and metric == "triggered" else {})}
             for rule, metric, amount in result.stats])
 
     async def unacknowledged(self, session: Session) -> list[dict[str, Any]]:

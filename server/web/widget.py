@@ -20,8 +20,8 @@ CONSENT_SOURCE = PROJECT_ROOT / "widget" / "consent.js"
 CONSENT_BUILT = STATIC_DIR / "popin-consent.min.js"
 # (source, built file): what `popin widget build` makes.
 SCRIPTS = ((SOURCE, BUILT), (CONSENT_SOURCE, CONSENT_BUILT))
-# Above this the test suite fails; the target is 5 KB.
-SIZE_LIMIT_GZIPPED = 6 * 1024
+# Above this the test suite fails.
+SIZE_LIMIT_GZIPPED = 5 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,11 +31,15 @@ class Size:
 
 
 def minify(source: str) -> str:
+    """Comments and spaces out, local names shortened (calmjs.parse, an ES5 parser in pure
+    Python: no Node.js to install); the page's globals are left as they are."""
     try:
-        import rjsmin
+        from calmjs.parse import es5
+        from calmjs.parse.unparsers.es5 import minify_print
     except ImportError:
-        raise SystemExit("building the widget needs rjsmin: pip install -e '.[test]'") from None
-    minified: str = rjsmin.jsmin(source)
+        raise SystemExit("building the widget needs calmjs.parse: "
+                         "pip install -e '.[test]'") from None
+    minified: str = minify_print(es5(source), obfuscate=True, obfuscate_globals=False)
     return minified.strip() + "\n"
 
 

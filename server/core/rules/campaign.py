@@ -293,6 +293,10 @@ def parse_shared(document: Any, file: str, loaded: Loaded) -> None:
             if not items or not all(isinstance(word, str) and word.strip() for word in items):
                 reader.fail(groups.line_of(name), f"keyword group {name!r} must be a list of "
                             "words")
+            for word in items:
+                if not word.strip().rstrip("*") or "*" in word.strip()[:-1]:
+                    reader.fail(groups.line_of(name), f"keyword {word!r}: a trailing '*' "
+                                "matches every word starting so (wax*), nothing else")
             key = name.strip().lower()
             if key in loaded.keywords:
                 reader.fail(groups.line_of(name), f"keyword group {name!r} is defined twice")

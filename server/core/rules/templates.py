@@ -17,8 +17,12 @@ from markupsafe import Markup
 from .schema import Reader
 from .yamlsource import Mapping
 
-PLACEMENTS = ("corner", "top_bar", "bottom_bar", "inline")
-POPIN_KEYS = ("title", "body", "cta", "placement", "slot", "delay")
+PLACEMENTS = ("corner", "corner_left", "top_bar", "bottom_bar", "inline")
+CORNERS = ("corner", "corner_left")
+# Pixels from the corner's two edges; more than this is not a corner any more.
+DEFAULT_OFFSET = (16, 16)
+MAX_OFFSET = 400
+POPIN_KEYS = ("title", "body", "cta", "placement", "slot", "delay", "offset")
 # A pop-in may wait this long after its trigger; longer and the moment has passed.
 MAX_DELAY_SECONDS = 120.0
 # Where a call-to-action may lead: never javascript: or data: URLs.
@@ -135,6 +139,8 @@ class PopinTemplate:
     form: str = ""
     # Seconds the widget waits before showing the card (the visitor may leave first).
     delay: float = 0.0
+    # A corner card's distance from the side and the bottom of the window, in pixels.
+    offset: tuple[int, int] = DEFAULT_OFFSET
 
     def render(self, context: dict[str, Any]) -> str:
         try:
@@ -201,7 +207,27 @@ def compile_popin(value: Any, line: int, reader: Reader) -> PopinTemplate:
         reader.fail(node.line_of("slot"), "'slot' only goes with placement: inline")
     return PopinTemplate(compile_template(node, "title", reader),
                          compile_template(node, "body", reader), links, placement, slot,
-                         delay=compile_delay(node, reader))
+                         delay=compile_delay(node, reader),
+                         offset=compile_offset(node, reader, placement))
+
+
+def compile_offset(node: Mapping, reader: Reader, placement: str) -> tuple[int, int]:
+    """offset: {x: 16, y: 80} — a corner card moved clear of what the page keeps there."""
+    if "offset" not in node:
+        return DEFAULT_OFFSET
+    if placement not in CORNERS:
+        reader.fail(node.line_of("offset"), "'offset' moves a corner card: it goes with "
+                    "placement corner or corner_left")
+    offset = reader.mapping(node["offset"], node.line_of("offset"), "'offset'")
+    reader.keys(offset, "'offset'", ["x", "y"])
+    found = []
+    for axis, default in zip(("x", "y"), DEFAULT_OFFSET, strict=True):
+        value = offset.get(axis, default)
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OFFSET:
+            reader.fail(offset.line_of(axis), f"'offset.{axis}' must be a whole number of "
+                        f"pixels from 0 to {MAX_OFFSET}, not {value!r}")
+        found.append(value)
+    return found[0], found[1]
 
 
 def compile_delay(node: Mapping, reader: Reader) -> float:

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,14 +87,22 @@ class TabReturnTrigger:
     seconds: float
 
 
+@functools.lru_cache(maxsize=1024)
+def word_pattern(words: tuple[str, ...]) -> re.Pattern[str]:
+    """Whole words (or phrases), case-insensitive; `wax*` matches every word starting with
+    wax. The widget builds the same expression for keyword dwell."""
+    alternatives = [re.escape(word[:-1]) if word.endswith("*")
+                    else re.escape(word) + r"(?![^\W_])" for word in words]
+    return re.compile(r"(?<![^\W_])(?:" + "|".join(alternatives) + ")", re.IGNORECASE)
+
+
 @dataclass(frozen=True, slots=True)
 class SearchTrigger:
     # Empty: any search.
     words: tuple[str, ...] = ()
 
     def matches(self, query: str) -> bool:
-        lowered = query.lower()
-        return not self.words or any(word in lowered for word in self.words)
+        return not self.words or word_pattern(self.words).search(query) is not None
 
 
 @dataclass(frozen=True, slots=True)

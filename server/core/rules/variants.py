@@ -6,7 +6,7 @@ visitors, so the numbers say which one works.
       - {id: plain, weight: 50}                                    # the pop-in as written
       - {id: direct, weight: 50, title: "Waxing in 5 minutes", delay: 3s}
 
-A variant changes any of title, body, cta, placement (and slot) and delay; what it does
+A variant changes any of title, body, cta, placement (and slot, offset) and delay; what it does
 not name stays as the rule's pop-in has it. A visitor keeps their variant for good: the
 assignment is a hash of the visitor and the rule, as for the holdout (with its own salt,
 so that who is held out and who sees which variant are independent).
@@ -22,11 +22,12 @@ from .templates import (
     PLACEMENTS,
     PopinTemplate,
     compile_delay,
+    compile_offset,
     compile_template,
 )
 from .yamlsource import Mapping
 
-VARIANT_KEYS = ("id", "weight", "title", "body", "cta", "placement", "slot", "delay")
+VARIANT_KEYS = ("id", "weight", "title", "body", "cta", "placement", "slot", "delay", "offset")
 VARIANT_ID = re.compile(r"\A[a-z0-9][a-z0-9_-]{0,31}\Z")
 # Enough to compare a handful of ideas; more splits the traffic too thin to learn anything.
 MAX_VARIANTS = 8
@@ -114,4 +115,6 @@ def _variant(node: Mapping, reader: Reader, base: PopinTemplate) -> Variant:
         reader.fail(node.line_of("slot"), "'slot' only goes with placement: inline")
     if "delay" in node:
         visual = replace(visual, delay=compile_delay(node, reader))
+    if "offset" in node:
+        visual = replace(visual, offset=compile_offset(node, reader, visual.placement))
     return Variant(variant_id, weight, visual)

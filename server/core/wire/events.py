@@ -54,6 +54,8 @@ class Dwell:
 
     keyword: str
     seconds: float
+    # The element read (tag#id or tag.class, and its parent's), so an owner sees why.
+    element: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -192,7 +192,8 @@ def _dwell(message: dict[str, Any]) -> Dwell:
     watch = _text(message, "keyword", 200).strip()
     # The name part is case-insensitive; a CSS selector after '@' is not.
     name, at, selector = watch.partition("@")
-    return Dwell(keyword=name.lower() + at + selector, seconds=_seconds(message))
+    return Dwell(keyword=name.lower() + at + selector, seconds=_seconds(message),
+                 element=_text(message, "element", 120, required=False))
 
 
 def _event(message: dict[str, Any]) -> Custom:
