@@ -469,3 +469,32 @@ def test_a_visitor_books_a_call_from_the_cart_and_gets_the_ics(
         assert page.locator(POPIN_CARD).count() == 1, "the card stays after the download"
     finally:
         context.close()
+
+
+def test_the_demo_does_what_the_readme_says(live_server: LiveServer, page: Any,
+                                            screenshots: Path) -> None:
+    """README, "Try it": open the skis page, scroll to *Waxing your skis* and keep reading
+    for five seconds: a pop-in slides into the corner. Add the skis to your cart for
+    another one."""
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    steps = ("Open the skis page, scroll to *Waxing your skis* and keep reading for five "
+             "seconds: a pop-in slides into the corner. Add the skis to your cart for "
+             "another one.")
+    assert steps in readme, "the README's demo steps changed: change this test with them"
+    page.goto(f"{live_server.url}/demo/skis.html")
+    page.get_by_role("heading", name="Waxing your skis").scroll_into_view_if_needed()
+    for _ in range(8):
+        page.mouse.move(400, 300)  # reading, not away
+        page.wait_for_timeout(800)
+        if page.locator('[data-popin="waxing-help"]').count():
+            break
+    card = page.locator('[data-popin="waxing-help"] .card')
+    card.wait_for(timeout=5000)
+    box = card.bounding_box()
+    assert box["x"] > DESKTOP["width"] / 2 and box["y"] > DESKTOP["height"] / 2  # the corner
+    page.get_by_role("button", name="Add to cart").click()
+    cross_sell = page.locator('[data-popin="skis-cross-sell"] .card')
+    cross_sell.wait_for(timeout=5000)
+    assert page.locator("[data-popin]").count() == 1  # it took the waxing card's place
+    page.wait_for_timeout(400)
+    page.screenshot(path=screenshots / "demo-second-step.png")

@@ -121,3 +121,49 @@ def test_a_corner_card_keeps_clear_of_the_page_and_of_the_field_in_use(
         assert left.bounding_box()["y"] == box["y"]
     finally:
         context.close()
+
+
+def test_the_owner_previews_a_pop_in_on_their_own_page(
+        fixture_site: tuple[FixtureSite, LiveServer], browser: Any, screenshots: Path) -> None:
+    from test_browser_dashboard import PASSWORD, set_password
+
+    site, server = fixture_site
+    set_password(server.settings)
+    owner = browser.new_context(viewport=VIEWPORT)
+    page = owner.new_page()
+    try:
+        page.goto(f"{server.url}/admin/campaigns/corner-left?site=fixture")
+        page.fill("input[name=password]", PASSWORD)
+        page.click("text=Log in")
+        page.wait_for_url("**/admin/campaigns/corner-left?site=fixture")
+        page.screenshot(path=screenshots / "dashboard-preview-form.png", full_page=True)
+        page.fill("input[name=preview_url]", f"{site.url}/placement.html")
+        page.click("text=Make a preview link")
+        link = page.locator("a[data-preview]")
+        assert link.count() == 1 and link.inner_text() == f"{site.url}/placement.html"
+        with owner.expect_page() as opened:
+            link.click()
+        preview = opened.value
+        # The rule's trigger (a custom event) never happened: the preview shows it anyway.
+        card = preview.locator('[data-popin="corner-left"] .card')
+        card.wait_for(timeout=10000)
+        assert "#popin-preview=" in preview.url
+        preview.wait_for_timeout(400)
+        preview.screenshot(path=screenshots / "page-preview.png")
+        preview.locator("[data-popin] .close").click()
+        preview.wait_for_timeout(300)
+        # Counted nowhere.
+        page.goto(f"{server.url}/admin/?site=fixture")
+        metrics = page.locator('tr[data-rule="corner-left"] td[data-metric]')
+        assert {metrics.nth(i).get_attribute("data-metric"): metrics.nth(i).inner_text()
+                for i in range(metrics.count())} == {
+            "shown": "0", "converted": "0", "held_out": "0", "triggered": "0", "clicked": "0",
+            "dismissed": "0"}
+        # Only the site's own pages: never a way to send someone elsewhere.
+        refused = page.goto(f"{server.url}/admin/campaigns/corner-left?site=fixture"
+                            "&preview_url=https://elsewhere.example/")
+        assert refused.status == 400
+        assert "elsewhere.example" not in page.locator("section.preview").inner_html()
+        assert "only:" in page.locator("section.preview .error").inner_text()
+    finally:
+        owner.close()

@@ -249,3 +249,32 @@ def test_in_session_timers_fire_without_another_message(tmp_path: Path) -> None:
         send(ws, {"type": "event", "name": "checkout_started"})
         send(ws, "barrier")
         assert ws.receive_json()["code"] == "bad_json"
+
+
+def test_a_signed_preview_shows_the_pop_in_and_counts_nothing(client: TestClient) -> None:
+    hub = client.app.state.hub  # type: ignore[attr-defined]
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        send(ws, hello())
+        ws.receive_json()
+        send(ws, {"type": "pageview", "url": "http://testserver/demo/skis.html"})
+        # Its trigger (a dwell on waxing) never happened; the sample says what it would be.
+        send(ws, {"type": "preview", "token": hub.previews.token("demo", "wax")})
+        shown = ws.receive_json()
+        assert shown["type"] == "show" and shown["preview"] is True and shown["rule"] == "wax"
+        assert "About waxing" in shown["html"]
+        send(ws, {"type": "popin", "id": shown["id"], "status": "shown"})
+        send(ws, {"type": "popin", "id": shown["id"], "status": "dismissed"})
+        bad = [hub.previews.token("shop", "wax"),  # another site's
+               hub.previews.token("demo", "gone"),  # no such rule
+               hub.previews.token("demo", "wax")[:-4] + "AAAA",  # forged
+               "x" * 401]  # too long
+        for token in bad:
+            send(ws, {"type": "preview", "token": token})
+            error = ws.receive_json()
+            assert error["type"] == "error" and error["field"] == "token", token
+    text = metrics(client)
+    assert 'kind="preview.shown"} 1' in text
+    assert "popin.shown" not in text and "popin.dismissed" not in text
+    assert "status.unknown_push" not in text
+    run(hub.flush())
+    assert run(hub.store.stats_read("demo", "2000-01-01", "2100-01-01")) == []

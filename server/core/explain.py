@@ -16,7 +16,7 @@ from .site import Site
 from .visitor.agent import Agent
 from .visitor.facts import Facts, landing_facts
 from .visitor.profile import Profile
-from .wire.events import FormSubmit, Hello, Identify
+from .wire.events import FormSubmit, Hello, Identify, Preview
 from .wire.protocol import ProtocolError, decode
 
 OUTCOMES = {
@@ -91,7 +91,7 @@ def explain(lines: Iterable[str], rules: RuleSet, site: Site, start: datetime,
             except ProtocolError as error:
                 out.append(f"line {number}: {error.message}, skipped")
                 continue
-            if isinstance(event, Hello | Identify | FormSubmit):
+            if isinstance(event, Hello | Identify | FormSubmit | Preview):
                 continue
             result = session.handle(event, rules, now)
             label = _describe(message)

@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 from .context import template_context
+from .preview import PREVIEW_PREFIX
 from .rules.campaign import BUDGET_EXEMPT, Rule
 from .rules.engine import RuleSet, by_priority
 from .rules.templates import DEFAULT_OFFSET, PopinTemplate, RenderError
@@ -110,10 +111,9 @@ def personalised(rule: Rule) -> bool:
 
 class Session:
     __slots__ = ("_next_push", "exclusive_used", "facts", "id", "idle_reached",
-                 "open_push", "page", "page_dwell", "page_hits", "page_scroll", "profile",
-                 "pushes", "quiet_until", "reported", "search", "shown", "site", "started",
-                 "timers",
-                 "typing", "visit_pending")
+                 "open_push", "open_unasked", "page", "page_dwell", "page_hits",
+                 "page_scroll", "profile", "pushes", "quiet_until", "reported", "search",
+                 "shown", "site", "started", "timers", "typing", "visit_pending")
 
     def __init__(self, site: str, session_id: str, profile: Profile, facts: Facts) -> None:
         self.site = site
@@ -132,6 +132,9 @@ class Session:
         # (push id, status) already counted: bounded by the pushes, three statuses each.
         self.reported: set[tuple[str, str]] = set()
         self.open_push: str | None = None
+        # The card on screen came unasked (the visitor read, scrolled, idled...): an action
+        # of theirs (add to cart, a search) may take its place.
+        self.open_unasked = False
         self.typing = False
         self.visit_pending = False
         # After the visitor dismisses a pop-in, other campaigns keep quiet for a while.
@@ -390,6 +393,8 @@ class Session:
     def _status(self, event: PopinStatus, _rules: RuleSet, now: float) -> Result:
         key = self.pushes.get(event.push_id)
         if key is None:
+            if event.push_id.startswith(PREVIEW_PREFIX):
+                return Result()  # the owner's preview: counted nowhere
             return Result(counts=["status.unknown_push"], acks=[event.push_id])
         rule_id, variant = split_key(key)
         if (event.push_id, event.status) in self.reported:
@@ -457,7 +462,8 @@ class Session:
         if blocked:
             return blocked
         if rule.visual is not None:
-            if showed or self.open_push is not None:
+            if showed or (self.open_push is not None
+                          and not (self.open_unasked and isinstance(event, Custom))):
                 return "busy"
             if self.typing:
                 return "typing"
@@ -494,6 +500,7 @@ class Session:
             result.stats.append((stats_key(rule.id, variant.id), "exposed", 1.0))
         if visual is not None:
             result.messages.append(self._push(rule, visual, variant, html, now))
+            self.open_unasked = not isinstance(event, Custom)
             result.counts.append("popin.pushed")
         self._effects(rule, event, now, result)
         return "shown" if rule.visual is not None else "acted"

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..core.preview import PreviewError, preview_message
 from ..core.rules.engine import RuleSet
 from ..core.session import Result, Session
 from ..core.site import CONSENT_LEVELS, Site
@@ -24,6 +25,7 @@ from ..core.visitor.profile import Profile
 from ..core.wire.events import Custom, FormSubmit, Hello, Scalar
 from ..features.appointments.answers import AddressQuota, answer_form, fill_slots
 from ..features.appointments.links import Links
+from ..features.previews import PreviewLinks
 from ..stores.audiences import Tagging, identifiers
 from ..stores.contract import Store
 from ..stores.deliveries import Delivery
@@ -85,6 +87,7 @@ class Hub:
         self.geo = geo
         # Signs appointment links; the app sets it from the configured secret.
         self.links = Links(secrets.token_urlsafe(32))
+        self.previews = PreviewLinks(secrets.token_urlsafe(32))
         self.counts: Counter[str] = Counter()
         self._sessions: dict[SessionKey, Session] = {}
         # Sessions with no socket, and since when; swept after SESSION_IDLE_SECONDS.
@@ -224,6 +227,22 @@ class Hub:
                        for audience, until in result.taggings], now)
         if result.profile_changed:
             self.pending.profile(site, session.profile)
+
+    def preview(self, session: Session, token: str) -> dict[str, Any]:
+        """The pop-in a signed preview link asks for, for this page only; counted nowhere.
+        Raises PreviewError when the link is bad, expired, of another site, or the rule
+        shows nothing."""
+        found = self.previews.read(token)
+        if found is None:
+            raise PreviewError("the preview link is not valid or has expired")
+        site, rule_id, variant = found
+        rule = self.rules.by_id.get(rule_id)
+        if site != session.site or rule is None:
+            raise PreviewError("the preview link is for another site, or its rule is gone")
+        self.counts["preview.shown"] += 1
+        # A fresh id each time: the widget never shows the same push id twice.
+        return preview_message(rule, variant, session.facts, session.page, self.rules,
+                               secrets.token_hex(6))
 
     async def flush(self) -> None:
         """Write what is pending now (also done every FLUSH_SECONDS by the app)."""

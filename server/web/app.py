@@ -28,6 +28,7 @@ from ..config import Limits, Settings, load_secret
 from ..core.rules.engine import RuleSet
 from ..core.visitor.agent import Geo
 from ..features.appointments.links import Links
+from ..features.previews import PreviewLinks
 from ..features.webhooks import send_forever
 from ..live.guard import GUARD_SECONDS, guard_all
 from ..live.hub import Hub
@@ -110,6 +111,7 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
                   max_sessions=settings.limits.sessions)
         secret = load_secret(settings)
         hub.links = Links(secret)
+        hub.previews = PreviewLinks(secret)
         app.state.admin_sessions = Sessions(secret)
         app.state.login_guard = LoginGuard()
         app.state.password_checks = PasswordChecks()

@@ -14,10 +14,11 @@ from urllib.parse import parse_qs
 from starlette.types import Message, Receive, Scope, Send
 
 from ..config import Limits
+from ..core.preview import PreviewError
 from ..core.session import Result, Session, widget_config
 from ..core.site import Site
 from ..core.visitor.identity import TraitError, verify_user_hash
-from ..core.wire.events import FormSubmit, Hello, Identify
+from ..core.wire.events import FormSubmit, Hello, Identify, Preview
 from ..core.wire.protocol import (
     CLOSE_FORBIDDEN_ORIGIN,
     CLOSE_HELLO_TIMEOUT,
@@ -195,6 +196,12 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
                     raise ProtocolError("bad_message", "'hello' was already received", "type")
                 if isinstance(message, Identify):
                     await _identify(websocket, hub, site, session, message)
+                    continue
+                if isinstance(message, Preview):
+                    try:
+                        await websocket.send_text(encode(hub.preview(session, message.token)))
+                    except PreviewError as error:
+                        raise ProtocolError("bad_field", str(error), "token") from None
                     continue
                 if isinstance(message, FormSubmit):
                     update = await hub.form(session, message, client_ip or "",

@@ -151,6 +151,14 @@ class FormSubmit:
 
 
 @dataclass(frozen=True, slots=True)
+class Preview:
+    """The owner opened a signed preview link on their page: show that rule's pop-in
+    here, whatever its trigger, counting nothing."""
+
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
 class Timer:
     """An in-session timer came due; never sent by the widget."""
 
@@ -159,4 +167,4 @@ class Timer:
 
 Event = (PageView | Dwell | Custom | PopinStatus | Scroll | Idle | ExitIntent | TabReturn
          | Typing | Consent | TcfSignal | ConsentModeSignal | Timer)
-ClientMessage = Hello | Identify | FormSubmit | Event
+ClientMessage = Hello | Identify | FormSubmit | Preview | Event

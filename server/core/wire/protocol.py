@@ -1,7 +1,7 @@
 """The widget's wire format: JSON text frames, decoded and checked here, without I/O.
 
 Client to server: {"type": "hello"|"pageview"|"dwell"|"scroll"|"idle"|"exit"|"tab"|"typing"|
-                   "consent"|"event"|"popin"|"identify"|"form", ...}
+                   "consent"|"event"|"popin"|"identify"|"form"|"preview", ...}
 Server to client: {"type": "config"|"show"|"update"|"identity"|"error", ...}
 
 Anything malformed raises `ProtocolError`, which becomes an error frame; the
@@ -34,6 +34,7 @@ from .events import (
     Idle,
     PageView,
     PopinStatus,
+    Preview,
     Scalar,
     Scroll,
     TabReturn,
@@ -319,5 +320,6 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     "event": _event,
     "popin": _popin,
     "identify": _identify,
+    "preview": lambda message: Preview(_text(message, "token", 400)),
     "form": _form,
 }

@@ -36,6 +36,7 @@ from starlette.routing import Route
 from ...config import STATIC_DIR
 from ...core.site import Site
 from ...features.exports import ExportError, start_export
+from ...features.previews import page_allowed
 from ...live.guard import resume
 from ...live.hub import Hub
 from . import dashboard
@@ -179,7 +180,27 @@ async def campaign(request: Request, hub: Hub, site: Site) -> Response:
     if found is None:
         return _render(request, "message.html", 404, title="No such campaign",
                        message="No rule has this id, and none had one in the last 30 days.")
-    return _render(request, "campaign.html", site=site, **found)
+    rule = found["rule"]
+    server = str(request.base_url).rstrip("/")
+    pages = [f"{origin}/demo/" if origin == server else f"{origin}/"
+             for origin in _origins(site, server)]
+    asked = request.query_params.get("preview_url", "").strip()
+    variant = request.query_params.get("variant", "")
+    refused = ""
+    if asked and not page_allowed(asked, site.origins, server):
+        refused = (f"A preview opens on the pages of {site.name or site.key} only: "
+                   f"{', '.join(_origins(site, server))}.")
+    elif asked:
+        pages = [asked]
+    # Links, not a redirect: the dashboard's policy lets forms go nowhere but popin.
+    previews = ([(page, hub.previews.link(page, site.key, rule.id, variant)) for page in pages]
+                if rule is not None and rule.visual is not None else [])
+    return _render(request, "campaign.html", 400 if refused else 200, site=site,
+                   previews=previews, preview_refused=refused, **found)
+
+
+def _origins(site: Site, server: str) -> list[str]:
+    return [server if origin == "self" else origin for origin in site.origins]
 
 
 async def campaign_resume(request: Request, hub: Hub, site: Site) -> Response:
