@@ -155,8 +155,10 @@ def test_tcf_all_purposes_granted_keeps_and_tags_the_visitor(
     page.click("#subscribe")
     assert eventually(page, lambda: audience_members(server.settings, "tcf", AUDIENCE)
                       == [visitor])
-    profile = eventually(page, lambda: profile_of(server.settings, visitor, "tcf"))
-    assert profile.withheld == [] and AUDIENCE in profile.audiences
+    # The profile is written a moment later (write-behind), with the membership.
+    profile = eventually(page, lambda: (p := profile_of(server.settings, visitor, "tcf"))
+                         and AUDIENCE in p.audiences and p)
+    assert profile and profile.withheld == []
     # The next page: the CMP answers from its cookie, popin remembers the same visitor.
     page.reload()
     assert eventually(page, lambda: len(log.of_type("hello")) == 2)
