@@ -170,6 +170,15 @@ def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
     return lambda: open_store(url)
 
 
+@pytest.fixture(autouse=True)
+def fixed_assignment_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test's server makes its own secret, so which visitors fall in a control group
+    would change from run to run; tests with fixed visitor ids get the same groups every
+    time instead (tests of the keyed hash itself call it directly)."""
+    monkeypatch.setattr("popin.web.app._assignment_key",
+                        lambda _secret, site: f"test-assignment-key:{site}")
+
+
 @pytest.fixture
 def live_settings(tmp_path: Path) -> Settings:
     # No control group: a browser's visitor id is random, and would be held out of some

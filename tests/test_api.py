@@ -315,3 +315,44 @@ def test_keys_from_the_command_line(client: TestClient, settings_: Settings,
     assert client.get("/api/v1/audiences", headers=auth(token)).status_code == 401
     assert main(["keys", *store, "revoke", "no-such-key"]) == 1
     assert main(["keys", *store, "--site", "elsewhere", "list"]) == 2
+
+
+def test_conversions_from_the_backend_are_confirmed_and_pages_cannot_confirm(
+        tmp_path: Path) -> None:
+    """The campaign guard acts on conversions the site's backend sent: an order posted
+    with the API key counts as converted and as converted_confirmed; the same event from
+    the page (or a page claiming 'confirmed') counts as converted only."""
+    settings_ = settings_with_rules(tmp_path, """
+rules:
+  - {id: offer, trigger: {event: go}, holdout: 0, popin: {title: t, body: b},
+     conversion: {event: order_placed, within: 1d}}
+""")
+    token = make_key(settings_, "events")
+    with TestClient(create_app(settings_), client=LOOPBACK) as client:
+        for visitor, by_api in (("visitor-api-0001", True), ("visitor-page-001", False)):
+            with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+                ws.send_text(hello(visitor))
+                ws.receive_json()
+                ws.send_text('{"type": "event", "name": "go"}')
+                assert ws.receive_json()["type"] == "show"
+                if not by_api:
+                    ws.send_text('{"type": "event", "name": "order_placed", '
+                                 '"props": {"value": 10}, "confirmed": true}')
+                ws.send_text("barrier")
+                ws.receive_json()
+            if by_api:
+                response = client.post("/api/v1/events", headers=auth(token), json={
+                    "events": [{"visitor": visitor, "name": "order_placed",
+                                "props": {"value": 10}}]})
+                assert response.status_code == 200, response.text
+        hub = client.app.state.hub  # type: ignore[attr-defined]
+        from conftest import run
+
+        run(hub.flush())
+        rows = run(hub.store.stats_read("demo", "2000-01-01", "2100-01-01"))
+    totals: dict[str, float] = {}
+    for _day, rule, metric, value in rows:
+        if rule == "offer":
+            totals[metric] = totals.get(metric, 0.0) + value
+    assert totals["exposed"] == 2 and totals["converted"] == 2
+    assert totals["converted_confirmed"] == 1

@@ -144,3 +144,37 @@ def test_harmful_needs_a_decided_negative_lift() -> None:
     assert not harmful(lift(1000, 100, 1000, 50))  # helps
     assert not harmful(lift(200, 18, 200, 22))    # undecided
     assert not harmful(lift(20, 0, 20, 10))       # too few to say anything
+
+
+def test_a_visitor_keeps_the_variant_they_saw_when_the_weights_change() -> None:
+    rules = ruleset(EXPERIMENT.replace("    holdout: 10\n", "    holdout: 0\n"))
+    site = Site("shop", holdout=0)
+    profile = Profile("visitor-00042")
+    session = Session("shop", "s1", profile, Facts(profile, site))
+    first = session.handle(Custom("go", {}), rules, 1000.0)
+    seen = next(m["variant"] for m in first.messages if m["type"] == "show")
+    # The owner moves every new visitor to the other variant.
+    other = "loud" if seen == "calm" else "calm"
+    reweighted = ruleset(EXPERIMENT.replace("    holdout: 10\n", "    holdout: 0\n")
+                         .replace("weight: 70", "weight: 0" if other == "loud" else "weight: 1")
+                         .replace("weight: 30", "weight: 1" if other == "loud" else "weight: 0"))
+    again = Session("shop", "s2", profile, Facts(profile, site))
+    later = again.handle(Custom("go", {}), reweighted, 1000.0 + 90000)
+    assert [m["variant"] for m in later.messages if m["type"] == "show"] == [seen]
+    newcomer = Profile("visitor-00043")
+    fresh = Session("shop", "s3", newcomer, Facts(newcomer, site)).handle(
+        Custom("go", {}), reweighted, 1000.0)
+    assert [m["variant"] for m in fresh.messages if m["type"] == "show"] == [other]
+
+
+def test_groups_are_keyed_so_nobody_picks_theirs_by_picking_an_id() -> None:
+    """Without the site's key, a visitor id says nothing of its group: the same ids fall
+    in other groups under another key, about as often as chance says."""
+    one, two = Site("shop", assignment_key="key-one"), Site("shop", assignment_key="key-two")
+    moved = 0
+    for number in range(2000):
+        profile = Profile(f"visitor-{number:05d}")
+        a = Facts(profile, one).share("holdout:offer") < 50
+        b = Facts(profile, two).share("holdout:offer") < 50
+        moved += a != b
+    assert 850 <= moved <= 1150, moved  # half of 2,000, give or take

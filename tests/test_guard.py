@@ -40,10 +40,14 @@ NOW = datetime.fromisoformat("2026-11-26T12:00:00+01:00").timestamp()
 TODAY = "2026-11-26"
 # Worked in test_lift: 5 % of 400 exposed against 12 % of 400 held out is -7 points,
 # decided by the always-valid test; 10 % against 5 % of 1,000 each is +5, decided.
-HARMFUL = [("harmful", "exposed", 400.0), ("harmful", "converted", 20.0),
-           ("harmful", "held_out", 400.0), ("harmful", "converted_control", 48.0)]
-HELPFUL = [("helpful", "exposed", 1000.0), ("helpful", "converted", 100.0),
-           ("helpful", "held_out", 1000.0), ("helpful", "converted_control", 50.0)]
+# Conversions the site's backend confirmed (API events): what the guard acts on.
+HARMFUL = [("harmful", "exposed", 400.0), ("harmful", "converted_confirmed", 20.0),
+           ("harmful", "held_out", 400.0), ("harmful", "converted_control_confirmed", 48.0)]
+HELPFUL = [("helpful", "exposed", 1000.0), ("helpful", "converted_confirmed", 100.0),
+           ("helpful", "held_out", 1000.0), ("helpful", "converted_control_confirmed", 50.0)]
+# The same harm, told by pages only (which anyone can script).
+HARMFUL_BY_PAGES = [("harmful", "exposed", 400.0), ("harmful", "converted", 20.0),
+                    ("harmful", "held_out", 400.0), ("harmful", "converted_control", 48.0)]
 SITE = Site("shop", notify_url="https://owner.example/popin")
 
 
@@ -140,14 +144,25 @@ def test_changing_the_rule_resumes_it(store: Store) -> None:
 def test_answers_and_undecided_campaigns_are_never_paused(store: Store) -> None:
     run(store.stats_add("shop", TODAY, [
         # An answer with worse numbers than its (explicit, if odd) comparison: not guarded.
-        ("answer", "exposed", 400.0), ("answer", "converted", 0.0),
-        ("answer", "held_out", 400.0), ("answer", "converted_control", 100.0),
+        ("answer", "exposed", 400.0), ("answer", "converted_confirmed", 0.0),
+        ("answer", "held_out", 400.0), ("answer", "converted_control_confirmed", 100.0),
         # Lower, but not decided.
-        ("harmful", "exposed", 200.0), ("harmful", "converted", 18.0),
-        ("harmful", "held_out", 200.0), ("harmful", "converted_control", 22.0)]))
+        ("harmful", "exposed", 200.0), ("harmful", "converted_confirmed", 18.0),
+        ("harmful", "held_out", 200.0), ("harmful", "converted_control_confirmed", 22.0)]))
     hub = hub_on(store)
     assert run(guard_site(hub, SITE)) == []
     assert run(load_pauses(store, "shop")) == {}
+
+
+def test_pages_alone_cannot_get_a_campaign_paused_unless_the_owner_says_so(
+        store: Store) -> None:
+    from dataclasses import replace
+
+    run(store.stats_add("shop", TODAY, HARMFUL_BY_PAGES))
+    hub = hub_on(store)
+    assert run(guard_site(hub, SITE)) == []  # "confirmed", the default
+    assert run(guard_site(hub, replace(SITE, guard="off"))) == []
+    assert run(guard_site(hub, replace(SITE, guard="all"))) == ["harmful"]
 
 
 # -- seen by the owner ------------------------------------------------------------------

@@ -13,7 +13,7 @@ from conftest import ROOT
 from popin.features.sequential import ALPHA, TAU, always_valid
 
 sys.path.insert(0, str(ROOT / "bench"))
-from peeking import false_winners
+from peeking import false_harms, false_winners
 
 
 def test_hand_worked_numbers() -> None:
@@ -55,3 +55,13 @@ def test_peeking_finds_few_false_winners() -> None:
           f"mSPRT {sequential:.1%}")
     assert sequential <= 0.07, f"mSPRT found a false winner in {sequential:.1%} of runs"
     assert wald >= 0.25, f"the fixed-sample test should do far worse, found {wald:.1%}"
+
+
+def test_rare_conversions_in_a_small_control_group_rarely_pause() -> None:
+    """The guard pauses on "it hurts": with the default 5 % holdout and 1 % conversion the
+    skewed difference must not make that a frequent false alarm (one side of a 5 % test
+    is 2.5 %)."""
+    harms = false_harms(runs=150, seed=3)
+    print(f"\nA/A, 1 % conversion, 5 % held out, read every 100 visitors up to 20,000: "
+          f"'it hurts' in {harms:.1%} of runs")
+    assert harms <= 0.03, harms

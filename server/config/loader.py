@@ -39,6 +39,7 @@ from ..core.site import (
     CONSENT_MODES,
     DEFAULT_HOLDOUT,
     DEMO_HOURS,
+    GUARD_MODES,
     MAX_HOLDOUT,
     TCF_BASES,
     TCF_PURPOSES,
@@ -58,7 +59,7 @@ TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxie
        "metrics_token", "metrics_allow")
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
         "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "holdout",
-        "tcf", "consent_mode")
+        "guard", "tcf", "consent_mode")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
             "min_notice_minutes", "horizon_days", "capacity", "channels",
             "bookings_per_visitor_day", "bookings_per_address_day")
@@ -145,7 +146,8 @@ def _site(site: Table) -> Site:
         site.choice("consent", CONSENT_MODES, "implied"),
         site.text("identity_secret", min_length=16),
         site.choice("unsigned_identify", UNSIGNED_IDENTIFY_MODES, "refuse"),
-        holdout=site.number("holdout", DEFAULT_HOLDOUT, 0, MAX_HOLDOUT))
+        holdout=site.number("holdout", DEFAULT_HOLDOUT, 0, MAX_HOLDOUT),
+        guard=site.choice("guard", GUARD_MODES, "confirmed"))
     found = replace(found, consent_map=_consent_map(site))
     if "calendars" not in site:
         return found

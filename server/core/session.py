@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlsplit
 
 from .context import template_context
 from .preview import PREVIEW_PREFIX
-from .rules.campaign import BUDGET_EXEMPT, Rule
+from .rules.campaign import BUDGET_EXEMPT, DEFAULT_CONVERSION_WINDOW, Rule
 from .rules.engine import RuleSet, by_priority
 from .rules.templates import DEFAULT_OFFSET, PopinTemplate, RenderError
 from .rules.triggers import (
@@ -320,10 +320,13 @@ class Session:
         # The same counters for the variant the visitor saw (theirs for good).
         keys = [rule.id]
         if not group and rule.variants:
-            keys.append(stats_key(rule.id, self._variant(rule).id))
+            keys.append(stats_key(rule.id, history.variant or self._variant(rule).id))
         value = event.props.get(rule.conversion.value)
         for key in keys:
             result.stats.append((key, f"converted{group}", 1.0))
+            if event.confirmed:
+                # Told by the site's backend: what the campaign guard may act on.
+                result.stats.append((key, f"converted{group}_confirmed", 1.0))
             if not group and (history.clicked or 0) >= last:
                 # Click-through, as against view-through (converted without a click).
                 result.stats.append((key, "converted_click", 1.0))
@@ -335,6 +338,13 @@ class Session:
         result.profile_changed = True
 
     def _variant(self, rule: Rule) -> Variant:
+        """The visitor's variant: the one they saw before if the rule still has it (new
+        weights do not move them), else by the keyed hash."""
+        history = self.profile.popins.get(rule.id)
+        if history is not None and history.variant:
+            for variant in rule.variants:
+                if variant.id == history.variant:
+                    return variant
         return assign(rule.variants, self.facts.share(f"variant:{rule.id}") / 100)
 
     def _typing(self, event: Typing, _rules: RuleSet, _now: float) -> Result:
@@ -490,14 +500,29 @@ class Session:
         result.profile_changed = True
         result.stats.append((rule.id, "triggered", 1.0))
         history = self.profile.history(rule.id)
+        # Lift counts visitors, not firings: once per visitor per conversion window, in the
+        # same way in both groups (a visitor cannot tilt it by coming back).
+        window = rule.conversion.within if rule.conversion else DEFAULT_CONVERSION_WINDOW
+        last = max(history.exposed or 0.0, history.held_out or 0.0)
+        counted = not last or now - last >= window
         if held_out:
-            history.held_out = now
-            result.stats.append((rule.id, "held_out", 1.0))
+            if counted:
+                history.held_out = now
+                result.stats.append((rule.id, "held_out", 1.0))
+            if rule.visual is not None:
+                # As if shown: the per-visitor cap and the fatigue budget count the control
+                # group's would-be pop-ins too, or it would be counted once a session while
+                # those shown are counted once a cap, and lift would compare unlike groups.
+                history.record_shown(now)
+                if rule.category not in BUDGET_EXEMPT:
+                    self.profile.record_exposure(now)
             return "holdout"
-        history.exposed = now
-        result.stats.append((rule.id, "exposed", 1.0))
-        if variant:
-            result.stats.append((stats_key(rule.id, variant.id), "exposed", 1.0))
+        if counted:
+            history.exposed = now
+            result.stats.append((rule.id, "exposed", 1.0))
+            if variant:
+                history.variant = variant.id
+                result.stats.append((stats_key(rule.id, variant.id), "exposed", 1.0))
         if visual is not None:
             result.messages.append(self._push(rule, visual, variant, html, now))
             self.open_unasked = not isinstance(event, Custom)

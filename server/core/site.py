@@ -23,6 +23,7 @@ UNSIGNED_IDENTIFY_MODES = ("refuse", "new_users")
 # A few percent: enough for a control group within weeks, little enough to cost little.
 DEFAULT_HOLDOUT = 5.0
 MAX_HOLDOUT = 50.0
+GUARD_MODES = ("confirmed", "all", "off")
 
 # What a visitor's consent may allow, each level needing the one before it: an id on the
 # device and a kept profile; pop-ins chosen or written from that profile; retargeting
@@ -99,6 +100,13 @@ class Site:
     # control group, so that every campaign's lift can be measured; 0 turns it off. A
     # rule's own `holdout:` overrides it.
     holdout: float = DEFAULT_HOLDOUT
+    # Keys the hash that puts a visitor in a control group or a variant (derived from the
+    # server's secret at start): nobody can pick their group by picking their id.
+    assignment_key: str = ""
+    # What the campaign guard pauses on: conversions the site's backend confirmed through
+    # the API ("confirmed", the default: a page's events can be scripted by anyone), all
+    # conversions ("all"), or nothing ("off").
+    guard: str = "confirmed"
     # What the consent tools on the site's pages must grant for each consent level.
     consent_map: ConsentMap = field(default_factory=ConsentMap)
 

@@ -143,6 +143,12 @@ class Funnel:
         return lift(self["exposed"], self["converted"], self["held_out"],
                     self["converted_control"])
 
+    @property
+    def confirmed_lift(self) -> Lift:
+        """The lift on conversions the site's backend confirmed (API events) only."""
+        return lift(self["exposed"], self["converted_confirmed"], self["held_out"],
+                    self["converted_control_confirmed"])
+
     def series(self, metric: str, days: list[str]) -> list[float]:
         return [self.days.get(day, {}).get(metric, 0.0) for day in days]
 

@@ -5,7 +5,11 @@ from a banner on the dashboard, an entry in the campaign's activity and a signed
 
 No tool in this field stops a campaign for hurting sales: they report and wait for a
 person to look. The test used is the one owners read (features.lift), so the guard never
-acts on a difference the dashboard calls "not enough data yet".
+acts on a difference the dashboard calls "not enough data yet". It judges, by default,
+conversions the site's backend confirmed through the API only: a page's events can be
+scripted by anyone, and a stranger must not be able to stop a campaign (the groups are
+assigned by a keyed hash and counted once per visitor per window, so they cannot be
+chosen or stuffed either).
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ async def guard_site(hub: Hub, site: Site) -> list[str]:
     """Judge every marketing rule of the site; returns the rules paused by this call."""
     now = hub.clock()
     rules = {rule.id: rule for rule in hub.rules.rules}
+    if site.guard == "off":
+        return []
     pauses = await load_pauses(hub.store, site.key)
     days = period(site.zone, now)
     rows = await hub.store.stats_read(site.key, days[0], days[-1])
@@ -54,7 +60,11 @@ async def guard_site(hub: Hub, site: Site) -> list[str]:
             continue
         first = max(days[0], pause.since if pause else "")
         funnel = funnels(row for row in rows if row[0] >= first).get(rule.id)
-        if funnel is None or not harmful(result := funnel.lift):
+        if funnel is None:
+            continue
+        # Only what no visitor can script, unless the owner chose otherwise.
+        result = funnel.confirmed_lift if site.guard == "confirmed" else funnel.lift
+        if not harmful(result):
             continue
         pauses[rule.id] = Pause(rule.id, PAUSED, now, rule.fingerprint,
                                 difference=result.difference, low=result.low,
@@ -119,6 +129,8 @@ async def _tell_owner(hub: Hub, site: Site, rule: Rule, pause: Pause) -> None:
         "type": "campaign.paused", "site": site.key, "rule": rule.id,
         "campaign": rule.campaign, "at": pause.at,
         "reason": "its pop-in lowers conversions against its control group",
+        "conversions": "confirmed by the site's backend" if site.guard == "confirmed"
+        else "all",
         "lift": {"difference": pause.difference, "low": pause.low, "high": pause.high,
                  "exposed": pause.exposed, "control": pause.control},
     }

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -107,9 +109,10 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         if owned:
             await active.open()
         geo = Geo(settings.geoip) if settings.geoip else None
-        hub = Hub(active, RuleSet(), settings.sites, geo=geo,
-                  max_sessions=settings.limits.sessions)
         secret = load_secret(settings)
+        sites = {key: replace(site, assignment_key=_assignment_key(secret, key))
+                 for key, site in settings.sites.items()}
+        hub = Hub(active, RuleSet(), sites, geo=geo, max_sessions=settings.limits.sessions)
         hub.links = Links(secret)
         hub.previews = PreviewLinks(secret)
         app.state.admin_sessions = Sessions(secret)
@@ -202,6 +205,11 @@ async def _flush_forever(hub: Hub) -> None:
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         await hub.flush()
+
+
+def _assignment_key(secret: str, site: str) -> str:
+    """Per site, from the server's secret: stable across restarts, unknown to visitors."""
+    return hmac.new(secret.encode(), f"assignment:{site}".encode(), "sha256").hexdigest()[:64]
 
 
 async def _guard_forever(hub: Hub) -> None:

@@ -74,6 +74,8 @@ DEFAULT_EXPIRES = 7 * 86400.0
 # Short on purpose: the longer the window, the more a campaign is credited for sales it
 # had nothing to do with.
 DEFAULT_CONVERSION_WINDOW = 86400.0
+# The dashboard judges 30 days: a longer window would credit what it cannot show.
+MAX_CONVERSION_WINDOW = 30 * 86400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +257,9 @@ def _conversion(value: Any, line: int, reader: Reader) -> Conversion:
         reader.fail(node.line_of("event"), f"'conversion.event' {event!r} is not an event name")
     within = (reader.duration(node["within"], node.line_of("within"), "'within'")
               if "within" in node else DEFAULT_CONVERSION_WINDOW)
+    if not 0 < within <= MAX_CONVERSION_WINDOW:
+        reader.fail(node.line_of("within"), f"'within' is a window after the pop-in, more "
+                    f"than 0 and at most {MAX_CONVERSION_WINDOW / 86400:g} days")
     where: list[tuple[str, tuple[Scalar, ...]]] = []
     if "where" in node:
         wanted = reader.mapping(node["where"], node.line_of("where"), "'where'")

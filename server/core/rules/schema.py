@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable
 from typing import Any, NoReturn
@@ -62,6 +63,8 @@ class Reader:
     def number(self, value: Any, line: int, what: str, minimum: float | None = None) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self.fail(line, f"{what} must be a number, not {_kind(value)}")
+        if not math.isfinite(value):
+            self.fail(line, f"{what} must be a finite number, not {value}")
         if minimum is not None and value < minimum:
             self.fail(line, f"{what} must be at least {minimum:g}, not {value:g}")
         return float(value)
@@ -73,7 +76,8 @@ class Reader:
 
     def duration(self, value: Any, line: int, what: str) -> float:
         """`90`, `"90s"`, `"15m"`, `"2h"`, `"7d"` or `"1w"`, as seconds."""
-        if isinstance(value, int | float) and not isinstance(value, bool) and value >= 0:
+        if (isinstance(value, int | float) and not isinstance(value, bool) and value >= 0
+                and math.isfinite(value)):
             return float(value)
         match = _DURATION.match(value) if isinstance(value, str) else None
         if match is None:

@@ -97,13 +97,17 @@ class Facts:
 
     def bucket(self, salt: str) -> int:
         """A stable 0-99 bucket for this visitor: rollouts and holdouts never flicker."""
-        digest = hashlib.blake2b(f"{salt}:{self.profile.visitor}".encode(), digest_size=8)
-        return int.from_bytes(digest.digest(), "big") % 100
+        return int.from_bytes(self._digest(salt), "big") % 100
 
     def share(self, salt: str) -> float:
         """A stable point in [0, 100) for this visitor: a holdout of 2.5 keeps 2.5 %."""
-        digest = hashlib.blake2b(f"{salt}:{self.profile.visitor}".encode(), digest_size=8)
-        return int.from_bytes(digest.digest(), "big") / 2**64 * 100
+        return int.from_bytes(self._digest(salt), "big") / 2**64 * 100
+
+    def _digest(self, salt: str) -> bytes:
+        # Keyed by the site's assignment key: a visitor choosing their own id cannot
+        # choose their group with it.
+        return hashlib.blake2b(f"{salt}:{self.profile.visitor}".encode(), digest_size=8,
+                               key=self.site.assignment_key.encode()[:64]).digest()
 
 
 def landing_facts(url: str, referrer: str) -> tuple[dict[str, str], str]:

@@ -25,6 +25,9 @@ class RuleHistory:
     # When the rule last acted for this visitor (shown or not), and last converted them.
     exposed: float | None = None
     converted: float | None = None
+    # The variant of an experiment the visitor saw: theirs for good, whatever the weights
+    # become, and the one their conversion is credited to.
+    variant: str = ""
 
     def record_shown(self, now: float) -> None:
         self.shown.append(now)

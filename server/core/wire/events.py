@@ -64,6 +64,9 @@ class Custom:
 
     name: str
     props: dict[str, Scalar] = field(default_factory=dict)
+    # Sent by the site's backend with its API key, not by a page anyone can script: the
+    # campaign guard acts on conversions confirmed this way only.
+    confirmed: bool = False
 
 
 @dataclass(frozen=True, slots=True)

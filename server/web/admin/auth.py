@@ -147,12 +147,19 @@ def set_cookie(response: Response, request: Request, name: str, value: str,
 
 
 def csrf_token(request: Request) -> str:
-    """The token this browser's forms carry: the cookie's, or a new one to set."""
+    """The token this browser's forms carry. Signed in: derived from the session cookie,
+    which pages of other origins can neither read (HttpOnly) nor replace with one that
+    works, so a cookie planted from a sibling subdomain ("cookie tossing") forges no
+    form. Before login: a random cookie's (double submit), all a login form needs."""
+    session = request.cookies.get(SESSION_COOKIE)
+    if session:
+        return hmac.new(session.encode(), b"popin-csrf", "sha256").hexdigest()
     return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(24)
 
 
 def csrf_ok(request: Request, submitted: object) -> bool:
-    expected = request.cookies.get(CSRF_COOKIE, "")
+    expected = (csrf_token(request) if request.cookies.get(SESSION_COOKIE)
+                else request.cookies.get(CSRF_COOKIE, ""))
     return (bool(expected) and isinstance(submitted, str)
             and hmac.compare_digest(expected, submitted))
 

@@ -66,7 +66,10 @@ Page = Callable[[Request, Hub, Site], Awaitable[Response]]
 # The columns of a campaign's daily CSV.
 DAILY_METRICS = ("triggered", "exposed", "held_out", "shown", "clicked", "dismissed",
                  "converted", "converted_click", "converted_control", "revenue",
-                 "revenue_control", "errors")
+                 "revenue_control", "errors", "converted_confirmed",
+                 "converted_control_confirmed")
+VARIANT_METRICS = ("exposed", "shown", "clicked", "dismissed", "converted", "converted_click",
+                   "revenue")
 
 def _render(request: Request, name: str, code: int = 200, **context: Any) -> HTMLResponse:
     token = csrf_token(request)
@@ -75,7 +78,7 @@ def _render(request: Request, name: str, code: int = 200, **context: Any) -> HTM
         csrf=token, path=request.url.path, sites=list(hub.sites.values()),
         site_key=request.query_params.get("site", ""), **context)
     response = HTMLResponse(html, status_code=code)
-    if request.cookies.get(CSRF_COOKIE) != token:
+    if not request.cookies.get(SESSION_COOKIE) and request.cookies.get(CSRF_COOKIE) != token:
         set_cookie(response, request, CSRF_COOKIE, token)
     return response
 
@@ -224,12 +227,16 @@ async def campaign_days(request: Request, hub: Hub, site: Site) -> Response:
         return _render(request, "message.html", 404, title="No such campaign",
                        message="No rule has this id, and none had one in the last 30 days.")
     funnel = found["funnel"]
+    # Each variant's own columns after the rule's ("loud:shown", ...).
+    columns = [(funnel, metric, metric) for metric in DAILY_METRICS] + [
+        (own, metric, f"{name}:{metric}") for name, own, _lift in found["variants"]
+        for metric in VARIANT_METRICS]
     rows = io.StringIO()
     writer = csv.writer(rows)
-    writer.writerow(["day", *DAILY_METRICS])
+    writer.writerow(["day", *(title for _funnel, _metric, title in columns)])
     for day in found["days"]:
-        writer.writerow([day, *(f"{funnel.days.get(day, {}).get(metric, 0.0):g}"
-                                for metric in DAILY_METRICS)])
+        writer.writerow([day, *(f"{source.days.get(day, {}).get(metric, 0.0):g}"
+                                for source, metric, _title in columns)])
     name = f"{site.key}-{funnel.rule}-daily.csv"
     return Response(rows.getvalue(), media_type="text/csv; charset=utf-8",
                     headers={"Content-Disposition": f'attachment; filename="{name}"'})

@@ -187,7 +187,8 @@ async def post_events(request: Request) -> JSONResponse:
         if claims.get(index) == "duplicate":
             results.append({"index": index, "status": "duplicate", "visitor": visitor})
             continue
-        outcome = await hub.business_event(site, visitor, Custom(event["name"], event["props"]))
+        outcome = await hub.business_event(site, visitor, Custom(event["name"], event["props"],
+                                                                   confirmed=True))
         hub.counts["api.event"] += 1
         results.append({"index": index, "status": "applied", "visitor": visitor,
                         "shown_live": outcome.shown_live, "queued": outcome.queued})
