@@ -1,48 +1,87 @@
-"""The `popin` command."""
+"""The `popin` command. One grammar: every command takes --config and --site, before or
+after its own name; `popin --help` and each command's --help end with an example."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
 from . import __version__
-from .config import ConfigError, Settings, load_settings
+from .config import (
+    CONFIG_FILE,
+    CONFIG_VARIABLE,
+    DEFAULT_RULES,
+    ConfigError,
+    Settings,
+    find_config,
+    load_settings,
+)
 from .core.checks import render_warnings, rule_warnings
-from .core.rules.campaign import Rule, load_rules
+from .core.rules.campaign import Rule, load_rules, rule_files
 from .core.rules.engine import RuleSet
+from .core.rules.schema import plural
 from .core.site import Site
 from .stores.contract import Store
 
 
+class Refused(Exception):
+    """A setting or option that cannot be used: `main` says it in one line and returns 2,
+    as for any usage error (a config is fixed, not debugged)."""
+
+
 def _settings(args: argparse.Namespace) -> Settings:
     try:
-        settings = load_settings(args.config)
+        settings = load_settings(find_config(getattr(args, "config", None)))
     except ConfigError as error:
-        # One line, and 2 as for any usage error: a config is fixed, not debugged.
-        print(f"popin: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise Refused(str(error)) from None
     if getattr(args, "store", None):
         settings.store = args.store
     if getattr(args, "rules", None):
+        if len(settings.sites) > 1:
+            raise Refused("--rules names one campaign folder; with several sites each names "
+                          "its own in popin.toml ([[sites]] rules = ...)")
         settings.rules = args.rules
+        settings.campaigns = {}
     if getattr(args, "geoip", None):
         settings.geoip = args.geoip
     if getattr(args, "no_reload", False):
         settings.reload = False
+    if getattr(args, "site", None) and args.site not in settings.sites:
+        raise Refused(_unknown_site(args.site, settings))
     return settings
 
 
-def _site(args: argparse.Namespace, settings: Settings) -> Site | None:
-    """The site named by --site, or None after saying which ones exist."""
-    site = settings.sites.get(args.site)
+def _unknown_site(key: str, settings: Settings) -> str:
+    return (f"--site {key}: no such site in {_config_said()}; configured: "
+            f"{', '.join(settings.sites)}")
+
+
+def _config_said() -> str:
+    try:
+        found = find_config(None)
+    except ConfigError:
+        found = None
+    return str(found) if found else "the defaults (no popin.toml here)"
+
+
+def _site(args: argparse.Namespace, settings: Settings) -> Site:
+    """The site named by --site, else the only configured one."""
+    key = getattr(args, "site", None)
+    if key is None:
+        if len(settings.sites) == 1:
+            return next(iter(settings.sites.values()))
+        raise Refused(f"several sites are configured ({', '.join(settings.sites)}): say which "
+                      "with --site")
+    site = settings.sites.get(key)
     if site is None:
-        print(f"unknown site {args.site!r}; configured: {', '.join(settings.sites)}",
-              file=sys.stderr)
+        raise Refused(_unknown_site(key, settings))
     return site
 
 
@@ -72,10 +111,12 @@ def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
     settings = _settings(args)
     if settings.geoip is not None and not settings.geoip.is_file():
-        raise SystemExit(f"popin: the geoip database {settings.geoip} does not exist")
-    if not settings.rules.exists():
-        print(f"popin: rules: {settings.rules} does not exist", file=sys.stderr)
-        return 2
+        raise Refused(f"geoip: {settings.geoip} does not exist")
+    for key, folder in settings.folders().items():
+        if not folder.exists():
+            print(f"popin: rules: {folder} does not exist"
+                  + (f" (site {key})" if len(settings.sites) > 1 else ""), file=sys.stderr)
+            return 2
     problem = _store_problem(settings.store)
     if problem:
         print(f"popin: store: {problem}", file=sys.stderr)
@@ -84,9 +125,12 @@ def serve(args: argparse.Namespace) -> int:
     settings.limits = replace(settings.limits,
                               connections=socket_ceiling(settings.limits, open_files))
     app = create_app(settings)
-    print(f"popin {__version__}: demo shop at http://{args.host}:{args.port}/demo/ "
-          f"(store {settings.store}, rules {settings.rules}; at most "
-          f"{settings.limits.connections} sockets, {open_files} open files)", file=sys.stderr)
+    where = f"http://{args.host}:{args.port}/"
+    shown = f"demo shop at {where}demo/" if "demo" in settings.sites else f"listening on {where}"
+    print(f"popin {__version__}: {shown} (sites {', '.join(settings.sites)}; store "
+          f"{settings.store}, rules {_folders_said(settings)}; at most "
+          f"{plural(settings.limits.connections, 'socket')}, "
+          f"{plural(open_files, 'open file')})", file=sys.stderr)
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
                 **uvicorn_options(settings))
     return 0
@@ -111,29 +155,78 @@ def _store_problem(url: str) -> str:
     return ""
 
 
+def _folders_said(settings: Settings) -> str:
+    folders = settings.folders()
+    if len(set(folders.values())) == 1:
+        return str(next(iter(folders.values())))
+    return ", ".join(f"{key}: {folder}" for key, folder in folders.items())
+
+
 def rules_check(args: argparse.Namespace) -> int:
-    path: Path = args.path or _settings(args).rules
+    """Like a compiler: every error of every file, each with its line and a caret; each
+    site's campaign folder in turn (or the folder given)."""
+    settings = _settings(args)
+    if args.path:
+        return _check_folder(settings, args.path, list(settings.sites), "")
+    chosen = [args.site] if getattr(args, "site", None) else list(settings.sites)
+    by_folder: dict[Path, list[str]] = {}
+    for key in chosen:
+        by_folder.setdefault(settings.folders()[key], []).append(key)
+    worst = 0
+    for folder, sites in by_folder.items():
+        said = f"site {', '.join(sites)}: " if len(settings.sites) > 1 else ""
+        worst = max(worst, _check_folder(settings, folder, sites, said))
+    return worst
+
+
+def _check_folder(settings: Settings, path: Path, sites: list[str], said: str) -> int:
     if not path.exists():
-        print(f"{path}: no such file or folder", file=sys.stderr)
+        print(f"{said}{path}: no such file or folder", file=sys.stderr)
         return 2
     loaded = load_rules(path)
+    texts: dict[str, str] = {}
     for error in loaded.errors:
-        print(error, file=sys.stderr)
-    settings = _settings(args)
+        if error.file not in texts:
+            try:
+                texts[error.file] = Path(error.file).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError):
+                texts[error.file] = ""
+        print(_here(str(error)), file=sys.stderr)
+        excerpt = error.excerpt(texts[error.file])
+        if excerpt:
+            print(excerpt, file=sys.stderr)
     warnings = rule_warnings(loaded.rules, settings.geoip is not None, loaded.events)
     warnings += render_warnings(RuleSet(loaded.rules, loaded.keywords, loaded.catalog))
     for warning in warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    for line in _paused_lines(settings, loaded.rules):
+        print(f"warning: {_here(warning)}", file=sys.stderr)
+    for line in _paused_lines(settings, loaded.rules, sites):
         print(line)
-    good_files = len(set(loaded.files) - {error.file for error in loaded.errors})
-    print(f"{len(loaded.rules)} rules in {good_files} of {len(loaded.files)} files are valid"
-          + (f"; {len(loaded.errors)} error(s)" if loaded.errors else "")
-          + (f"; {len(warnings)} warning(s)" if warnings else ""))
+    print(said + check_summary(len(loaded.rules), len(loaded.files),
+                        len({error.file for error in loaded.errors} & set(loaded.files)),
+                        len(loaded.errors), len(warnings)))
     return 1 if loaded.errors else 0
 
 
-def _paused_lines(settings: Settings, rules: Sequence[Rule]) -> list[str]:
+def _here(text: str) -> str:
+    """Paths under the current folder said from it (rules/a.yaml), as compilers do."""
+    return text.replace(f"{Path.cwd()}{os.sep}", "")
+
+
+def check_summary(rules: int, files: int, bad_files: int, errors: int, warnings: int) -> str:
+    """"11 valid rules in 12 files", "1 valid rule in 1 of 2 files; 4 errors in 1 file
+    (left out until fixed); 1 warning"."""
+    good = files - bad_files
+    where = plural(files, "file") if good == files else f"{good} of {plural(files, 'file')}"
+    summary = f"{plural(rules, 'valid rule')} in {where}"
+    if errors:
+        summary += (f"; {plural(errors, 'error')} in {plural(bad_files, 'file')} "
+                    "(left out until fixed)" if bad_files else f"; {plural(errors, 'error')}")
+    if warnings:
+        summary += f"; {plural(warnings, 'warning')}"
+    return summary
+
+
+def _paused_lines(settings: Settings, rules: Sequence[Rule], sites: list[str]) -> list[str]:
     """Campaigns the guard paused, as the running server sees them (from the store)."""
     from .stores.backends import open_store
     from .stores.pauses import load_pauses, paused_rules
@@ -149,7 +242,7 @@ def _paused_lines(settings: Settings, rules: Sequence[Rule]) -> list[str]:
         await store.open()
         try:
             found = []
-            for site in settings.sites.values():
+            for site in (settings.sites[key] for key in sites):
                 pauses = await load_pauses(store, site.key)
                 for rule_id in sorted(paused_rules(pauses, fingerprints)):
                     pause = pauses[rule_id]
@@ -167,16 +260,46 @@ def _paused_lines(settings: Settings, rules: Sequence[Rule]) -> list[str]:
                 f"{settings.store} cannot be read ({error})".replace("\n", " ")]
 
 
+def rules_preview(args: argparse.Namespace) -> int:
+    """popin rules preview RULE: the signed link the dashboard's Preview gives, printed."""
+    from .config import load_secret
+    from .features.previews import PREVIEW_MAX_AGE, PreviewLinks, page_allowed
+
+    settings = _settings(args)
+    site = _site(args, settings)
+    loaded = load_rules(settings.folders()[site.key])
+    rule = next((rule for rule in loaded.rules if rule.id == args.rule), None)
+    if rule is None:
+        raise Refused(f"no rule {args.rule!r} in the campaigns of site {site.key} "
+                      f"({settings.folders()[site.key]})")
+    if rule.visual is None:
+        raise Refused(f"rule {args.rule!r} shows nothing (it only tags or calls webhooks)")
+    if args.variant and args.variant not in {variant.id for variant in rule.variants}:
+        raise Refused(f"rule {args.rule!r} has no variant {args.variant!r}")
+    server = args.server.rstrip("/")
+    origin = site.origins[0] if site.origins else "self"
+    page = args.url or (f"{server}/demo/" if origin == "self" else f"{origin}/")
+    if not page_allowed(page, site.origins, server):
+        raise Refused(f"--url {page}: not a page of site {site.key} (its origins: "
+                      f"{', '.join(site.origins)})")
+    link = PreviewLinks(load_secret(settings)).link(page, site.key, rule.id, args.variant)
+    print(link)
+    print(f"(open it in your browser while popin runs: the pop-in of {rule.id} shows on that "
+          f"page, nothing is counted; the link works for {PREVIEW_MAX_AGE // 3600} hours)",
+          file=sys.stderr)
+    return 0
+
+
 def rules_explain(args: argparse.Namespace) -> int:
     from datetime import datetime
 
     from .core.explain import explain
 
     settings = _settings(args)
-    loaded = load_rules(settings.rules)
+    site = _site(args, settings)
+    loaded = load_rules(settings.folders()[site.key])
     for error in loaded.errors:
         print(error, file=sys.stderr)
-    site = next(iter(settings.sites.values()))
     start = datetime.fromisoformat(args.start) if args.start else datetime.now(site.zone)
     try:
         lines = args.events.read_text(encoding="utf-8").splitlines()
@@ -196,18 +319,18 @@ def keys_command(args: argparse.Namespace) -> int:
     from .stores.keys import new_key
 
     settings = _settings(args)
-    if _site(args, settings) is None:
-        return 2
+    site = _site(args, settings)
 
     async def work(store: Store) -> int:
         if args.keys_command == "create":
-            token, key = new_key(args.site, tuple(dict.fromkeys(args.scope)), args.label,
+            token, key = new_key(site.key, tuple(dict.fromkeys(args.scope)), args.label,
                                  time.time())
             await store.put_key(key)
-            print(f"key {key.id} for site {key.site}, scopes {', '.join(key.scopes)}")
+            scopes = "scope" if len(key.scopes) == 1 else "scopes"
+            print(f"key {key.id} for site {key.site}, {scopes} {', '.join(key.scopes)}")
             print(f"token (shown once, keep it secret): {token}")
             return 0
-        keys = await store.list_keys(args.site)
+        keys = await store.list_keys(site.key)
         if args.keys_command == "list":
             for key in keys:
                 state = "revoked" if key.revoked else "active"
@@ -215,7 +338,8 @@ def keys_command(args: argparse.Namespace) -> int:
             return 0
         found = next((key for key in keys if key.id == args.key_id), None)
         if found is None:
-            print(f"no key {args.key_id!r} for site {args.site!r}", file=sys.stderr)
+            print(f"no key {args.key_id!r} for site {site.key!r} (popin keys list)",
+                  file=sys.stderr)
             return 1
         await store.put_key(found.revoke(time.time()))
         print(f"revoked key {found.id}")
@@ -232,8 +356,6 @@ def owner_lists(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     site = _site(args, settings)
-    if site is None:
-        return 2
     try:
         day = date.fromisoformat(args.day if args.command == "bookings" else args.since)
     except ValueError:
@@ -264,28 +386,28 @@ def audiences_command(args: argparse.Namespace) -> int:
     from .features.exports import ExportError, start_export
 
     settings = _settings(args)
-    if _site(args, settings) is None:
-        return 2
-    loaded = load_rules(settings.rules) if settings.rules.exists() else None
+    site = _site(args, settings)
+    folder = settings.folders()[site.key]
+    loaded = load_rules(folder) if folder.exists() else None
     ruled = RuleSet(loaded.rules).audience_days if loaded else {}
 
     async def work(store: Store) -> int:
-        infos = {info.name: info for info in await store.audience_list(args.site)}
+        infos = {info.name: info for info in await store.audience_list(site.key)}
         if args.audiences_command == "list":
             for name in sorted(set(infos) | set(ruled)):
                 size = infos[name].size if name in infos else 0
-                days = f"{ruled[name]} days" if name in ruled else "not in the rules"
-                print(f"{name:32}  {size:>9} members  {days}")
+                days = plural(ruled[name], "day") if name in ruled else "not in the rules"
+                print(f"{name:32}  {plural(size, 'member'):>17}  {days}")
             return 0
         if args.name not in infos and args.name not in ruled:
             print(f"no audience {args.name!r} (popin audiences list)", file=sys.stderr)
             return 2
         if args.audiences_command == "sizes":
-            for day, size in await store.audience_sizes(args.site, args.name):
+            for day, size in await store.audience_sizes(site.key, args.name):
                 print(f"{day}  {size}")
             return 0
         try:
-            export = await start_export(store, args.site, args.name, args.format,
+            export = await start_export(store, site.key, args.name, args.format,
                                         time.time(), args.since, args.until, args.change)
         except ExportError as error:
             print(f"popin: {error.field}: {error}", file=sys.stderr)
@@ -350,13 +472,148 @@ def widget_build(args: argparse.Namespace) -> int:
     return 0
 
 
+def init(args: argparse.Namespace) -> int:
+    """popin init: a popin.toml for a first site (fresh secrets), the playbook to start
+    from, and what to do next. Never asks: what it guesses, an option chooses."""
+    from .config.starter import (
+        DEFAULT_STORE,
+        Starter,
+        check,
+        site_key_from,
+        site_name_from,
+        starter_toml,
+        this_machines_zone,
+    )
+
+    named = os.environ.get(CONFIG_VARIABLE, "")
+    target: Path = getattr(args, "config", None) or (Path(named) if named else Path(CONFIG_FILE))
+    if target.exists():
+        print(f"popin: {target} already exists; nothing was written (it holds this install's "
+              "secrets: move it away first to start over)", file=sys.stderr)
+        return 1
+    folder = target.parent
+    guessed = []
+    site = getattr(args, "site", None)
+    if site is None:
+        site = site_key_from(folder)
+        guessed.append(f"the site's key {site!r} from the folder's name (--site KEY)")
+    zone = args.timezone
+    if zone is None:
+        zone = this_machines_zone()
+        guessed.append(f"the time zone {zone} from this machine's clock (--timezone ZONE)")
+    starter = Starter(site, args.name or site_name_from(site), zone, tuple(args.origin),
+                      store=args.store or DEFAULT_STORE, rules=str(args.rules or "rules"))
+    try:
+        check(starter)
+    except ConfigError as error:
+        raise Refused(str(error)) from None
+    rules = folder / starter.rules
+    present = rule_files(rules) if rules.exists() else []
+    copied = 0
+    if not present:
+        for source in rule_files(DEFAULT_RULES):
+            destination = rules / source.relative_to(DEFAULT_RULES)
+            destination.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, destination)
+            copied += 1
+    folder.mkdir(parents=True, exist_ok=True)
+    # Owner-only from the start: the file holds secrets.
+    with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
+                   encoding="utf-8") as file:
+        file.write(starter_toml(starter))
+    load_settings(target)  # what init writes always loads; a test holds it to that
+
+    print(f"Wrote {target}: the site {site!r} ({starter.name}), time zone {zone}, fresh "
+          "secrets.")
+    for guess in guessed:
+        print(f"  guessed {guess}")
+    if copied:
+        print(f"Copied the playbook into {rules}/: {plural(copied, 'rule file')} to adapt "
+              "or delete.")
+    else:
+        print(f"Left {rules}/ as it is: it already holds {plural(len(present), 'rule file')}.")
+    pages = " and ".join(starter.origins) or "your site"
+    print(f"\nPaste this tag into the pages of {pages}, before </body>:\n")
+    print(f'  <script async src="{args.url.rstrip("/")}/popin.js" data-site="{site}"></script>')
+    if not starter.origins:
+        print("\nPages of other sites are refused until their origin is listed in "
+              f"{target} (origins = [...], e.g. \"https://www.example.com\").")
+    if args.url == DEFAULT_URL:
+        print(f"({DEFAULT_URL} is this machine: on a server, put popin's public https "
+              "address in the tag.)")
+    config = "" if target == Path(CONFIG_FILE) else f" --config {target}"
+    steps = [(f"popin rules check{config}", f"check the campaigns in {starter.rules}/"),
+             (f"popin serve{config}", f"run popin on {DEFAULT_URL}/"),
+             (f"popin admin set-password{config}", f"then log in at {DEFAULT_URL}/admin"),
+             (f"popin keys create --site {site} --scope events{config}",
+              "a key for your site's backend")]
+    width = max(len(command) for command, _what in steps)
+    print("\nNext:")
+    for command, what in steps:
+        print(f"  {command:{width}}  # {what}")
+    return 0
+
+
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples' lines as written."""
+
+
+def _common() -> argparse.ArgumentParser:
+    """--config and --site, accepted before or after any command's name."""
+    common = argparse.ArgumentParser(add_help=False)
+    options = common.add_argument_group("everywhere")
+    options.add_argument("--config", type=Path, default=argparse.SUPPRESS, metavar="FILE",
+                         help=f"the settings file (default: ${CONFIG_VARIABLE}, else "
+                         f"./{CONFIG_FILE} if there is one)")
+    options.add_argument("--site", default=argparse.SUPPRESS, metavar="KEY",
+                         help="the site (default: the only one configured)")
+    return common
+
+
+def _command(group: argparse._SubParsersAction[argparse.ArgumentParser], name: str,
+             what: str, *examples: str) -> argparse.ArgumentParser:
+    epilog = "example:\n" + "\n".join(f"  {example}" for example in examples)
+    return group.add_parser(name, help=what, description=what, epilog=epilog,
+                            parents=[COMMON], formatter_class=_Formatter)
+
+
+COMMON = _common()
+EXAMPLE = """\
+example:
+  popin init --site shop --origin https://www.shop.example
+  popin serve
+  popin keys create --site shop --scope events --label "shop backend"
+
+Settings come from --config FILE, else $POPIN_CONFIG, else ./popin.toml, else the demo."""
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="popin", description="On-site trigger marketing server.")
+    top = argparse.ArgumentParser(prog="popin", description="On-site trigger marketing server.",
+                                  epilog=EXAMPLE, parents=[COMMON], formatter_class=_Formatter)
     top.add_argument("--version", action="version", version=f"popin {__version__}")
-    top.add_argument("--config", type=Path, help="a popin.toml settings file")
     commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("serve", help="run the server (widget, socket, demo shop)")
+    start = _command(commands, "init", "write a popin.toml for a first site, with the "
+                     "playbook's campaigns to start from",
+                     "popin init --site shop --name 'Nordic Trail' "
+                     "--origin https://www.nordic-trail.example")
+    start.add_argument("--name", help="the site's name (default: from its key)")
+    start.add_argument("--origin", action="append", default=[], metavar="URL",
+                       help="an origin whose pages use the site, e.g. https://www.shop.example "
+                       "(repeat for several)")
+    start.add_argument("--timezone", metavar="ZONE",
+                       help="the site's time zone (default: this machine's)")
+    start.add_argument("--url", default=DEFAULT_URL, help="where browsers reach popin, for "
+                       f"the script tag (default: {DEFAULT_URL})")
+    start.add_argument("--store", help="the store (default: sqlite:///popin.db)")
+    start.add_argument("--rules", type=Path, help="the campaigns' folder (default: rules)")
+    start.set_defaults(func=init)
+
+    run = _command(commands, "serve", "run the server (widget, socket, API, dashboard)",
+                   "popin serve --port 9000", "popin serve --config /etc/popin/popin.toml")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
     run.add_argument("--store", help="sqlite:///popin.db (default) or redis://host:6379/0")
@@ -368,14 +625,17 @@ def parser() -> argparse.ArgumentParser:
                      choices=["critical", "error", "warning", "info", "debug"])
     run.set_defaults(func=serve)
 
-    rules = commands.add_parser("rules", help="work with rule files")
+    rules = _command(commands, "rules", "work with rule files", "popin rules check")
     rule_commands = rules.add_subparsers(dest="rules_command", required=True, metavar="COMMAND")
-    check = rule_commands.add_parser("check", help="validate rule files; errors as file:line")
+    check = _command(rule_commands, "check", "check rule files: every error as "
+                     "file:line:column, then warnings", "popin rules check",
+                     "popin rules check rules/cart-abandonment.yaml")
     check.add_argument("path", nargs="?", type=Path, help="file or folder (default: rules/)")
     check.add_argument("--geoip", type=Path, help="the .mmdb that geo conditions will use")
     check.set_defaults(func=rules_check)
-    explain = rule_commands.add_parser(
-        "explain", help="replay recorded events (JSON Lines) and say which rules fired and why")
+    explain = _command(rule_commands, "explain", "replay recorded events (JSON Lines) and say "
+                       "which rules fired and why", "popin rules explain events.jsonl --start "
+                       "2026-11-24T10:00:00+01:00")
     explain.add_argument("events", type=Path, help="one widget message per line; optional "
                          '"at" (seconds); {"type": "tick"} lets timers come due')
     explain.add_argument("--rules", type=Path, help="folder of rule files (default: rules/)")
@@ -384,48 +644,67 @@ def parser() -> argparse.ArgumentParser:
     explain.add_argument("--device", default="desktop",
                          choices=["desktop", "mobile", "tablet", "bot", "other"])
     explain.set_defaults(func=rules_explain)
+    preview = _command(rule_commands, "preview", "a signed link that shows a rule's pop-in on "
+                       "one of the site's pages, in your browser only, counting nothing",
+                       "popin rules preview waxing-help --site shop --url "
+                       "https://www.shop.example/skis")
+    preview.add_argument("rule", help="the rule's id")
+    preview.add_argument("--url", help="the page to show it on (default: the site's first "
+                         "origin; the demo for 'self')")
+    preview.add_argument("--variant", default="", help="a variant of an experiment")
+    preview.add_argument("--server", default="http://127.0.0.1:8000",
+                         help="popin's own address, for a site served by popin ('self')")
+    preview.set_defaults(func=rules_preview)
 
-    keys = commands.add_parser("keys", help="API keys for the site's backend")
-    keys.add_argument("--site", default="demo", help="the site key (default: demo)")
-    keys.add_argument("--store", help="the store, as for serve")
+    keys = _command(commands, "keys", "API keys for the site's backend",
+                    "popin keys create --site shop --scope events")
+    keys.add_argument("--store", default=argparse.SUPPRESS, help="the store, as for serve")
     key_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="COMMAND")
-    create = key_commands.add_parser("create", help="make a key; its token is shown once")
+    create = _command(key_commands, "create", "make a key; its token is shown once",
+                      'popin keys create --site shop --scope events --scope profiles '
+                      '--label "shop backend"')
     create.add_argument("--scope", action="append", required=True,
                         choices=["events", "profiles", "export"],
                         help="events, profiles or export; repeat for several")
     create.add_argument("--label", default="", help="what the key is for")
-    key_commands.add_parser("list", help="the site's keys (never their tokens)")
-    revoke = key_commands.add_parser("revoke", help="revoke a key at once")
+    listing = _command(key_commands, "list", "the site's keys (never their tokens)",
+                       "popin keys list --site shop")
+    revoke = _command(key_commands, "revoke", "revoke a key at once",
+                      "popin keys revoke --site shop 3f9a1c2b")
     revoke.add_argument("key_id")
-    for sub_parser in (create, revoke):
+    for sub_parser in (create, listing, revoke):
+        sub_parser.add_argument("--store", default=argparse.SUPPRESS,
+                                help="the store, as for serve")
         sub_parser.set_defaults(func=keys_command)
-    key_commands.choices["list"].set_defaults(func=keys_command)
 
-    for name, what in (("bookings", "appointments booked by visitors"),
-                       ("leads", "requests for help left by visitors")):
-        owner = commands.add_parser(name, help=what)
-        owner.add_argument("--site", default="demo")
-        owner.add_argument("--store", help="the store, as for serve")
+    for name, what, option, day in (
+            ("bookings", "appointments booked by visitors", "--day", "2026-11-24"),
+            ("leads", "requests for help left by visitors", "--since", "2026-11-01")):
+        owner = _command(commands, name, what, f"popin {name} list {option} {day}")
+        owner.add_argument("--store", default=argparse.SUPPRESS, help="the store, as for serve")
         owner_commands = owner.add_subparsers(dest=f"{name}_command", required=True,
                                               metavar="COMMAND")
-        listing = owner_commands.add_parser("list", help=f"list {what}")
-        if name == "bookings":
-            listing.add_argument("--day", required=True, help="YYYY-MM-DD, site time")
-        else:
-            listing.add_argument("--since", required=True, help="YYYY-MM-DD, site time")
-        listing.set_defaults(func=owner_lists)
+        listed = _command(owner_commands, "list", f"list {what}",
+                          f"popin {name} list --site shop {option} {day}")
+        listed.add_argument(option, required=True, help="YYYY-MM-DD, site time")
+        listed.add_argument("--store", default=argparse.SUPPRESS, help="the store, as for serve")
+        listed.set_defaults(func=owner_lists)
 
-    audiences = commands.add_parser("audiences", help="retargeting audiences for ad platforms")
-    audiences.add_argument("--site", default="demo")
-    audiences.add_argument("--store", help="the store, as for serve")
-    audiences.add_argument("--rules", type=Path, help="folder of rule files (default: rules/)")
+    audiences = _command(commands, "audiences", "retargeting audiences for ad platforms",
+                         "popin audiences list")
+    audiences.add_argument("--store", default=argparse.SUPPRESS, help="the store, as for serve")
+    audiences.add_argument("--rules", type=Path, default=argparse.SUPPRESS,
+                           help="folder of rule files (default: rules/)")
     audience_commands = audiences.add_subparsers(dest="audiences_command", required=True,
                                                  metavar="COMMAND")
-    audience_commands.add_parser("list", help="audiences, their sizes and membership days")
-    sizes = audience_commands.add_parser("sizes", help="members per day (UTC)")
+    listed = _command(audience_commands, "list", "audiences, their sizes and membership days",
+                      "popin audiences list --site shop")
+    sizes = _command(audience_commands, "sizes", "members per day (UTC)",
+                     "popin audiences sizes cart-abandoners")
     sizes.add_argument("name")
-    export = audience_commands.add_parser(
-        "export", help="write an audience in a generic or ad-platform format")
+    export = _command(audience_commands, "export",
+                      "write an audience in a generic or ad-platform format",
+                      "popin audiences export cart-abandoners --format google -o ads.csv")
     export.add_argument("name")
     export.add_argument("--format", default="csv",
                         choices=["csv", "jsonl", "meta", "google", "ids"],
@@ -437,23 +716,31 @@ def parser() -> argparse.ArgumentParser:
     export.add_argument("--change", default="", choices=["", "joined", "left"],
                         help="with --since: only joins (an upload) or only leaves (a removal)")
     export.add_argument("--output", "-o", type=Path, help="a file (default: standard output)")
-    for sub_parser in (sizes, export):
+    for sub_parser in (listed, sizes, export):
+        sub_parser.add_argument("--store", default=argparse.SUPPRESS,
+                                help="the store, as for serve")
+        sub_parser.add_argument("--rules", type=Path, default=argparse.SUPPRESS,
+                                help="folder of rule files (default: rules/)")
         sub_parser.set_defaults(func=audiences_command)
-    audience_commands.choices["list"].set_defaults(func=audiences_command)
 
-    admin = commands.add_parser("admin", help="the owner's dashboard at /admin")
-    admin.add_argument("--store", help="the store, as for serve")
+    admin = _command(commands, "admin", "the owner's dashboard at /admin",
+                     "popin admin set-password")
+    admin.add_argument("--store", default=argparse.SUPPRESS, help="the store, as for serve")
     admin_commands = admin.add_subparsers(dest="admin_command", required=True, metavar="COMMAND")
-    password = admin_commands.add_parser("set-password", help="set the dashboard password "
-                                         "(at least 10 characters)")
+    password = _command(admin_commands, "set-password", "set the dashboard password (at "
+                        "least 10 characters)", "popin admin set-password",
+                        "printf '%s\\n' \"$PASSWORD\" | popin admin set-password "
+                        "--password-stdin")
     password.add_argument("--password-stdin", action="store_true",
                           help="read it from standard input instead of asking")
+    password.add_argument("--store", default=argparse.SUPPRESS, help="the store, as for serve")
     password.set_defaults(func=admin_set_password)
 
-    widget = commands.add_parser("widget", help="build the browser widget")
+    widget = _command(commands, "widget", "build the browser widget", "popin widget build")
     widget_commands = widget.add_subparsers(dest="widget_command", required=True,
                                             metavar="COMMAND")
-    build = widget_commands.add_parser("build", help="minify widget/popin.js into static/")
+    build = _command(widget_commands, "build", "minify widget/popin.js into static/",
+                     "popin widget build --check")
     build.add_argument("--check", action="store_true", help="fail if the built file is stale")
     build.set_defaults(func=widget_build)
     return top
@@ -461,7 +748,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except Refused as refused:
+        print(f"popin: {refused}", file=sys.stderr)
+        return 2
     return code
 
 

@@ -25,6 +25,8 @@ from popin.core.site import Site
 from popin.web.app import create_app, uvicorn_options
 
 ROOT = Path(__file__).resolve().parent.parent
+# The tests say which settings they use: a POPIN_CONFIG of the shell running them is not one.
+os.environ.pop("POPIN_CONFIG", None)
 # Screenshots and other things a reviewer may want to look at.
 OUTPUT = Path(os.environ.get("POPIN_TEST_OUTPUT", ROOT / "test-output"))
 CHROMIUM = os.environ.get("POPIN_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"

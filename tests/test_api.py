@@ -197,9 +197,11 @@ def test_identify_hashes_contacts_and_converges_devices(
         "visitor": "visitor-laptop", "user_id": "user-42",
         "traits": {"first_name": "Léa", "email": "  Lea.Martin@Example.COM ",
                    "phone": "06 12 34 56 78", "birthday": "1990-11-23"}})
-    assert first.json() == {"visitor": "visitor-laptop", "user_id": "user-42",
-                            "stored": ["birthday", "email_google_sha256", "email_sha256",
-                                       "first_name", "phone_digits_sha256", "phone_sha256"]}
+    answer = first.json()
+    assert answer.pop("note").startswith("popin had never seen visitor 'visitor-laptop'")
+    assert answer == {"visitor": "visitor-laptop", "user_id": "user-42", "new_visitor": True,
+                      "stored": ["birthday", "email_google_sha256", "email_sha256",
+                                 "first_name", "phone_digits_sha256", "phone_sha256"]}
     bad = client.post("/api/v1/identify", headers=auth(token), json={
         "visitor": "visitor-laptop", "user_id": "user-42", "traits": {"email": "not-mail"}})
     assert bad.status_code == 400 and bad.json()["error"]["field"] == "traits.email"
@@ -246,6 +248,44 @@ def test_erasure_leaves_nothing_behind(client: TestClient, settings_: Settings) 
                           ("visitor-gone-1",)).fetchone()[0]
         assert rows == 0, f"{table} still holds the erased visitor"
     db.close()
+
+
+def test_unknown_visitors_and_users_are_answered_alike(client: TestClient,
+                                                       settings_: Settings) -> None:
+    """A read of either is a 404 naming the field; an erasure of either is an idempotent
+    204, as a retried erasure is."""
+    token = make_key(settings_, "profiles")
+    for path, field in (("/api/v1/visitors/never-seen-1", "visitor"),
+                        ("/api/v1/users/never-seen-user", "user_id")):
+        read = client.get(path, headers=auth(token))
+        assert read.status_code == 404, path
+        assert read.json()["error"]["code"] == "not_found"
+        assert read.json()["error"]["field"] == field
+        assert client.delete(path, headers=auth(token)).status_code == 204, path
+        assert client.delete(path, headers=auth(token)).status_code == 204, "idempotent"
+    paths = document()["paths"]
+    for path in ("/api/v1/visitors/{visitor}", "/api/v1/users/{user_id}"):
+        assert "404" in paths[path]["get"]["responses"]
+        assert set(paths[path]["delete"]["responses"]) == {"204", "400", "401", "403"}
+
+
+def test_identify_says_when_the_visitor_id_was_never_seen(
+        client: TestClient, settings_: Settings) -> None:
+    """A placeholder id is not special (any well-formed id may be linked before its first
+    page), but the answer says popin had never met it; a visitor it knows is no news."""
+    token = make_key(settings_, "events", "profiles")
+    copied = client.post("/api/v1/identify", headers=auth(token), json={
+        "visitor": "VISITOR_ID", "user_id": "user-1"}).json()
+    assert copied["new_visitor"] is True and "never seen visitor 'VISITOR_ID'" in copied["note"]
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(hello("visitor-seen-1"))
+        ws.receive_json()
+        known = client.post("/api/v1/identify", headers=auth(token), json={
+            "visitor": "visitor-seen-1", "user_id": "user-2"}).json()
+    assert known["new_visitor"] is False and "note" not in known
+    again = client.post("/api/v1/identify", headers=auth(token), json={
+        "visitor": "VISITOR_ID", "user_id": "user-1"}).json()
+    assert again["new_visitor"] is False, "linked once, it is known"
 
 
 def test_unknown_api_paths_answer_json(client: TestClient) -> None:

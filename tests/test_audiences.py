@@ -349,7 +349,7 @@ def test_cli_lists_and_exports(client: TestClient, settings_: Settings, tmp_path
     common = ["audiences", "--store", settings_.store, "--rules", str(settings_.rules)]
     assert main([*common, "list"]) == 0
     listed = capsys.readouterr().out.splitlines()
-    assert listed[1].split()[:3] == ["skiers", "1", "members"]
+    assert listed[1].split()[:3] == ["skiers", "1", "member"]
     out = tmp_path / "skiers.csv"
     assert main([*common, "export", "skiers", "--format", "ids", "-o", str(out)]) == 0
     assert out.read_text().split() == ["visitor-anna-01"]

@@ -26,11 +26,15 @@ def test_rule_example_is_valid() -> None:
 
 
 def test_config_examples_load(tmp_path: Path) -> None:
-    first, tcf, consent_mode, calendars = blocks("toml")
+    first, several, tcf, consent_mode, calendars = blocks("toml")
     path = tmp_path / "popin.toml"
     path.write_text(first)
     settings = load_settings(path)
     assert settings.sites["nordic-trail"].origins == ("https://www.nordic-trail.example",)
+    path.write_text(several)
+    assert load_settings(path).folders() == {
+        "nordic-trail": tmp_path / "campaigns" / "nordic-trail",
+        "trail-blog": tmp_path / "campaigns" / "trail-blog"}
     path.write_text(calendars)
     calendar = load_settings(path).sites["demo"].calendars["advisers"]
     assert (calendar.capacity, calendar.buffer_minutes) == (2, 10)
@@ -68,10 +72,12 @@ def test_the_two_commands_and_ci_agree() -> None:
 
 def test_every_documented_command_exists() -> None:
     documented = set(re.findall(r"^\| `popin ([a-z]+(?: [a-z-]+)?)", README, re.MULTILINE))
-    assert documented == {"serve", "rules check", "rules explain", "keys create",
+    assert documented == {"init", "serve", "rules check", "rules explain", "rules preview",
+                          "keys create",
                           "bookings list", "audiences list", "admin set-password",
                           "widget build"}
     examples = {"rules explain": ["events.jsonl"], "rules check": ["rules"],
+                "rules preview": ["waxing-help"],
                 "keys create": ["--scope", "events"], "bookings list": ["--day", "2026-11-24"]}
     for command in documented:
         # parse_args raises SystemExit on an unknown command or option.

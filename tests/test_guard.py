@@ -64,7 +64,7 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 
 def hub_on(store: Store, text: str = RULES, now: float = NOW) -> Hub:
-    return Hub(store, rules_of(text), {"shop": SITE}, clock=lambda: now)
+    return Hub(store, {"shop": rules_of(text)}, {"shop": SITE}, clock=lambda: now)
 
 
 def test_a_harmful_campaign_is_paused_and_the_owner_told(store: Store) -> None:
@@ -106,8 +106,8 @@ def test_the_pause_survives_a_restart_and_stops_the_pop_in(store: Store) -> None
 
     profile = Profile("visitor-0001")
     facts = Facts(profile, Site("shop", holdout=0), paused=restarted.paused_for("shop"))
-    result = Session("shop", "s1", profile, facts).handle(Custom("go", {}), restarted.rules,
-                                                           NOW)
+    result = Session("shop", "s1", profile, facts).handle(
+        Custom("go", {}), restarted.rules_of("shop"), NOW)
     assert ("harmful", "paused") in result.trace
     assert [message["rule"] for message in result.messages] == ["helpful"]
 
@@ -217,7 +217,7 @@ def test_rules_check_lists_paused_campaigns(paused_settings: Settings,
     async def pause() -> None:
         store = open_store(paused_settings.store)
         await store.open()
-        hub = Hub(store, rules_of(DASHBOARD_RULES), paused_settings.sites)
+        hub = Hub(store, {"shop": rules_of(DASHBOARD_RULES)}, paused_settings.sites)
         await guard_all(hub)
         await store.close()
 

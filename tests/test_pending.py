@@ -141,14 +141,13 @@ def test_an_erasure_during_a_flush_leaves_nothing_written_after_it(tmp_path: Pat
                                                                     fails: bool) -> None:
     """The visitor is erased while a flush holds their profile, outbox and recent events:
     none of it may reach the store after the erasure (nor come back from a failed flush)."""
-    from popin.core.rules.engine import RuleSet
     from popin.core.site import Site
     from popin.live.hub import Hub
 
     async def scenario() -> None:
         store = store_at(tmp_path)
         held = HeldAtProfiles(store, fail=fails)
-        hub = Hub(held, RuleSet(), {"demo": Site("demo")})  # type: ignore[arg-type]
+        hub = Hub(held, {}, {"demo": Site("demo")})  # type: ignore[arg-type]
         hub.pending.profile("demo", Profile("visitor-1"))
         hub.pending.outbox_put("demo", "visitor-1", push("p1"), 9e9)
         hub.pending.log("demo", [{"at": 1, "rule": "r", "metric": "shown", "amount": 1,

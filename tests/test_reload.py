@@ -13,6 +13,7 @@ from starlette.testclient import TestClient
 from conftest import LOOPBACK, ROOT, wait_until
 from popin.cli import main
 from popin.config import Settings
+from popin.core.site import Site
 from popin.web.app import create_app
 
 FIRST = "rules:\n  - {id: first, trigger: {event: signup}, popin: {title: First, body: b}}\n"
@@ -28,7 +29,8 @@ def test_edit_reloads_without_dropping_the_socket_and_a_broken_edit_keeps_the_la
     rules.mkdir()
     campaign = rules / "campaign.yaml"
     campaign.write_text(FIRST)
-    settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=rules)
+    settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=rules,
+                        sites={"demo": Site("demo", holdout=0)})  # the pop-in, not a control
     with TestClient(create_app(settings), client=LOOPBACK) as client, \
             client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
         ws.send_text(orjson.dumps({"type": "hello", "visitor": "visitor-0001",
@@ -50,7 +52,7 @@ def test_edit_reloads_without_dropping_the_socket_and_a_broken_edit_keeps_the_la
         campaign.write_text(BROKEN)
         health = wait_until(lambda: (h := client.get("/healthz").json())["rule_errors"] and h)
         assert health["rules"] == 2
-        assert f"{campaign}:2: 'popin' needs 'body'" in health["rule_errors"][0]
+        assert f"{campaign}:2:50: 'popin' has no 'body'" in health["rule_errors"][0]
         ws.send_text(orjson.dumps({"type": "dwell", "keyword": "wax", "seconds": 3}).decode())
         ws.send_text("barrier")
         assert ws.receive_json()["code"] == "bad_json"

@@ -1,4 +1,5 @@
-"""Rule files: every error case in cases/rule_errors/ names its line and reason."""
+"""Rule files: every error case in cases/rule_errors/ names its line, column and reason,
+and `popin rules check` reports them the way a compiler does."""
 
 from __future__ import annotations
 
@@ -19,20 +20,26 @@ from popin.core.visitor.profile import Profile
 
 ROOT = Path(__file__).resolve().parent.parent
 ERROR_CASES = sorted((Path(__file__).parent / "cases" / "rule_errors").glob("*.yaml"))
-EXPECTED = re.compile(r"^# error: (\d+): (.*)$")
+# One line per error the file must give, in order: "# error: LINE:COLUMN: REASON" (FILE in
+# the reason stands for the case's own path).
+EXPECTED = re.compile(r"^# error: (\d+):(\d+): (.*)$")
 
 
 @pytest.mark.parametrize("path", ERROR_CASES, ids=[case.stem for case in ERROR_CASES])
-def test_rule_error_names_file_line_and_reason(path: Path) -> None:
-    expected = EXPECTED.match(path.read_text().splitlines()[0])
-    assert expected, f"{path.name} must start with '# error: LINE: REASON'"
+def test_rule_error_names_file_line_column_and_reason(path: Path) -> None:
+    header = [EXPECTED.match(line) for line in path.read_text().splitlines()
+              if line.startswith("# error:")]
+    assert header and all(header), f"{path.name} must start with '# error: LINE:COLUMN: REASON'"
+    expected = [(int(match[1]), int(match[2]), match[3].replace("FILE", str(path)))
+                for match in header if match]
     loaded = load_rules(path)
     assert loaded.rules == []
-    assert len(loaded.errors) == 1
-    error = loaded.errors[0]
-    assert (error.file, error.line) == (str(path), int(expected[1]))
-    assert expected[2].strip() in error.reason
-    assert str(error).startswith(f"{path}:{expected[1]}: ")
+    found = [(error.line, error.column, error.reason) for error in loaded.errors]
+    assert found == expected
+    for error, (line, column, reason) in zip(loaded.errors, expected, strict=True):
+        assert str(error) == f"{path}:{line}:{column}: {reason}"
+        # What is wrong; what was expected.
+        assert re.search(r".; expected .", reason), reason
 
 
 def test_shipped_playbook_is_valid() -> None:
@@ -43,7 +50,7 @@ def test_shipped_playbook_is_valid() -> None:
 
 def test_broken_file_is_left_out_and_the_others_load(tmp_path: Path) -> None:
     (tmp_path / "good.yaml").write_text(
-        "rules:\n  - {id: good, trigger: {event: go}, popin: {title: t, body: b}}\n")
+        "rules:\n  - {id: good, trigger: {event: signup}, popin: {title: t, body: b}}\n")
     (tmp_path / "bad.yml").write_text("rules:\n  - {id: bad, trigger: {event: go}}\n")
     (tmp_path / "notes.txt").write_text("not a rule file")
     loaded = load_rules(tmp_path)
@@ -85,11 +92,59 @@ def test_rules_check_command_reports_file_line_reason(
     bad.write_text("rules:\n  - id: a\n    trigger: {event: go}\n    popin: {title: t}\n")
     assert main(["rules", "check", str(tmp_path)]) == 1
     captured = capsys.readouterr()
-    assert f"{bad}:4: 'popin' needs 'body'" in captured.err
-    assert "1 error(s)" in captured.out
+    assert (f"{bad}:4:12: 'popin' has no 'body'; expected 'title' and 'body'\n"
+            "  4 |     popin: {title: t}\n"
+            "    |            ^\n") in captured.err
+    assert captured.out == ("0 valid rules in 0 of 1 file; 1 error in 1 file (left out until "
+                            "fixed)\n")
     assert main(["rules", "check", str(ROOT / "rules")]) == 0
-    assert "files are valid" in capsys.readouterr().out
+    assert re.fullmatch(r"\d+ valid rules in \d+ files\n", capsys.readouterr().out)
     assert main(["rules", "check", str(tmp_path / "missing")]) == 2
+
+
+def test_rules_check_reports_every_error_of_every_file_in_one_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Four typos in one file and a YAML slip in another: one run tells all five, in
+    order, each at its line and column with the line shown, and the good file loads."""
+    (tmp_path / "a.yaml").write_text(
+        "rules:\n"
+        "  - id: a\n    trigger: {dwel: {keyword: wax, seconds: 5}}\n"
+        "    when: {devise: mobile}\n    popin: {title: t, bdy: b}\n"
+        "  - id: b\n    trigger: {event: go}\n    popin: {title: t, body: b}\n"
+        "    cta: {label: Go, url: /x}\n")
+    (tmp_path / "b.yaml").write_text(
+        "rules:\n  - id: c\n    trigger: {event: go}\n    popin:\n      title: t\n"
+        "      body: b\n     cta: {label: Go, url: /x}\n")
+    (tmp_path / "c.yaml").write_text(
+        "rules:\n  - {id: good, trigger: {event: signup}, popin: {title: t, body: b}}\n")
+    assert main(["rules", "check", str(tmp_path)]) == 1
+    captured = capsys.readouterr()
+    located = re.findall(r"^(\S+\.yaml):(\d+):(\d+): (.*)$", captured.err, re.MULTILINE)
+    assert [(Path(file).name, int(line), int(column)) for file, line, column, _ in located] == [
+        ("a.yaml", 3, 15), ("a.yaml", 4, 12), ("a.yaml", 5, 23), ("a.yaml", 9, 5),
+        ("b.yaml", 7, 6)]
+    reasons = [reason for *_, reason in located]
+    assert "'cta' belongs inside 'popin', not in the rule itself" in reasons[3]
+    assert reasons[4].startswith("'cta' is indented 5 spaces, which lines up with nothing")
+    assert "expected 6 like 'body' on line 6 or 4 like 'popin' on line 4" in reasons[4]
+    for parser_word in ("block mapping", "<block end>", "while parsing", "did you mean 'tag'"):
+        assert parser_word not in captured.err
+    assert "  7 |      cta: {label: Go, url: /x}\n    |      ^\n" in captured.err
+    assert captured.out == ("1 valid rule in 1 of 3 files; 5 errors in 2 files (left out "
+                            "until fixed)\n")
+
+
+@pytest.mark.parametrize(("counts", "said"), [
+    ((1, 1, 0, 0, 0), "1 valid rule in 1 file"),
+    ((2, 2, 0, 0, 1), "2 valid rules in 2 files; 1 warning"),
+    ((0, 1, 1, 1, 0), "0 valid rules in 0 of 1 file; 1 error in 1 file (left out until fixed)"),
+    ((3, 4, 1, 2, 2), "3 valid rules in 3 of 4 files; 2 errors in 1 file (left out until "
+                      "fixed); 2 warnings"),
+])
+def test_rules_check_counts_in_words(counts: tuple[int, int, int, int, int], said: str) -> None:
+    from popin.cli import check_summary
+
+    assert check_summary(*counts) == said
 
 
 def test_rules_check_dry_renders_templates(tmp_path: Path,
@@ -150,4 +205,5 @@ def test_a_conversion_where_must_hold_values(tmp_path: Path,
         "rules:\n  - id: r\n    trigger: {event: signup}\n    tag: t\n"
         "    conversion: {event: order_placed, where: {sku: {deep: 1}}}\n")
     assert main(["rules", "check", str(tmp_path)]) == 1
-    assert "r.yaml:5: 'where.sku' must be a value or a list of values" in capsys.readouterr().err
+    assert ("r.yaml:5:47: 'where.sku' holds a mapping or nothing; expected a value or a list "
+            "of values") in capsys.readouterr().err

@@ -58,7 +58,9 @@ def test_serve_reports_rule_errors_at_start_and_keeps_the_good_rules(tmp_path: P
             time.sleep(0.1)
     finally:
         output = stop(process)
-    assert f"{rules / 'bad.yaml'}:4: unknown key 'bdy' in 'popin' (did you mean 'body'?)" in output
+    assert (f"{rules / 'bad.yaml'}:4:23: unknown key 'bdy' in 'popin' (did you mean 'body'?)"
+            in output)
+    assert f"loaded 1 rule from 2 files in {rules}" in output
     assert (tmp_path / "s.db").is_file()
 
 

@@ -1,7 +1,7 @@
 """Settings: where the store and rules are, which sites may connect from where, and the
 limits; read from an optional `popin.toml` and checked at start (`loader`)."""
 
-from .loader import load_settings
+from .loader import CONFIG_FILE, CONFIG_VARIABLE, find_config, load_settings
 from .settings import (
     DEFAULT_RULES,
     PROJECT_ROOT,
@@ -13,5 +13,6 @@ from .settings import (
     load_secret,
 )
 
-__all__ = ["DEFAULT_RULES", "PROJECT_ROOT", "STATIC_DIR", "ConfigError", "Limits", "Settings",
-           "WebhookSettings", "load_secret", "load_settings"]
+__all__ = ["CONFIG_FILE", "CONFIG_VARIABLE", "DEFAULT_RULES", "PROJECT_ROOT", "STATIC_DIR",
+           "ConfigError", "Limits", "Settings", "WebhookSettings", "find_config", "load_secret",
+           "load_settings"]

@@ -1,4 +1,6 @@
-"""popin.toml read into `Settings`, every value checked at start:
+"""popin.toml read into `Settings`, every value checked at start. The file is found where
+people look (`find_config`): --config, else $POPIN_CONFIG, else ./popin.toml, else the
+defaults (the demo site). Relative paths in it are relative to its own folder.
 
     store = "sqlite:///popin.db"
     rules = "rules"
@@ -25,6 +27,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 import tomllib
 from dataclasses import fields, replace
@@ -59,7 +62,7 @@ TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxie
        "metrics_token", "metrics_allow")
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
         "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "holdout",
-        "guard", "tcf", "consent_mode")
+        "guard", "rules", "tcf", "consent_mode")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
             "min_notice_minutes", "horizon_days", "capacity", "channels",
             "bookings_per_visitor_day", "bookings_per_address_day")
@@ -77,6 +80,29 @@ WEBHOOK_RANGES: dict[str, tuple[float, float]] = {
 }
 
 
+CONFIG_FILE = "popin.toml"
+CONFIG_VARIABLE = "POPIN_CONFIG"
+
+
+def find_config(given: Path | None = None, environ: dict[str, str] | None = None,
+                folder: Path | None = None) -> Path | None:
+    """The settings file to read: the one given (--config), else $POPIN_CONFIG, else
+    popin.toml in the current folder; None when there is none (the defaults apply). A file
+    that is named but missing is a ConfigError, said in one line."""
+    environ = dict(os.environ) if environ is None else environ
+    if given is not None:
+        if not given.is_file():
+            raise ConfigError(f"--config {given}: no such file (popin init writes one)")
+        return given
+    named = environ.get(CONFIG_VARIABLE, "")
+    if named:
+        if not Path(named).is_file():
+            raise ConfigError(f"{CONFIG_VARIABLE}={named}: no such file")
+        return Path(named)
+    here = (folder or Path.cwd()) / CONFIG_FILE
+    return here if here.is_file() else None
+
+
 def load_settings(path: Path | None) -> Settings:
     settings = Settings()
     if path is None:
@@ -86,7 +112,7 @@ def load_settings(path: Path | None) -> Settings:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise ConfigError(f"{path}: {error}") from None
     top = Table(raw, str(path), TOP)
-    settings.store = top.text("store", settings.store)
+    settings.store = _beside(path, top.text("store", settings.store))
     if "rules" in top:
         settings.rules = (path.parent / top.text("rules")).resolve()
     if "geoip" in top:
@@ -104,15 +130,45 @@ def load_settings(path: Path | None) -> Settings:
         settings.metrics_allow = _networks(top, "metrics_allow")
     if "sites" in top:
         settings.sites = {}
+        tables: list[tuple[str, Table]] = []
         for number, entry in enumerate(top.tables("sites"), 1):
-            site = _site(Table(entry, f"{path}: [[sites]] #{number}", SITE))
+            table = Table(entry, f"{path}: [[sites]] #{number}", SITE)
+            site = _site(table)
             if site.key in settings.sites:
                 raise ConfigError(f"{path}: two sites have the key {site.key!r}")
             settings.sites[site.key] = site
+            tables.append((site.key, table))
+        for key, table in tables:
+            if "rules" in table:
+                settings.campaigns[key] = (path.parent / table.text("rules")).resolve()
+            elif len(tables) > 1:
+                # Campaigns belong to sites: with several, a shared default folder would
+                # show one site's pop-ins on the other's pages.
+                table.fail("rules", "is needed when there are several sites: each names "
+                           f"its own campaign folder (rules = \"rules/{key}\")")
+        _one_folder_each(path, settings)
     for site in settings.sites.values():
         if site.notify_url and (refused := settings.webhooks.scheme_refusal(site.notify_url)):
             raise ConfigError(f"{path}: site {site.key!r}: notify_url: {refused}")
     return settings
+
+
+def _one_folder_each(path: Path, settings: Settings) -> None:
+    owners: dict[Path, str] = {}
+    for key, folder in settings.campaigns.items():
+        if folder in owners:
+            raise ConfigError(f"{path}: sites {owners[folder]!r} and {key!r} both use the "
+                              f"campaign folder {folder}; each site has its own")
+        owners[folder] = key
+
+
+def _beside(path: Path, store: str) -> str:
+    """An embedded store named by a relative path lives beside the settings file, as the
+    rules do, wherever popin is started from."""
+    prefix = "sqlite:///"
+    if store.startswith(prefix) and not Path(store.removeprefix(prefix)).is_absolute():
+        return prefix + str((path.parent / store.removeprefix(prefix)).resolve())
+    return store
 
 
 def _numbers(table: Table, kind: type[T], ranges: dict[str, tuple[float, float]]) -> T:

@@ -80,6 +80,9 @@ class ConfigError(Exception):
 class Settings:
     store: str = "sqlite:///popin.db"
     rules: Path = DEFAULT_RULES
+    # Each site's campaign folder (site key -> folder); a site not named uses `rules`.
+    # popin.toml makes every site of several name its own (see config.loader).
+    campaigns: dict[str, Path] = field(default_factory=dict)
     static: Path = STATIC_DIR
     sites: dict[str, Site] = field(default_factory=lambda: {"demo": Site("demo", "Demo shop")})
     geoip: Path | None = None
@@ -96,6 +99,10 @@ class Settings:
     # Who sees /metrics and the details of /healthz: a bearer token, or these addresses.
     metrics_token: str = ""
     metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
+
+    def folders(self) -> dict[str, Path]:
+        """Site key -> the folder of its campaigns."""
+        return {key: self.campaigns.get(key, self.rules) for key in self.sites}
 
 
 def load_secret(settings: Settings) -> str:

@@ -37,6 +37,7 @@ import httpx
 
 from .. import __version__
 from ..config import WebhookSettings
+from ..core.rules.schema import plural
 from ..core.site import Site
 from ..stores.contract import Store
 from ..stores.deliveries import Delivery
@@ -164,8 +165,8 @@ async def settle(store: Store, counts: Counter[str], delivery: Delivery, error: 
     elif final or delivery.attempts >= settings.max_attempts:
         delivery.status = "dead"
         counts["webhook.dead"] += 1
-        log.error("webhook %s to %s dead after %d attempt(s): %s", delivery.id, delivery.url,
-                  delivery.attempts, error)
+        log.error("webhook %s to %s dead after %s: %s", delivery.id, delivery.url,
+                  plural(delivery.attempts, "attempt"), error)
     else:
         delivery.due = time.time() + next_delay(delivery.attempts, settings)
         counts["webhook.retry"] += 1

@@ -39,7 +39,7 @@ def guarded(rule: Rule) -> bool:
 async def guard_site(hub: Hub, site: Site) -> list[str]:
     """Judge every marketing rule of the site; returns the rules paused by this call."""
     now = hub.clock()
-    rules = {rule.id: rule for rule in hub.rules.rules}
+    rules = {rule.id: rule for rule in hub.rules_of(site.key).rules}
     if site.guard == "off":
         return []
     pauses = await load_pauses(hub.store, site.key)
@@ -93,7 +93,7 @@ async def resume(hub: Hub, site: Site, rule_id: str) -> bool:
                             since=_tomorrow(period(site.zone, now)))
     await save_pauses(hub.store, site.key, pauses)
     _activity(hub, site, rule_id, "resumed", now)
-    _apply(hub, site, pauses, {rule.id: rule for rule in hub.rules.rules})
+    _apply(hub, site, pauses, {rule.id: rule for rule in hub.rules_of(site.key).rules})
     return True
 
 

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 from ..core.preview import PreviewError, preview_message
 from ..core.rules.engine import RuleSet
+from ..core.rules.variants import split_key
 from ..core.session import Result, Session
 from ..core.site import CONSENT_LEVELS, Site
 from ..core.visitor.agent import Agent, Geo, agent_of
@@ -37,6 +38,7 @@ log = logging.getLogger("popin.hub")
 SESSION_IDLE_SECONDS = 30 * 60
 
 SessionKey = tuple[str, str, str]
+EMPTY_RULES = RuleSet()
 VisitorKey = tuple[str, str]
 # Close code telling a widget its visitor was erased: forget the ids, do not come back.
 CLOSE_ERASED = 4010
@@ -74,11 +76,13 @@ class RuleStatus:
 
 
 class Hub:
-    def __init__(self, store: Store, rules: RuleSet, sites: dict[str, Site],
+    def __init__(self, store: Store, rules: dict[str, RuleSet], sites: dict[str, Site],
                  clock: Callable[[], float] = time.time, geo: Geo | None = None,
                  max_sessions: int = 50_000) -> None:
         self.store = store
-        self._rules = rules
+        # Each site's own campaigns: a rule of one site never fires, is watched for, or
+        # counts on another.
+        self._rules = dict(rules)
         # Bumped on every reload, so each socket sends its widget the new config once.
         self.rules_version = 0
         self.rule_status = RuleStatus(loaded_at=clock())
@@ -104,14 +108,18 @@ class Hub:
         # Per site, the rules the campaign guard paused (live.guard keeps it current).
         self._paused: dict[str, set[str]] = {}
 
-    @property
-    def rules(self) -> RuleSet:
-        return self._rules
+    def rules_of(self, site: str) -> RuleSet:
+        return self._rules.get(site) or EMPTY_RULES
 
-    @rules.setter
-    def rules(self, rules: RuleSet) -> None:
-        self._rules = rules
+    def set_rules(self, rules: dict[str, RuleSet]) -> None:
+        """New rule sets for the sites named (others keep theirs)."""
+        self._rules.update(rules)
         self.rules_version += 1
+
+    @property
+    def rule_count(self) -> int:
+        """Rules in force, all sites together (a folder shared by sites counted once)."""
+        return sum(len(rules) for rules in {id(r): r for r in self._rules.values()}.values())
 
     def paused_for(self, site: str) -> set[str]:
         """The site's paused rules: one set, shared by every session of the site."""
@@ -132,7 +140,7 @@ class Hub:
     async def audience_names(self, site: str) -> set[str]:
         """Audiences the rules tag into, and those that still have members or changes."""
         stored = {info.name for info in await self.store.audience_list(site)}
-        return stored | set(self.rules.audience_days)
+        return stored | set(self.rules_of(site).audience_days)
 
     async def open(self, site: Site, hello: Hello, user_agent: str,
                    client_ip: str | None = None) -> Session:
@@ -182,7 +190,8 @@ class Hub:
                    base: str = "") -> dict[str, Any] | None:
         """Answer a form sent from a pop-in; None when no pop-in of ours has that form.
         `address` is the client's, for the per-address booking cap (memory only)."""
-        rule = self.rules.by_id.get(session.pushes.get(event.push_id, ""))
+        rule = self.rules_of(session.site).by_id.get(
+            split_key(session.pushes.get(event.push_id, ""))[0])
         site = self.sites.get(session.site)
         expected = {"lead": "assist", "book": "slots"}[event.form]
         if rule is None or site is None or rule.visual is None or rule.visual.kind != expected:
@@ -236,12 +245,13 @@ class Hub:
         if found is None:
             raise PreviewError("the preview link is not valid or has expired")
         site, rule_id, variant = found
-        rule = self.rules.by_id.get(rule_id)
+        rules = self.rules_of(session.site)
+        rule = rules.by_id.get(rule_id)
         if site != session.site or rule is None:
             raise PreviewError("the preview link is for another site, or its rule is gone")
         self.counts["preview.shown"] += 1
         # A fresh id each time: the widget never shows the same push id twice.
-        return preview_message(rule, variant, session.facts, session.page, self.rules,
+        return preview_message(rule, variant, session.facts, session.page, rules,
                                secrets.token_hex(6))
 
     async def flush(self) -> None:
@@ -300,7 +310,7 @@ class Hub:
                               Facts(profile, site, Agent("other"), now=self.clock(),
                                     signals={"kept": kept} if kept else {},
                                     paused=self.paused_for(site.key)))
-        result = session.handle(event, self.rules, self.clock())
+        result = session.handle(event, self.rules_of(site.key), self.clock())
         await self.prepare(session, result)
         await self.settle(session, result)
         shown = [message for message in result.messages if message["type"] == "show"]
@@ -367,6 +377,10 @@ class Hub:
         if profile.audiences:
             await self.store.audience_update_ids(site.key, kept_id, identifiers(profile))
         return kept_id, stored
+
+    async def knows(self, site: str, visitor: str) -> bool:
+        """Whether popin has met this visitor: a session in memory or a kept profile."""
+        return (site, visitor) in self._profiles or await self._stored(site, visitor) is not None
 
     async def _stored(self, site: str, visitor: str) -> Profile | None:
         """The profile as the store will have it after the next flush."""

@@ -27,7 +27,6 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Receive, Scope, Send
 
 from ..config import Limits, Settings, load_secret
-from ..core.rules.engine import RuleSet
 from ..core.visitor.agent import Geo
 from ..features.appointments.links import Links
 from ..features.previews import PreviewLinks
@@ -112,13 +111,13 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         secret = load_secret(settings)
         sites = {key: replace(site, assignment_key=_assignment_key(secret, key))
                  for key, site in settings.sites.items()}
-        hub = Hub(active, RuleSet(), sites, geo=geo, max_sessions=settings.limits.sessions)
+        hub = Hub(active, {}, sites, geo=geo, max_sessions=settings.limits.sessions)
         hub.links = Links(secret)
         hub.previews = PreviewLinks(secret)
         app.state.admin_sessions = Sessions(secret)
         app.state.login_guard = LoginGuard()
         app.state.password_checks = PasswordChecks()
-        reload_rules(hub, settings.rules, geo is not None, starting=True)
+        reload_rules(hub, settings.folders(), geo is not None, starting=True)
         # Paused campaigns stay paused across restarts: known before the first visitor.
         await guard_all(hub)
         app.state.hub = hub
@@ -127,9 +126,8 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
                  asyncio.create_task(_flush_forever(hub)),
                  asyncio.create_task(send_forever(hub.store, hub.sites, hub.counts,
                                                   settings.webhooks))]
-        watch_files = settings.reload and settings.rules.is_dir()
         tasks.append(asyncio.create_task(
-            watch_rules(hub, settings.rules, geo is not None, files=watch_files)))
+            watch_rules(hub, settings.folders(), geo is not None, files=settings.reload)))
         try:
             yield
         finally:

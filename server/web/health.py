@@ -70,7 +70,7 @@ def routes(settings: Settings) -> list[Route]:
         if not operator(request, settings):
             return JSONResponse({"ok": error is None}, status_code=status)
         return JSONResponse({"ok": error is None, "store_error": error,
-                             "rules": len(hub.rules),
+                             "rules": hub.rule_count,
                              "rule_errors": hub.rule_status.errors,
                              "rules_loaded_at": hub.rule_status.loaded_at,
                              "sessions": hub.live_sessions,

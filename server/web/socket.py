@@ -158,7 +158,8 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
                     await websocket.close(why)
                     return
                 assert session is not None
-                await _deliver(websocket, hub, session, session.tick(hub.rules, hub.clock()))
+                ticked = session.tick(hub.rules_of(site.key), hub.clock())
+                await _deliver(websocket, hub, session, ticked)
                 continue
             if frame["type"] == "websocket.disconnect":
                 return
@@ -175,7 +176,8 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
             if session is not None and rules_version != hub.rules_version:
                 # The rules were reloaded: the widget may need to watch other things.
                 rules_version = hub.rules_version
-                await websocket.send_text(encode(widget_config(hub.rules, session.facts)))
+                await websocket.send_text(encode(widget_config(hub.rules_of(site.key),
+                                                               session.facts)))
             data = frame.get("text")
             if data is None:
                 data = frame.get("bytes") or b""
@@ -186,7 +188,7 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
                         raise ProtocolError("not_ready", "the first message must be 'hello'")
                     session = await hub.open(site, message, user_agent, client_ip)
                     hub.attach(session, websocket)
-                    result = session.begin(message, hub.rules, hub.clock())
+                    result = session.begin(message, hub.rules_of(site.key), hub.clock())
                     await _deliver(websocket, hub, session, result)
                     # Already in the outbox: sent again as they are, not stored again.
                     for push in await hub.unacknowledged(session):
@@ -210,7 +212,7 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
                         raise ProtocolError("bad_field", "no pop-in here has that form", "id")
                     await websocket.send_text(encode(update))
                     continue
-                result = session.handle(message, hub.rules, hub.clock())
+                result = session.handle(message, hub.rules_of(site.key), hub.clock())
             except ProtocolError as error:
                 errors += 1
                 hub.counts[f"error.{error.code}"] += 1

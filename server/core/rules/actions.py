@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .forms import SLOTS_MARK, lead_form
-from .schema import Reader
+from .schema import Reader, place
 from .templates import PopinTemplate, compile_popin, compile_template
 
 VISUAL_ACTIONS = ("popin", "assist", "slots")
@@ -49,7 +49,8 @@ def _offer(value: Any, line: int, reader: Reader, kind: str) -> PopinTemplate:
                 required=["title", "body", *extra])
     channels = node.get("channels", list(known) if kind == "slots" else ["callback", "email"])
     if not isinstance(channels, list) or not channels:
-        reader.fail(node.line_of("channels"), f"'{kind}.channels' must be a non-empty list")
+        reader.fail(node.line_of("channels"), f"'{kind}.channels' is {channels!r}; expected a "
+                    f"non-empty list of {', '.join(known)}")
     for channel in channels:
         if channel not in known:
             reader.fail(node.line_of("channels"), f"unknown {kind} channel {channel!r}; "
@@ -76,7 +77,8 @@ AUDIENCE_NAME = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,63}\Z")
 def _audience_name(name: str, line: int, reader: Reader) -> str:
     name = name.strip().lower()
     if not AUDIENCE_NAME.match(name):
-        reader.fail(line, f"audience {name!r} must be 1-64 letters, digits, '-', '_' or '.'")
+        reader.fail(line, f"audience {name!r} is not a name; expected 1-64 letters, digits, "
+                    "'-', '_' or '.'")
     return name
 
 
@@ -90,7 +92,7 @@ def compile_tag(value: Any, line: int, reader: Reader) -> TagAction:
         days = reader.count(node["days"], node.line_of("days"), "'days'")
         if not 1 <= days <= MAX_AUDIENCE_DAYS:
             reader.fail(node.line_of("days"),
-                        f"'days' must be between 1 and {MAX_AUDIENCE_DAYS}, not {days}")
+                        f"'days' is {days}; expected 1 to {MAX_AUDIENCE_DAYS}")
     return TagAction(_audience_name(reader.text(node, "audience", max_length=64),
                                     node.line_of("audience"), reader), days)
 
@@ -105,5 +107,12 @@ def compile_webhook(value: Any, line: int, reader: Reader) -> WebhookAction:
     except ValueError:
         valid = False
     if not valid:
-        reader.fail(node.line_of("url"), f"'webhook.url' must be an http(s) URL, not {url!r}")
+        reader.fail(node.line_of("url"), f"'webhook.url' is {url!r}; expected an http(s) URL")
     return WebhookAction(url)
+
+
+# Where each key of an action goes, for "'channels' belongs inside 'assist'".
+place("assist", ("title", "body", "channels"))
+place("slots", ("title", "body", "channels", "calendar"))
+place("tag", ("audience", "days"))
+place("webhook", ("url",))

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..visitor.facts import UTM_KEYS, WEEKDAYS, Facts
 from ..wire.events import CONSENT_STATES
-from .schema import Reader, did_you_mean
+from .schema import Reader, closest, did_you_mean, home, place
 from .yamlsource import Mapping
 
 DEVICE_TYPES = ("desktop", "mobile", "tablet", "bot", "other")
@@ -81,11 +81,15 @@ FLAGS: dict[str, Condition] = {
 SPECIAL = ("interest", "audience", "referrer", "rollout")
 COMBINATORS = ("all", "any", "not")
 FIELDS = (*NUMBERS, *CHOICES, *TEXTS, *FLAGS, *SPECIAL)
+INTEREST_KEYS = ("keyword", "seconds")
 
 
 def compile_condition(value: Any, line: int, reader: Reader, scope: Scope) -> Condition:
     node = reader.mapping(value, line, "'when'")
-    parts = [_entry(key, item, node.line_of(key), reader, scope) for key, item in node.items()]
+    # Each condition is checked even after an error in another (all are reported).
+    found = [reader.attempt(_entry, key, item, node.line_of(key), reader, scope)
+             for key, item in node.items()]
+    parts = [part for part in found if part is not None]
     if not parts:
         return always
     if len(parts) == 1:
@@ -113,7 +117,7 @@ def _entry(key: str, value: Any, line: int, reader: Reader, scope: Scope) -> Con
         return _text(TEXTS[key], key, value, line, reader)
     if key in FLAGS:
         if not isinstance(value, bool):
-            reader.fail(line, f"'{key}' must be true or false, not {value!r}")
+            reader.fail(line, f"'{key}' is {value!r}; expected true or false")
         flag = FLAGS[key]
         return flag if value else (lambda facts: not flag(facts))
     if key == "interest":
@@ -130,10 +134,10 @@ def _entry(key: str, value: Any, line: int, reader: Reader, scope: Scope) -> Con
     if key == "rollout":
         percent = reader.number(value, line, "'rollout'", minimum=0)
         if percent > 100:
-            reader.fail(line, f"'rollout' is a percentage, at most 100, not {percent:g}")
+            reader.fail(line, f"'rollout' is {percent:g}; expected a percentage, at most 100")
         salt = f"rollout:{scope.rule_id}"
         return lambda facts: facts.bucket(salt) < percent
-    reader.fail(line, f"unknown condition {key!r}{did_you_mean(key, [*FIELDS, *COMBINATORS])}")
+    reader.fail(line, _unknown_condition(key))
 
 
 def number_condition(read: Number, key: str, value: Any, line: int,
@@ -155,7 +159,7 @@ def number_condition(read: Number, key: str, value: Any, line: int,
 def _strings(value: Any, line: int, reader: Reader, what: str) -> tuple[str, ...]:
     items = value if isinstance(value, list) else [value]
     if not items or not all(isinstance(item, str | int) and str(item) for item in items):
-        reader.fail(line, f"{what} must be text or a list of text, not {value!r}")
+        reader.fail(line, f"{what} is {value!r}; expected text or a list of text")
     return tuple(str(item) for item in items)
 
 
@@ -164,8 +168,8 @@ def _choice(read: Text, choices: tuple[str, ...], key: str, value: Any, line: in
     wanted = _strings(value, line, reader, f"'{key}'")
     for choice in wanted:
         if choice not in choices:
-            hint = did_you_mean(choice, choices) or f"; expected one of {', '.join(choices)}"
-            reader.fail(line, f"unknown {key} {choice!r}{hint}")
+            reader.fail(line, f"unknown {key} {choice!r}{did_you_mean(choice, choices)}; "
+                        f"expected one of {', '.join(choices)}")
     allowed = frozenset(wanted)
     return lambda facts: read(facts) in allowed
 
@@ -183,7 +187,7 @@ def _interest(value: Any, line: int, reader: Reader, scope: Scope) -> Condition:
         name, bounds, bounds_line = value.strip().lower(), None, line
     else:
         node = reader.mapping(value, line, "'interest'")
-        reader.keys(node, "'interest'", ["keyword", "seconds"], required=["keyword"])
+        reader.keys(node, "'interest'", INTEREST_KEYS, required=["keyword"])
         name = reader.text(node, "keyword", max_length=64).strip().lower()
         bounds, bounds_line = node.get("seconds"), node.line_of("seconds")
 
@@ -196,3 +200,18 @@ def _interest(value: Any, line: int, reader: Reader, scope: Scope) -> Condition:
     if bounds is not None:
         return number_condition(seconds, "interest.seconds", bounds, bounds_line, reader)
     return lambda facts: seconds(facts) > 0
+
+
+def _unknown_condition(key: str) -> str:
+    belongs = home(key, "when")
+    if belongs is not None:
+        return belongs
+    close = closest(key, [*FIELDS, *COMBINATORS])
+    if close is not None:
+        return f"unknown condition {key!r}; expected {close!r} or another known condition"
+    return (f"unknown condition {key!r}; expected one of {', '.join([*FIELDS, *COMBINATORS])}")
+
+
+# Where each key of the conditions goes, for "'device' belongs inside 'when'".
+place("when", [*FIELDS, *COMBINATORS])
+place("interest", INTEREST_KEYS)

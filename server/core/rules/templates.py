@@ -14,7 +14,7 @@ from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
-from .schema import Reader
+from .schema import Reader, place
 from .yamlsource import Mapping
 
 PLACEMENTS = ("corner", "corner_left", "top_bar", "bottom_bar", "inline")
@@ -177,12 +177,14 @@ def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
     try:
         if _loop_depth(ENVIRONMENT.parse(source)) > MAX_LOOP_DEPTH:
             reader.fail(node.line_of(key), f"template error in {key!r}: loops nested more "
-                        f"than {MAX_LOOP_DEPTH} deep (a pop-in never needs that many)")
+                        f"than {MAX_LOOP_DEPTH} deep; expected at most {MAX_LOOP_DEPTH} (a "
+                        "pop-in never needs more)")
         return ENVIRONMENT.from_string(source)
     except TemplateSyntaxError as error:
         # A block scalar (`body: |`) starts on the line after its key.
         offset = error.lineno if "\n" in source else 0
-        reader.fail(node.line_of(key) + offset, f"template error in {key!r}: {error.message}")
+        reader.fail(node.line_of(key) + offset, f"template error in {key!r}: "
+                    f"{(error.message or 'invalid').rstrip('.')}; expected a Jinja template")
 
 
 def compile_popin(value: Any, line: int, reader: Reader) -> PopinTemplate:
@@ -200,11 +202,12 @@ def compile_popin(value: Any, line: int, reader: Reader) -> PopinTemplate:
     slot = ""
     if placement == "inline":
         if "slot" not in node:
-            reader.fail(node.line_of("placement"), "placement 'inline' needs 'slot', the CSS "
-                        "selector of the page's reserved element")
+            reader.fail(node.line_of("placement"), "placement 'inline' has no 'slot'; "
+                        "expected 'slot', the CSS selector of the page's reserved element")
         slot = reader.text(node, "slot", max_length=120)
     elif "slot" in node:
-        reader.fail(node.line_of("slot"), "'slot' only goes with placement: inline")
+        reader.fail(node.line_of("slot"), "'slot' without placement: inline; expected "
+                    "placement: inline beside it, or no slot")
     return PopinTemplate(compile_template(node, "title", reader),
                          compile_template(node, "body", reader), links, placement, slot,
                          delay=compile_delay(node, reader),
@@ -216,16 +219,16 @@ def compile_offset(node: Mapping, reader: Reader, placement: str) -> tuple[int, 
     if "offset" not in node:
         return DEFAULT_OFFSET
     if placement not in CORNERS:
-        reader.fail(node.line_of("offset"), "'offset' moves a corner card: it goes with "
-                    "placement corner or corner_left")
+        reader.fail(node.line_of("offset"), "'offset' moves a corner card; expected placement "
+                    "corner or corner_left beside it, or no offset")
     offset = reader.mapping(node["offset"], node.line_of("offset"), "'offset'")
     reader.keys(offset, "'offset'", ["x", "y"])
     found = []
     for axis, default in zip(("x", "y"), DEFAULT_OFFSET, strict=True):
         value = offset.get(axis, default)
         if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_OFFSET:
-            reader.fail(offset.line_of(axis), f"'offset.{axis}' must be a whole number of "
-                        f"pixels from 0 to {MAX_OFFSET}, not {value!r}")
+            reader.fail(offset.line_of(axis), f"'offset.{axis}' is {value!r}; expected a whole "
+                        f"number of pixels from 0 to {MAX_OFFSET}")
         found.append(value)
     return found[0], found[1]
 
@@ -235,6 +238,11 @@ def compile_delay(node: Mapping, reader: Reader) -> float:
         return 0.0
     delay = reader.duration(node["delay"], node.line_of("delay"), "'delay'")
     if delay > MAX_DELAY_SECONDS:
-        reader.fail(node.line_of("delay"), f"'delay' is at most {MAX_DELAY_SECONDS:g} seconds; "
-                    "later, the moment that triggered the pop-in has passed")
+        reader.fail(node.line_of("delay"), f"'delay' is {delay:g} seconds; expected at most "
+                    f"{MAX_DELAY_SECONDS:g} (later, the moment that triggered it has passed)")
     return delay
+
+
+# Where each key of a pop-in goes, for "'cta' belongs inside 'popin'".
+place("popin", POPIN_KEYS)
+place("cta", ("label", "url"))

@@ -25,10 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..wire.events import Scalar
-from .schema import Reader
+from .schema import Reader, place
 from .yamlsource import Mapping
 
 MAX_KEYWORD_LENGTH = 64
+PAGEVIEWS_KEYS = ("url", "count")
+DWELL_KEYS = ("keyword", "seconds", "selector")
+EVENT_KEYS = ("name", "props")
+AFTER_KEYS = ("event", "without", "within")
+VISIT_KEYS = ("number", "returning_after")
 MAX_SELECTOR_LENGTH = 120
 
 
@@ -161,7 +166,8 @@ def first_segment(path: str) -> str:
 
 def _path(value: Any, line: int, reader: Reader, what: str) -> str:
     if not isinstance(value, str) or not value.startswith("/"):
-        reader.fail(line, f"'{what}' needs a path pattern starting with '/', not {value!r}")
+        reader.fail(line, f"'{what}' is {value!r}; expected a path starting with '/', such "
+                    "as /products/*")
     return value
 
 
@@ -175,11 +181,11 @@ def _pageview(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trig
 
 def _pageviews(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
     node = reader.mapping(spec, line, "'pageviews'")
-    reader.keys(node, "'pageviews'", ["url", "count"], required=["url", "count"])
+    reader.keys(node, "'pageviews'", PAGEVIEWS_KEYS, required=["url", "count"])
     pattern = _path(node["url"], node.line_of("url"), reader, "pageviews.url")
     count = reader.count(node["count"], node.line_of("count"), "'count'")
     if count < 1:
-        reader.fail(node.line_of("count"), "'count' must be at least 1")
+        reader.fail(node.line_of("count"), "'count' is 0; expected at least 1")
     return PageviewTrigger(pattern, path_pattern(pattern), count)
 
 
@@ -189,8 +195,7 @@ def _words(name: str, keywords: Keywords) -> tuple[str, ...]:
 
 def _dwell(spec: Any, line: int, reader: Reader, keywords: Keywords) -> Trigger:
     node = reader.mapping(spec, line, "'dwell'")
-    reader.keys(node, "'dwell'", ["keyword", "seconds", "selector"],
-                required=["keyword", "seconds"])
+    reader.keys(node, "'dwell'", DWELL_KEYS, required=["keyword", "seconds"])
     name = reader.text(node, "keyword", max_length=MAX_KEYWORD_LENGTH).strip().lower()
     seconds = reader.number(node["seconds"], node.line_of("seconds"), "'seconds'", minimum=1)
     selector = ""
@@ -202,15 +207,18 @@ def _dwell(spec: Any, line: int, reader: Reader, keywords: Keywords) -> Trigger:
 def _scroll(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
     percent = reader.number(spec, line, "'scroll'", minimum=1)
     if percent > 100 or percent != int(percent):
-        reader.fail(line, f"'scroll' is a whole percentage of the page, 1-100, not {spec!r}")
+        reader.fail(line, f"'scroll' is {spec!r}; expected a whole percentage of the page, "
+                    "1-100")
     return ScrollTrigger(int(percent))
 
 
-def _seconds(kind: Callable[[float], Trigger], minimum: float) -> Callable[..., Trigger]:
+def _seconds(kind: Callable[[float], Trigger], minimum: float,
+             name: str = "") -> Callable[..., Trigger]:
     def compile_seconds(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
-        seconds = reader.duration(spec, line, f"'{kind.__name__}'")
+        seconds = reader.duration(spec, line, f"'{name or kind.__name__}'")
         if seconds < minimum:
-            reader.fail(line, f"the duration must be at least {minimum:g} seconds")
+            reader.fail(line, f"'{name or kind.__name__}' is {seconds:g} seconds; expected "
+                        f"at least {minimum:g}")
         return kind(seconds)
 
     return compile_seconds
@@ -218,7 +226,7 @@ def _seconds(kind: Callable[[float], Trigger], minimum: float) -> Callable[..., 
 
 def _exit(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
     if spec is not True:
-        reader.fail(line, "'exit_intent' takes true")
+        reader.fail(line, f"'exit_intent' is {spec!r}; expected true")
     return ExitIntentTrigger()
 
 
@@ -226,7 +234,8 @@ def _search(spec: Any, line: int, reader: Reader, keywords: Keywords) -> Trigger
     if spec == "any":
         return SearchTrigger()
     if not isinstance(spec, str) or not spec.strip():
-        reader.fail(line, "'search' takes a keyword, a keyword group, or 'any'")
+        reader.fail(line, f"'search' is {spec!r}; expected a keyword, a keyword group, or "
+                    "any")
     name = spec.strip().lower()
     return SearchTrigger(_words(name, keywords))
 
@@ -235,24 +244,24 @@ def _event(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger
     props: tuple[tuple[str, Scalar], ...] = ()
     name = spec
     if isinstance(spec, Mapping):
-        reader.keys(spec, "'event'", ["name", "props"], required=["name"])
+        reader.keys(spec, "'event'", EVENT_KEYS, required=["name"])
         name = spec["name"]
         if "props" in spec:
             wanted = reader.mapping(spec["props"], spec.line_of("props"), "'props'")
             props = tuple(wanted.items())
     if not isinstance(name, str) or not name:
-        reader.fail(line, f"'event' needs an event name, not {name!r}")
+        reader.fail(line, f"'event' is {name!r}; expected an event name such as add_to_cart")
     return EventTrigger(name, props)
 
 
 def _after(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
     node = reader.mapping(spec, line, "'after'")
-    reader.keys(node, "'after'", ["event", "without", "within"],
-                required=["event", "without", "within"])
+    reader.keys(node, "'after'", AFTER_KEYS, required=AFTER_KEYS)
     without = node["without"]
     without = [without] if isinstance(without, str) else without
     if not isinstance(without, list) or not all(isinstance(w, str) for w in without):
-        reader.fail(node.line_of("without"), "'without' must be an event name or a list of them")
+        reader.fail(node.line_of("without"), f"'without' is {node['without']!r}; expected an "
+                    "event name or a list of them")
     within = reader.duration(node["within"], node.line_of("within"), "'within'")
     return AfterTrigger(reader.text(node, "event", max_length=64), tuple(without), within)
 
@@ -260,8 +269,11 @@ def _after(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger
 def _visit(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
     if spec in ("first", "returning"):
         return VisitTrigger(spec)
+    if not isinstance(spec, Mapping):
+        reader.fail(line, f"'visit' is {spec!r}; expected first, returning, {{number: N}} or "
+                    "{returning_after: 30d}")
     node = reader.mapping(spec, line, "'visit'")
-    reader.keys(node, "'visit'", ["number", "returning_after"])
+    reader.keys(node, "'visit'", VISIT_KEYS)
     if "number" in node:
         return VisitTrigger("number", number=reader.count(node["number"], node.line_of("number"),
                                                           "'number'"))
@@ -269,12 +281,13 @@ def _visit(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger
         after = reader.duration(node["returning_after"], node.line_of("returning_after"),
                                 "'returning_after'")
         return VisitTrigger("returning", returning_after=after)
-    reader.fail(line, "'visit' takes first, returning, {number: N} or {returning_after: 30d}")
+    reader.fail(line, "'visit' is empty; expected first, returning, {number: N} or "
+                "{returning_after: 30d}")
 
 
 def _birthday(spec: Any, line: int, reader: Reader, _keywords: Keywords) -> Trigger:
     if spec is not True:
-        reader.fail(line, "'birthday' takes true")
+        reader.fail(line, f"'birthday' is {spec!r}; expected true")
     return BirthdayTrigger()
 
 
@@ -283,10 +296,10 @@ COMPILERS: dict[str, Callable[[Any, int, Reader, Keywords], Trigger]] = {
     "pageviews": _pageviews,
     "dwell": _dwell,
     "scroll": _scroll,
-    "time_on_page": _seconds(TimeOnPageTrigger, 1),
-    "idle": _seconds(IdleTrigger, 5),
+    "time_on_page": _seconds(TimeOnPageTrigger, 1, "time_on_page"),
+    "idle": _seconds(IdleTrigger, 5, "idle"),
     "exit_intent": _exit,
-    "tab_return": _seconds(TabReturnTrigger, 5),
+    "tab_return": _seconds(TabReturnTrigger, 5, "tab_return"),
     "search": _search,
     "event": _event,
     "after": _after,
@@ -299,6 +312,15 @@ def compile_trigger(value: Any, line: int, reader: Reader, keywords: Keywords) -
     node = reader.mapping(value, line, "'trigger'")
     reader.keys(node, "'trigger'", COMPILERS)
     if len(node) != 1:
-        reader.fail(node.line, f"'trigger' needs exactly one of {', '.join(COMPILERS)}")
+        found = f"{len(node)} triggers ({', '.join(node)})" if node else "empty"
+        reader.fail(node.line, f"'trigger' is {found}; expected exactly one of "
+                    f"{', '.join(COMPILERS)}")
     kind, spec = next(iter(node.items()))
     return COMPILERS[kind](spec, node.line_of(kind), reader, keywords)
+
+# Where each key of a trigger goes, for "'seconds' belongs inside 'dwell'".
+place("trigger", COMPILERS)
+place("pageviews", PAGEVIEWS_KEYS)
+place("dwell", DWELL_KEYS)
+place("after", AFTER_KEYS)
+place("visit", VISIT_KEYS)

@@ -65,11 +65,12 @@ def assign(variants: tuple[Variant, ...], share: float) -> Variant:
 def compile_variants(value: object, line: int, reader: Reader,
                      base: PopinTemplate | None, base_kind: str) -> tuple[Variant, ...]:
     if base is None or base_kind != "popin":
-        reader.fail(line, "'variants' change a pop-in: the rule needs 'popin'")
+        reader.fail(line, "'variants' without a 'popin'; expected a 'popin' whose versions "
+                    "they are")
     items = reader.sequence(value, line, "'variants'")
     if not 2 <= len(items) <= MAX_VARIANTS:
-        reader.fail(line, f"'variants' lists 2 to {MAX_VARIANTS} versions to compare, "
-                    f"not {len(items)}")
+        reader.fail(line, f"'variants' lists {len(items)}; expected 2 to {MAX_VARIANTS} "
+                    "versions to compare")
     found: list[Variant] = []
     for item, item_line in zip(items, items.item_lines, strict=True):
         node = reader.mapping(item, item_line, "each variant")
@@ -77,10 +78,12 @@ def compile_variants(value: object, line: int, reader: Reader,
     seen: set[str] = set()
     for variant, item_line in zip(found, items.item_lines, strict=True):
         if variant.id in seen:
-            reader.fail(item_line, f"variant id {variant.id!r} is used twice")
+            reader.fail(item_line, f"variant id {variant.id!r} is used twice; expected each "
+                        "once")
         seen.add(variant.id)
     if not any(variant.weight for variant in found):
-        reader.fail(line, "every variant has weight 0: none would ever be shown")
+        reader.fail(line, "every variant has weight 0; expected a weight above 0 for one "
+                    "at least (else none would ever be shown)")
     return tuple(found)
 
 
@@ -88,8 +91,8 @@ def _variant(node: Mapping, reader: Reader, base: PopinTemplate) -> Variant:
     reader.keys(node, "each variant", VARIANT_KEYS, required=["id"])
     variant_id = node["id"]
     if not isinstance(variant_id, str) or not VARIANT_ID.match(variant_id):
-        reader.fail(node.line_of("id"), f"variant id {variant_id!r} must be 1-32 lower-case "
-                    "letters, digits, '-' or '_'")
+        reader.fail(node.line_of("id"), f"variant id {variant_id!r} is not a name; expected "
+                    "1-32 lower-case letters, digits, '-' or '_'")
     weight = (reader.number(node["weight"], node.line_of("weight"), "'weight'", minimum=0)
               if "weight" in node else 1.0)
     visual = base
@@ -109,10 +112,12 @@ def _variant(node: Mapping, reader: Reader, base: PopinTemplate) -> Variant:
                         f"expected one of {', '.join(PLACEMENTS)}")
         slot = reader.text(node, "slot", max_length=120) if placement == "inline" else ""
         if placement == "inline" and not slot:
-            reader.fail(node.line_of("placement"), "placement 'inline' needs 'slot'")
+            reader.fail(node.line_of("placement"), "placement 'inline' has no 'slot'; expected "
+                        "'slot', the CSS selector of the page's reserved element")
         visual = replace(visual, placement=placement, slot=slot)
     elif "slot" in node:
-        reader.fail(node.line_of("slot"), "'slot' only goes with placement: inline")
+        reader.fail(node.line_of("slot"), "'slot' without placement: inline; expected "
+                    "placement: inline beside it, or no slot")
     if "delay" in node:
         visual = replace(visual, delay=compile_delay(node, reader))
     if "offset" in node:

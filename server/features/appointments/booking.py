@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Literal
 
 from ...core.calendar import Calendar, Slot, free_slots, slots
+from ...core.rules.schema import plural
 from ...core.visitor.identity import MAX_NAME, TraitError, normal_email, normal_phone
 from ...stores.bookings import Booking, Lead, Quota
 from ...stores.contract import Store
@@ -94,9 +95,9 @@ async def book_slot(store: Store, site: str, calendar: Calendar, request: Bookin
     if outcome == "limited":
         limit = calendar.bookings_per_visitor_day
         return BookingAnswer("limited", free=await open_slots(store, site, calendar, now),
-                             errors={"slot": f"You have made {limit} bookings today, as many as "
-                                     "we take online in one day. Please contact us to book "
-                                     "another time."})
+                             errors={"slot": f"You have made {plural(limit, 'booking')} "
+                                     "today, as many as we take online in one day. Please "
+                                     "contact us to book another time."})
     return BookingAnswer(outcome, booking=stored)
 
 

@@ -48,7 +48,7 @@ async def live(hub: Hub, site: Site) -> dict[str, int]:
 async def overview(hub: Hub, site: Site) -> dict[str, Any]:
     days = period(site.zone, hub.clock())
     found = funnels(await hub.store.stats_read(site.key, days[0], days[-1]))
-    rules = {rule.id: rule for rule in hub.rules.rules}
+    rules = {rule.id: rule for rule in hub.rules_of(site.key).rules}
     paused = await _paused(hub, site)
     rows = []
     # Campaigns with activity first, then the quiet ones, each by campaign name.
@@ -92,7 +92,8 @@ def _unmeasured(rule: Rule | None, site: Site) -> str:
 async def _paused(hub: Hub, site: Site) -> dict[str, Pause]:
     """The site's campaigns the guard stopped, and why (while the rule is unchanged)."""
     pauses = await load_pauses(hub.store, site.key)
-    holding = paused_rules(pauses, {rule.id: rule.fingerprint for rule in hub.rules.rules})
+    rules = hub.rules_of(site.key).rules
+    holding = paused_rules(pauses, {rule.id: rule.fingerprint for rule in rules})
     return {rule_id: pauses[rule_id] for rule_id in holding}
 
 
@@ -102,7 +103,7 @@ def _campaign(rules: dict[str, Rule], rule_id: str) -> str:
 
 
 async def campaign(hub: Hub, site: Site, rule_id: str) -> dict[str, Any] | None:
-    rule = hub.rules.by_id.get(rule_id)
+    rule = hub.rules_of(site.key).by_id.get(rule_id)
     days = period(site.zone, hub.clock())
     funnel = funnels(await hub.store.stats_read(site.key, days[0], days[-1])).get(rule_id)
     if rule is None and funnel is None:
@@ -173,7 +174,7 @@ async def audiences(hub: Hub, site: Site) -> dict[str, Any]:
             sizes.append(float(size))
         info = infos.get(name)
         found.append({"name": name, "size": info.size if info else 0,
-                      "days": hub.rules.audience_days.get(name),
+                      "days": hub.rules_of(site.key).audience_days.get(name),
                       "chart": charts.line(days, sizes, f"{name}: members per day")})
     return {"audiences": found, "formats": list(FORMATS)}
 

@@ -34,6 +34,7 @@ from starlette.responses import (
 from starlette.routing import Route
 
 from ...config import STATIC_DIR
+from ...core.rules.schema import plural
 from ...core.site import Site
 from ...features.exports import ExportError, start_export
 from ...features.previews import page_allowed
@@ -133,7 +134,8 @@ async def login(request: Request) -> Response:
     wait = guard.retry_after(address)
     if wait:
         response = _render(request, "login.html", 429, unset=False, next=target,
-                           error=f"Too many attempts: try again in {wait // 60 + 1} minutes.")
+                           error=f"Too many attempts: try again in "
+                           f"{plural(wait // 60 + 1, 'minute')}.")
         response.headers["Retry-After"] = str(wait)
         return response
     stored, epoch = await credentials(hub.store)
@@ -267,7 +269,7 @@ async def bookings(request: Request, hub: Hub, site: Site) -> Response:
 
 async def rules(request: Request, hub: Hub, site: Site) -> Response:
     return _render(request, "rules.html", site=site, status=hub.rule_status,
-                   count=len(hub.rules))
+                   count=len(hub.rules_of(site.key)))
 
 
 async def live(request: Request, hub: Hub, site: Site) -> Response:

@@ -32,7 +32,7 @@ async def list_audiences(request: Request) -> JSONResponse:
     hub: Hub = request.app.state.hub
     check_query(request)
     sizes = {info.name: info.size for info in await hub.store.audience_list(key.site)}
-    days = hub.rules.audience_days
+    days = hub.rules_of(key.site).audience_days
     return JSONResponse({"audiences": [
         {"name": name, "size": sizes.get(name, 0), "days": days.get(name),
          "in_rules": name in days}

@@ -32,6 +32,14 @@ RESULT = {"type": "object", "required": ["index", "status"], "properties": {
     "status": {"enum": ["applied", "duplicate", "unknown_user"]},
     "visitor": {"type": "string"}, "shown_live": {"type": "integer"},
     "queued": {"type": "integer"}}}
+IDENTIFIED = {"type": "object", "required": ["visitor", "user_id", "stored", "new_visitor"],
+              "properties": {
+                  "visitor": {"type": "string"}, "user_id": {"type": "string"},
+                  "stored": {"type": "array", "items": {"type": "string"}},
+                  "new_visitor": {"type": "boolean", "description": "popin had never seen "
+                                  "this visitor id (no session, no profile): a profile was "
+                                  "started for it; a copied placeholder shows this way"},
+                  "note": {"type": "string", "description": "with new_visitor, in words"}}}
 # A trait given as null or "" is left as it was.
 TRAITS = {"type": "object", "additionalProperties": False, "properties": {
     "first_name": {"type": "string", "nullable": True, "maxLength": 100},
@@ -63,11 +71,14 @@ def _profile_operations(parameter: str, schema: dict[str, Any]) -> dict[str, Any
                 "security": [{"key": []}],
                 "responses": {"200": {"description": "The profile",
                                       **_json({"type": "object"})},
-                              **_errors(400, 401, 403, 404)}},
+                              **_errors(400, 401, 403, 404)},
+                "description": "404 for an unknown visitor and an unknown user alike."},
         "delete": {"summary": "Erase a visitor everywhere (right to be forgotten)",
+                   "description": "Idempotent: an unknown visitor or user gets 204 too, "
+                                  "as a retried erasure does (a read of either gets 404).",
                    "parameters": params, "security": [{"key": []}],
-                   "responses": {"204": {"description": "Erased"},
-                                 **_errors(400, 401, 403, 404)}},
+                   "responses": {"204": {"description": "Erased, or nothing was kept"},
+                                 **_errors(400, 401, 403)}},
     }
 
 
@@ -138,8 +149,7 @@ def document() -> dict[str, Any]:
                     "type": "object", "required": ["user_id"], "additionalProperties": False,
                     "properties": {"visitor": ID, "user_id": TEXT, "traits": TRAITS}})},
                 "responses": {"200": {"description": "The visitor id to use from now on",
-                                      **_json({"type": "object",
-                                               "required": ["visitor", "stored"]})},
+                                      **_json(IDENTIFIED)},
                               **_errors(400, 401, 403, 404, 413)}}},
             "/api/v1/webhooks": {"get": {
                 "summary": "Webhook deliveries by status; dead ones carry their last error",

@@ -3,10 +3,13 @@ erasure. Bearer API keys with scopes; every error is JSON naming the problem and
 
     POST   /api/v1/events              {"events": [{"name", "visitor"|"user_id", ...}]}
     POST   /api/v1/identify            {"visitor", "user_id", "traits"}
-    GET    /api/v1/visitors/{visitor}  what is stored about a visitor
-    DELETE /api/v1/visitors/{visitor}  erase them everywhere
+    GET    /api/v1/visitors/{visitor}  what is stored about a visitor (404: nothing)
+    DELETE /api/v1/visitors/{visitor}  erase them everywhere (204, also when nothing was kept)
     GET    /api/v1/users/{user_id}     the same, by the site's own user id
     DELETE /api/v1/users/{user_id}
+
+An unknown visitor and an unknown user get the same answers: 404 on a read, and 204 on an
+erasure, which is idempotent (a retried erasure must not look like a failure).
     GET    /api/v1/webhooks?status=    deliveries (dead ones with their last error)
     GET    /api/v1/bookings?day=       one day's appointments
     GET    /api/v1/leads?since=        requests for help
@@ -240,20 +243,31 @@ async def post_identify(request: Request) -> JSONResponse:
                            "give 'visitor'", "visitor")
     else:
         visitor = _text(body, "visitor", "", VISITOR_ID, 64)
+    # An id popin never met is not refused (the backend may link a visitor before its
+    # first page is seen), but the answer says so: a copied placeholder shows at once.
+    new_visitor = not await hub.knows(key.site, visitor)
     try:
         kept, stored = await hub.identify(hub.sites[key.site], visitor, user_id, traits)
     except TraitError as error:
         raise ApiError(400, "invalid", error.message, error.field) from None
-    return JSONResponse({"visitor": kept, "user_id": user_id, "stored": stored})
+    answer: dict[str, Any] = {"visitor": kept, "user_id": user_id, "stored": stored,
+                              "new_visitor": new_visitor}
+    if new_visitor:
+        answer["note"] = (f"popin had never seen visitor '{visitor}': a profile was started "
+                          "for it. The widget's id is in the page's localStorage (popin_v).")
+    return JSONResponse(answer)
 
 
-async def _visitor_of(request: Request, key: ApiKey) -> str:
+async def _visitor_of(request: Request, key: ApiKey) -> str | None:
+    """The visitor the path names, by popin's id or by the site's user id (None: no
+    visitor is linked to that user)."""
     hub: Hub = request.app.state.hub
     if "user_id" in request.path_params:
-        found = await hub.store.visitor_of_user(key.site, request.path_params["user_id"])
-        if found is None:
-            raise ApiError(404, "not_found", "no visitor is linked to this user", "user_id")
-        return found
+        user_id: str = request.path_params["user_id"]
+        if not 1 <= len(user_id) <= 128 or not USER_ID.match(user_id):
+            raise ApiError(400, "invalid", "a user id is 1-128 characters, no control "
+                           "characters", "user_id")
+        return await hub.store.visitor_of_user(key.site, user_id)
     visitor: str = request.path_params["visitor"]
     if not VISITOR_ID.match(visitor):
         raise ApiError(400, "invalid", "a visitor id is 8-64 letters, digits, '-' or '_'",
@@ -262,17 +276,24 @@ async def _visitor_of(request: Request, key: ApiKey) -> str:
 
 
 async def visitor_resource(request: Request) -> Response:
+    """Read or erase; a visitor and a user popin knows nothing of are answered alike: 404
+    on a read, 204 on an erasure (idempotent: a retry, or nothing kept, is no failure)."""
     key = await authorize(request, "profiles")
     hub: Hub = request.app.state.hub
     check_query(request)
     visitor = await _visitor_of(request, key)
     if request.method == "DELETE":
-        await hub.forget(key.site, visitor)
+        if visitor is not None:
+            await hub.forget(key.site, visitor)
         return Response(status_code=204)
-    await hub.flush()
-    profile = await hub.store.load_profile(key.site, visitor)
+    profile = None
+    if visitor is not None:
+        await hub.flush()
+        profile = await hub.store.load_profile(key.site, visitor)
     if profile is None:
-        raise ApiError(404, "not_found", "nothing is stored about this visitor", "visitor")
+        field = "user_id" if "user_id" in request.path_params else "visitor"
+        raise ApiError(404, "not_found", f"nothing is stored about this {field.split('_')[0]}",
+                       field)
     return JSONResponse(public_profile(profile))
 
 
