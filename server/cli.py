@@ -460,17 +460,18 @@ def admin_set_password(args: argparse.Namespace) -> int:
 
 
 def widget_build(args: argparse.Namespace) -> int:
-    from .web.widget import BUILT, build, size_of
+    from .web.widget import SCRIPTS, build, size_of
 
-    script = build()
-    size = size_of(script)
-    if args.check:
-        if not BUILT.exists() or BUILT.read_text(encoding="utf-8") != script:
-            print(f"{BUILT} is out of date: run 'popin widget build'", file=sys.stderr)
-            return 1
-    else:
-        BUILT.write_text(script, encoding="utf-8")
-    print(f"{BUILT}: {size.minified} bytes minified, {size.gzipped} bytes gzipped")
+    for source, built in SCRIPTS:
+        script = build(source)
+        size = size_of(script)
+        if args.check:
+            if not built.exists() or built.read_text(encoding="utf-8") != script:
+                print(f"{built} is out of date: run 'popin widget build'", file=sys.stderr)
+                return 1
+        else:
+            built.write_text(script, encoding="utf-8")
+        print(f"{built}: {size.minified} bytes minified, {size.gzipped} bytes gzipped")
     return 0
 
 

@@ -225,12 +225,16 @@ def screenshots(request: pytest.FixtureRequest) -> Path:
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     """Print the widget's size on every run, so each change's effect on it is visible."""
-    from popin.web.widget import BUILT, SIZE_LIMIT_GZIPPED, size_of
+    from popin.web.widget import BUILT, CONSENT_BUILT, SIZE_LIMIT_GZIPPED, size_of
 
     size = size_of(BUILT.read_text())
     terminalreporter.write_line(
         f"widget static/popin.min.js: {size.minified} bytes minified, {size.gzipped} bytes "
         f"gzipped (limit {SIZE_LIMIT_GZIPPED})")
+    glue = size_of(CONSENT_BUILT.read_text())
+    terminalreporter.write_line(
+        f"consent glue static/popin-consent.min.js (pages with a consent tool only): "
+        f"{glue.minified} bytes minified, {glue.gzipped} bytes gzipped")
 
 
 class FixtureSite:

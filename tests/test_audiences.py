@@ -268,6 +268,63 @@ def test_consent_required_keeps_nothing_until_the_visitor_opts_in(tmp_path: Path
         assert members(settings_) == ["visitor-opted-before"]
 
 
+def tool_visit(client: TestClient, visitor: str, signal: dict[str, object]) -> None:
+    """A page whose consent tool speaks: hello (with cmp), the tool's signal, the skis page."""
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(orjson.dumps({"type": "hello", "visitor": visitor, "session": f"s-{visitor}",
+                                   "url": "http://testserver/", "cmp": True}).decode())
+        assert ws.receive_json()["remember"] is False
+        ws.send_text(orjson.dumps(signal).decode())
+        assert ws.receive_json()["type"] == "consent"
+        ws.send_text(orjson.dumps({"type": "pageview",
+                                   "url": "http://testserver/demo/skis.html"}).decode())
+        ws.send_text("not json")
+        assert ws.receive_json()["code"] == "bad_json"
+    assert client.portal is not None
+    client.portal.call(client.app.state.hub.flush)
+
+
+def test_consent_tools_decide_audiences_also_for_backend_events(tmp_path: Path) -> None:
+    """Without the advertising purposes (TCF 3, 4) or Consent Mode's ad_user_data and
+    ad_personalization, a visitor joins no audience: not from the page, not from a backend
+    event while they are away, and so no export lists them."""
+    from popin.web.app import create_app
+
+    settings_ = settings_for(tmp_path, consent="required")
+    token = make_key(settings_, "events", "export")
+    with TestClient(create_app(settings_)) as client:
+        tool_visit(client, "visitor-tcf-no-ads", {"type": "consent", "source": "tcf",
+                                                  "applies": True, "purposes": [1, 5, 6]})
+        tool_visit(client, "visitor-tcf-all", {"type": "consent", "source": "tcf",
+                                               "applies": True, "purposes": [1, 3, 4, 5, 6]})
+        tool_visit(client, "visitor-gcm-no-pers", {"type": "consent", "source": "gcm", "states": {
+            "analytics_storage": "granted", "ad_user_data": "granted",
+            "ad_personalization": "denied", "ad_storage": "granted"}})
+        tool_visit(client, "visitor-gcm-all", {"type": "consent", "source": "gcm", "states": {
+            "analytics_storage": "granted", "ad_user_data": "granted",
+            "ad_personalization": "granted"}})
+        tool_visit(client, "visitor-no-storage", {"type": "consent", "source": "tcf",
+                                                  "applies": True, "purposes": [3, 4, 5, 6]})
+        assert members(settings_) == ["visitor-gcm-all", "visitor-tcf-all"]
+        assert profile_of(settings_, "visitor-tcf-no-ads").withheld == ["audiences"]
+        assert profile_of(settings_, "visitor-gcm-no-pers").withheld == ["audiences"]
+        assert profile_of(settings_, "visitor-no-storage") is None
+    # Another process, which never saw them: only their stored profiles speak for them.
+    with TestClient(create_app(settings_)) as client:
+        response = client.post("/api/v1/events", headers={"Authorization": f"Bearer {token}"},
+                               json={"events": [{"name": "purchase", "visitor": visitor}
+                                                for visitor in ("visitor-tcf-no-ads",
+                                                                "visitor-tcf-all",
+                                                                "visitor-gcm-no-pers",
+                                                                "visitor-gcm-all")]})
+        assert response.status_code == 200, response.text
+        client.portal.call(client.app.state.hub.flush)  # type: ignore[union-attr]
+        assert members(settings_, "purchasers") == ["visitor-gcm-all", "visitor-tcf-all"]
+        for audience in ("skiers", "purchasers"):
+            text, _cursor = export(client, token, audience, format="ids")
+            assert sorted(text.split()) == ["visitor-gcm-all", "visitor-tcf-all"]
+
+
 def test_gpc_bots_and_withdrawal_keep_visitors_out(client: TestClient,
                                                    settings_: Settings) -> None:
     visit(client, "visitor-with-gpc", gpc=True)

@@ -51,6 +51,22 @@ BAD = [
     ('rules = "/etc/passwd"\n' + SITE, "rules: /etc/passwd is a file that is no rule file"),
     (SITE + "holdout = 60", "site 'demo': holdout must be a number from 0 to 50, not 60"),
     (SITE + "holdout = '5%'", "holdout must be a number from 0 to 50, not '5%'"),
+    (SITE + "[sites.tcf]\npersonalisation = [5, 12]",
+     "site 'demo': tcf: personalisation must be a list of TCF purposes, whole numbers from 1 "
+     "to 11"),
+    (SITE + "[sites.tcf]\naudiences = '3, 4'", "tcf: audiences must be a list of TCF purposes"),
+    (SITE + "[sites.tcf]\naudiences = [true]", "tcf: audiences must be a list of TCF purposes"),
+    (SITE + "[sites.tcf]\nstorage = [3]", "tcf: storage must hold purpose 1 (store and/or "
+                                          "access information on a device)"),
+    (SITE + "[sites.tcf]\nbasis = 'vendor'", "tcf: basis is 'purposes' or 'publisher', not "
+                                             "'vendor'"),
+    (SITE + "[sites.tcf]\npurposes = [1]", "tcf: unknown setting 'purposes'"),
+    (SITE + "tcf = 1", "site 'demo': tcf must be a table, not a number"),
+    (SITE + "[sites.consent_mode]\nstorage = ['analytic_storage']",
+     "consent_mode: storage holds 'analytic_storage' (did you mean 'analytics_storage'?)"),
+    (SITE + "[sites.consent_mode]\naudiences = ['ad_storage', 'ad_user_data']",
+     "consent_mode: audiences must hold ad_personalization: ad platforms take no visitor "
+     "without them"),
 ]
 
 
@@ -102,6 +118,24 @@ def test_good_settings_load(tmp_path: Path) -> None:
     assert (calendar.slot_minutes, calendar.capacity) == (20, 3)
     assert [str(day) for day in calendar.closed] == ["2026-12-25"]
     assert list(calendar.special.values()) == [((540, 720),)]
+
+
+def test_consent_tool_mapping_defaults_and_settings(tmp_path: Path) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text(SITE)
+    mapping = load_settings(path).sites["demo"].consent_map
+    assert (mapping.tcf_basis, mapping.tcf_storage, mapping.tcf_personalisation,
+            mapping.tcf_audiences) == ("purposes", (1,), (5, 6), (3, 4))
+    assert (mapping.mode_storage, mapping.mode_personalisation, mapping.mode_audiences) == (
+        ("analytics_storage",), ("analytics_storage",), ("ad_user_data", "ad_personalization"))
+    path.write_text(SITE + "[sites.tcf]\nbasis = 'publisher'\npersonalisation = [3, 4]\n"
+                    "storage = [1, 1]\n[sites.consent_mode]\naudiences = ['ad_storage', "
+                    "'ad_user_data', 'ad_personalization']\npersonalisation = []\n")
+    mapping = load_settings(path).sites["demo"].consent_map
+    assert (mapping.tcf_basis, mapping.tcf_storage, mapping.tcf_personalisation) == (
+        "publisher", (1,), (3, 4))
+    assert mapping.mode_audiences == ("ad_storage", "ad_user_data", "ad_personalization")
+    assert mapping.mode_personalisation == ()
 
 
 @pytest.mark.parametrize(("argument", "complaint"), [

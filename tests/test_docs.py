@@ -26,7 +26,7 @@ def test_rule_example_is_valid() -> None:
 
 
 def test_config_examples_load(tmp_path: Path) -> None:
-    first, several, calendars = blocks("toml")
+    first, several, tcf, consent_mode, calendars = blocks("toml")
     path = tmp_path / "popin.toml"
     path.write_text(first)
     settings = load_settings(path)
@@ -39,6 +39,28 @@ def test_config_examples_load(tmp_path: Path) -> None:
     calendar = load_settings(path).sites["demo"].calendars["advisers"]
     assert (calendar.capacity, calendar.buffer_minutes) == (2, 10)
     assert calendar.hours["sat"] == ((600, 960),)
+    path.write_text(tcf)
+    mapping = load_settings(path).sites["nordic-trail"].consent_map
+    assert (mapping.tcf_storage, mapping.tcf_personalisation, mapping.tcf_audiences) == (
+        (1,), (5, 6), (3, 4))
+    path.write_text(consent_mode)
+    mapping = load_settings(path).sites["nordic-trail"].consent_map
+    assert mapping.mode_audiences == ("ad_user_data", "ad_personalization")
+
+
+def test_consent_tool_defaults_are_the_documented_ones() -> None:
+    from popin.core.site import ConsentMap
+
+    table = README[README.index("### Consent tools"):README.index("**IAB TCF v2.2.**")]
+    default = ConsentMap()
+    for level, purposes, types in (
+            ("storage", default.tcf_storage, default.mode_storage),
+            ("personalisation", default.tcf_personalisation, default.mode_personalisation),
+            ("audiences", default.tcf_audiences, default.mode_audiences)):
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{level}` |"))
+        cells = [cell.strip() for cell in row.split("|")]
+        assert cells[3] == ", ".join(map(str, purposes)), row
+        assert cells[4] == ", ".join(f"`{kind}`" for kind in types), row
 
 
 def test_the_two_commands_and_ci_agree() -> None:

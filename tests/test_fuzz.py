@@ -35,7 +35,8 @@ TYPES = ["hello", "pageview", "dwell", "scroll", "idle", "exit", "tab", "typing"
          "event", "popin", "identify", "form", "nonsense"]
 FIELDS = ["type", "visitor", "session", "url", "referrer", "language", "timezone", "gpc",
           "consent", "title", "keyword", "seconds", "percent", "name", "props", "id",
-          "status", "user_id", "traits", "user_hash", "form", "fields", "granted", "away"]
+          "status", "user_id", "traits", "user_hash", "form", "fields", "granted", "away",
+          "cmp", "source", "applies", "purposes", "publisher", "states"]
 scalars = (st.none() | st.booleans() | st.integers() | st.floats()
            | st.text(max_size=80) | st.sampled_from(["http://[::1", "https://a.test/x",
                                                      "visitor-0001", "\ud800", "1e999"]))
@@ -110,7 +111,7 @@ def test_any_rule_shape_loads_or_is_a_located_error(document: dict[str, Any]) ->
 TOP = ["store", "rules", "geoip", "secret", "trusted_proxies", "metrics_token",
        "metrics_allow", "sites", "limits", "webhooks", "stores"]
 SITE = ["key", "name", "origins", "timezone", "business_hours", "fatigue", "consent",
-        "identity_secret", "unsigned_identify", "calendars", "notify_url"]
+        "identity_secret", "unsigned_identify", "calendars", "notify_url", "tcf", "consent_mode"]
 toml_scalars = (st.booleans() | st.integers(-10**6, 10**6) | st.floats(allow_nan=False)
                 | st.text(max_size=30) | st.sampled_from(["demo", "Europe/Paris", "09:00-18:00"]))
 toml_values = st.recursive(toml_scalars, lambda inner: st.lists(inner, max_size=3)

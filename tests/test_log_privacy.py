@@ -17,7 +17,7 @@ import orjson
 import pytest
 from websockets.sync.client import connect
 
-from conftest import free_port
+from conftest import ROOT, free_port
 from popin.cli import main
 
 # Visitors come from 127.0.0.2: the server listens on 127.0.0.1, which its own start-up
@@ -38,6 +38,7 @@ def test_the_logs_hold_no_address_contact_or_key(tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     config = tmp_path / "popin.toml"
     config.write_text(f'store = "sqlite:///{tmp_path / "popin.db"}"\n'
+                      f'rules = "{ROOT / "rules"}"\n'
                       f'[[sites]]\nkey = "demo"\nidentity_secret = "{IDENTITY_SECRET}"\n')
     monkeypatch.setattr("sys.stdin", io.StringIO("a long owner password\n"))
     assert main(["--config", str(config), "admin", "set-password", "--password-stdin"]) == 0

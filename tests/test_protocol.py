@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from popin.core.wire.events import Custom, Dwell, Hello, PageView, PopinStatus
+from popin.core.wire.events import (
+    Consent,
+    ConsentModeSignal,
+    Custom,
+    Dwell,
+    Hello,
+    PageView,
+    PopinStatus,
+    TcfSignal,
+)
 from popin.core.wire.protocol import MAX_MESSAGE_BYTES, ProtocolError, decode, encode
 
 HELLO = {"type": "hello", "visitor": "abcdefgh1234", "session": "session-1234",
@@ -23,6 +32,49 @@ def test_decodes_every_message_type() -> None:
     assert decode('{"type":"event","name":"x","props":null}') == Custom("x", {})
     assert decode('{"type":"popin","id":"p.1","status":"dismissed"}') == PopinStatus(
         "p.1", "dismissed")
+    assert decode(encode({**HELLO, "cmp": True})).cmp is True  # type: ignore[union-attr]
+
+
+def test_decodes_every_consent() -> None:
+    assert decode('{"type":"consent","granted":false}') == Consent(False)
+    assert decode('{"type":"consent","source":"page","granted":true}') == Consent(True)
+    assert decode('{"type":"consent","source":"tcf","applies":true,"purposes":[1,3,4,1],'
+                  '"publisher":[]}') == TcfSignal(True, frozenset({1, 3, 4}), frozenset())
+    assert decode('{"type":"consent","source":"tcf","applies":false}') == TcfSignal(False)
+    assert decode('{"type":"consent","source":"gcm","states":{"ad_user_data":"granted",'
+                  '"ad_storage":"denied"}}') == ConsentModeSignal(
+        {"ad_user_data": True, "ad_storage": False})
+    assert decode('{"type":"consent","source":"gcm","states":{}}') == ConsentModeSignal({})
+
+
+@pytest.mark.parametrize(("raw", "field"), [
+    ('{"type":"consent"}', "granted"),
+    ('{"type":"consent","granted":"yes"}', "granted"),
+    ('{"type":"consent","granted":true,"purposes":[1]}', "purposes"),
+    ('{"type":"consent","source":"iab","granted":true}', "source"),
+    ('{"type":"consent","source":["tcf"]}', "source"),
+    ('{"type":"consent","source":"tcf","purposes":[1]}', "applies"),
+    ('{"type":"consent","source":"tcf","applies":1}', "applies"),
+    ('{"type":"consent","source":"tcf","applies":true,"purposes":[0]}', "purposes"),
+    ('{"type":"consent","source":"tcf","applies":true,"purposes":[25]}', "purposes"),
+    ('{"type":"consent","source":"tcf","applies":true,"purposes":[true]}', "purposes"),
+    ('{"type":"consent","source":"tcf","applies":true,"purposes":"1,2"}', "purposes"),
+    ('{"type":"consent","source":"tcf","applies":true,"purposes":[1.5]}', "purposes"),
+    ('{"type":"consent","source":"tcf","applies":true,"publisher":' + str(list(range(1, 26)))
+     + '}', "publisher"),
+    ('{"type":"consent","source":"tcf","applies":true,"tcString":"CQ..."}', "tcString"),
+    ('{"type":"consent","source":"gcm","states":{"ad_storage":true}}', "states"),
+    ('{"type":"consent","source":"gcm","states":{"cookies":"granted"}}', "states"),
+    ('{"type":"consent","source":"gcm","states":[]}', "states"),
+    ('{"type":"consent","source":"gcm"}', "states"),
+    ('{"type":"consent","source":"gcm","states":{},"granted":true}', "granted"),
+    ('{"type":"hello","visitor":"abcdefgh1234","session":"session-1234",'
+     '"url":"https://a.test","cmp":"yes"}', "cmp"),
+])
+def test_a_bad_consent_names_the_field(raw: str, field: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        decode(raw)
+    assert (caught.value.code, caught.value.field) == ("bad_field", field)
 
 
 @pytest.mark.parametrize(("raw", "code", "field"), [

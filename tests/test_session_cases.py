@@ -58,7 +58,7 @@ class Replay:
                            url=case.get("landing", URL + "/"),
                            referrer=case.get("referrer", ""),
                            language=case.get("language", "en-GB"), gpc=case.get("gpc", False),
-                           consent=case.get("consent", "unknown"))
+                           consent=case.get("consent", "unknown"), cmp=case.get("cmp", False))
         utm, referrer = landing_facts(self.hello.url, self.hello.referrer)
         self.facts = Facts(self.profile, site,
                            Agent(agent.get("device", case.get("device", "desktop")),
@@ -76,6 +76,8 @@ class Replay:
         self.visit += 1
         session_id = f"session-{self.visit:04d}"
         self.session = Session("site", session_id, self.profile, self.facts)
+        # As the hub does: a page with a consent tool waits for its signal.
+        self.facts.awaiting = self.hello.cmp
         hello = Hello(**{**{name: getattr(self.hello, name) for name in Hello.__slots__},
                          "session": session_id})
         self.session.begin(hello, self.rules, self.start + at)
@@ -161,6 +163,9 @@ def replay_case(path: Path) -> None:
             assert [audience for audience, _until in result.taggings] == step["taggings"], where
         if "leave_audiences" in step:
             assert result.leave_audiences == step["leave_audiences"], where
+        if "remember" in step:
+            verdicts = [m["remember"] for m in result.messages if m["type"] == "consent"]
+            assert verdicts == [step["remember"]], f"{where}: {verdicts}"
         if "kind" in step:
             assert [m["kind"] for m in result.messages] == [step["kind"]], where
         for key, value in step.get("show", {}).items():

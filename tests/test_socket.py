@@ -206,6 +206,31 @@ def test_widget_script_and_demo_are_served(client: TestClient) -> None:
     assert client.get("/", follow_redirects=False).headers["location"] == "/demo/"
 
 
+def test_consent_tool_signals_are_checked_counted_and_answered(client: TestClient) -> None:
+    """The consent message decides what is kept: a forged or sloppy one is an error frame,
+    counted; a good one is answered with what the widget may keep."""
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        send(ws, {**hello(), "cmp": True})
+        # A consent tool is on the page: nothing is kept until it speaks.
+        assert ws.receive_json()["remember"] is False
+        for bad in ({"type": "consent", "source": "tcf", "applies": True, "purposes": [1],
+                     "vendors": [755]},
+                    {"type": "consent", "source": "tcf", "applies": True, "purposes": ["1"]},
+                    {"type": "consent", "source": "gcm", "states": {"ad_storage": True}},
+                    {"type": "consent", "source": "gcm", "states": {}, "granted": True}):
+            send(ws, bad)
+            error = ws.receive_json()
+            assert (error["type"], error["code"]) == ("error", "bad_field")
+        send(ws, {"type": "consent", "source": "tcf", "applies": True, "purposes": [1, 3, 4]})
+        assert ws.receive_json() == {"type": "consent", "remember": True}
+        send(ws, {"type": "consent", "source": "gcm", "states": {"analytics_storage": "denied"}})
+        assert ws.receive_json() == {"type": "consent", "remember": False}
+    text = metrics(client)
+    assert 'kind="error.bad_field"} 4' in text
+    assert 'kind="consent.tcf"} 1' in text and 'kind="consent.gcm"} 1' in text
+    assert client.get("/popin-consent.js").headers["content-type"].startswith("text/javascript")
+
+
 def test_in_session_timers_fire_without_another_message(tmp_path: Path) -> None:
     (tmp_path / "rules").mkdir()
     (tmp_path / "rules" / "t.yaml").write_text(

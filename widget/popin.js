@@ -16,9 +16,12 @@
   var watches = {}, observer, visible = new Map(), host, current, scanTimer, sheet;
   var keepClear = script.getAttribute('data-keep-clear') || '';
   var page = { scroll: 0, exit: false }, idleSent = 0, typing = false, hiddenAt = 0, lastY = 0, lastYAt = 0;
+  // A consent tool on the page (IAB TCF, Google Consent Mode): popin-consent.js reads it
+  // and tells the server, which decides what may be kept; meanwhile nothing is.
+  var cmp = !!(w.__tcfapi || w.dataLayer), signals = {};
 
   // Storage that never throws (private modes, blocked storage), and writes nothing but
-  // the visitor's own choice until the site's consent mode allows it (told in config).
+  // the visitor's own choice until the server says the visitor's consent allows it.
   var remember = false;
   function stored(key, value, always) {
     try {
@@ -49,6 +52,11 @@
     stored('popin_v', visitor);
     stored('popin_s', lastSession);
   }
+  function remembers(yes, drop) {
+    remember = yes;
+    if (yes) keepIds();
+    else if (drop) forget();
+  }
 
   function send(message) {
     if (ws && ws.readyState === 1) ws.send(JSON.stringify(message));
@@ -66,9 +74,11 @@
         type: 'hello', visitor: visitor, session: sessionId(), url: location.href,
         referrer: d.referrer, language: navigator.language || '',
         timezone: (Intl.DateTimeFormat().resolvedOptions().timeZone || ''),
-        gpc: navigator.globalPrivacyControl === true,
+        gpc: navigator.globalPrivacyControl === true, cmp: cmp,
         consent: choice === '1' ? 'granted' : choice === '0' ? 'denied' : 'unknown'
       }));
+      // What the consent tools said, again for this connection.
+      for (var source in signals) ws.send(signals[source]);
       while (outbox.length) ws.send(JSON.stringify(outbox.shift()));
     };
     ws.onmessage = function (event) {
@@ -76,6 +86,7 @@
       try { message = JSON.parse(event.data); } catch (e) { return; }
       if (message.type === 'config') configure(message);
       else if (message.type === 'show') show(message);
+      else if (message.type === 'consent') remembers(message.remember, 1);
       else if (message.type === 'identity') stored('popin_v', visitor = message.visitor);
       else if (message.type === 'update' && current && current.id === message.id) {
         var area = current.root.querySelector('[data-popin-area]');
@@ -110,8 +121,7 @@
   // crossings leave the page, never its text.
   function configure(message) {
     config = message;
-    remember = message.consent === 'required' ? choice === '1' : choice !== '0';
-    if (remember) keepIds();
+    remembers(message.remember);
     var next = {};
     message.watch.forEach(function (watch) {
       var old = watches[watch.name] || { seconds: 0 }, crossed = 0;
@@ -411,12 +421,16 @@
   };
   api.consent = function (granted) {
     stored('popin_c', choice = granted ? '1' : '0', true);
-    remember = !!granted;
-    if (granted) keepIds();
-    else forget();
+    remembers(!!granted, 1);
     send({ type: 'consent', granted: !!granted });
   };
+  // For popin-consent.js: the latest word of each consent tool, sent now and on reconnects.
+  api.signal = function (message) {
+    signals[message.source] = message = JSON.stringify(message);
+    if (ws && ws.readyState === 1) ws.send(message);
+  };
   w.popin = api;
+  if (cmp) d.head.appendChild(d.createElement('script')).src = new URL('popin-consent.js', origin);
   connect();
   if (d.readyState === 'loading') d.addEventListener('DOMContentLoaded', start);
   else start();

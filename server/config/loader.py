@@ -18,6 +18,10 @@ defaults (the demo site). Relative paths in it are relative to its own folder.
     [sites.business_hours]
     mon = "09:00-12:00, 14:00-18:00"
     sat = "10:00-16:00"
+    [sites.tcf]                                  # optional: what an IAB TCF CMP must grant
+    audiences = [3, 4]
+    [sites.consent_mode]                         # optional: ... and Google Consent Mode
+    audiences = ["ad_user_data", "ad_personalization", "ad_storage"]
 """
 
 from __future__ import annotations
@@ -34,17 +38,22 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..core.calendar import Calendar
 from ..core.rules.campaign import RULE_FILE_SUFFIXES
+from ..core.rules.schema import did_you_mean
 from ..core.site import (
     CONSENT_MODES,
     DEFAULT_HOLDOUT,
     DEMO_HOURS,
     GUARD_MODES,
     MAX_HOLDOUT,
+    TCF_BASES,
+    TCF_PURPOSES,
     UNSIGNED_IDENTIFY_MODES,
     WEEKDAY_KEYS,
+    ConsentMap,
     Site,
     Spans,
 )
+from ..core.wire.events import CONSENT_MODE_TYPES
 from .reader import Table
 from .settings import ConfigError, Limits, Settings, WebhookSettings
 
@@ -55,7 +64,7 @@ TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxie
        "metrics_token", "metrics_allow")
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
         "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "holdout",
-        "guard", "rules")
+        "guard", "rules", "tcf", "consent_mode")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
             "min_notice_minutes", "horizon_days", "capacity", "channels",
             "bookings_per_visitor_day", "bookings_per_address_day")
@@ -213,6 +222,7 @@ def _site(site: Table) -> Site:
         site.choice("unsigned_identify", UNSIGNED_IDENTIFY_MODES, "refuse"),
         holdout=site.number("holdout", DEFAULT_HOLDOUT, 0, MAX_HOLDOUT),
         guard=site.choice("guard", GUARD_MODES, "confirmed"))
+    found = replace(found, consent_map=_consent_map(site))
     if "calendars" not in site:
         return found
     calendars = {}
@@ -248,6 +258,50 @@ def _calendar(calendar: Table, zone: ZoneInfo) -> Calendar:
         channels=channels,
         bookings_per_visitor_day=calendar.whole("bookings_per_visitor_day", 2, 0, 100),
         bookings_per_address_day=calendar.whole("bookings_per_address_day", 6, 0, 10_000))
+
+
+def _consent_map(site: Table) -> ConsentMap:
+    """[sites.tcf] and [sites.consent_mode]: what each consent level needs from the
+    consent tools on the site's pages."""
+    default = ConsentMap()
+    tcf = site.table("tcf", ("basis", "storage", "personalisation", "audiences"))
+    mode = site.table("consent_mode", ("storage", "personalisation", "audiences"))
+    found = ConsentMap(
+        tcf.choice("basis", TCF_BASES, default.tcf_basis),
+        _purposes(tcf, "storage", default.tcf_storage),
+        _purposes(tcf, "personalisation", default.tcf_personalisation),
+        _purposes(tcf, "audiences", default.tcf_audiences),
+        _consent_types(mode, "storage", default.mode_storage),
+        _consent_types(mode, "personalisation", default.mode_personalisation),
+        _consent_types(mode, "audiences", default.mode_audiences))
+    if 1 not in found.tcf_storage:
+        tcf.fail("storage", "must hold purpose 1 (store and/or access information on a "
+                 "device): popin keeps an id there")
+    missing = [kind for kind in default.mode_audiences if kind not in found.mode_audiences]
+    if missing:
+        mode.fail("audiences", f"must hold {' and '.join(missing)}: ad platforms take no "
+                  "visitor without them")
+    return found
+
+
+def _purposes(table: Table, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    value = table.raw.get(key, list(default))
+    if not isinstance(value, list) or not all(
+            isinstance(item, int) and not isinstance(item, bool) and item in TCF_PURPOSES
+            for item in value):
+        table.fail(key, f"must be a list of TCF purposes, whole numbers from "
+                   f"{TCF_PURPOSES.start} to {TCF_PURPOSES.stop - 1}, like [3, 4], "
+                   f"not {value!r:.40}")
+    return tuple(sorted(set(value)))
+
+
+def _consent_types(table: Table, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    found = table.texts(key, default)
+    for kind in found:
+        if kind not in CONSENT_MODE_TYPES:
+            table.fail(key, f"holds {kind!r}{did_you_mean(kind, CONSENT_MODE_TYPES)}; known: "
+                       f"{', '.join(CONSENT_MODE_TYPES)}")
+    return tuple(dict.fromkeys(found))
 
 
 def _zone(table: Table, default: str) -> ZoneInfo:

@@ -49,9 +49,13 @@ def template_context(event: Event, facts: Facts, page: PageView | None, search: 
     cart_items = [{"sku": key, "name": line.name or _item(key, catalog.get(key))["name"],
                    "price": line.price, "quantity": line.quantity}
                   for key, line in profile.cart.items()]
+    # Without the personalisation consent level, nothing remembered writes the text.
+    personal = facts.may_personalise
     return {
-        "visitor": {"visits": profile.visits, "first_name": profile.first_name,
-                    "device": facts.agent.device, "interests": dict(profile.interests),
+        "visitor": {"visits": profile.visits,
+                    "first_name": profile.first_name if personal else "",
+                    "device": facts.agent.device,
+                    "interests": dict(profile.interests) if personal else {},
                     "country": facts.place.country, "city": facts.place.city},
         "page": {"url": page.url if page else "", "path": page.path if page else "",
                  "title": page.title if page else ""},

@@ -31,6 +31,8 @@ OUTCOMES = {
     "quiet_after_dismiss": "the visitor just closed another pop-in: a minute of quiet",
     "no_consent": "it only tags or calls webhooks, and the visitor has not consented",
     "gpc": "it only tags, and the browser sends Global Privacy Control",
+    "no_personalisation": "it reads what is remembered of the visitor (visits, interests, "
+                          "name, audiences, birthday) without the personalisation consent",
     "busy": "another pop-in is on screen (or was just chosen)",
     "typing": "the visitor is typing in a form",
     "fatigue": "the visitor's pop-in budget is spent",

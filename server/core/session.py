@@ -26,12 +26,12 @@ from .rules.triggers import (
     VisitTrigger,
 )
 from .rules.variants import Variant, assign, split_key, stats_key
-from .site import Site
 from .visitor.cart import track_cart
 from .visitor.facts import Facts
 from .visitor.profile import Profile
 from .wire.events import (
     Consent,
+    ConsentModeSignal,
     Custom,
     Dwell,
     Event,
@@ -42,6 +42,7 @@ from .wire.events import (
     PopinStatus,
     Scroll,
     TabReturn,
+    TcfSignal,
     Timer,
     Typing,
 )
@@ -91,9 +92,21 @@ MAX_KEYWORDS = 32
 MAX_ORDER_VALUE = 1_000_000.0
 
 
-def widget_config(rules: RuleSet, site: Site) -> dict[str, Any]:
+def widget_config(rules: RuleSet, facts: Facts) -> dict[str, Any]:
     """What the widget watches, and whether it may keep ids on the device yet."""
-    return {**rules.widget_config, "consent": site.consent}
+    return {**rules.widget_config, "consent": facts.site.consent,
+            "remember": facts.may_remember}
+
+
+# What reads the visitor's memory across visits: a rule using one of these conditions, or
+# a visit or birthday trigger, personalises, and waits for that consent level.
+PERSONAL_CONDITIONS = frozenset({"visits", "days_since_last_visit", "interest", "audience",
+                                 "name_known", "birthday_known"})
+
+
+def personalised(rule: Rule) -> bool:
+    return (isinstance(rule.trigger, VisitTrigger | BirthdayTrigger)
+            or not rule.uses.isdisjoint(PERSONAL_CONDITIONS))
 
 
 class Session:
@@ -142,8 +155,9 @@ class Session:
         # A fresh page load (or a reconnect) shows no pop-in until told otherwise.
         self.open_push = None
         self.typing = False
-        result.messages.append(widget_config(rules, self.facts.site))
-        if self.facts.gpc or not self.facts.may_remember:
+        result.messages.append(widget_config(rules, self.facts))
+        # While the page's consent tool has not spoken, its signal decides (_signal).
+        if self.facts.gpc or not (self.facts.undecided or self.facts.may_tag):
             self._withdraw(result)
         self._merge(result, self.tick(rules, now))
         return result
@@ -197,7 +211,7 @@ class Session:
                 if hits != rule.trigger.count:
                     continue
             candidates.append(rule)
-        if self.visit_pending:
+        if self.visit_pending and not self.facts.undecided:
             self.visit_pending = False
             candidates += [rule for rule in rules.visit if self._visit_matches(rule)]
         query = next((value for key, value in parse_qsl(urlsplit(event.url).query)
@@ -337,14 +351,47 @@ class Session:
         self.typing = event.active
         return Result()
 
-    def _consent(self, event: Consent, _rules: RuleSet, _now: float) -> Result:
+    def _consent(self, event: Consent, rules: RuleSet, now: float) -> Result:
         self.facts.consent = "granted" if event.granted else "denied"
-        result = Result(counts=[f"consent.{self.facts.consent}"])
-        if event.granted:
-            # What this session learnt so far may now be kept.
-            result.profile_changed = True
-        else:
+        return self._consent_changed(Result(counts=[f"consent.{self.facts.consent}"]),
+                                     rules, now)
+
+    def _signal(self, event: TcfSignal | ConsentModeSignal, rules: RuleSet,
+                now: float) -> Result:
+        """The page's consent tool spoke (at load, or the visitor changed their mind)."""
+        facts = self.facts
+        mapping = facts.site.consent_map
+        source = "tcf" if isinstance(event, TcfSignal) else "gcm"
+        facts.signals[source] = (mapping.tcf(event) if isinstance(event, TcfSignal)
+                                 else mapping.consent_mode(event))
+        result = self._consent_changed(Result(counts=[f"consent.{source}"]), rules, now)
+        # The widget keeps its ids, or forgets them, as the server now decides (it knows
+        # the page's own choice without being told).
+        result.messages.append({"type": "consent", "remember": facts.may_remember})
+        return result
+
+    def _consent_changed(self, result: Result, rules: RuleSet, now: float) -> Result:
+        facts = self.facts
+        # Consent is known now, whoever said it (the page's own choice needs no word from
+        # its consent tool).
+        facts.awaiting = False
+        if self.page is not None and self.visit_pending:
+            # The visit's own rules waited for the consent tool (see _pageview).
+            self.visit_pending = False
+            self._merge(result, self._fire(by_priority(
+                [rule for rule in rules.visit if self._visit_matches(rule)]), self.page, rules,
+                now))
+        if facts.gpc or not facts.may_tag:
             self._withdraw(result)
+        withheld = facts.withheld()
+        if facts.may_remember:
+            # What this session learnt so far may now be kept, and what the backend may
+            # do while the visitor is away.
+            self.profile.withheld = withheld
+            result.profile_changed = True
+        elif result.leave_audiences:
+            # Written with the withdrawal (the only write without consent).
+            self.profile.withheld = withheld
         return result
 
     def _withdraw(self, result: Result) -> None:
@@ -417,6 +464,10 @@ class Session:
                 return "no_consent"
             if facts.gpc and not rule.webhooks:
                 return "gpc"
+            if not facts.may_tag and not rule.webhooks:
+                return "no_consent"
+        if not facts.may_personalise and personalised(rule):
+            return "no_personalisation"
         blocked = self._guard(rule, now)
         if blocked:
             return blocked
@@ -508,7 +559,7 @@ class Session:
             if self.facts.gpc:
                 result.counts.append("tag.gpc_refused")
                 continue
-            if not self.facts.may_remember:
+            if not self.facts.may_tag:
                 result.counts.append("tag.no_consent")
                 continue
             audiences = self.profile.audiences
@@ -554,5 +605,6 @@ HANDLERS: dict[type, Callable[[Session, Any, RuleSet, float], Result]] = {
     PageView: Session._pageview, Dwell: Session._dwell, Custom: Session._custom,
     Scroll: Session._scroll, Idle: Session._idle, PopinStatus: Session._status,
     ExitIntent: Session._fire_event, TabReturn: Session._fire_event, Timer: Session._fire_event,
-    Typing: Session._typing, Consent: Session._consent,
+    Typing: Session._typing, Consent: Session._consent, TcfSignal: Session._signal,
+    ConsentModeSignal: Session._signal,
 }

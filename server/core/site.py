@@ -8,6 +8,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
 from .calendar import Calendar
+from .wire.events import ConsentModeSignal, TcfSignal
 
 WEEKDAY_KEYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # minutes since midnight, [start, end)
@@ -23,6 +24,53 @@ UNSIGNED_IDENTIFY_MODES = ("refuse", "new_users")
 DEFAULT_HOLDOUT = 5.0
 MAX_HOLDOUT = 50.0
 GUARD_MODES = ("confirmed", "all", "off")
+
+# What a visitor's consent may allow, each level needing the one before it: an id on the
+# device and a kept profile; pop-ins chosen or written from that profile; retargeting
+# audiences for ad platforms.
+CONSENT_LEVELS = ("storage", "personalisation", "audiences")
+# IAB TCF v2.2 purposes (1: store and/or access information on a device, 3/4: create and
+# use profiles for personalised advertising, 5/6: ... for personalised content).
+TCF_PURPOSES = range(1, 12)
+# Whose consent in the TC data popin reads: the purposes as the visitor granted them
+# (`purpose.consents`), or the site's own purposes (`publisher.consents`, the TC string's
+# publisher segment, for CMPs that declare the publisher's own processing).
+TCF_BASES = ("purposes", "publisher")
+Levels = dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentMap:
+    """Which purposes of the consent tools a page runs each consent level needs: all of
+    them granted, or the level is denied. `[sites.tcf]` and `[sites.consent_mode]`."""
+
+    tcf_basis: str = "purposes"
+    tcf_storage: tuple[int, ...] = (1,)
+    tcf_personalisation: tuple[int, ...] = (5, 6)
+    tcf_audiences: tuple[int, ...] = (3, 4)
+    mode_storage: tuple[str, ...] = ("analytics_storage",)
+    mode_personalisation: tuple[str, ...] = ("analytics_storage",)
+    # Google's own rule for audience lists: both, or the visitor is in none.
+    mode_audiences: tuple[str, ...] = ("ad_user_data", "ad_personalization")
+
+    def tcf(self, signal: TcfSignal) -> Levels:
+        """Granted or denied per level; nothing when GDPR does not apply (the site's
+        consent mode decides then)."""
+        if not signal.applies:
+            return {}
+        granted = signal.publisher if self.tcf_basis == "publisher" else signal.purposes
+        needs = (self.tcf_storage, self.tcf_personalisation, self.tcf_audiences)
+        return {level: "granted" if granted.issuperset(needed) else "denied"
+                for level, needed in zip(CONSENT_LEVELS, needs, strict=True)}
+
+    def consent_mode(self, signal: ConsentModeSignal) -> Levels:
+        """Granted or denied per level; nothing when the page set no consent state. A
+        page that uses Consent Mode and leaves a needed type unset has not granted it."""
+        if not signal.states:
+            return {}
+        needs = (self.mode_storage, self.mode_personalisation, self.mode_audiences)
+        return {level: "granted" if all(signal.states.get(kind) for kind in needed)
+                else "denied" for level, needed in zip(CONSENT_LEVELS, needs, strict=True)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +107,8 @@ class Site:
     # the API ("confirmed", the default: a page's events can be scripted by anyone), all
     # conversions ("all"), or nothing ("off").
     guard: str = "confirmed"
+    # What the consent tools on the site's pages must grant for each consent level.
+    consent_map: ConsentMap = field(default_factory=ConsentMap)
 
     def allows(self, origin: str | None, host: str | None) -> bool:
         """Is a WebSocket from a page at `origin` welcome? Browsers always send Origin."""

@@ -18,7 +18,7 @@ from ..core.preview import PreviewError, preview_message
 from ..core.rules.engine import RuleSet
 from ..core.rules.variants import split_key
 from ..core.session import Result, Session
-from ..core.site import Site
+from ..core.site import CONSENT_LEVELS, Site
 from ..core.visitor.agent import Agent, Geo, agent_of
 from ..core.visitor.facts import Facts, landing_facts
 from ..core.visitor.identity import apply_traits, merge_into
@@ -168,7 +168,7 @@ class Hub:
             facts = Facts(profile, site, agent_of(user_agent),
                           self.geo.locate(client_ip) if self.geo else Facts(profile).place,
                           hello.language, utm, referrer, consent=hello.consent, gpc=hello.gpc,
-                          now=self.clock(), timezone=hello.timezone,
+                          now=self.clock(), timezone=hello.timezone, awaiting=hello.cmp,
                           paused=self.paused_for(site.key))
             session = Session(site.key, hello.session, profile, facts)
             self._sessions[key] = session
@@ -179,6 +179,8 @@ class Hub:
             session.facts.gpc = hello.gpc
             if hello.consent != "unknown":
                 session.facts.consent = hello.consent
+            # A new page's consent tool speaks again (the widget repeats what it said).
+            session.facts.awaiting = hello.cmp
         self._connections[key] += 1
         self._idle_since.pop(key, None)
         return session
@@ -305,10 +307,13 @@ class Hub:
         if session is None:
             stored = await self._stored(site.key, visitor)
             profile = stored or Profile(visitor)
-            # A stored profile means the visitor let us remember them.
+            # A stored profile means the visitor let us remember them, but for the consent
+            # levels they withheld when last seen.
+            kept = {level: "denied" if level in profile.withheld else "granted"
+                    for level in CONSENT_LEVELS} if stored else {}
             session = Session(site.key, f"backend-{secrets.token_hex(8)}", profile,
                               Facts(profile, site, Agent("other"), now=self.clock(),
-                                    consent="granted" if stored else "unknown",
+                                    signals={"kept": kept} if kept else {},
                                     paused=self.paused_for(site.key)))
         result = session.handle(event, self.rules_of(site.key), self.clock())
         await self.prepare(session, result)

@@ -150,6 +150,13 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         return FileResponse(widget, media_type="text/javascript; charset=utf-8",
                             headers={"Cache-Control": "public, max-age=300"})
 
+    consent_glue = settings.static / "popin-consent.min.js"
+
+    async def consent_script(_request: Request) -> FileResponse:
+        # Loaded by the widget only on pages that run a consent tool (TCF, Consent Mode).
+        return FileResponse(consent_glue, media_type="text/javascript; charset=utf-8",
+                            headers={"Cache-Control": "public, max-age=300"})
+
     async def admin_home(_request: Request) -> RedirectResponse:
         return RedirectResponse("/admin/")
 
@@ -168,6 +175,7 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         Route("/", home),
         Route("/admin", admin_home),
         Route("/popin.js", widget_script),
+        Route("/popin-consent.js", consent_script),
         *health_routes(settings),
         Mount("/demo", StaticFiles(directory=settings.static / "demo", html=True), name="demo"),
     ]

@@ -176,7 +176,8 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
             if session is not None and rules_version != hub.rules_version:
                 # The rules were reloaded: the widget may need to watch other things.
                 rules_version = hub.rules_version
-                await websocket.send_text(encode(widget_config(hub.rules_of(site.key), site)))
+                await websocket.send_text(encode(widget_config(hub.rules_of(site.key),
+                                                               session.facts)))
             data = frame.get("text")
             if data is None:
                 data = frame.get("bytes") or b""

@@ -1,4 +1,6 @@
-"""Builds the widget: `widget/popin.js` minified into `static/popin.min.js`.
+"""Builds the widget: `widget/popin.js` minified into `static/popin.min.js`, and the glue
+it loads on pages that run a consent tool, `widget/consent.js` into
+`static/popin-consent.min.js`.
 
 The built file is committed, so serving needs no build step; the test suite checks
 that it matches its source and stays small.
@@ -14,6 +16,10 @@ from ..config import PROJECT_ROOT, STATIC_DIR
 
 SOURCE = PROJECT_ROOT / "widget" / "popin.js"
 BUILT = STATIC_DIR / "popin.min.js"
+CONSENT_SOURCE = PROJECT_ROOT / "widget" / "consent.js"
+CONSENT_BUILT = STATIC_DIR / "popin-consent.min.js"
+# (source, built file): what `popin widget build` makes.
+SCRIPTS = ((SOURCE, BUILT), (CONSENT_SOURCE, CONSENT_BUILT))
 # Above this the test suite fails.
 SIZE_LIMIT_GZIPPED = 5 * 1024
 

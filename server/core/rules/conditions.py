@@ -56,7 +56,8 @@ NUMBERS: dict[str, Number] = {
 }
 CHOICES: dict[str, tuple[Text, tuple[str, ...]]] = {
     "device": (lambda f: f.agent.device, DEVICE_TYPES),
-    "consent": (lambda f: f.consent, CONSENT_STATES),
+    # The page's own choice, else what its consent tools say about keeping anything.
+    "consent": (lambda f: f.level("storage"), CONSENT_STATES),
     "weekday": (lambda f: WEEKDAYS[f.local_time.weekday()], WEEKDAYS),
 }
 TEXTS: dict[str, Text] = {

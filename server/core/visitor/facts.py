@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from urllib.parse import parse_qsl, urlsplit
 
-from ..site import Site
+from ..site import CONSENT_LEVELS, Levels, Site
 from .agent import Agent, Place
 from .profile import Profile
 
@@ -24,8 +24,14 @@ class Facts:
     language: str = ""
     utm: dict[str, str] = field(default_factory=dict)
     referrer: str = ""
+    # The page's own choice (popin.consent, remembered by the widget): it wins over...
     consent: str = "unknown"
     gpc: bool = False
+    # ...what the page's consent tools say, per source ("tcf", "gcm"; "kept": the levels
+    # the visitor withheld when last seen, for a visitor reached by the backend alone).
+    signals: dict[str, Levels] = field(default_factory=dict)
+    # A consent tool is on the page and has not spoken yet: nothing is kept meanwhile.
+    awaiting: bool = False
     # The visitor's IANA zone, as their browser says: appointment times are shown in it.
     timezone: str = ""
     now: float = 0.0
@@ -41,12 +47,42 @@ class Facts:
             self._local = (self.now, datetime.fromtimestamp(self.now, self.site.zone))
         return self._local[1]
 
+    def level(self, name: str) -> str:
+        """granted, denied or unknown: the page's own choice if it made one, else what its
+        consent tools say (one denying is enough to deny)."""
+        if self.consent != "unknown":
+            return self.consent
+        said = {levels.get(name) for levels in self.signals.values()}
+        return "denied" if "denied" in said else "granted" if "granted" in said else "unknown"
+
+    def allows(self, name: str) -> bool:
+        """The level granted, or unknown on a site whose consent mode is "implied"."""
+        state = self.level(name)
+        return state == "granted" or (state == "unknown" and self.site.consent != "required")
+
+    @property
+    def undecided(self) -> bool:
+        """Waiting for the page's consent tool, the page having made no choice itself."""
+        return self.awaiting and self.consent == "unknown"
+
     @property
     def may_remember(self) -> bool:
         """May anything about this visitor outlive the page: profile, audiences, webhooks?"""
-        if self.site.consent == "required":
-            return self.consent == "granted"
-        return self.consent != "denied"
+        return not self.undecided and self.allows("storage")
+
+    @property
+    def may_personalise(self) -> bool:
+        """May pop-ins be chosen or written from what is remembered of the visitor?"""
+        return self.may_remember and self.allows("personalisation")
+
+    @property
+    def may_tag(self) -> bool:
+        """May the visitor join retargeting audiences (Global Privacy Control aside)?"""
+        return self.may_remember and self.allows("audiences")
+
+    def withheld(self) -> list[str]:
+        """The levels not allowed, whatever the consent tools are still to say."""
+        return [name for name in CONSENT_LEVELS if not self.allows(name)]
 
     @property
     def days_since_last_visit(self) -> float | None:

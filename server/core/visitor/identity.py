@@ -12,6 +12,7 @@ from typing import Any
 import phonenumbers
 from email_validator import EmailNotValidError, validate_email
 
+from ..site import CONSENT_LEVELS
 from ..wire.events import Scalar
 from .profile import Profile, RuleHistory
 
@@ -115,6 +116,9 @@ def merge_into(kept: Profile, other: Profile) -> None:
         kept.audiences[audience] = max(kept.audiences.get(audience, 0.0), until)
     for sku, line in other.cart.items():
         kept.cart.setdefault(sku, line)
+    # What either device's visitor withheld stays withheld until they say otherwise.
+    kept.withheld = [level for level in CONSENT_LEVELS
+                     if level in kept.withheld or level in other.withheld]
     for name in ("first_name", "birthday", "email_sha256", "phone_sha256", "email_google_sha256",
                  "phone_digits_sha256", "user_id"):
         if not getattr(kept, name) and getattr(other, name):

@@ -77,6 +77,9 @@ class Profile:
     # without the dots of their local part (Google), the phone without its "+" (Meta).
     email_google_sha256: str = ""
     phone_digits_sha256: str = ""
+    # Consent levels (personalisation, audiences; storage after a withdrawal) the visitor
+    # withheld when last seen: what the site's backend may do for them while they are away.
+    withheld: list[str] = field(default_factory=list)
 
     def history(self, rule_id: str) -> RuleHistory:
         found = self.popins.get(rule_id)

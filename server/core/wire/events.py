@@ -17,6 +17,9 @@ Scalar = str | int | float | bool | None
 
 
 CONSENT_STATES = ("granted", "denied", "unknown")
+# The Google Consent Mode types a page may set.
+CONSENT_MODE_TYPES = ("ad_storage", "ad_user_data", "ad_personalization", "analytics_storage",
+                      "functionality_storage", "personalization_storage", "security_storage")
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +36,9 @@ class Hello:
     gpc: bool = False
     # The choice the visitor made on an earlier page, as the widget remembers it.
     consent: str = "unknown"
+    # The page runs a consent tool (IAB TCF, Google Consent Mode): nothing is kept about
+    # the visitor until its signal arrives (a TcfSignal or a ConsentModeSignal).
+    cmp: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +110,28 @@ class Typing:
 
 @dataclass(frozen=True, slots=True)
 class Consent:
+    """`popin.consent(granted)`: the page's own choice, for every use; it wins over what
+    the page's consent tools say."""
+
     granted: bool
+
+
+@dataclass(frozen=True, slots=True)
+class TcfSignal:
+    """What the page's IAB TCF v2.2 CMP says (its TC data, read by popin-consent.js):
+    whether GDPR applies, and the purposes consented to, for vendors and for the site."""
+
+    applies: bool
+    purposes: frozenset[int] = frozenset()
+    publisher: frozenset[int] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class ConsentModeSignal:
+    """The page's Google Consent Mode state: consent type -> granted; empty when the page
+    set none."""
+
+    states: dict[str, bool] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,5 +169,5 @@ class Timer:
 
 
 Event = (PageView | Dwell | Custom | PopinStatus | Scroll | Idle | ExitIntent | TabReturn
-         | Typing | Consent | Timer)
+         | Typing | Consent | TcfSignal | ConsentModeSignal | Timer)
 ClientMessage = Hello | Identify | FormSubmit | Preview | Event

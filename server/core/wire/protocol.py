@@ -19,10 +19,12 @@ from urllib.parse import urlsplit
 import orjson
 
 from .events import (
+    CONSENT_MODE_TYPES,
     CONSENT_STATES,
     POPIN_STATUSES,
     ClientMessage,
     Consent,
+    ConsentModeSignal,
     Custom,
     Dwell,
     ExitIntent,
@@ -36,6 +38,7 @@ from .events import (
     Scalar,
     Scroll,
     TabReturn,
+    TcfSignal,
     Typing,
 )
 
@@ -154,6 +157,7 @@ def _hello(message: dict[str, Any]) -> Hello:
         timezone=_text(message, "timezone", 64, required=False),
         gpc=_flag(message, "gpc", required=False),
         consent=_choice(message, "consent", CONSENT_STATES, "unknown"),
+        cmp=_flag(message, "cmp", required=False),
     )
 
 
@@ -238,6 +242,48 @@ def _identify(message: dict[str, Any]) -> Identify:
     return Identify(user_id, traits, user_hash)
 
 
+# IAB TCF encodes 24 purpose bits; v2.2 defines purposes 1-11.
+MAX_TCF_PURPOSE = 24
+CONSENT_SOURCES = ("page", "tcf", "gcm")
+_CONSENT_FIELDS = {"page": ("granted",), "tcf": ("applies", "purposes", "publisher"),
+                   "gcm": ("states",)}
+
+
+def _consent(message: dict[str, Any]) -> Consent | TcfSignal | ConsentModeSignal:
+    """{"type": "consent", "granted": bool}: the page's own choice (`popin.consent`);
+    with "source": "tcf" or "gcm", what the page's consent tool says. Only the fields of
+    that source: this message decides what is kept about a visitor."""
+    source = _choice(message, "source", CONSENT_SOURCES, "page")
+    allowed = {"type", "source", *_CONSENT_FIELDS[source]}
+    unknown = sorted(str(key) for key in message if key not in allowed)
+    if unknown:
+        raise ProtocolError("bad_field", f"unknown field {unknown[0][:64]!r} in a {source} "
+                            f"consent; known: {', '.join(sorted(allowed - {'type'}))}",
+                            unknown[0][:64])
+    if source == "page":
+        return Consent(_flag(message, "granted"))
+    if source == "tcf":
+        return TcfSignal(_flag(message, "applies"), _purposes(message, "purposes"),
+                         _purposes(message, "publisher"))
+    states = message.get("states")
+    if not isinstance(states, dict) or not all(
+            key in CONSENT_MODE_TYPES and value in ("granted", "denied")
+            for key, value in states.items()):
+        raise ProtocolError("bad_field", "'states' must map Consent Mode types ("
+                            f"{', '.join(CONSENT_MODE_TYPES)}) to granted or denied", "states")
+    return ConsentModeSignal({key: value == "granted" for key, value in states.items()})
+
+
+def _purposes(message: dict[str, Any], field: str) -> frozenset[int]:
+    value = message.get(field, [])
+    if not isinstance(value, list) or len(value) > MAX_TCF_PURPOSE or not all(
+            isinstance(item, int) and not isinstance(item, bool)
+            and 1 <= item <= MAX_TCF_PURPOSE for item in value):
+        raise ProtocolError("bad_field", f"{field!r} must be a list of TCF purpose ids, "
+                            f"1-{MAX_TCF_PURPOSE}", field)
+    return frozenset(value)
+
+
 def _form(message: dict[str, Any]) -> FormSubmit:
     fields = message.get("fields")
     if not isinstance(fields, dict) or len(fields) > 12 or not all(
@@ -270,7 +316,7 @@ _PARSERS: dict[str, Callable[[dict[str, Any]], ClientMessage]] = {
     "exit": lambda _message: ExitIntent(),
     "tab": lambda message: TabReturn(_seconds(message)),
     "typing": lambda message: Typing(_flag(message, "active")),
-    "consent": lambda message: Consent(_flag(message, "granted")),
+    "consent": _consent,
     "event": _event,
     "popin": _popin,
     "identify": _identify,
