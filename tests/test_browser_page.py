@@ -141,6 +141,8 @@ def test_the_owner_previews_a_pop_in_on_their_own_page(
         page.click("text=Make a preview link")
         link = page.locator("a[data-preview]")
         assert link.count() == 1 and link.inner_text() == f"{site.url}/placement.html"
+        logs: list[SocketLog] = []
+        owner.on("page", lambda opened: logs.append(SocketLog(opened)))
         with owner.expect_page() as opened:
             link.click()
         preview = opened.value
@@ -152,6 +154,8 @@ def test_the_owner_previews_a_pop_in_on_their_own_page(
         preview.screenshot(path=screenshots / "page-preview.png")
         preview.locator("[data-popin] .close").click()
         preview.wait_for_timeout(300)
+        # The preview's page says nothing else: no pageview, no status, no visit's rules.
+        assert [message["type"] for message in logs[-1].sent] == ["hello", "preview"]
         # Counted nowhere.
         page.goto(f"{server.url}/admin/?site=fixture")
         metrics = page.locator('tr[data-rule="corner-left"] td[data-metric]')

@@ -58,7 +58,10 @@
     else if (drop) forget();
   }
 
+  // The owner's preview link: that rule's pop-in here, and nothing else sent (no visit).
+  var preview = /popin-preview=([\w.-]+)/.exec(location.hash);
   function send(message) {
+    if (preview && message.type !== 'preview') return;
     if (ws && ws.readyState === 1) ws.send(JSON.stringify(message));
     else if (outbox.length < 50) outbox.push(message);
     // Closed for idleness (4001): back as soon as the visitor does something.
@@ -238,8 +241,8 @@
   // The pop-in: a card in a corner, inside a Shadow DOM so the page's CSS and ours never
   // meet, position fixed so nothing on the page moves.
   var CSS = ':host{all:initial}' +
-    '.card{box-sizing:border-box;position:relative;font:14px/1.45 system-ui,-apple-system,' +
-    'Segoe UI,Roboto,sans-serif;color:#1d1d1f;background:#fff;border-radius:12px;' +
+    '.card{box-sizing:border-box;position:relative;font:14px/1.45 system-ui,sans-serif;' +
+    'color:#1d1d1f;background:#fff;border-radius:12px;' +
     'box-shadow:0 8px 30px rgba(0,0,0,.2);padding:14px 40px 14px 16px;animation:in .25s ease-out}' +
     '.title{font-weight:600;font-size:15px;margin:0 0 6px}.body p{margin:0 0 8px}' +
     '.close{position:absolute;top:6px;right:6px;border:0;background:none;font-size:20px;' +
@@ -397,8 +400,6 @@
     }).observe(d.body, { childList: true, subtree: true });
     setInterval(tick, 1000);
     pageview();
-    // The owner's signed preview link: that rule's pop-in here, counted nowhere.
-    var preview = /popin-preview=([\w.-]+)/.exec(location.hash);
     if (preview) send({ type: 'preview', token: preview[1] });
   }
 
