@@ -653,7 +653,7 @@ def parser() -> argparse.ArgumentParser:
                        "https://www.shop.example/skis")
     preview.add_argument("rule", help="the rule's id")
     preview.add_argument("--url", help="the page to show it on (default: the site's first "
-                         "origin; the demo for 'self')")
+                         "origin of its own; needed when its only origin is 'self')")
     preview.add_argument("--variant", default="", help="a variant of an experiment")
     preview.add_argument("--server", default="http://127.0.0.1:8000",
                          help="popin's own address, for a site served by popin ('self')")

@@ -48,6 +48,9 @@ BAD = [
     (SITE + "origins = ['ftp://x/y']", "origins holds 'ftp://x/y'; expected \"self\" or an "
                                         "origin as a browser sends it"),
     (SITE + "origins = ['https://*.shop.example']", "no path, no wildcard"),
+    (SITE + "origins = ['https://shop.example:99999']", "origins holds 'https://shop.example:9"),
+    (SITE + "origins = ['https://shop.example:443']", "no default port"),
+    (SITE + "origins = ['https://-']", "origins holds 'https://-'"),
     ('rules = "/etc/passwd"\n' + SITE, "rules: /etc/passwd is a file that is no rule file"),
     (SITE + "holdout = 60", "site 'demo': holdout must be a number from 0 to 50, not 60"),
     (SITE + "holdout = '5%'", "holdout must be a number from 0 to 50, not '5%'"),
@@ -97,6 +100,12 @@ def test_serve_says_it_in_one_line_and_exits_2(tmp_path: Path) -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "slot_minutes must be a whole number from 5" in lines[0]
     assert "Traceback" not in result.stderr
+
+
+def test_origins_as_browsers_send_them_are_taken(tmp_path: Path) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text(SITE + "origins = ['HTTPS://Shop.Example', 'http://[::1]:8080', 'self']\n")
+    assert load_settings(path).sites["demo"].allows("https://shop.example", None)
 
 
 def test_the_default_control_group_is_a_few_percent_and_zero_turns_it_off(

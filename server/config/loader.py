@@ -58,7 +58,9 @@ from .reader import Table
 from .settings import ConfigError, Limits, Settings, WebhookSettings
 
 T = TypeVar("T", Limits, WebhookSettings)
-_ORIGIN = re.compile(r"\Ahttps?://[A-Za-z0-9.-]+(:\d{1,5})?/?\Z|\Ahttps?://\[[0-9a-fA-F:.]+\](:\d{1,5})?/?\Z")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_ORIGIN = re.compile(rf"\A(https?)://({_LABEL}(?:\.{_LABEL})*|\[[0-9a-f:.]+\])(?::(\d{{1,5}}))?/?\Z",
+                     re.IGNORECASE)
 _SPAN = re.compile(r"\A\s*(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})\s*\Z")
 TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxies", "limits",
        "metrics_token", "metrics_allow")
@@ -198,6 +200,17 @@ def _numbers(table: Table, kind: type[T], ranges: dict[str, tuple[float, float]]
     return replace(defaults, **values)
 
 
+def _origin_ok(origin: str) -> bool:
+    """What a browser sends as Origin: a scheme, a host (labels, or [IPv6]), a port that
+    exists and is not the scheme's default (browsers leave that one out)."""
+    match = _ORIGIN.match(origin)
+    if match is None:
+        return False
+    scheme, port = match[1].lower(), match[3]
+    return port is None or (0 < int(port) <= 65535
+                            and int(port) != {"http": 80, "https": 443}[scheme])
+
+
 def _site(site: Table) -> Site:
     key = site.text("key")
     if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
@@ -205,9 +218,10 @@ def _site(site: Table) -> Site:
     site.where = f"{site.where.rsplit(':', 1)[0]}: site {key!r}"
     zone = _zone(site, "Europe/Paris")
     for origin in site.texts("origins", ("self",)):
-        if origin != "self" and not _ORIGIN.match(origin):
+        if origin != "self" and not _origin_ok(origin):
             site.fail("origins", f"holds {origin!r}; expected \"self\" or an origin as a "
-                      "browser sends it: http(s)://host[:port], no path, no wildcard")
+                      "browser sends it: http(s)://host[:port], no path, no wildcard, no "
+                      "default port")
     hours = DEMO_HOURS
     if "business_hours" in site:
         table = site.table("business_hours", WEEKDAY_KEYS)
