@@ -293,7 +293,9 @@ class Hub:
 
     async def business_event(self, site: Site, visitor: str, event: Custom) -> Outcome:
         """An event from the site's backend: live if the visitor is connected, else the
-        pop-in waits in their outbox for the next visit."""
+        pop-in waits in their outbox for the next visit. The API acknowledges what this
+        returns, so the outbox and profile it changed are in the store when it returns
+        (webhooks and audiences always are); it raises when the store refuses them."""
         outcome = Outcome(visitor)
         live = self._sockets.get((site.key, visitor), {})
         session = next(iter(live.values()), None) or self._idle_session(site.key, visitor)
@@ -309,6 +311,13 @@ class Hub:
         await self.prepare(session, result)
         await self.settle(session, result)
         shown = [message for message in result.messages if message["type"] == "show"]
+        try:
+            await self.pending.write_now(self.store, site.key, session.profile.visitor)
+        except Exception:
+            # Refused (the API answers 503): its pop-ins must not show up with a retry's.
+            for message in shown:
+                self.pending.outbox_drop(site.key, session.profile.visitor, message["id"])
+            raise
         for message in shown:
             for socket in list(live):
                 await socket.send(message)

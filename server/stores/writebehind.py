@@ -8,6 +8,9 @@ next flush: every FLUSH_SECONDS, at shutdown, and before anything reads them bac
 pop-in acknowledged before the flush never touches the disk. A crash of the process
 loses at most that last moment's writes; what must not wait (webhooks, audiences,
 bookings, erasure, identity) is still written at once.
+
+What the API acknowledges is never left here: `write_now` writes one visitor's pending
+profile and outbox before the answer leaves, and raises when the store refuses them.
 """
 
 from __future__ import annotations
@@ -58,6 +61,14 @@ class PendingWrites:
         else:
             pushes[push_id] = None
 
+    def outbox_drop(self, site: str, visitor: str, push_id: str) -> None:
+        """Forget a pending put: its event was refused, so it must not appear later."""
+        pushes = self.outbox.get((site, visitor), {})
+        if pushes.get(push_id) is not None:
+            del pushes[push_id]
+            if not pushes:
+                del self.outbox[(site, visitor)]
+
     def has_outbox(self, site: str, visitor: str) -> bool:
         return (site, visitor) in self.outbox
 
@@ -89,6 +100,28 @@ class PendingWrites:
             # A flush that failed meanwhile put its writes back.
             self.forget(site, visitor)
             await store.erase_visitor(site, visitor)
+
+    async def write_now(self, store: Store, site: str, visitor: str) -> None:
+        """Write the visitor's pending profile and outbox now, in order with the flushes;
+        raise if the store fails (what was not written stays pending for the next flush)."""
+        async with self._flushing:
+            profile = self.profiles.pop((site, visitor), None)
+            pushes = self.outbox.pop((site, visitor), {})
+            try:
+                if profile is not None:
+                    await store.save_profile(site, profile)
+                    profile = None
+                while pushes:
+                    push_id, entry = next(iter(pushes.items()))
+                    if entry is None:
+                        await store.outbox_remove(site, visitor, push_id)
+                    else:
+                        await store.outbox_put(site, visitor, *entry)
+                    del pushes[push_id]
+            except Exception:
+                self._restore({} if profile is None else {(site, visitor): profile},
+                              {(site, visitor): pushes} if pushes else {}, {}, {})
+                raise
 
     async def flush(self, store: Store) -> None:
         """Write everything pending. What arrives meanwhile waits for the next flush; what

@@ -18,6 +18,7 @@ erasure, which is idempotent (a retried erasure must not look like a failure).
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 from datetime import date, datetime, time, timedelta
@@ -38,6 +39,7 @@ from ...stores.keys import ApiKey, digest_of
 MAX_BODY_BYTES = 256 * 1024
 MAX_BATCH = 100
 IDEMPOTENCY_TTL = 7 * 86400.0
+log = logging.getLogger("popin.api")
 EVENT_KEYS = frozenset({"name", "visitor", "user_id", "props", "time", "idempotency_key"})
 
 
@@ -190,12 +192,30 @@ async def post_events(request: Request) -> JSONResponse:
         if claims.get(index) == "duplicate":
             results.append({"index": index, "status": "duplicate", "visitor": visitor})
             continue
-        outcome = await hub.business_event(site, visitor, Custom(event["name"], event["props"],
-                                                                   confirmed=True))
+        try:
+            outcome = await hub.business_event(site, visitor, Custom(
+                event["name"], event["props"], confirmed=True))
+        except Exception:
+            log.exception("a business event could not be stored; the answer is 503")
+            # The events not applied may be retried with their keys: give those back.
+            await _release(hub, site.key, checked, claims, index)
+            raise ApiError(503, "unavailable", "the store could not keep this event; "
+                           f"events before index {index} were applied, retry the batch with "
+                           "the same idempotency keys", f"events[{index}]") from None
         hub.counts["api.event"] += 1
         results.append({"index": index, "status": "applied", "visitor": visitor,
                         "shown_live": outcome.shown_live, "queued": outcome.queued})
     return JSONResponse({"results": results})
+
+
+async def _release(hub: Hub, site: str, checked: list[dict[str, Any]],
+                   claims: dict[int, ClaimOutcome], first: int) -> None:
+    keys = [f"event:{checked[index]['idempotency_key']}" for index, outcome in claims.items()
+            if index >= first and outcome == "claimed"]
+    try:
+        await hub.store.release(site, keys)
+    except Exception:
+        log.exception("idempotency keys of a failed batch could not be released")
 
 
 def _digest(event: dict[str, Any]) -> str:
