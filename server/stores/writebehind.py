@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -42,6 +43,10 @@ class PendingWrites:
         # Held by a flush from start to end: an erasure waits for the one in flight, whose
         # writes (taken from here before the erasure began) would otherwise land after it.
         self._flushing = asyncio.Lock()
+        # Since when writes have been failing (None: the last one succeeded), and why:
+        # /healthz reports it, so a full disk shows before anything reads it back.
+        self.failing_since: float | None = None
+        self.last_error = ""
 
     def __bool__(self) -> bool:
         return bool(self.profiles or self.outbox or self.stats or self.recent)
@@ -118,7 +123,8 @@ class PendingWrites:
                     else:
                         await store.outbox_put(site, visitor, *entry)
                     del pushes[push_id]
-            except Exception:
+            except Exception as error:
+                self._failed(error)
                 self._restore({} if profile is None else {(site, visitor): profile},
                               {(site, visitor): pushes} if pushes else {}, {}, {})
                 raise
@@ -148,9 +154,23 @@ class PendingWrites:
                                                   for (rule, metric), amount in counter.items()])
             for site, entries in recent.items():
                 await store.recent_add(site, list(entries))
-        except Exception:
+        except Exception as error:
             log.exception("pending writes failed; they are tried again at the next flush")
+            self._failed(error)
             self._restore(profiles, outbox, stats, recent)
+        else:
+            self.failing_since = None
+
+    def _failed(self, error: Exception) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.time()
+        self.last_error = f"{type(error).__name__}: {error}"[:300]
+
+    @property
+    def waiting(self) -> int:
+        """Writes waiting for the next flush (profiles, outboxes, counters, log entries)."""
+        return (len(self.profiles) + len(self.outbox) + len(self.stats)
+                + sum(len(entries) for entries in self.recent.values()))
 
     def _restore(self, profiles: dict[VisitorKey, Profile],
                  outbox: dict[VisitorKey, dict[str, OutboxEntry]],
