@@ -52,6 +52,17 @@ class Socket(Protocol):
     async def close(self, code: int) -> None: ...
 
 
+class Peers(Protocol):
+    """The other processes, when there are (live.relay): where a visitor's sockets are."""
+
+    def present(self, site: str, visitor: str) -> None: ...
+
+    def absent(self, site: str, visitor: str) -> None: ...
+
+    async def publish(self, site: str, visitor: str,
+                      messages: list[dict[str, Any]]) -> bool: ...
+
+
 class IdentityRefused(Exception):
     """An identify from the page that the site's backend did not vouch for."""
 
@@ -107,6 +118,8 @@ class Hub:
         self.address_quota = AddressQuota()
         # Per site, the rules the campaign guard paused (live.guard keeps it current).
         self._paused: dict[str, set[str]] = {}
+        # Set when several processes share a Redis store: pushes reach sockets elsewhere.
+        self.peers: Peers | None = None
 
     def rules_of(self, site: str) -> RuleSet:
         return self._rules.get(site) or EMPTY_RULES
@@ -282,14 +295,41 @@ class Hub:
         return [waiting[0]]
 
     def attach(self, session: Session, socket: Socket) -> None:
-        self._sockets.setdefault((session.site, session.profile.visitor), {})[socket] = session
+        key = (session.site, session.profile.visitor)
+        if key not in self._sockets and self.peers is not None:
+            self.peers.present(*key)
+        self._sockets.setdefault(key, {})[socket] = session
 
     def detach(self, session: Session, socket: Socket) -> None:
         key = (session.site, session.profile.visitor)
         sockets = self._sockets.get(key, {})
         sockets.pop(socket, None)
-        if not sockets:
-            self._sockets.pop(key, None)
+        if not sockets and self._sockets.pop(key, None) is not None and self.peers is not None:
+            self.peers.absent(*key)
+
+    async def hand_over(self, session: Session) -> None:
+        """The visitor's last socket here closed: with other processes about, what it
+        changed (acknowledgements, profile) is written now, so that the process they
+        reconnect to does not send an acknowledged pop-in again."""
+        key = (session.site, session.profile.visitor)
+        if self.peers is None or key in self._sockets:
+            return
+        try:
+            await self.pending.write_now(self.store, *key)
+        except Exception:
+            log.warning("a closed socket's writes wait for the next flush (store failing)")
+
+    async def deliver(self, site: str, visitor: str, messages: list[dict[str, Any]]) -> int:
+        """Pushes another process relayed for a visitor whose sockets are here; how many
+        sockets they were sent on (none: the outbox keeps them for the next visit)."""
+        sent = 0
+        for socket, session in list(self._sockets.get((site, visitor), {}).items()):
+            for message in messages:
+                session.adopt(message)
+                await socket.send(message)
+            sent += 1
+        self.counts["relay.delivered" if sent else "relay.missed"] += 1
+        return sent
 
     async def business_event(self, site: Site, visitor: str, event: Custom) -> Outcome:
         """An event from the site's backend: live if the visitor is connected, else the
@@ -321,8 +361,17 @@ class Hub:
         for message in shown:
             for socket in list(live):
                 await socket.send(message)
-        outcome.shown_live = len(shown) if live else 0
-        outcome.queued = 0 if live else len(shown)
+        elsewhere = False
+        if shown and not live and self.peers is not None:
+            # Already in the outbox: a relay that fails only makes it wait for the next visit.
+            try:
+                elsewhere = await self.peers.publish(site.key, visitor, shown)
+            except Exception:
+                log.warning("a push could not be relayed to other processes; it waits in "
+                            "the outbox")
+            self.counts["relay.published" if elsewhere else "relay.nobody"] += 1
+        outcome.shown_live = len(shown) if live or elsewhere else 0
+        outcome.queued = 0 if live or elsewhere else len(shown)
         return outcome
 
     def _idle_session(self, site: str, visitor: str) -> Session | None:
@@ -407,10 +456,15 @@ class Hub:
         self._profiles.pop((site, old), None)
         self._profile_sessions.pop((site, old), None)
         sockets = self._sockets.pop((site, old), {})
+        if sockets and self.peers is not None:
+            self.peers.absent(site, old)
+            self.peers.present(site, kept.visitor)
         self._sockets.setdefault((site, kept.visitor), {}).update(sockets)
 
     async def forget(self, site: str, visitor: str) -> None:
         """Erase a visitor everywhere, and end their live sessions so nothing comes back."""
+        if self._sockets.get((site, visitor)) and self.peers is not None:
+            self.peers.absent(site, visitor)
         for socket in list(self._sockets.pop((site, visitor), {})):
             await socket.close(CLOSE_ERASED)
         for key in [key for key in self._sessions if key[:2] == (site, visitor)]:

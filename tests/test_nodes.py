@@ -1,0 +1,154 @@
+"""Past one process: real `popin serve` processes on one Redis (our own redis-server). A
+push posted to one process reaches the visitor's socket on another within a second;
+`--workers N` runs N processes on one port, and is refused on the embedded store."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import httpx2
+import orjson
+import pytest
+from websockets.sync.client import ClientConnection, connect
+
+from conftest import free_port, wait_until
+from popin.cli import main
+
+RULES = """
+rules:
+  - id: shipped
+    category: transactional
+    trigger: {event: shipped}
+    cap: {per_session: 100}
+    popin: {title: "On its way", body: "<p>{{ trigger.props.parcel }}</p>"}
+"""
+
+
+class Cluster:
+    """popin processes sharing one Redis, each started as an operator would."""
+
+    def __init__(self, folder: Path, store: str) -> None:
+        (folder / "rules").mkdir()
+        (folder / "rules" / "shipped.yaml").write_text(RULES)
+        self.config = folder / "popin.toml"
+        self.config.write_text(f'store = "{store}"\nrules = "rules"\n'
+                               '[[sites]]\nkey = "demo"\nholdout = 0\n')
+        self.folder = folder
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def key(self, monkeypatch: pytest.MonkeyPatch) -> str:
+        monkeypatch.setattr("sys.stdout", io.StringIO())
+        assert main(["--config", str(self.config), "keys", "create", "--scope", "events"]) == 0
+        return next(word for word in sys.stdout.getvalue().split() if word.startswith("pk_"))
+
+    def serve(self, *options: str) -> str:
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "popin", "--config", str(self.config), "serve", "--port",
+             str(port), *options], cwd=self.folder, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL)
+        self.processes.append(process)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                httpx2.get(f"{url}/healthz")
+                return url
+            except httpx2.TransportError:
+                assert process.poll() is None and time.monotonic() < deadline, "no server"
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            process.wait(timeout=20)
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, redis_url: str) -> Iterator[Cluster]:
+    nodes = Cluster(tmp_path, f"{redis_url}?prefix=nodes-{uuid.uuid4().hex}")
+    try:
+        yield nodes
+    finally:
+        nodes.stop()
+
+
+@contextmanager
+def visit(url: str, visitor: str) -> Iterator[ClientConnection]:
+    with connect(f"{url.replace('http', 'ws')}/ws?site=demo",
+                 origin=url) as ws:  # type: ignore[arg-type]
+        ws.send(orjson.dumps({"type": "hello", "visitor": visitor, "session": f"s-{visitor}",
+                              "url": f"{url}/demo/"}).decode())
+        assert orjson.loads(ws.recv(timeout=5))["type"] == "config"
+        yield ws
+
+
+def post(url: str, token: str, visitor: str, parcel: str) -> dict[str, object]:
+    answer = httpx2.post(f"{url}/api/v1/events", headers={"Authorization": f"Bearer {token}"},
+                         json={"events": [{"name": "shipped", "visitor": visitor,
+                                           "props": {"parcel": parcel}}]})
+    assert answer.status_code == 200, answer.text
+    result: dict[str, object] = answer.json()["results"][0]
+    return result
+
+
+def test_a_push_posted_to_one_process_reaches_a_socket_on_another(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = cluster.key(monkeypatch)
+    first, second = cluster.serve(), cluster.serve()
+    with visit(second, "visitor-on-b-0001") as ws:
+        # Presence is written within milliseconds of the hello; give it a moment.
+        time.sleep(0.3)
+        latencies = []
+        for number in range(5):
+            started = time.monotonic()
+            result = post(first, token, "visitor-on-b-0001", f"parcel-{number}")
+            assert (result["shown_live"], result["queued"]) == (1, 0), result
+            shown = orjson.loads(ws.recv(timeout=1))
+            latencies.append(time.monotonic() - started)
+            assert shown["type"] == "show" and f"parcel-{number}" in shown["html"]
+            ws.send(orjson.dumps({"type": "popin", "id": shown["id"],
+                                  "status": "shown"}).decode())
+        assert max(latencies) < 1.0, latencies
+        print(f"cross-node push, API answer to frame: {sorted(latencies)}")
+    # The socket is gone: the next push waits in the outbox, on any process.
+    time.sleep(0.3)
+    result = post(first, token, "visitor-on-b-0001", "parcel-later")
+    assert (result["shown_live"], result["queued"]) == (0, 1)
+    with visit(first, "visitor-on-b-0001") as ws:
+        assert "parcel-later" in orjson.loads(ws.recv(timeout=5))["html"]
+
+
+def test_workers_share_one_port_and_every_push_arrives(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = cluster.key(monkeypatch)
+    url = cluster.serve("--workers", "2")
+    parent = cluster.processes[-1].pid
+    children = Path(f"/proc/{parent}/task/{parent}/children")
+    assert wait_until(lambda: len(children.read_text().split()) == 2, 10)
+    visitors = [f"visitor-worker-{number:04d}" for number in range(6)]
+    with ExitStack() as stack:
+        sockets = [stack.enter_context(visit(url, visitor)) for visitor in visitors]
+        time.sleep(0.3)
+        for visitor, ws in zip(visitors, sockets, strict=True):
+            # A new connection each time: either worker may take the request.
+            result = post(url, token, visitor, f"for-{visitor}")
+            assert result["shown_live"] == 1, result
+            assert f"for-{visitor}" in orjson.loads(ws.recv(timeout=1))["html"]
+
+
+def test_workers_are_refused_on_the_embedded_store(tmp_path: Path) -> None:
+    ran = subprocess.run([sys.executable, "-m", "popin", "serve", "--workers", "2", "--store",
+                          f"sqlite:///{tmp_path / 'popin.db'}", "--port", str(free_port())],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=30)
+    assert ran.returncode == 2
+    assert ran.stderr == ("popin: --workers 2 needs a Redis store (--store redis://host:6379/0):"
+                          " the embedded SQLite store keeps live sessions in one process\n")
