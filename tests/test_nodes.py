@@ -5,6 +5,10 @@ push posted to one process reaches the visitor's socket on another within a seco
 from __future__ import annotations
 
 import io
+import os
+import re
+import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -18,9 +22,10 @@ import orjson
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import free_port, wait_until
+from conftest import ROOT, free_port, wait_for_port, wait_until
 from popin.cli import main
 
+README = ROOT / "README.md"
 RULES = """
 rules:
   - id: shipped
@@ -152,3 +157,76 @@ def test_workers_are_refused_on_the_embedded_store(tmp_path: Path) -> None:
     assert ran.returncode == 2
     assert ran.stderr == ("popin: --workers 2 needs a Redis store (--store redis://host:6379/0):"
                           " the embedded SQLite store keeps live sessions in one process\n")
+
+
+def nginx_config(folder: Path, upstreams: list[str], port: int) -> Path:
+    """The README's nginx block, pointed at the two popin processes and a test certificate,
+    inside a main configuration that keeps everything in `folder`."""
+    (block,) = re.findall(r"```nginx\n(.*?)```", README.read_text(), re.DOTALL)
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(folder / "key.pem"),
+                    "-out", str(folder / "cert.pem")], check=True, capture_output=True)
+    block = (block.replace("10.0.0.11:8000", upstreams[0])
+             .replace("10.0.0.12:8000", upstreams[1])
+             .replace("listen 443 ssl;", f"listen 127.0.0.1:{port} ssl;")
+             .replace("/etc/letsencrypt/live/popin.example.com/fullchain.pem",
+                      str(folder / "cert.pem"))
+             .replace("/etc/letsencrypt/live/popin.example.com/privkey.pem",
+                      str(folder / "key.pem")))
+    temporary = "\n".join(f"    {kind}_temp_path {folder / kind};"
+                          for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    config = folder / "nginx.conf"
+    config.write_text(f"{'user root;' if os.geteuid() == 0 else ''}\n"
+                      f"daemon off;\nworker_processes 1;\npid {folder / 'nginx.pid'};\n"
+                      f"error_log {folder / 'error.log'};\nevents {{}}\n"
+                      f"http {{\n    access_log off;\n{temporary}\n{block}}}\n")
+    return config
+
+
+def test_two_processes_behind_the_readme_nginx_over_tls(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    binary = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not Path(binary).exists():
+        pytest.fail("nginx is not installed: scripts/test installs it (apt-get install "
+                    "nginx-light)")
+    text = cluster.config.read_text().replace('rules = "rules"\n',
+                                              'rules = "rules"\ntrusted_proxies = ["127.0.0.1"]\n')
+    cluster.config.write_text(text)
+    token = cluster.key(monkeypatch)
+    nodes = [cluster.serve(), cluster.serve()]
+    port = free_port()
+    folder = tmp_path / "nginx"
+    folder.mkdir()
+    config = nginx_config(folder, [node.removeprefix("http://") for node in nodes], port)
+    checked = subprocess.run([binary, "-t", "-c", str(config)], capture_output=True, text=True)
+    assert checked.returncode == 0, checked.stderr
+    nginx = subprocess.Popen([binary, "-c", str(config)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL)
+    url = f"https://127.0.0.1:{port}"
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    try:
+        wait_for_port(port)
+        for number in range(4):
+            visitor = f"visitor-behind-nginx-{number}"
+            with connect(f"wss://127.0.0.1:{port}/ws?site=demo", origin=url,  # type: ignore[arg-type]
+                         ssl=insecure) as ws:
+                ws.send(orjson.dumps({"type": "hello", "visitor": visitor,
+                                      "session": f"session-{number}", "url": f"{url}/demo/"}
+                                     ).decode())
+                assert orjson.loads(ws.recv(timeout=5))["type"] == "config"
+                time.sleep(0.2)
+                # nginx sends each new connection to the next process in turn.
+                answer = httpx2.post(f"{url}/api/v1/events", verify=False, headers={
+                    "Authorization": f"Bearer {token}"}, json={"events": [
+                        {"name": "shipped", "visitor": visitor,
+                         "props": {"parcel": f"nginx-{number}"}}]})
+                assert answer.json()["results"][0]["shown_live"] == 1, answer.text
+                assert f"nginx-{number}" in orjson.loads(ws.recv(timeout=1))["html"]
+        relayed = [httpx2.get(f"{node}/metrics").text for node in nodes]
+        assert any('kind="relay.published"} ' in text for text in relayed), \
+            "some pushes went from one process to the other"
+    finally:
+        nginx.terminate()
+        nginx.wait(timeout=10)
