@@ -33,6 +33,10 @@ rules:
     trigger: {event: shipped}
     cap: {per_session: 100}
     popin: {title: "On its way", body: "<p>{{ trigger.props.parcel }}</p>"}
+  - id: welcome
+    category: transactional
+    trigger: {event: signup}
+    popin: {title: "Welcome", body: "<p>once a session</p>"}
 """
 
 
@@ -87,18 +91,20 @@ def cluster(tmp_path: Path, redis_url: str) -> Iterator[Cluster]:
 
 
 @contextmanager
-def visit(url: str, visitor: str) -> Iterator[ClientConnection]:
+def visit(url: str, visitor: str, session: str = "") -> Iterator[ClientConnection]:
     with connect(f"{url.replace('http', 'ws')}/ws?site=demo",
                  origin=url) as ws:  # type: ignore[arg-type]
-        ws.send(orjson.dumps({"type": "hello", "visitor": visitor, "session": f"s-{visitor}",
+        ws.send(orjson.dumps({"type": "hello", "visitor": visitor,
+                              "session": session or f"s-{visitor}",
                               "url": f"{url}/demo/"}).decode())
         assert orjson.loads(ws.recv(timeout=5))["type"] == "config"
         yield ws
 
 
-def post(url: str, token: str, visitor: str, parcel: str) -> dict[str, object]:
+def post(url: str, token: str, visitor: str, parcel: str,
+         name: str = "shipped") -> dict[str, object]:
     answer = httpx2.post(f"{url}/api/v1/events", headers={"Authorization": f"Bearer {token}"},
-                         json={"events": [{"name": "shipped", "visitor": visitor,
+                         json={"events": [{"name": name, "visitor": visitor,
                                            "props": {"parcel": parcel}}]})
     assert answer.status_code == 200, answer.text
     result: dict[str, object] = answer.json()["results"][0]
@@ -130,6 +136,39 @@ def test_a_push_posted_to_one_process_reaches_a_socket_on_another(
     assert (result["shown_live"], result["queued"]) == (0, 1)
     with visit(first, "visitor-on-b-0001") as ws:
         assert "parcel-later" in orjson.loads(ws.recv(timeout=5))["html"]
+
+
+def test_a_session_moves_to_another_process_and_keeps_its_caps(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The welcome rule shows once a session (the default cap). Shown on A, the session
+    continues on B, where it is not shown again; the same when A stops instead of the
+    socket closing. A new session on B is welcomed: the cap is the session's."""
+    token = cluster.key(monkeypatch)
+    first, second = cluster.serve(), cluster.serve()
+    for visitor, stop_first in (("visitor-moves-0001", False), ("visitor-moves-0002", True)):
+        with visit(first, visitor, "session-moving") as ws:
+            time.sleep(0.2)
+            assert post(first, token, visitor, "", "signup")["shown_live"] == 1
+            shown = orjson.loads(ws.recv(timeout=1))
+            assert shown["rule"] == "welcome"
+            ws.send(orjson.dumps({"type": "popin", "id": shown["id"],
+                                  "status": "shown"}).decode())
+            time.sleep(0.2)
+            if stop_first:
+                cluster.processes[0].terminate()
+                cluster.processes[0].wait(timeout=20)
+        time.sleep(0.3)
+        with visit(second, visitor, "session-moving") as ws:
+            time.sleep(0.2)
+            result = post(second, token, visitor, "", "signup")
+            assert (result["shown_live"], result["queued"]) == (0, 0), \
+                "the session's cap came along: no second welcome"
+            with pytest.raises(TimeoutError):
+                ws.recv(timeout=0.3)
+        with visit(second, visitor, "session-new-one") as ws:
+            time.sleep(0.2)
+            assert post(second, token, visitor, "", "signup")["shown_live"] == 1
+            assert orjson.loads(ws.recv(timeout=1))["rule"] == "welcome"
 
 
 def test_workers_share_one_port_and_every_push_arrives(
@@ -230,3 +269,25 @@ def test_two_processes_behind_the_readme_nginx_over_tls(
     finally:
         nginx.terminate()
         nginx.wait(timeout=10)
+
+
+def test_a_session_snapshot_carries_what_continues_it() -> None:
+    from popin.core.session import Session
+    from popin.core.site import Site
+    from popin.core.visitor.facts import Facts
+    from popin.core.visitor.profile import Profile
+
+    def fresh() -> Session:
+        profile = Profile("visitor-snapshot-1")
+        return Session("demo", "session-snapshot", profile, Facts(profile, Site("demo", "D")))
+
+    before = fresh()
+    before.shown, before.exclusive_used = {"welcome": 1}, {"offers"}
+    before.pushes, before.reported = {"p.1": "welcome"}, {("p.1", "shown")}
+    before.quiet_until, before.started, before.timers = 50.0, 10.0, {"cart-reminder": 70.0}
+    before.page_hits, before.search, before.visit_pending = {"/skis": 2}, "wax", True
+    before.open_push = "p.1"
+    after = fresh()
+    after.restore(orjson.loads(orjson.dumps(before.snapshot())))
+    assert after.snapshot() == before.snapshot() != fresh().snapshot()
+    assert after.open_push is None, "what is on screen is the page's, not the session's"

@@ -62,6 +62,12 @@ class Peers(Protocol):
     async def publish(self, site: str, visitor: str,
                       messages: list[dict[str, Any]]) -> bool: ...
 
+    async def save_session(self, site: str, visitor: str, session: str,
+                           snapshot: dict[str, Any], ttl: float) -> None: ...
+
+    async def load_session(self, site: str, visitor: str,
+                           session: str) -> dict[str, Any] | None: ...
+
 
 class IdentityRefused(Exception):
     """An identify from the page that the site's backend did not vouch for."""
@@ -181,8 +187,10 @@ class Hub:
             session = Session(site.key, hello.session, profile, facts)
             self._sessions[key] = session
             self.counts["session.new"] += 1
+            await self._continue(key, session)
         else:
             self.counts["session.resumed"] += 1
+            await self._continue(key, session)
             # The visitor may have changed their mind (or their browser) since.
             session.facts.gpc = hello.gpc
             if hello.consent != "unknown":
@@ -190,6 +198,34 @@ class Hub:
         self._connections[key] += 1
         self._idle_since.pop(key, None)
         return session
+
+    async def _continue(self, key: SessionKey, session: Session) -> None:
+        """With other processes about, the session may have gone on elsewhere since this
+        process last held a socket of it: continue from the snapshot left in Redis."""
+        if self.peers is None or self._connections[key] > 0:
+            return
+        try:
+            snapshot = await self.peers.load_session(*key)
+        except Exception:
+            log.warning("a session's snapshot could not be read; it continues from here")
+            return
+        if snapshot is not None:
+            session.restore(snapshot)
+            self.counts["session.continued"] += 1
+
+    async def save_sessions(self) -> None:
+        """At shutdown: every session's snapshot, for the processes that stay."""
+        for key in list(self._sessions):
+            await self._save_session(key)
+
+    async def _save_session(self, key: SessionKey) -> None:
+        session = self._sessions.get(key)
+        if self.peers is None or session is None:
+            return
+        try:
+            await self.peers.save_session(*key, session.snapshot(), SESSION_IDLE_SECONDS)
+        except Exception:
+            log.warning("a session's snapshot could not be written")
 
     async def prepare(self, session: Session, result: Result) -> None:
         """What a push needs from the store before it leaves (free slots)."""
@@ -312,7 +348,11 @@ class Hub:
         changed (acknowledgements, profile) is written now, so that the process they
         reconnect to does not send an acknowledged pop-in again."""
         key = (session.site, session.profile.visitor)
-        if self.peers is None or key in self._sockets:
+        if self.peers is None:
+            return
+        if (*key, session.id) not in self._connections:
+            await self._save_session((*key, session.id))
+        if key in self._sockets:
             return
         try:
             await self.pending.write_now(self.store, *key)

@@ -1,10 +1,11 @@
 """Pushes that reach a visitor whichever process holds their socket: several workers on
 one machine, or several machines, all on one Redis.
 
-Two key families, beside the store's:
+Three key families, beside the store's:
 
-    {prefix}:{site}:presence:{visitor}   hash: node id -> until (epoch s); key TTL 60 s
-    {prefix}:node:{node}                 pub/sub channel of one process
+    {prefix}:{site}:presence:{visitor}            hash: node id -> until (epoch s); TTL 60 s
+    {prefix}:node:{node}                          pub/sub channel of one process
+    {prefix}:{site}:session:{visitor}:{session}   a session's snapshot; TTL 30 min
 
 Each process is a node with a random id. When a visitor's first socket opens on a node,
 the node writes itself into the visitor's presence hash, with a deadline; a heartbeat
@@ -13,6 +14,10 @@ last socket closing removes the node. A node that dies stops refreshing: its ent
 ignored past their deadline and the key expires. A business event for a visitor with no
 socket here looks the visitor up and publishes the pushes on the channel of each node
 present; that node sends them on the visitor's sockets.
+
+When a session's last socket on a node closes (and when the node stops), the node writes
+the session's snapshot (caps, quiet period, timers, pushes awaiting reports); a socket
+that opens the session on any node continues from it.
 
 Pub/sub rather than Streams. Pub/sub is at most once: a node that is down or reconnecting
 when the message is published never gets it. Streams would keep each node's messages
@@ -103,6 +108,23 @@ class Relay:
                 reached += int(await self._client.publish(self._channel(node), payload))
         self.published += 1
         return reached > 0
+
+    def _session(self, site: str, visitor: str, session: str) -> str:
+        return f"{self._prefix}:{site}:session:{visitor}:{session}"
+
+    async def save_session(self, site: str, visitor: str, session: str,
+                           snapshot: dict[str, Any], ttl: float) -> None:
+        """What a session needs to continue on another process, kept `ttl` seconds."""
+        await self._client.set(self._session(site, visitor, session), orjson.dumps(snapshot),
+                               px=max(1, int(ttl * 1000)))
+
+    async def load_session(self, site: str, visitor: str,
+                           session: str) -> dict[str, Any] | None:
+        raw = await self._client.get(self._session(site, visitor, session))
+        if raw is None:
+            return None
+        snapshot: dict[str, Any] = orjson.loads(raw)
+        return snapshot
 
     async def run(self, hub: Hub) -> None:
         """Keep presence written and deliver what other nodes publish, until cancelled."""

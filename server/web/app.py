@@ -136,6 +136,8 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         try:
             yield
         finally:
+            # Other processes continue this one's sessions (nothing to do without them).
+            await hub.save_sessions()
             for task in tasks:
                 task.cancel()
             for task in tasks:
