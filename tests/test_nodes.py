@@ -291,3 +291,62 @@ def test_a_session_snapshot_carries_what_continues_it() -> None:
     after.restore(orjson.loads(orjson.dumps(before.snapshot())))
     assert after.snapshot() == before.snapshot() != fresh().snapshot()
     assert after.open_push is None, "what is on screen is the page's, not the session's"
+
+
+def test_redis_stopped_for_ten_seconds_under_two_processes(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Redis (AOF on) stops for ten seconds and comes back: sockets stay open, /healthz
+    says degraded meanwhile, the API refuses what it cannot keep (503) and a retry with the
+    same key is applied after; what was acknowledged before is still there; pushes cross
+    processes again."""
+    port = free_port()
+    data = tmp_path / "redis"
+    data.mkdir()
+
+    def redis_server() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(data)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(port)
+        return process
+
+    redis = redis_server()
+    (tmp_path / "popin").mkdir()
+    cluster = Cluster(tmp_path / "popin", f"redis://127.0.0.1:{port}/0")
+    try:
+        token = cluster.key(monkeypatch)
+        first, second = cluster.serve(), cluster.serve()
+        before = post(first, token, "visitor-away-0001", "before the outage")
+        assert before["queued"] == 1
+        headers = {"Authorization": f"Bearer {token}"}
+        batch = {"events": [{"name": "shipped", "visitor": "visitor-stays-0001",
+                             "props": {"parcel": "after"}, "idempotency_key": "outage-1"}]}
+        with visit(second, "visitor-stays-0001") as ws:
+            redis.terminate()
+            redis.wait(timeout=10)
+            stopped = time.monotonic()
+            health = httpx2.get(f"{first}/healthz")
+            assert health.status_code == 503 and health.json()["status"] == "degraded"
+            refused = httpx2.post(f"{first}/api/v1/events", headers=headers, json=batch,
+                                  timeout=30)
+            assert refused.status_code == 503, refused.text
+            ws.send(orjson.dumps({"type": "scroll", "percent": 50}).decode())
+            time.sleep(max(0.0, 10 - (time.monotonic() - stopped)))
+            redis = redis_server()
+            for url in (first, second):
+                assert wait_until(lambda url=url: httpx2.get(f"{url}/healthz").status_code
+                                  == 200, 20)
+            # The relay has subscribed again and written its presence back.
+            time.sleep(2.5)
+            retried = httpx2.post(f"{first}/api/v1/events", headers=headers, json=batch)
+            assert retried.json()["results"][0] | {"status": "applied", "shown_live": 1} == \
+                retried.json()["results"][0], retried.text
+            assert "after" in orjson.loads(ws.recv(timeout=2))["html"], \
+                "the socket stayed open through the outage"
+        with visit(second, "visitor-away-0001") as ws:
+            assert "before the outage" in orjson.loads(ws.recv(timeout=5))["html"]
+    finally:
+        cluster.stop()
+        redis.terminate()
+        redis.wait(timeout=10)

@@ -97,7 +97,14 @@ class Relay:
         self._wake.set()
 
     async def publish(self, site: str, visitor: str, messages: list[dict[str, Any]]) -> bool:
-        """Send pushes to the nodes where the visitor has a socket; whether one took them."""
+        """Send pushes to the nodes where the visitor has a socket; whether one took them.
+        Tried twice: after Redis restarted, the first try may meet a dead connection."""
+        try:
+            return await self._publish(site, visitor, messages)
+        except Exception:
+            return await self._publish(site, visitor, messages)
+
+    async def _publish(self, site: str, visitor: str, messages: list[dict[str, Any]]) -> bool:
         now = time.time()
         nodes = await self._client.hgetall(self._presence(site, visitor))
         payload = orjson.dumps({"site": site, "visitor": visitor, "messages": messages})
