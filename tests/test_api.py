@@ -295,7 +295,7 @@ def test_unknown_visitors_and_users_are_answered_alike(client: TestClient,
     paths = document()["paths"]
     for path in ("/api/v1/visitors/{visitor}", "/api/v1/users/{user_id}"):
         assert "404" in paths[path]["get"]["responses"]
-        assert set(paths[path]["delete"]["responses"]) == {"204", "400", "401", "403"}
+        assert set(paths[path]["delete"]["responses"]) == {"204", "400", "401", "403", "503"}
 
 
 def test_identify_says_when_the_visitor_id_was_never_seen(

@@ -58,6 +58,10 @@ def _errors(*statuses: int) -> dict[str, Any]:
              410: "The cursor is too old: take a full export",
              503: "The store could not keep an event: the events before the index the "
                   "field names were applied; retry the batch with the same keys"}
+    if 401 in statuses and 503 not in statuses:
+        # Checking the key needs the store: when it is not answering, nothing is done.
+        statuses = (*statuses, 503)
+        words = {**words, 503: "The store is not answering: nothing was done; retry later"}
     return {str(status): {"description": words[status], "content": {
         "application/json": {"schema": ERROR}}} for status in statuses}
 
