@@ -8,6 +8,7 @@ import asyncio
 import logging
 import os
 import shutil
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
@@ -117,6 +118,7 @@ def serve(args: argparse.Namespace) -> int:
             print(f"popin: rules: {folder} does not exist"
                   + (f" (site {key})" if len(settings.sites) > 1 else ""), file=sys.stderr)
             return 2
+    _check_workers(args, settings)
     problem = _store_problem(settings.store)
     if problem:
         print(f"popin: store: {problem}", file=sys.stderr)
@@ -124,15 +126,84 @@ def serve(args: argparse.Namespace) -> int:
     open_files = raise_open_files()
     settings.limits = replace(settings.limits,
                               connections=socket_ceiling(settings.limits, open_files))
+    worker_fd = os.environ.get(WORKER_FD)
+    if args.workers > 1 and worker_fd is None:
+        return _supervise(args, settings)
     app = create_app(settings)
     where = f"http://{args.host}:{args.port}/"
     shown = f"demo shop at {where}demo/" if "demo" in settings.sites else f"listening on {where}"
-    print(f"popin {__version__}: {shown} (sites {', '.join(settings.sites)}; store "
-          f"{settings.store}, rules {_folders_said(settings)}; at most "
-          f"{plural(settings.limits.connections, 'socket')}, "
-          f"{plural(open_files, 'open file')})", file=sys.stderr)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                **uvicorn_options(settings))
+    if worker_fd is None:
+        print(f"popin {__version__}: {shown} (sites {', '.join(settings.sites)}; store "
+              f"{settings.store}, rules {_folders_said(settings)}; at most "
+              f"{plural(settings.limits.connections, 'socket')}, "
+              f"{plural(open_files, 'open file')})", file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
+                    **uvicorn_options(settings))
+        return 0
+    # A worker of `--workers N`: it serves the listening socket its parent bound.
+    config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
+                            **uvicorn_options(settings))
+    uvicorn.Server(config).run(sockets=[socket.socket(fileno=int(worker_fd))])
+    return 0
+
+
+WORKER_FD = "POPIN_WORKER_FD"
+
+
+def _check_workers(args: argparse.Namespace, settings: Settings) -> None:
+    from .live.relay import redis_url
+
+    if args.workers < 1:
+        raise Refused(f"--workers {args.workers}: at least 1")
+    if args.workers > 1 and not redis_url(settings.store):
+        raise Refused(f"--workers {args.workers} needs a Redis store (--store "
+                      "redis://host:6379/0): the embedded SQLite store keeps live sessions in "
+                      "one process")
+
+
+def _supervise(args: argparse.Namespace, settings: Settings) -> int:
+    """Bind the port once and run `--workers` processes that all accept on it; a worker
+    that dies is started again; SIGTERM or Ctrl-C stops them all."""
+    import signal
+    import subprocess
+    import time
+
+    import uvicorn
+
+    listening = uvicorn.Config(None, host=args.host, port=args.port).bind_socket()  # type: ignore[arg-type]
+    listening.set_inheritable(True)
+    fd = listening.fileno()
+    command = [sys.executable, "-m", "popin", *args.argv]
+    environment = {**os.environ, WORKER_FD: str(fd)}
+
+    def start() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(command, env=environment, pass_fds=(fd,))
+
+    print(f"popin {__version__}: {args.workers} workers on http://{args.host}:{args.port}/ "
+          f"(sites {', '.join(settings.sites)}; store {settings.store}, rules "
+          f"{_folders_said(settings)})", file=sys.stderr)
+    workers = [start() for _ in range(args.workers)]
+    stopping = False
+
+    def stop(_signal: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    while not stopping:
+        time.sleep(0.2)
+        for index, worker in enumerate(workers):
+            if worker.poll() is not None and not stopping:
+                print(f"popin: worker {worker.pid} exited ({worker.returncode}); starting "
+                      "another", file=sys.stderr)
+                workers[index] = start()
+    for worker in workers:
+        if worker.poll() is None:
+            worker.terminate()
+    for worker in workers:
+        worker.wait()
+    listening.close()
     return 0
 
 
@@ -624,6 +695,8 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--geoip", type=Path, help="a MaxMind-format .mmdb for geo conditions")
     run.add_argument("--no-reload", action="store_true",
                      help="do not watch the rules folder (SIGHUP still reloads)")
+    run.add_argument("--workers", type=int, default=1, metavar="N",
+                     help="processes sharing the port (needs a Redis store; default 1)")
     run.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
     run.set_defaults(func=serve)
@@ -751,6 +824,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # What `serve --workers` runs again in each worker.
+    args.argv = list(argv) if argv is not None else sys.argv[1:]
     try:
         code: int = args.func(args)
     except Refused as refused:

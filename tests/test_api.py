@@ -19,7 +19,7 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocketDisconnect
 
-from conftest import LOOPBACK, make_key, settings_with_rules
+from conftest import LOOPBACK, make_key, run, settings_with_rules
 from popin.config import Settings
 from popin.core.site import Site
 from popin.web.api.openapi import document
@@ -162,6 +162,35 @@ def test_an_idempotency_key_reused_for_another_event_is_refused(
         assert timed.status_code == (200 if when == 1.0 else 409)
 
 
+def test_an_event_the_store_cannot_keep_is_refused_and_its_retry_applied(
+        client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events")
+    store = client.app.state.hub.store  # type: ignore[attr-defined]
+    working = store.outbox_put
+
+    async def disk_full(*_args: Any) -> None:
+        raise OSError("database or disk is full")
+
+    store.outbox_put = disk_full
+    batch = {"events": [{"name": "signup", "visitor": "visitor-full-1",
+                         "idempotency_key": "signup-full-1"}]}
+    refused = client.post("/api/v1/events", headers=auth(token), json=batch)
+    assert refused.status_code == 503, "a pop-in kept only in memory is not acknowledged"
+    assert refused.json()["error"] == {
+        "code": "unavailable", "field": "events[0]",
+        "message": "the store could not keep this event; events before index 0 were "
+                   "applied, retry the batch with the same idempotency keys"}
+    store.outbox_put = working
+    retried = client.post("/api/v1/events", headers=auth(token), json=batch)
+    assert retried.json()["results"][0] | {"status": "applied", "queued": 1} == \
+        retried.json()["results"][0], "the failed attempt did not use up the key"
+    assert client.post("/api/v1/events", headers=auth(token), json=batch).json()[
+        "results"][0]["status"] == "duplicate"
+    run(client.app.state.hub.flush())  # type: ignore[attr-defined]
+    assert len(run(store.outbox_list("demo", "visitor-full-1", 0.0))) == 1, \
+        "the refused attempt left no pop-in behind"
+
+
 def test_signup_for_an_offline_visitor_shows_at_the_next_visit_once(
         client: TestClient, settings_: Settings) -> None:
     token = make_key(settings_, "events")
@@ -266,7 +295,7 @@ def test_unknown_visitors_and_users_are_answered_alike(client: TestClient,
     paths = document()["paths"]
     for path in ("/api/v1/visitors/{visitor}", "/api/v1/users/{user_id}"):
         assert "404" in paths[path]["get"]["responses"]
-        assert set(paths[path]["delete"]["responses"]) == {"204", "400", "401", "403"}
+        assert set(paths[path]["delete"]["responses"]) == {"204", "400", "401", "403", "503"}
 
 
 def test_identify_says_when_the_visitor_id_was_never_seen(

@@ -37,3 +37,14 @@ def test_socket_benchmark_runs_against_both_servers() -> None:
                            "push latency p99 (ms), half load", "KB per idle connection (1000)",
                            "connections opened per second", "engine: 10,000 rules cost"]
     assert lines[-1] == "popin error frames during the loads: 0; timeouts: 0"
+
+
+def test_scale_benchmark_runs_on_redis_with_one_and_two_workers() -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--quick"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    figures = [line[:40].strip() for line in result.stdout.splitlines()[1:]]
+    assert figures == ["sockets", "seconds", "embedded, 1 process: events/s",
+                       "redis, 1 worker(s): events/s", "redis, 1 worker(s): commands/event",
+                       "redis, 2 worker(s): events/s", "redis, 2 worker(s): commands/event",
+                       "cross-node push p50 (ms)", "cross-node push p99 (ms)"]

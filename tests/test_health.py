@@ -4,13 +4,23 @@ that cannot answer makes the server unhealthy."""
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import httpx2
+import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import LOOPBACK, LiveServer, settings_with_rules
+from conftest import (
+    LOOPBACK,
+    LiveServer,
+    free_port,
+    run,
+    settings_with_rules,
+    wait_for_port,
+    wait_until,
+)
 from popin.config import ConfigError, Settings, load_settings
 from popin.web.app import create_app
 
@@ -43,7 +53,7 @@ def test_loopback_sees_everything_by_default(settings_: Settings,
                                              address: tuple[str, int]) -> None:
     with client_from(settings_, address) as client:
         health = client.get("/healthz").json()
-        assert health["ok"] is True and health["store_error"] is None
+        assert health["ok"] is True and (health["status"], health["reasons"]) == ("ok", [])
         assert {"rules", "rule_errors", "sessions", "connections"} <= set(health)
         assert "popin_live_sessions 0" in client.get("/metrics").text
 
@@ -85,9 +95,74 @@ def test_a_store_that_cannot_answer_makes_the_server_unhealthy(settings_: Settin
             health = client.get("/healthz")
             assert health.status_code == 503 and health.json()["ok"] is False
             if address == LOOPBACK:
-                assert health.json()["store_error"] == "OSError: disk I/O error"
+                assert health.json()["status"] == "degraded"
+                assert health.json()["reasons"] == ["store read failing: OSError: disk I/O error"]
             else:
                 assert health.json() == {"ok": False}
+
+
+def test_a_read_only_store_is_degraded_and_recovers(settings_: Settings) -> None:
+    """SQLite still answers reads, but refuses every write (a read-only file, a full
+    disk): the write probe and the failing write-behind say so, and why."""
+    with client_from(settings_, LOOPBACK) as client:
+        hub = client.app.state.hub  # type: ignore[attr-defined]
+        assert client.get("/healthz").json()["status"] == "ok"
+        with client.websocket_connect("/ws?site=demo", headers={"origin": "http://testserver"}
+                                      ) as ws:
+            ws.send_text(orjson.dumps({"type": "hello", "visitor": "visitor-read-only",
+                                       "session": "session-0001",
+                                       "url": "http://testserver/demo/"}).decode())
+            ws.receive_json()
+            run(hub.store._run(lambda db: db.execute("PRAGMA query_only = ON")))
+            run(hub.flush())
+            health = client.get("/healthz")
+            assert health.status_code == 503
+            body = health.json()
+            assert (body["ok"], body["status"]) == (False, "degraded")
+            assert body["reasons"][0] == ("store write failing: OperationalError: attempt "
+                                          "to write a readonly database")
+            assert body["reasons"][1].startswith("write-behind failing for ")
+            assert "writes waiting: OperationalError: attempt to write a readonly" in \
+                body["reasons"][1]
+            run(hub.store._run(lambda db: db.execute("PRAGMA query_only = OFF")))
+            run(hub.flush())
+            assert client.get("/healthz").json() | {"status": "ok", "reasons": []} == \
+                client.get("/healthz").json(), "healthy again once the writes go through"
+        assert run(hub.store.load_profile("demo", "visitor-read-only")) is not None, \
+            "the writes held back meanwhile were kept"
+
+
+def test_a_redis_that_stops_degrades_the_server_until_it_is_back(
+        tmp_path: Path) -> None:
+    port = free_port()
+    folder = tmp_path / "redis"
+    folder.mkdir()
+
+    def redis_server() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(
+            ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "yes", "--dir", str(folder)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_for_port(port)
+        return process
+
+    redis = redis_server()
+    try:
+        settings = settings_with_rules(tmp_path, RULES)
+        settings.store = f"redis://127.0.0.1:{port}/0?prefix=health"
+        with client_from(settings, LOOPBACK) as client:
+            assert client.get("/healthz").json()["status"] == "ok"
+            redis.terminate()
+            redis.wait(timeout=10)
+            health = client.get("/healthz")
+            assert health.status_code == 503 and health.json()["status"] == "degraded"
+            assert health.json()["reasons"][0].startswith("store read failing: ")
+            assert "Connect" in health.json()["reasons"][0], health.json()
+            redis = redis_server()
+            assert wait_until(lambda: client.get("/healthz").json()["status"] == "ok", 10)
+    finally:
+        redis.terminate()
+        redis.wait(timeout=10)
 
 
 def test_a_live_server_answers_loopback_with_the_details(settings_: Settings) -> None:

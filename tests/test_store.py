@@ -176,6 +176,22 @@ def test_claims_apply_once_within_their_ttl(make_store: StoreFactory) -> None:
     run(scenario())
 
 
+def test_a_released_claim_can_be_claimed_again_and_only_its_own(
+        make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        assert await store.claim("demo", [("a", "d"), ("b", "d")], 60) == ["claimed"] * 2
+        assert await store.claim("other", [("a", "d")], 60) == ["claimed"]
+        await store.release("demo", ["a", "never-claimed"])
+        await store.release("demo", [])
+        assert await store.claim("demo", [("a", "d"), ("b", "d")], 60) == ["claimed",
+                                                                             "duplicate"]
+        assert await store.claim("other", [("a", "d")], 60) == ["duplicate"]
+        await store.close()
+
+    run(scenario())
+
+
 def test_a_claim_reused_for_another_request_is_a_conflict_and_claims_nothing(
         make_store: StoreFactory) -> None:
     async def scenario() -> None:

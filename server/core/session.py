@@ -144,6 +144,31 @@ class Session:
         self.timers: dict[str, float] = {}
         self._next_push = 1
 
+    def snapshot(self) -> dict[str, Any]:
+        """What another process needs to continue this session (caps, quiet period,
+        timers, pushes awaiting reports); the page's own state starts over with the next
+        page anyway, and the profile is stored on its own."""
+        return {"shown": self.shown, "exclusive_used": sorted(self.exclusive_used),
+                "pushes": self.pushes, "reported": sorted(self.reported),
+                "quiet_until": self.quiet_until, "started": self.started,
+                "timers": self.timers, "next_push": self._next_push,
+                "page_hits": self.page_hits, "search": self.search,
+                "visit_pending": self.visit_pending}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Continue from another process's snapshot of this session."""
+        self.shown = {str(rule): int(count) for rule, count in snapshot["shown"].items()}
+        self.exclusive_used = {str(group) for group in snapshot["exclusive_used"]}
+        self.pushes = {str(push): str(key) for push, key in snapshot["pushes"].items()}
+        self.reported = {(str(push), str(status)) for push, status in snapshot["reported"]}
+        self.quiet_until = float(snapshot["quiet_until"])
+        self.started = float(snapshot["started"])
+        self.timers = {str(rule): float(due) for rule, due in snapshot["timers"].items()}
+        self._next_push = int(snapshot["next_push"])
+        self.page_hits = {str(path): int(hits) for path, hits in snapshot["page_hits"].items()}
+        self.search = str(snapshot["search"])
+        self.visit_pending = bool(snapshot["visit_pending"])
+
     def begin(self, hello: Hello, rules: RuleSet, now: float) -> Result:
         """A (re)connection: count the visit if it is new, tell the widget what to watch."""
         result = Result(profile_changed=True)

@@ -52,6 +52,23 @@ class Socket(Protocol):
     async def close(self, code: int) -> None: ...
 
 
+class Peers(Protocol):
+    """The other processes, when there are (live.relay): where a visitor's sockets are."""
+
+    def present(self, site: str, visitor: str) -> None: ...
+
+    def absent(self, site: str, visitor: str) -> None: ...
+
+    async def publish(self, site: str, visitor: str,
+                      messages: list[dict[str, Any]]) -> bool: ...
+
+    async def save_session(self, site: str, visitor: str, session: str,
+                           snapshot: dict[str, Any], ttl: float) -> None: ...
+
+    async def load_session(self, site: str, visitor: str,
+                           session: str) -> dict[str, Any] | None: ...
+
+
 class IdentityRefused(Exception):
     """An identify from the page that the site's backend did not vouch for."""
 
@@ -109,6 +126,8 @@ class Hub:
         self.address_quota = AddressQuota()
         # Per site, the rules the campaign guard paused (live.guard keeps it current).
         self._paused: dict[str, set[str]] = {}
+        # Set when several processes share a Redis store: pushes reach sockets elsewhere.
+        self.peers: Peers | None = None
 
     def status_of(self, site: str) -> RuleStatus:
         return self.site_status.get(site) or self.rule_status
@@ -173,8 +192,10 @@ class Hub:
             session = Session(site.key, hello.session, profile, facts)
             self._sessions[key] = session
             self.counts["session.new"] += 1
+            await self._continue(key, session)
         else:
             self.counts["session.resumed"] += 1
+            await self._continue(key, session)
             # The visitor may have changed their mind (or their browser) since.
             session.facts.gpc = hello.gpc
             if hello.consent != "unknown":
@@ -184,6 +205,34 @@ class Hub:
         self._connections[key] += 1
         self._idle_since.pop(key, None)
         return session
+
+    async def _continue(self, key: SessionKey, session: Session) -> None:
+        """With other processes about, the session may have gone on elsewhere since this
+        process last held a socket of it: continue from the snapshot left in Redis."""
+        if self.peers is None or self._connections[key] > 0:
+            return
+        try:
+            snapshot = await self.peers.load_session(*key)
+        except Exception:
+            log.warning("a session's snapshot could not be read; it continues from here")
+            return
+        if snapshot is not None:
+            session.restore(snapshot)
+            self.counts["session.continued"] += 1
+
+    async def save_sessions(self) -> None:
+        """At shutdown: every session's snapshot, for the processes that stay."""
+        for key in list(self._sessions):
+            await self._save_session(key)
+
+    async def _save_session(self, key: SessionKey) -> None:
+        session = self._sessions.get(key)
+        if self.peers is None or session is None:
+            return
+        try:
+            await self.peers.save_session(*key, session.snapshot(), SESSION_IDLE_SECONDS)
+        except Exception:
+            log.warning("a session's snapshot could not be written")
 
     async def prepare(self, session: Session, result: Result) -> None:
         """What a push needs from the store before it leaves (free slots)."""
@@ -289,18 +338,51 @@ class Hub:
         return [waiting[0]]
 
     def attach(self, session: Session, socket: Socket) -> None:
-        self._sockets.setdefault((session.site, session.profile.visitor), {})[socket] = session
+        key = (session.site, session.profile.visitor)
+        if key not in self._sockets and self.peers is not None:
+            self.peers.present(*key)
+        self._sockets.setdefault(key, {})[socket] = session
 
     def detach(self, session: Session, socket: Socket) -> None:
         key = (session.site, session.profile.visitor)
         sockets = self._sockets.get(key, {})
         sockets.pop(socket, None)
-        if not sockets:
-            self._sockets.pop(key, None)
+        if not sockets and self._sockets.pop(key, None) is not None and self.peers is not None:
+            self.peers.absent(*key)
+
+    async def hand_over(self, session: Session) -> None:
+        """The visitor's last socket here closed: with other processes about, what it
+        changed (acknowledgements, profile) is written now, so that the process they
+        reconnect to does not send an acknowledged pop-in again."""
+        key = (session.site, session.profile.visitor)
+        if self.peers is None:
+            return
+        if (*key, session.id) not in self._connections:
+            await self._save_session((*key, session.id))
+        if key in self._sockets:
+            return
+        try:
+            await self.pending.write_now(self.store, *key)
+        except Exception:
+            log.warning("a closed socket's writes wait for the next flush (store failing)")
+
+    async def deliver(self, site: str, visitor: str, messages: list[dict[str, Any]]) -> int:
+        """Pushes another process relayed for a visitor whose sockets are here; how many
+        sockets they were sent on (none: the outbox keeps them for the next visit)."""
+        sent = 0
+        for socket, session in list(self._sockets.get((site, visitor), {}).items()):
+            for message in messages:
+                session.adopt(message)
+                await socket.send(message)
+            sent += 1
+        self.counts["relay.delivered" if sent else "relay.missed"] += 1
+        return sent
 
     async def business_event(self, site: Site, visitor: str, event: Custom) -> Outcome:
         """An event from the site's backend: live if the visitor is connected, else the
-        pop-in waits in their outbox for the next visit."""
+        pop-in waits in their outbox for the next visit. The API acknowledges what this
+        returns, so the outbox and profile it changed are in the store when it returns
+        (webhooks and audiences always are); it raises when the store refuses them."""
         outcome = Outcome(visitor)
         live = self._sockets.get((site.key, visitor), {})
         session = next(iter(live.values()), None) or self._idle_session(site.key, visitor)
@@ -319,11 +401,27 @@ class Hub:
         await self.prepare(session, result)
         await self.settle(session, result)
         shown = [message for message in result.messages if message["type"] == "show"]
+        try:
+            await self.pending.write_now(self.store, site.key, session.profile.visitor)
+        except Exception:
+            # Refused (the API answers 503): its pop-ins must not show up with a retry's.
+            for message in shown:
+                self.pending.outbox_drop(site.key, session.profile.visitor, message["id"])
+            raise
         for message in shown:
             for socket in list(live):
                 await socket.send(message)
-        outcome.shown_live = len(shown) if live else 0
-        outcome.queued = 0 if live else len(shown)
+        elsewhere = False
+        if shown and not live and self.peers is not None:
+            # Already in the outbox: a relay that fails only makes it wait for the next visit.
+            try:
+                elsewhere = await self.peers.publish(site.key, visitor, shown)
+            except Exception:
+                log.warning("a push could not be relayed to other processes; it waits in "
+                            "the outbox")
+            self.counts["relay.published" if elsewhere else "relay.nobody"] += 1
+        outcome.shown_live = len(shown) if live or elsewhere else 0
+        outcome.queued = 0 if live or elsewhere else len(shown)
         return outcome
 
     def _idle_session(self, site: str, visitor: str) -> Session | None:
@@ -408,10 +506,15 @@ class Hub:
         self._profiles.pop((site, old), None)
         self._profile_sessions.pop((site, old), None)
         sockets = self._sockets.pop((site, old), {})
+        if sockets and self.peers is not None:
+            self.peers.absent(site, old)
+            self.peers.present(site, kept.visitor)
         self._sockets.setdefault((site, kept.visitor), {}).update(sockets)
 
     async def forget(self, site: str, visitor: str) -> None:
         """Erase a visitor everywhere, and end their live sessions so nothing comes back."""
+        if self._sockets.get((site, visitor)) and self.peers is not None:
+            self.peers.absent(site, visitor)
         for socket in list(self._sockets.pop((site, visitor), {})):
             await socket.close(CLOSE_ERASED)
         for key in [key for key in self._sessions if key[:2] == (site, visitor)]:

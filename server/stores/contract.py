@@ -63,6 +63,10 @@ class Store(Protocol):
         held with the same digest (or an empty one), "conflict" with another. When any
         is a conflict, nothing is claimed: a refused batch leaves no trace."""
 
+    async def release(self, site: str, keys: Sequence[str]) -> None:
+        """Give claimed keys back: the request they stood for failed before it was applied,
+        and its retry must be applied, not answered as a duplicate."""
+
     # Pushes waiting for a visitor, until acknowledged or expired
     async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
                          expires: float) -> None: ...

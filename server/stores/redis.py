@@ -338,6 +338,11 @@ class RedisStore:
             args=[max(1, int(ttl * 1000)), *(digest for _key, digest in claims)])
         return [cast(ClaimOutcome, _text(outcome)) for outcome in outcomes]
 
+    async def release(self, site: str, keys: Sequence[str]) -> None:
+        # One key at a time: claim keys of one batch need not share a cluster slot.
+        for key in keys:
+            await self._client.delete(self._key(site, "claim", key))
+
     async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
                          expires: float) -> None:
         await self._client.hset(self._key(site, "outbox", visitor), push["id"],

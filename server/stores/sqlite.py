@@ -251,6 +251,15 @@ class SQLiteStore:
 
         return await self._run(claim)
 
+    async def release(self, site: str, keys: Sequence[str]) -> None:
+        def release(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("DELETE FROM claims WHERE site = ? AND key = ?",
+                               [(site, key) for key in keys])
+
+        if keys:
+            await self._run(release)
+
     async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
                          expires: float) -> None:
         await self._write("INSERT OR REPLACE INTO outbox (site, visitor, id, expires, at, data) "

@@ -8,12 +8,16 @@ next flush: every FLUSH_SECONDS, at shutdown, and before anything reads them bac
 pop-in acknowledged before the flush never touches the disk. A crash of the process
 loses at most that last moment's writes; what must not wait (webhooks, audiences,
 bookings, erasure, identity) is still written at once.
+
+What the API acknowledges is never left here: `write_now` writes one visitor's pending
+profile and outbox before the answer leaves, and raises when the store refuses them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any
 
@@ -39,6 +43,10 @@ class PendingWrites:
         # Held by a flush from start to end: an erasure waits for the one in flight, whose
         # writes (taken from here before the erasure began) would otherwise land after it.
         self._flushing = asyncio.Lock()
+        # Since when writes have been failing (None: the last one succeeded), and why:
+        # /healthz reports it, so a full disk shows before anything reads it back.
+        self.failing_since: float | None = None
+        self.last_error = ""
 
     def __bool__(self) -> bool:
         return bool(self.profiles or self.outbox or self.stats or self.recent)
@@ -57,6 +65,14 @@ class PendingWrites:
                 del self.outbox[(site, visitor)]
         else:
             pushes[push_id] = None
+
+    def outbox_drop(self, site: str, visitor: str, push_id: str) -> None:
+        """Forget a pending put: its event was refused, so it must not appear later."""
+        pushes = self.outbox.get((site, visitor), {})
+        if pushes.get(push_id) is not None:
+            del pushes[push_id]
+            if not pushes:
+                del self.outbox[(site, visitor)]
 
     def has_outbox(self, site: str, visitor: str) -> bool:
         return (site, visitor) in self.outbox
@@ -90,6 +106,29 @@ class PendingWrites:
             self.forget(site, visitor)
             await store.erase_visitor(site, visitor)
 
+    async def write_now(self, store: Store, site: str, visitor: str) -> None:
+        """Write the visitor's pending profile and outbox now, in order with the flushes;
+        raise if the store fails (what was not written stays pending for the next flush)."""
+        async with self._flushing:
+            profile = self.profiles.pop((site, visitor), None)
+            pushes = self.outbox.pop((site, visitor), {})
+            try:
+                if profile is not None:
+                    await store.save_profile(site, profile)
+                    profile = None
+                while pushes:
+                    push_id, entry = next(iter(pushes.items()))
+                    if entry is None:
+                        await store.outbox_remove(site, visitor, push_id)
+                    else:
+                        await store.outbox_put(site, visitor, *entry)
+                    del pushes[push_id]
+            except Exception as error:
+                self._failed(error)
+                self._restore({} if profile is None else {(site, visitor): profile},
+                              {(site, visitor): pushes} if pushes else {}, {}, {})
+                raise
+
     async def flush(self, store: Store) -> None:
         """Write everything pending. What arrives meanwhile waits for the next flush; what
         fails is kept for it."""
@@ -115,9 +154,23 @@ class PendingWrites:
                                                   for (rule, metric), amount in counter.items()])
             for site, entries in recent.items():
                 await store.recent_add(site, list(entries))
-        except Exception:
+        except Exception as error:
             log.exception("pending writes failed; they are tried again at the next flush")
+            self._failed(error)
             self._restore(profiles, outbox, stats, recent)
+        else:
+            self.failing_since = None
+
+    def _failed(self, error: Exception) -> None:
+        if self.failing_since is None:
+            self.failing_since = time.time()
+        self.last_error = f"{type(error).__name__}: {error}"[:300]
+
+    @property
+    def waiting(self) -> int:
+        """Writes waiting for the next flush (profiles, outboxes, counters, log entries)."""
+        return (len(self.profiles) + len(self.outbox) + len(self.stats)
+                + sum(len(entries) for entries in self.recent.values()))
 
     def _restore(self, profiles: dict[VisitorKey, Profile],
                  outbox: dict[VisitorKey, dict[str, OutboxEntry]],

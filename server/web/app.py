@@ -33,6 +33,7 @@ from ..features.previews import PreviewLinks
 from ..features.webhooks import send_forever
 from ..live.guard import GUARD_SECONDS, guard_all
 from ..live.hub import Hub
+from ..live.relay import Relay, redis_url
 from ..live.reload import reload_rules, watch_rules
 from ..stores.backends import open_store
 from ..stores.contract import Store
@@ -121,6 +122,8 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         # Paused campaigns stay paused across restarts: known before the first visitor.
         await guard_all(hub)
         app.state.hub = hub
+        relay = Relay.from_url(settings.store) if redis_url(settings.store) else None
+        hub.peers = relay
         tasks = [asyncio.create_task(_sweep_forever(hub)),
                  asyncio.create_task(_guard_forever(hub)),
                  asyncio.create_task(_flush_forever(hub)),
@@ -128,9 +131,13 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
                                                   settings.webhooks))]
         tasks.append(asyncio.create_task(
             watch_rules(hub, settings.folders(), geo is not None, files=settings.reload)))
+        if relay is not None:
+            tasks.append(asyncio.create_task(relay.run(hub)))
         try:
             yield
         finally:
+            # Other processes continue this one's sessions (nothing to do without them).
+            await hub.save_sessions()
             for task in tasks:
                 task.cancel()
             for task in tasks:

@@ -3,8 +3,10 @@ does); what it runs (rule files and their errors, counts, live connections) is f
 operator: a request with the `metrics_token` as a bearer token, or from an address in
 `metrics_allow` (loopback by default).
 
-/healthz answers 503 with "ok": false when the store does not answer in time: the
-process is up, but it cannot serve."""
+/healthz answers 503 with "ok": false, "status": "degraded" when the store does not
+answer a read or take a write in time, or when the write-behind layer's writes are
+failing: the process is up (sockets stay open, writes are retried) but what it
+acknowledges could not be kept. The operator sees the reasons."""
 
 from __future__ import annotations
 
@@ -55,6 +57,35 @@ async def store_error(store: Store) -> str | None:
     return None
 
 
+async def store_write_error(store: Store, now: float) -> str | None:
+    """Why the store refuses a small write (disk full, read-only), or None when it takes it."""
+    try:
+        await asyncio.wait_for(store.setting_put("healthz", f"{now:.0f}"), STORE_TIMEOUT)
+    except TimeoutError:
+        return f"the store did not take a write within {STORE_TIMEOUT:g} s"
+    except Exception as error:
+        return f"{type(error).__name__}: {error}"[:300]
+    return None
+
+
+async def degraded(hub: Hub) -> list[str]:
+    """Why this process cannot keep what it acknowledges right now; empty when it can."""
+    reasons = []
+    now = hub.clock()
+    read = await store_error(hub.store)
+    if read is not None:
+        reasons.append(f"store read failing: {read}")
+    else:
+        write = await store_write_error(hub.store, now)
+        if write is not None:
+            reasons.append(f"store write failing: {write}")
+    pending = hub.pending
+    if pending.failing_since is not None:
+        reasons.append(f"write-behind failing for {max(0.0, now - pending.failing_since):.0f}"
+                       f" s, {pending.waiting} writes waiting: {pending.last_error}")
+    return reasons
+
+
 def _refused(settings: Settings) -> Response:
     if settings.metrics_token:
         return PlainTextResponse("a bearer token is needed\n", status_code=401,
@@ -65,11 +96,12 @@ def _refused(settings: Settings) -> Response:
 def routes(settings: Settings) -> list[Route]:
     async def health(request: Request) -> JSONResponse:
         hub: Hub = request.app.state.hub
-        error = await store_error(hub.store)
-        status = 503 if error else 200
+        reasons = await degraded(hub)
+        status = 503 if reasons else 200
         if not operator(request, settings):
-            return JSONResponse({"ok": error is None}, status_code=status)
-        return JSONResponse({"ok": error is None, "store_error": error,
+            return JSONResponse({"ok": not reasons}, status_code=status)
+        return JSONResponse({"ok": not reasons, "status": "degraded" if reasons else "ok",
+                             "reasons": reasons,
                              "rules": hub.rule_count,
                              "rule_errors": hub.rule_status.errors,
                              "rules_loaded_at": hub.rule_status.loaded_at,

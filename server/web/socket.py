@@ -226,6 +226,7 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
         if session is not None:
             hub.detach(session, websocket)
             hub.release(session)
+            await hub.hand_over(session)
 
 
 async def _identify(websocket: Socket, hub: Hub, site: Site, session: Session,

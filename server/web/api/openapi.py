@@ -55,7 +55,13 @@ def _errors(*statuses: int) -> dict[str, Any]:
              403: "The key lacks the scope", 404: "Not found", 413: "Body too large",
              409: "An idempotency_key used before with a different event (the field names "
                   "it); nothing of the batch was applied",
-             410: "The cursor is too old: take a full export"}
+             410: "The cursor is too old: take a full export",
+             503: "The store could not keep an event: the events before the index the "
+                  "field names were applied; retry the batch with the same keys"}
+    if 401 in statuses and 503 not in statuses:
+        # Checking the key needs the store: when it is not answering, nothing is done.
+        statuses = (*statuses, 503)
+        words = {**words, 503: "The store is not answering: nothing was done; retry later"}
     return {str(status): {"description": words[status], "content": {
         "application/json": {"schema": ERROR}}} for status in statuses}
 
@@ -141,7 +147,7 @@ def document() -> dict[str, Any]:
                 "responses": {"200": {"description": "One result per event", **_json({
                     "type": "object", "required": ["results"],
                     "properties": {"results": {"type": "array", "items": RESULT}}})},
-                    **_errors(400, 401, 403, 409, 413)}}},
+                    **_errors(400, 401, 403, 409, 413, 503)}}},
             "/api/v1/identify": {"post": {
                 "summary": "Link the site's user to a visitor, with traits",
                 "security": [{"key": []}],

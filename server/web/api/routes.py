@@ -18,6 +18,7 @@ erasure, which is idempotent (a retried erasure must not look like a failure).
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import re
 from datetime import date, datetime, time, timedelta
@@ -38,6 +39,8 @@ from ...stores.keys import ApiKey, digest_of
 MAX_BODY_BYTES = 256 * 1024
 MAX_BATCH = 100
 IDEMPOTENCY_TTL = 7 * 86400.0
+log = logging.getLogger("popin.api")
+UNAVAILABLE_MESSAGE = "the store is not answering; nothing was applied, retry later"
 EVENT_KEYS = frozenset({"name", "visitor", "user_id", "props", "time", "idempotency_key"})
 
 
@@ -57,6 +60,10 @@ class ApiError(Exception):
         return JSONResponse({"error": error}, status_code=self.status, headers=headers)
 
 
+def unavailable() -> ApiError:
+    return ApiError(503, "unavailable", UNAVAILABLE_MESSAGE)
+
+
 async def api_error(_request: Request, error: Exception) -> Response:
     assert isinstance(error, ApiError)
     return error.response()
@@ -67,7 +74,11 @@ async def authorize(request: Request, scope: str) -> ApiKey:
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer ") or not header[7:].strip():
         raise ApiError(401, "unauthorized", "send an API key: 'Authorization: Bearer pk_...'")
-    key = await hub.store.key_by_digest(digest_of(header[7:].strip()))
+    try:
+        key = await hub.store.key_by_digest(digest_of(header[7:].strip()))
+    except Exception:
+        log.exception("the store could not check an API key")
+        raise unavailable() from None
     # One answer for unknown and revoked keys: nothing about other keys leaks.
     if key is None or key.revoked is not None or key.site not in hub.sites:
         raise ApiError(401, "unauthorized", "this API key is not valid")
@@ -177,10 +188,16 @@ async def post_events(request: Request) -> JSONResponse:
     # All checked before any is applied: a batch with a bad event changes nothing.
     checked = [_event(item, index) for index, item in enumerate(events)]
     site = hub.sites[key.site]
-    visitors = [event.get("visitor") or await hub.store.visitor_of_user(site.key,
-                                                                        event["user_id"])
-                for event in checked]
-    claims = await _claims(hub, site.key, checked, visitors)
+    try:
+        visitors = [event.get("visitor") or await hub.store.visitor_of_user(site.key,
+                                                                            event["user_id"])
+                    for event in checked]
+        claims = await _claims(hub, site.key, checked, visitors)
+    except ApiError:
+        raise
+    except Exception:
+        log.exception("the store could not take a batch of events")
+        raise unavailable() from None
     results = []
     for index, event in enumerate(checked):
         visitor = visitors[index]
@@ -190,12 +207,30 @@ async def post_events(request: Request) -> JSONResponse:
         if claims.get(index) == "duplicate":
             results.append({"index": index, "status": "duplicate", "visitor": visitor})
             continue
-        outcome = await hub.business_event(site, visitor, Custom(event["name"], event["props"],
-                                                                   confirmed=True))
+        try:
+            outcome = await hub.business_event(site, visitor, Custom(
+                event["name"], event["props"], confirmed=True))
+        except Exception:
+            log.exception("a business event could not be stored; the answer is 503")
+            # The events not applied may be retried with their keys: give those back.
+            await _release(hub, site.key, checked, claims, index)
+            raise ApiError(503, "unavailable", "the store could not keep this event; "
+                           f"events before index {index} were applied, retry the batch with "
+                           "the same idempotency keys", f"events[{index}]") from None
         hub.counts["api.event"] += 1
         results.append({"index": index, "status": "applied", "visitor": visitor,
                         "shown_live": outcome.shown_live, "queued": outcome.queued})
     return JSONResponse({"results": results})
+
+
+async def _release(hub: Hub, site: str, checked: list[dict[str, Any]],
+                   claims: dict[int, ClaimOutcome], first: int) -> None:
+    keys = [f"event:{checked[index]['idempotency_key']}" for index, outcome in claims.items()
+            if index >= first and outcome == "claimed"]
+    try:
+        await hub.store.release(site, keys)
+    except Exception:
+        log.exception("idempotency keys of a failed batch could not be released")
 
 
 def _digest(event: dict[str, Any]) -> str:
