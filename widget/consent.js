@@ -6,7 +6,9 @@
   // (popin.toml: [sites.tcf], [sites.consent_mode]) and tells popin.js whether to keep
   // its ids. Nothing is read or written here but the tools' own answers.
   var popin = w.popin, tcf = w.__tcfapi, layer = w.dataLayer;
-  if (!popin || !popin.signal) return;
+  // The owner's preview link (#popin-preview=): popin.js sends nothing but the preview,
+  // and no consent signal either.
+  if (!popin || !popin.signal || /popin-preview=/.test(location.hash)) return;
 
   // IAB TCF v2.2: the CMP answers addEventListener at once when it can, and again each
   // time the visitor's choice changes (including a withdrawal).
@@ -50,8 +52,11 @@
     popin.signal({ type: 'consent', source: 'gcm', states: states });
   }
   if (layer && typeof layer.push === 'function') {
-    [].forEach.call(layer, read);
-    tell();
+    var said = 0;
+    [].forEach.call(layer, function (entry) { said |= read(entry); });
+    // A dataLayer without a consent command says nothing: with a TCF CMP on the page,
+    // popin waits for the CMP's answer instead (alone, it leaves the site's mode to decide).
+    if (said || typeof tcf !== 'function') tell();
     var push = layer.push;
     layer.push = function () {
       var result = push.apply(this, arguments), changed = 0;

@@ -75,6 +75,10 @@ class Result:
     taggings: list[tuple[str, float]] = field(default_factory=list)
     # The visitor withdrew (consent denied, GPC): out of every audience.
     leave_audiences: bool = False
+    # The visitor's consent now withholds storage: the store keeps only that refusal (the
+    # levels withheld, in place of what it knew of them), so that the site's backend never
+    # acts for them while they are away; nothing learnt meanwhile is written.
+    refused: list[str] | None = None
     # (rule id, metric, amount) for the owner's statistics: triggered, exposed, held_out,
     # shown, clicked, dismissed, converted(_control), revenue(_control).
     stats: list[tuple[str, str, float]] = field(default_factory=list)
@@ -194,6 +198,7 @@ class Session:
         into.profile_changed |= other.profile_changed
         into.taggings += other.taggings
         into.leave_audiences |= other.leave_audiences
+        into.refused = other.refused if other.refused is not None else into.refused
         into.stats += other.stats
         into.cause = into.cause or other.cause
 
@@ -353,6 +358,9 @@ class Session:
 
     def _consent(self, event: Consent, rules: RuleSet, now: float) -> Result:
         self.facts.consent = "granted" if event.granted else "denied"
+        # What the consent tools said so far is older than the page's word; what they say
+        # next is newer, and a denial then wins again (Facts.level).
+        self.facts.overruled = dict(self.facts.signals)
         return self._consent_changed(Result(counts=[f"consent.{self.facts.consent}"]),
                                      rules, now)
 
@@ -384,14 +392,15 @@ class Session:
         if facts.gpc or not facts.may_tag:
             self._withdraw(result)
         withheld = facts.withheld()
+        self.profile.withheld = withheld
         if facts.may_remember:
             # What this session learnt so far may now be kept, and what the backend may
             # do while the visitor is away.
-            self.profile.withheld = withheld
             result.profile_changed = True
-        elif result.leave_audiences:
-            # Written with the withdrawal (the only write without consent).
-            self.profile.withheld = withheld
+        else:
+            # Storage withheld: the refusal alone is written (the only write without
+            # consent), whether or not there were audiences to leave.
+            result.refused = withheld
         return result
 
     def _withdraw(self, result: Result) -> None:
