@@ -144,7 +144,7 @@ def test_tcf_all_purposes_granted_keeps_and_tags_the_visitor(
     # The banner is up: the CMP says GDPR applies and nothing is consented to yet.
     first = eventually(page, lambda: tcf_signals(log))
     assert first == [{"type": "consent", "source": "tcf", "applies": True, "purposes": [],
-                      "publisher": []}]
+                      "publisher": [], "action": 0}]
     page.click("#subscribe")
     nothing_kept(page, server, "tcf", hello["visitor"])
     page.screenshot(path=screenshots / "consent-tcf-banner.png")
@@ -340,3 +340,41 @@ def test_a_preview_sends_no_consent_signal(shop: tuple[Shop, LiveServer], page: 
     page.click("#accept-all")
     page.wait_for_timeout(300)
     assert log.of_type("consent") == []
+
+
+def test_a_refusal_in_the_cmp_after_the_page_own_grant_wins(
+        shop: tuple[Shop, LiveServer], page: Any) -> None:
+    """popin.consent(true) wins over what the CMP said before (its banner up, nothing
+    chosen); the visitor then refusing everything in the CMP has the latest word: out of
+    the audience, the device forgets popin's ids, and the next page does not keep them
+    again on the strength of the page's earlier grant."""
+    site, server = shop
+    log = SocketLog(page)
+    page.goto(f"{site.url}/tcf.html")
+    page.locator(POPIN_CARD, has_text="Help before any consent").wait_for(timeout=10000)
+    assert eventually(page, lambda: tcf_signals(log))[0]["purposes"] == []
+    page.evaluate("popin.consent(true)")
+    visitor = eventually(page, lambda: page.evaluate("localStorage.getItem('popin_v')"))
+    page.click("#subscribe")
+    assert eventually(page, lambda: audience_members(server.settings, "tcf", AUDIENCE)
+                      == [visitor])
+
+    page.click("#withdraw")
+    assert eventually(page, lambda: len(tcf_signals(log)) == 2)
+    assert tcf_signals(log)[1]["purposes"] == [] and tcf_signals(log)[1]["action"] > 0
+    assert eventually(page, lambda: audience_members(server.settings, "tcf", AUDIENCE) == [])
+    assert eventually(page, lambda: page.evaluate(POPIN_KEYS) == ["popin_c"])
+    page.click("#subscribe")
+    assert eventually(page, lambda: profile_of(server.settings, visitor, "tcf") == Profile(
+        visitor, withheld=["storage", "personalisation", "audiences"]))
+    assert audience_members(server.settings, "tcf", AUDIENCE) == []
+
+    # The next page: the widget still holds the page's grant, the CMP its refusal.
+    page.reload()
+    assert eventually(page, lambda: len(log.of_type("hello")) == 2)
+    assert log.of_type("hello")[1]["consent"] == "granted"
+    assert eventually(page, lambda: len(tcf_signals(log)) == 3)
+    page.click("#subscribe")
+    page.wait_for_timeout(1300)
+    assert page.evaluate(POPIN_KEYS) == ["popin_c"]
+    assert audience_members(server.settings, "tcf", AUDIENCE) == []

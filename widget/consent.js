@@ -25,7 +25,9 @@
         // Undetermined counts as applying: consent is then needed.
         applies: tc.gdprApplies !== false,
         purposes: granted(tc.purpose && tc.purpose.consents),
-        publisher: granted(tc.publisher && tc.publisher.consents)
+        publisher: granted(tc.publisher && tc.publisher.consents),
+        // The visitor acted in the CMP now: this word is newer than the page's own.
+        action: tc.eventStatus === 'useractioncomplete' ? Date.now() : 0
       });
     });
   }
@@ -48,8 +50,8 @@
     });
     return 1;
   }
-  function tell() {
-    popin.signal({ type: 'consent', source: 'gcm', states: states });
+  function tell(action) {
+    popin.signal({ type: 'consent', source: 'gcm', states: states, action: action || 0 });
   }
   if (layer && typeof layer.push === 'function') {
     var said = 0;
@@ -61,7 +63,8 @@
     layer.push = function () {
       var result = push.apply(this, arguments), changed = 0;
       for (var i = 0; i < arguments.length; i++) changed |= read(arguments[i]);
-      if (changed) tell();
+      // Pushed after load: the visitor acted in the page's banner.
+      if (changed) tell(Date.now());
       return result;
     };
   }

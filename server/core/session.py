@@ -358,9 +358,9 @@ class Session:
 
     def _consent(self, event: Consent, rules: RuleSet, now: float) -> Result:
         self.facts.consent = "granted" if event.granted else "denied"
-        # What the consent tools said so far is older than the page's word; what they say
-        # next is newer, and a denial then wins again (Facts.level).
-        self.facts.overruled = dict(self.facts.signals)
+        # What the consent tools said so far is older than the page's word; after a new
+        # act of the visitor in one of them, its denial wins again (Facts.level).
+        self.facts.overruled = dict(self.facts.acts)
         return self._consent_changed(Result(counts=[f"consent.{self.facts.consent}"]),
                                      rules, now)
 
@@ -372,6 +372,8 @@ class Session:
         source = "tcf" if isinstance(event, TcfSignal) else "gcm"
         facts.signals[source] = (mapping.tcf(event) if isinstance(event, TcfSignal)
                                  else mapping.consent_mode(event))
+        if event.action:
+            facts.acts[source] = event.action
         result = self._consent_changed(Result(counts=[f"consent.{source}"]), rules, now)
         # The widget keeps its ids, or forgets them, as the server now decides (it knows
         # the page's own choice without being told).

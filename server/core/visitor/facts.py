@@ -32,10 +32,12 @@ class Facts:
     # the visitor withheld when last seen, for a visitor reached by the backend alone),
     # unless a tool denies a level after it: the latest word counts.
     signals: dict[str, Levels] = field(default_factory=dict)
-    # What the tools said when the page granted consent in this session (popin.consent):
-    # those words are older than the page's. None: the grant is only remembered from an
-    # earlier visit (the hello), so every word of the tools is newer.
-    overruled: dict[str, Levels] | None = None
+    # Per source, the visitor's latest act in that tool (its stamp, see TcfSignal.action).
+    acts: dict[str, int] = field(default_factory=dict)
+    # The acts known when the page granted consent in this session (popin.consent): a
+    # tool's word counts over the page's grant only after a new act in it. None: the
+    # grant is only remembered from an earlier visit (the hello): every word counts.
+    overruled: dict[str, int] | None = None
     # A consent tool is on the page and has not spoken yet: nothing is kept meanwhile.
     awaiting: bool = False
     # The visitor's IANA zone, as their browser says: appointment times are shown in it.
@@ -60,9 +62,9 @@ class Facts:
         if self.consent == "denied":
             return "denied"
         if self.consent == "granted":
-            older = self.overruled or {}
+            older = self.overruled
             since = [levels for source, levels in self.signals.items()
-                     if levels != older.get(source)]
+                     if older is None or self.acts.get(source, 0) != older.get(source, 0)]
             return "denied" if any(levels.get(name) == "denied" for levels in since) else (
                 "granted")
         said = {levels.get(name) for levels in self.signals.values()}
