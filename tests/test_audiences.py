@@ -403,6 +403,26 @@ def test_a_refusal_writes_nothing_learnt_before_the_cmp_answered(tmp_path: Path)
             "visitor-member", withheld=["storage"])
 
 
+def test_gpc_keeps_backend_events_from_tagging_the_visitor(tmp_path: Path) -> None:
+    """A browser sending Global Privacy Control: the kept profile says so, and a backend
+    event after the session ended (a restart) does not put them in an audience."""
+    from popin.web.app import create_app
+
+    settings_ = settings_for(tmp_path)
+    token = make_key(settings_, "events")
+    with TestClient(create_app(settings_)) as client:
+        visit(client, "visitor-with-gpc", gpc=True)
+        assert profile_of(settings_, "visitor-with-gpc").withheld == [  # type: ignore[union-attr]
+            "audiences"]
+    with TestClient(create_app(settings_)) as client:
+        response = client.post("/api/v1/events", headers={"Authorization": f"Bearer {token}"},
+                               json={"events": [{"name": "purchase",
+                                                 "visitor": "visitor-with-gpc"}]})
+        assert response.status_code == 200, response.text
+        client.portal.call(client.app.state.hub.flush)  # type: ignore[union-attr]
+        assert members(settings_, "purchasers") == []
+
+
 def test_gpc_bots_and_withdrawal_keep_visitors_out(client: TestClient,
                                                    settings_: Settings) -> None:
     visit(client, "visitor-with-gpc", gpc=True)

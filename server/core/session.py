@@ -163,6 +163,9 @@ class Session:
         # While the page's consent tool has not spoken, its signal decides (_signal).
         if self.facts.gpc or not (self.facts.undecided or self.facts.may_tag):
             self._withdraw(result)
+        if self.facts.gpc and "audiences" not in self.profile.withheld:
+            # Kept with the profile: the site's backend may not tag them while away either.
+            self.profile.withheld = [*self.profile.withheld, "audiences"]
         self._merge(result, self.tick(rules, now))
         return result
 

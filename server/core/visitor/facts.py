@@ -99,8 +99,10 @@ class Facts:
         return self.may_remember and self.allows("audiences")
 
     def withheld(self) -> list[str]:
-        """The levels not allowed, whatever the consent tools are still to say."""
-        return [name for name in CONSENT_LEVELS if not self.allows(name)]
+        """The levels not allowed, whatever the consent tools are still to say (audiences
+        too under Global Privacy Control)."""
+        return [name for name in CONSENT_LEVELS
+                if not self.allows(name) or (name == "audiences" and self.gpc)]
 
     @property
     def days_since_last_visit(self) -> float | None:
