@@ -161,6 +161,9 @@ def _check_workers(args: argparse.Namespace, settings: Settings) -> None:
                       "one process")
 
 
+WORKER_STOP_SECONDS = 15
+
+
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     """Bind the port once and run `--workers` processes that all accept on it; a worker
     that dies is started again; SIGTERM or Ctrl-C stops them all."""
@@ -202,7 +205,14 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
         if worker.poll() is None:
             worker.terminate()
     for worker in workers:
-        worker.wait()
+        try:
+            worker.wait(timeout=WORKER_STOP_SECONDS)
+        except subprocess.TimeoutExpired:
+            # Its sessions are snapshotted on a clean stop; one that hangs is not waited for.
+            print(f"popin: worker {worker.pid} did not stop in {WORKER_STOP_SECONDS} s; "
+                  "killed", file=sys.stderr)
+            worker.kill()
+            worker.wait()
     listening.close()
     return 0
 

@@ -325,6 +325,104 @@ def test_consent_tools_decide_audiences_also_for_backend_events(tmp_path: Path) 
             assert sorted(text.split()) == ["visitor-gcm-all", "visitor-tcf-all"]
 
 
+def cmp_page(client: TestClient, visitor: str, session: str,
+             *messages: dict[str, object]) -> None:
+    """One page whose consent tool is still to speak: hello (with cmp), then `messages`."""
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        ws.send_text(orjson.dumps({"type": "hello", "visitor": visitor, "session": session,
+                                   "url": "http://testserver/", "cmp": True}).decode())
+        config = ws.receive_json()
+        assert config["type"] == "config" and config["remember"] is False, config
+        for message in messages:
+            ws.send_text(orjson.dumps(message).decode())
+        ws.send_text("not json")
+        while ws.receive_json().get("code") != "bad_json":
+            pass
+    assert client.portal is not None
+    client.portal.call(client.app.state.hub.flush)
+
+
+TCF_ALL = {"type": "consent", "source": "tcf", "applies": True, "purposes": list(range(1, 12))}
+TCF_NONE = {"type": "consent", "source": "tcf", "applies": True, "purposes": []}
+REFUSAL = ["storage", "personalisation", "audiences"]
+
+
+def test_a_withdrawal_outside_any_audience_still_keeps_backend_events_away(
+        tmp_path: Path) -> None:
+    """A visitor who withdraws everything in the CMP while in no audience yet: the store
+    keeps the refusal, so a backend event after the session ended (here, a restart)
+    neither tags them, nor lists them in an export, nor queues a pop-in for them."""
+    from popin.web.app import create_app
+
+    settings_ = settings_with_rules(tmp_path, RULES + """
+  - id: thanks
+    trigger: {event: purchase}
+    popin: {title: "Thank you", body: "<p>See you soon.</p>"}
+""", sites={"demo": Site("demo")})
+    token = make_key(settings_, "events", "export")
+    with TestClient(create_app(settings_)) as client:
+        cmp_page(client, "visitor-withdraws", "session-1", TCF_ALL,
+                 {"type": "pageview", "url": "http://testserver/"})
+        assert profile_of(settings_, "visitor-withdraws").visits == 1  # type: ignore[union-attr]
+        cmp_page(client, "visitor-withdraws", "session-1", TCF_ALL, TCF_NONE)
+        assert profile_of(settings_, "visitor-withdraws") == Profile(
+            "visitor-withdraws", withheld=REFUSAL)
+    with TestClient(create_app(settings_)) as client:
+        response = client.post("/api/v1/events", headers={"Authorization": f"Bearer {token}"},
+                               json={"events": [{"name": "purchase",
+                                                 "visitor": "visitor-withdraws"}]})
+        assert response.status_code == 200, response.text
+        [result] = response.json()["results"]
+        assert result["status"] == "applied" and result["queued"] == 0
+        client.portal.call(client.app.state.hub.flush)  # type: ignore[union-attr]
+        assert members(settings_, "purchasers") == []
+        text, _cursor = export(client, token, "purchasers", format="ids")
+        assert text.split() == []
+        assert profile_of(settings_, "visitor-withdraws") == Profile(
+            "visitor-withdraws", withheld=REFUSAL)
+
+
+def test_a_refusal_writes_nothing_learnt_before_the_cmp_answered(tmp_path: Path) -> None:
+    """A member comes back; before the CMP answers, the page adds to the cart; the CMP then
+    refuses purpose 1: they leave every audience and the store keeps the refusal alone,
+    not the cart or the visit learnt without consent."""
+    from popin.web.app import create_app
+
+    settings_ = settings_for(tmp_path)
+    with TestClient(create_app(settings_)) as client:
+        cmp_page(client, "visitor-member", "session-1", TCF_ALL,
+                 {"type": "pageview", "url": "http://testserver/demo/skis.html"})
+        assert members(settings_) == ["visitor-member"]
+        cmp_page(client, "visitor-member", "session-2",
+                 {"type": "event", "name": "add_to_cart",
+                  "props": {"sku": "boots", "name": "Boots", "price": 120}},
+                 {"type": "consent", "source": "tcf", "applies": True,
+                  "purposes": list(range(2, 12))})
+        assert members(settings_) == []
+        assert profile_of(settings_, "visitor-member") == Profile(
+            "visitor-member", withheld=["storage"])
+
+
+def test_gpc_keeps_backend_events_from_tagging_the_visitor(tmp_path: Path) -> None:
+    """A browser sending Global Privacy Control: the kept profile says so, and a backend
+    event after the session ended (a restart) does not put them in an audience."""
+    from popin.web.app import create_app
+
+    settings_ = settings_for(tmp_path)
+    token = make_key(settings_, "events")
+    with TestClient(create_app(settings_)) as client:
+        visit(client, "visitor-with-gpc", gpc=True)
+        assert profile_of(settings_, "visitor-with-gpc").withheld == [  # type: ignore[union-attr]
+            "audiences"]
+    with TestClient(create_app(settings_)) as client:
+        response = client.post("/api/v1/events", headers={"Authorization": f"Bearer {token}"},
+                               json={"events": [{"name": "purchase",
+                                                 "visitor": "visitor-with-gpc"}]})
+        assert response.status_code == 200, response.text
+        client.portal.call(client.app.state.hub.flush)  # type: ignore[union-attr]
+        assert members(settings_, "purchasers") == []
+
+
 def test_gpc_bots_and_withdrawal_keep_visitors_out(client: TestClient,
                                                    settings_: Settings) -> None:
     visit(client, "visitor-with-gpc", gpc=True)

@@ -22,6 +22,7 @@ from test_browser import stored_profile as profile_of
 from conftest import LiveServer, free_port, make_key
 from popin.config import Settings
 from popin.core.site import Site
+from popin.core.visitor.profile import Profile
 
 pytestmark = pytest.mark.browser
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -117,11 +118,16 @@ def tcf_signals(log: SocketLog) -> list[dict[str, Any]]:
     return [message for message in log.of_type("consent") if message.get("source") == "tcf"]
 
 
-def nothing_kept(page: Any, server: LiveServer, site: str, visitor: str) -> None:
-    """Neither the device nor the store holds anything of popin's about the visitor."""
+def nothing_kept(page: Any, server: LiveServer, site: str, visitor: str,
+                 refusal: bool = False) -> None:
+    """Neither the device nor the store holds anything of popin's about the visitor; with
+    `refusal`, the store holds the refusal alone (on an "implied" site, so that the
+    site's backend never acts for the visitor)."""
     page.wait_for_timeout(1300)  # past a write-behind flush (1 s)
     assert page.evaluate(POPIN_KEYS) == [], "popin kept something on the device"
-    assert profile_of(server.settings, visitor, site) is None, "a profile was stored"
+    expected = Profile(visitor, withheld=["storage", "personalisation", "audiences"])
+    assert profile_of(server.settings, visitor, site) == (expected if refusal else None), \
+        "a profile was stored"
     assert audience_members(server.settings, site, AUDIENCE) == []
 
 
@@ -138,7 +144,7 @@ def test_tcf_all_purposes_granted_keeps_and_tags_the_visitor(
     # The banner is up: the CMP says GDPR applies and nothing is consented to yet.
     first = eventually(page, lambda: tcf_signals(log))
     assert first == [{"type": "consent", "source": "tcf", "applies": True, "purposes": [],
-                      "publisher": []}]
+                      "publisher": [], "action": 0}]
     page.click("#subscribe")
     nothing_kept(page, server, "tcf", hello["visitor"])
     page.screenshot(path=screenshots / "consent-tcf-banner.png")
@@ -237,15 +243,16 @@ def test_consent_mode_storage_then_ads_then_ad_data_refused(
     gcm = eventually(page, lambda: [m for m in log.of_type("consent") if m.get("source") == "gcm"])
     assert gcm[0]["states"] == {"ad_storage": "denied", "ad_user_data": "denied",
                                 "ad_personalization": "denied", "analytics_storage": "denied"}
-    # Defaults denied: on an "implied" site too, nothing is kept.
+    # Defaults denied: on an "implied" site too, nothing is kept but the refusal.
     page.click("#subscribe")
-    nothing_kept(page, server, "demo", hello["visitor"])
+    nothing_kept(page, server, "demo", hello["visitor"], refusal=True)
 
     # Statistics only: popin may keep the visitor, but no ad platform gets them.
     page.click("#analytics")
     visitor = eventually(page, lambda: page.evaluate("localStorage.getItem('popin_v')"))
     page.click("#subscribe")
-    profile = eventually(page, lambda: profile_of(server.settings, visitor, "demo"))
+    profile = eventually(page, lambda: (p := profile_of(server.settings, visitor, "demo"))
+                         and p.visits and p)
     assert profile.withheld == ["audiences"]
     page.wait_for_timeout(1300)
     assert audience_members(server.settings, "demo", AUDIENCE) == []
@@ -284,4 +291,90 @@ def test_the_page_own_choice_wins_over_the_cmp(
     page.wait_for_timeout(1300)
     assert page.evaluate(POPIN_KEYS) == ["popin_c"]
     assert profile_of(server.settings, hello["visitor"], "tcf") is None
+    assert audience_members(server.settings, "tcf", AUDIENCE) == []
+
+
+def test_an_empty_data_layer_does_not_answer_for_a_late_tcf_cmp(
+        shop: tuple[Shop, LiveServer], page: Any) -> None:
+    """On an "implied" site, a dataLayer without any Consent Mode command says nothing:
+    popin waits for the page's TCF CMP, however late it answers, and keeps nothing
+    meanwhile; the CMP's refusal of purpose 1 then leaves only the refusal in the store."""
+    site, server = shop
+    log = SocketLog(page)
+    page.goto(f"{site.url}/tcf-late.html")
+    [hello] = eventually(page, lambda: log.of_type("hello"))
+    assert hello["cmp"] is True
+    page.click("#add")
+    page.click("#subscribe")
+    page.wait_for_timeout(1300)  # the glue is loaded and past a write-behind flush (1 s)
+    assert page.evaluate("[...document.scripts].some(s => s.src.endsWith('/popin-consent.js'))")
+    assert log.of_type("consent") == []
+    assert page.evaluate(POPIN_KEYS) == []
+    assert profile_of(server.settings, hello["visitor"], "demo") is None
+    assert audience_members(server.settings, "demo", AUDIENCE) == []
+
+    page.click("#refuse")
+    assert eventually(page, lambda: len(tcf_signals(log)) == 1)
+    profile = eventually(page, lambda: profile_of(server.settings, hello["visitor"], "demo"))
+    # Purposes 2-11 granted: the other levels are, but without storage nothing is kept.
+    assert profile.withheld == ["storage"]
+    assert profile.cart == {} and profile.visits == 0
+    assert [m for m in log.of_type("consent") if m.get("source") == "gcm"] == []
+    page.wait_for_timeout(300)
+    assert page.evaluate(POPIN_KEYS) == []
+    assert audience_members(server.settings, "demo", AUDIENCE) == []
+
+
+def test_a_preview_sends_no_consent_signal(shop: tuple[Shop, LiveServer], page: Any) -> None:
+    """The owner's preview link shows its pop-in and sends nothing else: not the consent
+    tools' word either (the glue stays out of the page)."""
+    site, _server = shop
+    log = SocketLog(page)
+    page.goto(f"{site.url}/consent-mode.html#popin-preview=not-a-real-token")
+    page.wait_for_function("performance.getEntriesByType('resource')"
+                           ".some(entry => entry.name.endsWith('/popin-consent.js'))")
+    page.wait_for_timeout(500)
+    # The glue did not hook the dataLayer, and no consent signal left the page.
+    assert page.evaluate("dataLayer.push === Array.prototype.push")
+    assert [message["type"] for message in log.sent] == ["hello", "preview"]
+    page.click("#accept-all")
+    page.wait_for_timeout(300)
+    assert log.of_type("consent") == []
+
+
+def test_a_refusal_in_the_cmp_after_the_page_own_grant_wins(
+        shop: tuple[Shop, LiveServer], page: Any) -> None:
+    """popin.consent(true) wins over what the CMP said before (its banner up, nothing
+    chosen); the visitor then refusing everything in the CMP has the latest word: out of
+    the audience, the device forgets popin's ids, and the next page does not keep them
+    again on the strength of the page's earlier grant."""
+    site, server = shop
+    log = SocketLog(page)
+    page.goto(f"{site.url}/tcf.html")
+    page.locator(POPIN_CARD, has_text="Help before any consent").wait_for(timeout=10000)
+    assert eventually(page, lambda: tcf_signals(log))[0]["purposes"] == []
+    page.evaluate("popin.consent(true)")
+    visitor = eventually(page, lambda: page.evaluate("localStorage.getItem('popin_v')"))
+    page.click("#subscribe")
+    assert eventually(page, lambda: audience_members(server.settings, "tcf", AUDIENCE)
+                      == [visitor])
+
+    page.click("#withdraw")
+    assert eventually(page, lambda: len(tcf_signals(log)) == 2)
+    assert tcf_signals(log)[1]["purposes"] == [] and tcf_signals(log)[1]["action"] > 0
+    assert eventually(page, lambda: audience_members(server.settings, "tcf", AUDIENCE) == [])
+    assert eventually(page, lambda: page.evaluate(POPIN_KEYS) == ["popin_c"])
+    page.click("#subscribe")
+    assert eventually(page, lambda: profile_of(server.settings, visitor, "tcf") == Profile(
+        visitor, withheld=["storage", "personalisation", "audiences"]))
+    assert audience_members(server.settings, "tcf", AUDIENCE) == []
+
+    # The next page: the widget still holds the page's grant, the CMP its refusal.
+    page.reload()
+    assert eventually(page, lambda: len(log.of_type("hello")) == 2)
+    assert log.of_type("hello")[1]["consent"] == "granted"
+    assert eventually(page, lambda: len(tcf_signals(log)) == 3)
+    page.click("#subscribe")
+    page.wait_for_timeout(1300)
+    assert page.evaluate(POPIN_KEYS) == ["popin_c"]
     assert audience_members(server.settings, "tcf", AUDIENCE) == []

@@ -36,7 +36,7 @@ TYPES = ["hello", "pageview", "dwell", "scroll", "idle", "exit", "tab", "typing"
 FIELDS = ["type", "visitor", "session", "url", "referrer", "language", "timezone", "gpc",
           "consent", "title", "keyword", "seconds", "percent", "name", "props", "id",
           "status", "user_id", "traits", "user_hash", "form", "fields", "granted", "away",
-          "cmp", "source", "applies", "purposes", "publisher", "states"]
+          "cmp", "source", "applies", "purposes", "publisher", "states", "action"]
 scalars = (st.none() | st.booleans() | st.integers() | st.floats()
            | st.text(max_size=80) | st.sampled_from(["http://[::1", "https://a.test/x",
                                                      "visitor-0001", "\ud800", "1e999"]))

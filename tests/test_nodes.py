@@ -78,7 +78,12 @@ class Cluster:
         for process in self.processes:
             process.terminate()
         for process in self.processes:
-            process.wait(timeout=20)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+                raise
 
 
 @pytest.fixture

@@ -45,6 +45,11 @@ def test_decodes_every_consent() -> None:
                   '"ad_storage":"denied"}}') == ConsentModeSignal(
         {"ad_user_data": True, "ad_storage": False})
     assert decode('{"type":"consent","source":"gcm","states":{}}') == ConsentModeSignal({})
+    # The visitor's own act in the tool, stamped by the page's clock.
+    assert decode('{"type":"consent","source":"tcf","applies":true,"action":1700000000000}'
+                  ) == TcfSignal(True, action=1700000000000)
+    assert decode('{"type":"consent","source":"gcm","states":{},"action":0}'
+                  ) == ConsentModeSignal({})
 
 
 @pytest.mark.parametrize(("raw", "field"), [
@@ -68,6 +73,11 @@ def test_decodes_every_consent() -> None:
     ('{"type":"consent","source":"gcm","states":[]}', "states"),
     ('{"type":"consent","source":"gcm"}', "states"),
     ('{"type":"consent","source":"gcm","states":{},"granted":true}', "granted"),
+    ('{"type":"consent","source":"gcm","states":{},"action":true}', "action"),
+    ('{"type":"consent","source":"tcf","applies":true,"action":-1}', "action"),
+    ('{"type":"consent","source":"tcf","applies":true,"action":1.5}', "action"),
+    ('{"type":"consent","source":"tcf","applies":true,"action":' + str(2**53) + '}', "action"),
+    ('{"type":"consent","granted":true,"action":1}', "action"),
     ('{"type":"hello","visitor":"abcdefgh1234","session":"session-1234",'
      '"url":"https://a.test","cmp":"yes"}', "cmp"),
 ])

@@ -6,7 +6,9 @@
   // (popin.toml: [sites.tcf], [sites.consent_mode]) and tells popin.js whether to keep
   // its ids. Nothing is read or written here but the tools' own answers.
   var popin = w.popin, tcf = w.__tcfapi, layer = w.dataLayer;
-  if (!popin || !popin.signal) return;
+  // The owner's preview link (#popin-preview=): popin.js sends nothing but the preview,
+  // and no consent signal either.
+  if (!popin || !popin.signal || /popin-preview=/.test(location.hash)) return;
 
   // IAB TCF v2.2: the CMP answers addEventListener at once when it can, and again each
   // time the visitor's choice changes (including a withdrawal).
@@ -23,7 +25,9 @@
         // Undetermined counts as applying: consent is then needed.
         applies: tc.gdprApplies !== false,
         purposes: granted(tc.purpose && tc.purpose.consents),
-        publisher: granted(tc.publisher && tc.publisher.consents)
+        publisher: granted(tc.publisher && tc.publisher.consents),
+        // The visitor acted in the CMP now: this word is newer than the page's own.
+        action: tc.eventStatus === 'useractioncomplete' ? Date.now() : 0
       });
     });
   }
@@ -46,17 +50,21 @@
     });
     return 1;
   }
-  function tell() {
-    popin.signal({ type: 'consent', source: 'gcm', states: states });
+  function tell(action) {
+    popin.signal({ type: 'consent', source: 'gcm', states: states, action: action || 0 });
   }
   if (layer && typeof layer.push === 'function') {
-    [].forEach.call(layer, read);
-    tell();
+    var said = 0;
+    [].forEach.call(layer, function (entry) { said |= read(entry); });
+    // A dataLayer without a consent command says nothing: with a TCF CMP on the page,
+    // popin waits for the CMP's answer instead (alone, it leaves the site's mode to decide).
+    if (said || typeof tcf !== 'function') tell();
     var push = layer.push;
     layer.push = function () {
       var result = push.apply(this, arguments), changed = 0;
       for (var i = 0; i < arguments.length; i++) changed |= read(arguments[i]);
-      if (changed) tell();
+      // Pushed after load: the visitor acted in the page's banner.
+      if (changed) tell(Date.now());
       return result;
     };
   }

@@ -75,6 +75,10 @@ class Result:
     taggings: list[tuple[str, float]] = field(default_factory=list)
     # The visitor withdrew (consent denied, GPC): out of every audience.
     leave_audiences: bool = False
+    # The visitor's consent now withholds storage: the store keeps only that refusal (the
+    # levels withheld, in place of what it knew of them), so that the site's backend never
+    # acts for them while they are away; nothing learnt meanwhile is written.
+    refused: list[str] | None = None
     # (rule id, metric, amount) for the owner's statistics: triggered, exposed, held_out,
     # shown, clicked, dismissed, converted(_control), revenue(_control).
     stats: list[tuple[str, str, float]] = field(default_factory=list)
@@ -184,6 +188,9 @@ class Session:
         # While the page's consent tool has not spoken, its signal decides (_signal).
         if self.facts.gpc or not (self.facts.undecided or self.facts.may_tag):
             self._withdraw(result)
+        if self.facts.gpc and "audiences" not in self.profile.withheld:
+            # Kept with the profile: the site's backend may not tag them while away either.
+            self.profile.withheld = [*self.profile.withheld, "audiences"]
         self._merge(result, self.tick(rules, now))
         return result
 
@@ -219,6 +226,7 @@ class Session:
         into.profile_changed |= other.profile_changed
         into.taggings += other.taggings
         into.leave_audiences |= other.leave_audiences
+        into.refused = other.refused if other.refused is not None else into.refused
         into.stats += other.stats
         into.cause = into.cause or other.cause
 
@@ -378,6 +386,9 @@ class Session:
 
     def _consent(self, event: Consent, rules: RuleSet, now: float) -> Result:
         self.facts.consent = "granted" if event.granted else "denied"
+        # What the consent tools said so far is older than the page's word; after a new
+        # act of the visitor in one of them, its denial wins again (Facts.level).
+        self.facts.overruled = dict(self.facts.acts)
         return self._consent_changed(Result(counts=[f"consent.{self.facts.consent}"]),
                                      rules, now)
 
@@ -389,6 +400,8 @@ class Session:
         source = "tcf" if isinstance(event, TcfSignal) else "gcm"
         facts.signals[source] = (mapping.tcf(event) if isinstance(event, TcfSignal)
                                  else mapping.consent_mode(event))
+        if event.action:
+            facts.acts[source] = event.action
         result = self._consent_changed(Result(counts=[f"consent.{source}"]), rules, now)
         # The widget keeps its ids, or forgets them, as the server now decides (it knows
         # the page's own choice without being told).
@@ -409,14 +422,15 @@ class Session:
         if facts.gpc or not facts.may_tag:
             self._withdraw(result)
         withheld = facts.withheld()
+        self.profile.withheld = withheld
         if facts.may_remember:
             # What this session learnt so far may now be kept, and what the backend may
             # do while the visitor is away.
-            self.profile.withheld = withheld
             result.profile_changed = True
-        elif result.leave_audiences:
-            # Written with the withdrawal (the only write without consent).
-            self.profile.withheld = withheld
+        else:
+            # Storage withheld: the refusal alone is written (the only write without
+            # consent), whether or not there were audiences to leave.
+            result.refused = withheld
         return result
 
     def _withdraw(self, result: Result) -> None:

@@ -269,9 +269,18 @@ class Hub:
             left = await self.store.audience_leave(site, visitor, now)
             self.counts["audience.left"] += left
         if not session.facts.may_remember:
-            if result.leave_audiences:
-                # The withdrawal itself is kept, so the profile's audiences stay empty.
-                self.pending.profile(site, session.profile)
+            refused = result.refused
+            if refused is None and result.leave_audiences:
+                refused = session.facts.withheld()
+            if refused is not None and (
+                    session.facts.site.consent != "required" or result.leave_audiences
+                    or await self._stored(site, visitor) is not None):
+                # The refusal replaces whatever was kept of the visitor: the levels
+                # withheld, nothing learnt (not this page's cart, interests, visits). A
+                # backend event finds it and neither tags them nor queues a pop-in. On a
+                # "required" site a visitor never kept needs no record: nothing is
+                # allowed for an unknown visitor there.
+                self.pending.profile(site, Profile(visitor, withheld=list(refused)))
             return
         for message in result.messages:
             if message["type"] == "show":
@@ -421,7 +430,9 @@ class Hub:
                             "the outbox")
             self.counts["relay.published" if elsewhere else "relay.nobody"] += 1
         outcome.shown_live = len(shown) if live or elsewhere else 0
-        outcome.queued = 0 if live or elsewhere else len(shown)
+        # Nothing waits in the outbox of a visitor who may not be remembered (settle).
+        outcome.queued = (0 if live or elsewhere or not session.facts.may_remember
+                          else len(shown))
         return outcome
 
     def _idle_session(self, site: str, visitor: str) -> Session | None:

@@ -24,12 +24,20 @@ class Facts:
     language: str = ""
     utm: dict[str, str] = field(default_factory=dict)
     referrer: str = ""
-    # The page's own choice (popin.consent, remembered by the widget): it wins over...
+    # The page's own choice (popin.consent, remembered by the widget): a refusal wins over
+    # everything, a grant over...
     consent: str = "unknown"
     gpc: bool = False
     # ...what the page's consent tools say, per source ("tcf", "gcm"; "kept": the levels
-    # the visitor withheld when last seen, for a visitor reached by the backend alone).
+    # the visitor withheld when last seen, for a visitor reached by the backend alone),
+    # unless a tool denies a level after it: the latest word counts.
     signals: dict[str, Levels] = field(default_factory=dict)
+    # Per source, the visitor's latest act in that tool (its stamp, see TcfSignal.action).
+    acts: dict[str, int] = field(default_factory=dict)
+    # The acts known when the page granted consent in this session (popin.consent): a
+    # tool's word counts over the page's grant only after a new act in it. None: the
+    # grant is only remembered from an earlier visit (the hello): every word counts.
+    overruled: dict[str, int] | None = None
     # A consent tool is on the page and has not spoken yet: nothing is kept meanwhile.
     awaiting: bool = False
     # The visitor's IANA zone, as their browser says: appointment times are shown in it.
@@ -48,10 +56,17 @@ class Facts:
         return self._local[1]
 
     def level(self, name: str) -> str:
-        """granted, denied or unknown: the page's own choice if it made one, else what its
-        consent tools say (one denying is enough to deny)."""
-        if self.consent != "unknown":
-            return self.consent
+        """granted, denied or unknown: the page's own refusal; its own grant, unless a
+        consent tool denied the level since (a later word); else what its consent tools
+        say (one denying is enough to deny)."""
+        if self.consent == "denied":
+            return "denied"
+        if self.consent == "granted":
+            older = self.overruled
+            since = [levels for source, levels in self.signals.items()
+                     if older is None or self.acts.get(source, 0) != older.get(source, 0)]
+            return "denied" if any(levels.get(name) == "denied" for levels in since) else (
+                "granted")
         said = {levels.get(name) for levels in self.signals.values()}
         return "denied" if "denied" in said else "granted" if "granted" in said else "unknown"
 
@@ -62,8 +77,11 @@ class Facts:
 
     @property
     def undecided(self) -> bool:
-        """Waiting for the page's consent tool, the page having made no choice itself."""
-        return self.awaiting and self.consent == "unknown"
+        """Waiting for the page's consent tool, the page having made no choice itself in
+        this session (a grant remembered from an earlier visit waits for the tool, which
+        may have been told otherwise since)."""
+        return self.awaiting and (self.consent == "unknown" or (
+            self.consent == "granted" and self.overruled is None))
 
     @property
     def may_remember(self) -> bool:
@@ -81,8 +99,10 @@ class Facts:
         return self.may_remember and self.allows("audiences")
 
     def withheld(self) -> list[str]:
-        """The levels not allowed, whatever the consent tools are still to say."""
-        return [name for name in CONSENT_LEVELS if not self.allows(name)]
+        """The levels not allowed, whatever the consent tools are still to say (audiences
+        too under Global Privacy Control)."""
+        return [name for name in CONSENT_LEVELS
+                if not self.allows(name) or (name == "audiences" and self.gpc)]
 
     @property
     def days_since_last_visit(self) -> float | None:

@@ -124,6 +124,10 @@ class TcfSignal:
     applies: bool
     purposes: frozenset[int] = frozenset()
     publisher: frozenset[int] = frozenset()
+    # The visitor's own act in the CMP (its "useractioncomplete"), stamped by the page's
+    # clock (ms) so that a repeat of the same signal on a reconnect is told apart from a
+    # new act; 0: the CMP's answer on load (a choice made earlier).
+    action: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +136,9 @@ class ConsentModeSignal:
     set none."""
 
     states: dict[str, bool] = field(default_factory=dict)
+    # A consent command the page pushed after load, as the visitor acted (ms, the page's
+    # clock); 0: the state the page loaded with.
+    action: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -245,8 +245,10 @@ def _identify(message: dict[str, Any]) -> Identify:
 # IAB TCF encodes 24 purpose bits; v2.2 defines purposes 1-11.
 MAX_TCF_PURPOSE = 24
 CONSENT_SOURCES = ("page", "tcf", "gcm")
-_CONSENT_FIELDS = {"page": ("granted",), "tcf": ("applies", "purposes", "publisher"),
-                   "gcm": ("states",)}
+_CONSENT_FIELDS = {"page": ("granted",), "tcf": ("applies", "purposes", "publisher", "action"),
+                   "gcm": ("states", "action")}
+# A JavaScript timestamp in ms (integers are exact below 2**53).
+MAX_ACTION = 2**53 - 1
 
 
 def _consent(message: dict[str, Any]) -> Consent | TcfSignal | ConsentModeSignal:
@@ -264,14 +266,22 @@ def _consent(message: dict[str, Any]) -> Consent | TcfSignal | ConsentModeSignal
         return Consent(_flag(message, "granted"))
     if source == "tcf":
         return TcfSignal(_flag(message, "applies"), _purposes(message, "purposes"),
-                         _purposes(message, "publisher"))
+                         _purposes(message, "publisher"), _action(message))
     states = message.get("states")
     if not isinstance(states, dict) or not all(
             key in CONSENT_MODE_TYPES and value in ("granted", "denied")
             for key, value in states.items()):
         raise ProtocolError("bad_field", "'states' must map Consent Mode types ("
                             f"{', '.join(CONSENT_MODE_TYPES)}) to granted or denied", "states")
-    return ConsentModeSignal({key: value == "granted" for key, value in states.items()})
+    return ConsentModeSignal({key: value == "granted" for key, value in states.items()},
+                             _action(message))
+
+
+def _action(message: dict[str, Any]) -> int:
+    value = message.get("action", 0)
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_ACTION:
+        raise ProtocolError("bad_field", "'action' must be a timestamp in ms, or 0", "action")
+    return value
 
 
 def _purposes(message: dict[str, Any], field: str) -> frozenset[int]:
