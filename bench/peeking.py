@@ -17,9 +17,28 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from collections.abc import Iterator
 
 from popin.features.lift import MIN_GROUP, lift
 from popin.features.sequential import always_valid
+
+Counts = tuple[int, int, int, int]  # exposed, exposed converted, control, control converted
+
+
+def readings(chooser: random.Random, visitors: int, every: int, rate: float,
+             holdout: float) -> Iterator[Counts]:
+    """One A/A run: both groups convert at `rate`; the counts after every `every` visitors."""
+    exposed = exposed_converted = control = control_converted = 0
+    for _ in range(visitors // every):
+        for _ in range(every):
+            converted = chooser.random() < rate
+            if chooser.random() < holdout:
+                control += 1
+                control_converted += converted
+            else:
+                exposed += 1
+                exposed_converted += converted
+        yield exposed, exposed_converted, control, control_converted
 
 
 def false_winners(runs: int, seed: int, visitors: int = 10_000, every: int = 100,
@@ -28,22 +47,12 @@ def false_winners(runs: int, seed: int, visitors: int = 10_000, every: int = 100
     chooser = random.Random(seed)
     wald_found = sequential_found = 0
     for _ in range(runs):
-        exposed = exposed_converted = control = control_converted = 0
         wald = sequential = False
-        for _ in range(visitors // every):
-            for _ in range(every):
-                converted = chooser.random() < rate
-                if chooser.random() < holdout:
-                    control += 1
-                    control_converted += converted
-                else:
-                    exposed += 1
-                    exposed_converted += converted
-            found = lift(exposed, exposed_converted, control, control_converted)
-            wald = wald or (min(exposed, control) >= MIN_GROUP
+        for counts in readings(chooser, visitors, every, rate, holdout):
+            found = lift(*counts)
+            wald = wald or (min(counts[0], counts[2]) >= MIN_GROUP
                             and (found.wald_low > 0 or found.wald_high < 0))
-            sequential = sequential or always_valid(
-                exposed, exposed_converted, control, control_converted).decided
+            sequential = sequential or always_valid(*counts).decided
         wald_found += wald
         sequential_found += sequential
     return wald_found / runs, sequential_found / runs
@@ -55,17 +64,8 @@ def false_harms(runs: int, seed: int, visitors: int = 20_000, every: int = 100,
     chooser = random.Random(seed)
     found = 0
     for _ in range(runs):
-        exposed = exposed_converted = control = control_converted = 0
-        for _ in range(visitors // every):
-            for _ in range(every):
-                converted = chooser.random() < rate
-                if chooser.random() < holdout:
-                    control += 1
-                    control_converted += converted
-                else:
-                    exposed += 1
-                    exposed_converted += converted
-            reading = lift(exposed, exposed_converted, control, control_converted)
+        for counts in readings(chooser, visitors, every, rate, holdout):
+            reading = lift(*counts)
             if reading.decided and reading.difference < 0:
                 found += 1
                 break

@@ -16,6 +16,7 @@ from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import pytest
 import uvicorn
@@ -265,6 +266,10 @@ def strict_policy(popin_url: str) -> str:
             f"connect-src 'self' {socket}; style-src 'self'; img-src 'self' data:")
 
 
+# What the fixture pages' origin serves: HTML pages (popin's address filled in) and scripts.
+FIXTURE_TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
+
+
 class _FixtureHandler(SimpleHTTPRequestHandler):
     def __init__(self, popin_url: str, *args: Any, **kwargs: Any) -> None:
         self.popin_url = popin_url
@@ -272,16 +277,19 @@ class _FixtureHandler(SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         # SPA routes serve the app shell, as a real SPA host does.
-        name = "spa.html" if self.path.startswith("/app/") else self.path.lstrip("/")
-        path = FIXTURES / name
-        if not path.is_file():
+        name = "spa.html" if self.path.startswith("/app/") else urlsplit(self.path).path
+        path = (FIXTURES / name.lstrip("/")).resolve()
+        if (FIXTURES not in path.parents or not path.is_file()
+                or path.suffix not in FIXTURE_TYPES):
             self.send_error(404)
             return
-        body = path.read_text().replace("__POPIN__", self.popin_url).encode()
+        body = path.read_bytes()
+        if path.suffix == ".html":
+            body = body.replace(b"__POPIN__", self.popin_url.encode())
         self.send_response(200)
-        if name == "strict.html":
+        if path.name == "strict.html":
             self.send_header("Content-Security-Policy", strict_policy(self.popin_url))
-        self.send_header("Content-Type", "text/html; charset=utf-8")
+        self.send_header("Content-Type", FIXTURE_TYPES[path.suffix])
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)

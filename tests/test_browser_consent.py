@@ -6,10 +6,7 @@ audiences; nothing is loaded from anywhere but the two local servers."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -19,67 +16,22 @@ import pytest
 from test_browser import DESKTOP, POPIN_CARD, SocketLog, audience_members, eventually
 from test_browser import stored_profile as profile_of
 
-from conftest import LiveServer, free_port, make_key
+from conftest import FIXTURES, FixtureSite, LiveServer, free_port, make_key
 from popin.config import Settings
 from popin.core.site import Site
 from popin.core.visitor.profile import Profile
 
 pytestmark = pytest.mark.browser
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-TYPES = {".html": "text/html; charset=utf-8", ".js": "text/javascript; charset=utf-8"}
 AUDIENCE = "newsletter-readers"
 ALL_PURPOSES = list(range(1, 12))
 # What popin may keep on the device: nothing else of ours may appear there.
 POPIN_KEYS = "Object.keys(localStorage).filter(key => key.startsWith('popin_')).sort()"
 
 
-class _Handler(SimpleHTTPRequestHandler):
-    def __init__(self, popin_url: str, *args: Any, **kwargs: Any) -> None:
-        self.popin_url = popin_url
-        super().__init__(*args, **kwargs)
-
-    def do_GET(self) -> None:
-        path = (FIXTURES / urlsplit(self.path).path.lstrip("/")).resolve()
-        if FIXTURES not in path.parents or not path.is_file() or path.suffix not in TYPES:
-            self.send_error(404)
-            return
-        body = path.read_bytes()
-        if path.suffix == ".html":
-            body = body.replace(b"__POPIN__", self.popin_url.encode())
-        self.send_response(200)
-        self.send_header("Content-Type", TYPES[path.suffix])
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
-class Shop:
-    """A customer's site on its own origin, serving the fixture pages and the CMP."""
-
-    def __init__(self, popin_url: str) -> None:
-        self.port = free_port()
-        handler = partial(_Handler, popin_url, directory=str(FIXTURES))
-        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-        self._thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-
 @pytest.fixture
-def shop(tmp_path: Path) -> Iterator[tuple[Shop, LiveServer]]:
+def shop(tmp_path: Path) -> Iterator[tuple[FixtureSite, LiveServer]]:
     port = free_port()
-    site = Shop(f"http://127.0.0.1:{port}")
+    site = FixtureSite(f"http://127.0.0.1:{port}")
     shop_url = site.url
     settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=FIXTURES / "rules",
                         sites={"tcf": Site("tcf", origins=(shop_url,), consent="required"),
@@ -94,7 +46,7 @@ def shop(tmp_path: Path) -> Iterator[tuple[Shop, LiveServer]]:
 
 
 @pytest.fixture
-def page(browser: Any, shop: tuple[Shop, LiveServer]) -> Iterator[Any]:
+def page(browser: Any, shop: tuple[FixtureSite, LiveServer]) -> Iterator[Any]:
     context = browser.new_context(viewport=DESKTOP)
     local = {urlsplit(shop[0].url).netloc, urlsplit(shop[1].url).netloc}
     outside: list[str] = []
@@ -132,7 +84,7 @@ def nothing_kept(page: Any, server: LiveServer, site: str, visitor: str,
 
 
 def test_tcf_all_purposes_granted_keeps_and_tags_the_visitor(
-        shop: tuple[Shop, LiveServer], page: Any, screenshots: Path) -> None:
+        shop: tuple[FixtureSite, LiveServer], page: Any, screenshots: Path) -> None:
     site, server = shop
     log = SocketLog(page)
     page.goto(f"{site.url}/tcf.html")
@@ -174,7 +126,7 @@ def test_tcf_all_purposes_granted_keeps_and_tags_the_visitor(
 
 
 def test_tcf_purpose_1_refused_keeps_nothing_whatever_else_is_granted(
-        shop: tuple[Shop, LiveServer], page: Any) -> None:
+        shop: tuple[FixtureSite, LiveServer], page: Any) -> None:
     site, server = shop
     log = SocketLog(page)
     page.goto(f"{site.url}/tcf.html")
@@ -195,7 +147,7 @@ def test_tcf_purpose_1_refused_keeps_nothing_whatever_else_is_granted(
 
 
 def test_tcf_consent_withdrawn_after_the_fact(
-        shop: tuple[Shop, LiveServer], page: Any, screenshots: Path) -> None:
+        shop: tuple[FixtureSite, LiveServer], page: Any, screenshots: Path) -> None:
     site, server = shop
     log = SocketLog(page)
     page.goto(f"{site.url}/tcf.html")
@@ -233,7 +185,7 @@ def _export(server: LiveServer, token: str, **query: str) -> httpx2.Response:
 
 
 def test_consent_mode_storage_then_ads_then_ad_data_refused(
-        shop: tuple[Shop, LiveServer], page: Any) -> None:
+        shop: tuple[FixtureSite, LiveServer], page: Any) -> None:
     site, server = shop
     token = make_key(server.settings, "export")
     log = SocketLog(page)
@@ -278,7 +230,7 @@ def test_consent_mode_storage_then_ads_then_ad_data_refused(
 
 
 def test_the_page_own_choice_wins_over_the_cmp(
-        shop: tuple[Shop, LiveServer], page: Any) -> None:
+        shop: tuple[FixtureSite, LiveServer], page: Any) -> None:
     site, server = shop
     log = SocketLog(page)
     page.goto(f"{site.url}/tcf.html")
@@ -295,7 +247,7 @@ def test_the_page_own_choice_wins_over_the_cmp(
 
 
 def test_an_empty_data_layer_does_not_answer_for_a_late_tcf_cmp(
-        shop: tuple[Shop, LiveServer], page: Any) -> None:
+        shop: tuple[FixtureSite, LiveServer], page: Any) -> None:
     """On an "implied" site, a dataLayer without any Consent Mode command says nothing:
     popin waits for the page's TCF CMP, however late it answers, and keeps nothing
     meanwhile; the CMP's refusal of purpose 1 then leaves only the refusal in the store."""
@@ -325,7 +277,7 @@ def test_an_empty_data_layer_does_not_answer_for_a_late_tcf_cmp(
     assert audience_members(server.settings, "demo", AUDIENCE) == []
 
 
-def test_a_preview_sends_no_consent_signal(shop: tuple[Shop, LiveServer], page: Any) -> None:
+def test_a_preview_sends_no_consent_signal(shop: tuple[FixtureSite, LiveServer], page: Any) -> None:
     """The owner's preview link shows its pop-in and sends nothing else: not the consent
     tools' word either (the glue stays out of the page)."""
     site, _server = shop
@@ -343,7 +295,7 @@ def test_a_preview_sends_no_consent_signal(shop: tuple[Shop, LiveServer], page: 
 
 
 def test_a_refusal_in_the_cmp_after_the_page_own_grant_wins(
-        shop: tuple[Shop, LiveServer], page: Any) -> None:
+        shop: tuple[FixtureSite, LiveServer], page: Any) -> None:
     """popin.consent(true) wins over what the CMP said before (its banner up, nothing
     chosen); the visitor then refusing everything in the CMP has the latest word: out of
     the audience, the device forgets popin's ids, and the next page does not keep them
