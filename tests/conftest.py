@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import shutil
 import socket
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
+import httpx2
 import pytest
 import uvicorn
 
@@ -314,3 +317,27 @@ def fixture_site(tmp_path: Path) -> Iterator[tuple[FixtureSite, LiveServer]]:
     finally:
         server.stop()
         site.close()
+
+
+def serve(config: Path, port: int, *options: str) -> subprocess.Popen[bytes]:
+    """`popin serve` as an operator starts it, in its own process; back once it answers."""
+    server = subprocess.Popen([sys.executable, "-m", "popin", "--config", str(config), "serve",
+                               "--port", str(port), *options], cwd=config.parent,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            httpx2.get(f"http://127.0.0.1:{port}/healthz")
+            return server
+        except httpx2.TransportError:
+            assert server.poll() is None and time.monotonic() < deadline, "no server"
+            time.sleep(0.05)
+
+
+def api_key(config: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A new events key for the config's site, made as README says; its token."""
+    from popin.cli import main
+
+    monkeypatch.setattr("sys.stdout", io.StringIO())
+    assert main(["--config", str(config), "keys", "create", "--scope", "events"]) == 0
+    return next(word for word in sys.stdout.getvalue().split() if word.startswith("pk_"))

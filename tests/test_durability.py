@@ -3,12 +3,8 @@ server the moment after the answer (the write-behind buffer would have lost it).
 
 from __future__ import annotations
 
-import io
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx2
@@ -16,8 +12,7 @@ import orjson
 import pytest
 from websockets.sync.client import connect
 
-from conftest import free_port
-from popin.cli import main
+from conftest import api_key, free_port, serve
 
 RULES = """
 rules:
@@ -26,26 +21,6 @@ rules:
     trigger: {event: signup}
     popin: {title: "Welcome!", body: "<p>Glad you joined</p>"}
 """
-
-
-def serve(config: Path, port: int) -> subprocess.Popen[bytes]:
-    server = subprocess.Popen([sys.executable, "-m", "popin", "--config", str(config), "serve",
-                               "--port", str(port)], cwd=config.parent,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            httpx2.get(f"http://127.0.0.1:{port}/healthz")
-            return server
-        except httpx2.TransportError:
-            assert server.poll() is None and time.monotonic() < deadline, "no server"
-            time.sleep(0.05)
-
-
-def api_key(config: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    monkeypatch.setattr("sys.stdout", io.StringIO())
-    assert main(["--config", str(config), "keys", "create", "--scope", "events"]) == 0
-    return next(word for word in sys.stdout.getvalue().split() if word.startswith("pk_"))
 
 
 def test_a_queued_pop_in_survives_kill_9_right_after_the_answer(

@@ -4,7 +4,6 @@ push posted to one process reaches the visitor's socket on another within a seco
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
@@ -22,8 +21,7 @@ import orjson
 import pytest
 from websockets.sync.client import ClientConnection, connect
 
-from conftest import ROOT, free_port, wait_for_port, wait_until
-from popin.cli import main
+from conftest import ROOT, api_key, free_port, serve, wait_for_port, wait_until
 
 README = ROOT / "README.md"
 RULES = """
@@ -53,26 +51,12 @@ class Cluster:
         self.processes: list[subprocess.Popen[bytes]] = []
 
     def key(self, monkeypatch: pytest.MonkeyPatch) -> str:
-        monkeypatch.setattr("sys.stdout", io.StringIO())
-        assert main(["--config", str(self.config), "keys", "create", "--scope", "events"]) == 0
-        return next(word for word in sys.stdout.getvalue().split() if word.startswith("pk_"))
+        return api_key(self.config, monkeypatch)
 
     def serve(self, *options: str) -> str:
         port = free_port()
-        process = subprocess.Popen(
-            [sys.executable, "-m", "popin", "--config", str(self.config), "serve", "--port",
-             str(port), *options], cwd=self.folder, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
-        self.processes.append(process)
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                httpx2.get(f"{url}/healthz")
-                return url
-            except httpx2.TransportError:
-                assert process.poll() is None and time.monotonic() < deadline, "no server"
-                time.sleep(0.05)
+        self.processes.append(serve(self.config, port, *options))
+        return f"http://127.0.0.1:{port}"
 
     def stop(self) -> None:
         for process in self.processes:
