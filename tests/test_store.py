@@ -577,3 +577,11 @@ def test_paused_campaigns_are_kept_per_site(make_store: StoreFactory) -> None:
         await reopened.close()
 
     run(scenario())
+
+
+def test_a_key_id_never_reads_as_an_option(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The id is the token's start, given to `popin keys revoke ID`: never '-...'."""
+    drawn = iter(["-_CPdlapY-" + "a" * 33, "_x" + "b" * 41, "Kq" + "c" * 41])
+    monkeypatch.setattr("popin.stores.keys.secrets.token_urlsafe", lambda _n: next(drawn))
+    _token, key = new_key("demo", ("events",), "", 0.0)
+    assert key.id == "Kq" + "c" * 8

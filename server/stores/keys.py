@@ -52,5 +52,10 @@ def new_key(site: str, scopes: tuple[str, ...], label: str, now: float) -> tuple
     unknown = [scope for scope in scopes if scope not in SCOPES]
     if unknown or not scopes:
         raise ValueError(f"scopes must be among {', '.join(SCOPES)}, not {scopes!r}")
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    body = secrets.token_urlsafe(32)
+    while not body[0].isalnum():
+        # The key's id is the token's start: one starting with '-' would read as an option
+        # on the command line (`popin keys revoke -x...`).
+        body = secrets.token_urlsafe(32)
+    token = TOKEN_PREFIX + body
     return token, ApiKey(token[3:13], site, digest_of(token), scopes, label, now)
