@@ -277,6 +277,32 @@ def test_an_empty_data_layer_does_not_answer_for_a_late_tcf_cmp(
     assert audience_members(server.settings, "demo", AUDIENCE) == []
 
 
+def test_what_the_visitor_did_before_a_late_cmp_granted_counts_once_it_does(
+        shop: tuple[FixtureSite, LiveServer], page: Any) -> None:
+    """The landing page's tag and the newsletter sign-up happened while the CMP had not
+    answered: nothing kept then; the CMP's grant seconds later tags for both (the landing
+    pageview does not come again)."""
+    site, server = shop
+    log = SocketLog(page)
+    page.goto(f"{site.url}/tcf-late.html")
+    [hello] = eventually(page, lambda: log.of_type("hello"))
+    page.click("#subscribe")
+    page.wait_for_timeout(1300)  # past a write-behind flush (1 s)
+    assert profile_of(server.settings, hello["visitor"], "demo") is None
+    assert audience_members(server.settings, "demo", "late-cmp-landers") == []
+    assert audience_members(server.settings, "demo", AUDIENCE) == []
+
+    page.click("#accept")
+    visitor = hello["visitor"]
+    assert eventually(page, lambda: audience_members(server.settings, "demo",
+                                                     "late-cmp-landers") == [visitor])
+    assert audience_members(server.settings, "demo", AUDIENCE) == [visitor]
+    profile = eventually(page, lambda: (p := profile_of(server.settings, visitor, "demo"))
+                         and "late-cmp-landers" in p.audiences and p)
+    assert profile and AUDIENCE in profile.audiences
+    assert eventually(page, lambda: page.evaluate("localStorage.getItem('popin_v')")) == visitor
+
+
 def test_a_preview_sends_no_consent_signal(shop: tuple[FixtureSite, LiveServer], page: Any) -> None:
     """The owner's preview link shows its pop-in and sends nothing else: not the consent
     tools' word either (the glue stays out of the page)."""

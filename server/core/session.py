@@ -114,7 +114,7 @@ def personalised(rule: Rule) -> bool:
 
 
 class Session:
-    __slots__ = ("_next_push", "exclusive_used", "facts", "id", "idle_reached",
+    __slots__ = ("_next_push", "deferred", "exclusive_used", "facts", "id", "idle_reached",
                  "open_push", "open_unasked", "page", "page_dwell", "page_hits",
                  "page_scroll", "profile", "pushes", "quiet_until", "reported", "search",
                  "shown", "site", "started", "timers", "typing", "visit_pending")
@@ -141,6 +141,10 @@ class Session:
         self.open_unasked = False
         self.typing = False
         self.visit_pending = False
+        # rule id -> the event it met while the page's consent tool had not answered yet: a
+        # rule that only tags or calls webhooks is retried with it once the tool grants
+        # (the landing page's own pageview does not come again). One entry per rule at most.
+        self.deferred: dict[str, Event] = {}
         # After the visitor dismisses a pop-in, other campaigns keep quiet for a while.
         self.quiet_until = 0.0
         self.started = 0.0
@@ -419,6 +423,11 @@ class Session:
             self._merge(result, self._fire(by_priority(
                 [rule for rule in rules.visit if self._visit_matches(rule)]), self.page, rules,
                 now))
+        deferred, self.deferred = self.deferred, {}
+        if facts.may_remember:
+            for rule in by_priority(rules.by_id[rule_id] for rule_id in deferred
+                                    if rule_id in rules.by_id):
+                self._merge(result, self._fire([rule], deferred[rule.id], rules, now))
         if facts.gpc or not facts.may_tag:
             self._withdraw(result)
         withheld = facts.withheld()
@@ -475,6 +484,8 @@ class Session:
         for rule in candidates:
             outcome = self._try(rule, event, rules, now, result, showed)
             result.trace.append((rule.id, outcome))
+            if outcome == "no_consent" and self.facts.undecided:
+                self.deferred[rule.id] = event
             if outcome == "shown":
                 showed = True
             elif outcome in ("holdout", "template_error"):
