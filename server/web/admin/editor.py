@@ -70,7 +70,8 @@ def _form_page(request: Request, site: Site, code: int, form: dict[str, str],
 
 
 async def new_page(request: Request, hub: Hub, site: Site) -> Response:
-    return _form_page(request, site, 200, {**DEFAULTS, "campaign": ""})
+    defaults = {field.name: field.default for field in BY_NAME.values() if field.default}
+    return _form_page(request, site, 200, {**defaults, **DEFAULTS, "campaign": ""})
 
 
 async def edit_page(request: Request, hub: Hub, site: Site) -> Response:
@@ -143,7 +144,8 @@ def _draft(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Comm
         found = opened(request, hub, site, original)
         apply(found.node, form)
         return found.node
-    return new_rule(form)
+    # A campaign still unnamed shows all the same.
+    return new_rule({**form, "id": form.get("id", "").strip() or "new-campaign"})
 
 
 async def preview(request: Request, hub: Hub, site: Site) -> Response:

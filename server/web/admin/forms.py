@@ -155,7 +155,9 @@ def values(rule: dict[str, Any]) -> dict[str, str]:
     for field in ALL_FIELDS:
         if field.name not in found:
             value = get(rule, field.path)
-            found[field.name] = flow(value, bare=field.kind == "map")
+            # What the language assumes when the key is absent: left as is, stays absent.
+            found[field.name] = (field.default if value is None
+                                 else flow(value, bare=field.kind == "map"))
     mode, rows = conditions(rule.get("when"))
     found["when.mode"] = mode
     for number in range(CONDITION_ROWS):
