@@ -285,3 +285,30 @@ def test_the_preview_uses_the_widgets_own_card_styles(client: TestClient) -> Non
         assert rule in styles.text and rule in source
     script = client.get("/admin/editor.js")
     assert script.status_code == 200 and "attachShadow" in script.text
+
+
+REQUIRED = {"dwell": {"trigger.dwell.keyword": "grip"}, "event": {"trigger.event.name": "signup"},
+            "after": {"trigger.after.event": "add_to_cart",
+                      "trigger.after.without": "checkout_started"}}
+
+
+def test_every_trigger_and_action_kind_works_from_the_form_defaults(
+        client: TestClient) -> None:
+    from popin.web.admin.fields import SHOW, TRIGGER
+
+    start = form_of(client.get("/admin/editor/new").text)
+    start.update({"id": "every-kind", "popin.title": "Hello", "popin.body": "<p>Hi</p>"})
+    for kind in TRIGGER.choices:
+        answer = client.post("/admin/editor/preview", data={
+            **start, "trigger": kind, **REQUIRED.get(kind, {})}).json()
+        assert answer["errors"] == [] and "Hello" in answer["html"], (kind, answer)
+    offers = {"assist": {"assist.title": "Call us?", "assist.body": "<p>We call back.</p>"},
+              "slots": {"slots.title": "Book", "slots.body": "<p>Pick a time.</p>",
+                        "slots.calendar": "advisers"},
+              "nothing": {"tag.audience": "grip-readers", "tag.days": "30"}}
+    for show in SHOW.choices:
+        answer = client.post("/admin/editor/preview", data={
+            **start, **REQUIRED["dwell"], "show": show, **offers.get(show, {})}).json()
+        assert answer["errors"] == [], (show, answer)
+        assert answer["html"] or show == "nothing", (show, answer)
+    assert "tag them into grip-readers" in answer["sentence"]

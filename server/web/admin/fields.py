@@ -29,7 +29,7 @@ class Field:
     name: str
     label: str
     explain: str
-    # text, long, number, count, duration, choice, list, map
+    # text, long, number, count, duration, choice, list, map, value (any YAML value)
     kind: str = "text"
     choices: tuple[str, ...] = ()
     # Shown only for one trigger kind or one action ("trigger:dwell", "show:popin").
@@ -81,11 +81,9 @@ TRIGGER_FIELDS = [
               ("without", "Without", "Events that cancel it if they come first (comma "
                "separated).", "list", ""),
               ("within", "Within", "How long to wait for them: 60s.", "duration", "60s")),
-    *_trigger("visit", ("", "Visit", "The visitor's first visit, or any visit after it.",
-                        "choice", "returning")),
+    *_trigger("visit", ("", "Visit", "first, returning, {number: 3} (the 3rd visit) or "
+                        "{returning_after: 30d} (back after 30 days).", "value", "returning")),
 ]
-TRIGGER_FIELDS[-1] = Field(TRIGGER_FIELDS[-1].name, "Visit", TRIGGER_FIELDS[-1].explain,
-                           "choice", ("first", "returning"), "trigger:visit", "returning")
 
 SHOW = Field("show", "Show", "What the visitor sees: a pop-in, an assistance offer, time "
              "slots to book, or nothing (the campaign only tags or calls a webhook).",
@@ -105,6 +103,8 @@ def _visual(kind: str) -> list[Field]:
                   only=only),
             Field("popin.placement", "Placement", "Where the card appears; a bar spans the "
                   "page's width.", "choice", PLACEMENTS, only, "corner"),
+            Field("popin.slot", "Inside", "For placement inline: the CSS selector of the "
+                  "page's element that holds the card.", only=only),
             Field("popin.delay", "Delay", "Optional: wait this long after the trigger: 3s.",
                   "duration", only=only)]
     else:

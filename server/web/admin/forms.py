@@ -70,7 +70,7 @@ def _styled(value: Any) -> Any:
 
 def convert(field: Field, text: str) -> Any:
     text = text.replace("\r\n", "\n")
-    if field.kind in ("number", "count", "duration"):
+    if field.kind in ("number", "count", "duration", "value"):
         value = parse(text)
         return value if not isinstance(value, list) else text.strip()
     if field.kind == "list":
