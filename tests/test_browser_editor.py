@@ -148,7 +148,7 @@ def test_a_marketer_builds_a_campaign_and_a_visitor_gets_it(
 
 
 def test_a_hand_commented_file_edited_in_the_form_keeps_its_comments(
-        editor_settings: Settings, browser: Any) -> None:
+        editor_settings: Settings, browser: Any, screenshots: Path) -> None:
     path = editor_settings.rules / "sizing.yaml"
     path.write_text(COMMENTED)
     server = LiveServer(editor_settings).start()
@@ -168,6 +168,12 @@ def test_a_hand_commented_file_edited_in_the_form_keeps_its_comments(
         expected = COMMENTED.replace('"Not sure about the length?"', '"Which length for you?"'
                                      ).replace("seconds: 12", "seconds: 10")
         assert re.sub(r" +#", " #", path.read_text()) == re.sub(r" +#", " #", expected)
+        # The history shows the change, line by line, with a way back.
+        owner.click("text=History")
+        assert owner.locator(".diff .del").filter(has_text="seconds: 12").count() == 1
+        assert owner.locator(".diff .add").filter(has_text="seconds: 10").count() == 1
+        assert owner.locator("[data-restore]").count() == 1
+        owner.screenshot(path=screenshots / "editor-history.png", full_page=True)
         assert refused == []
         context.close()
     finally:

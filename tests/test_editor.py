@@ -312,3 +312,14 @@ def test_every_trigger_and_action_kind_works_from_the_form_defaults(
         assert answer["errors"] == [], (show, answer)
         assert answer["html"] or show == "nothing", (show, answer)
     assert "tag them into grip-readers" in answer["sentence"]
+
+
+def test_a_save_that_could_not_go_live_is_refused_naming_the_broken_file(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "waxing-help")
+    (folders["demo"] / "broken.yaml").write_text("rules:\n  - id: broken\n")
+    form["popin.title"] = "Not live while another file is broken"
+    refused = client.post("/admin/campaigns/waxing-help/edit", data=form)
+    assert refused.status_code == 400
+    assert "broken.yaml:2: " in refused.text and "no change to this site" in refused.text
+    assert (folders["demo"] / "waxing.yaml").read_text() == COMMENTED

@@ -114,8 +114,9 @@ async def versions(request: Request, hub: Hub, site: Site) -> Response:
     except Refused as refused:
         return refusal(request, refused)
     kept = await history.versions(hub.store, site.key, relative(request, site, found.path))
-    rows = [(number, version, history.changes(kept[number - 1].text if number else "",
-                                              version.text))
+    # The oldest version kept is shown whole; each later one as its changes.
+    rows = [(number, version, history.changes(kept[number - 1].text, version.text) if number
+             else [(" ", line) for line in version.text.splitlines()])
             for number, version in enumerate(kept)]
     return render(request, "history.html", site=site, rule_id=found.rule_id,
                   file=found.path.name, rows=list(reversed(rows)), current=found.text,

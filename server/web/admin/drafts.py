@@ -109,8 +109,13 @@ def check(folder: Path, path: Path, text: str) -> list[SourceError]:
         mine.parent.mkdir(parents=True, exist_ok=True)
         mine.write_text(text, encoding="utf-8")
         loaded = load_rules(copy)
+        # An error in another file keeps the whole folder's last good rules live: this
+        # save would not go live either, so it is told as this file's.
         return [SourceError(str(path), error.line, error.reason, error.column)
-                for error in loaded.errors if Path(error.file) == mine]
+                if Path(error.file) == mine else SourceError(
+                    str(path), 0, f"{Path(error.file).relative_to(copy)}:{error.line}: "
+                    f"{error.reason} (another file of this site: until it is fixed, no change "
+                    "to this site's campaigns goes live)") for error in loaded.errors]
 
 
 def write(path: Path, text: str) -> None:

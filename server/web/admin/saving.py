@@ -124,8 +124,9 @@ async def save(request: Request, hub: Hub, site: Site, path: Path, before: str, 
     after = drafts.dump(yaml, document) if text is None else text
     errors: dict[str, list[str]] = {}
     for error in drafts.check(folder, path, after):
-        field = drafts.field_of(after, rule_id, error)
-        errors.setdefault(field, []).append(f"line {error.line}: {error.reason}")
+        field = drafts.field_of(after, rule_id, error) if error.line else ""
+        errors.setdefault(field, []).append(f"line {error.line}: {error.reason}"
+                                            if error.line else error.reason)
     if errors:
         return errors
     query = f"?site={quote(site.key)}" if request.query_params.get("site") else ""
