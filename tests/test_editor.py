@@ -323,3 +323,27 @@ def test_a_save_that_could_not_go_live_is_refused_naming_the_broken_file(
     assert refused.status_code == 400
     assert "broken.yaml:2: " in refused.text and "no change to this site" in refused.text
     assert (folders["demo"] / "waxing.yaml").read_text() == COMMENTED
+
+
+def test_the_form_covers_the_rule_language_but_for_what_it_says() -> None:
+    """A key added to the language shows up here: in the form's table, or in this list of
+    what stays for the file alone (kept as written by every save)."""
+    from popin.core.rules.campaign import CAP_KEYS, CONVERSION_KEYS, RULE_KEYS
+    from popin.core.rules.templates import POPIN_KEYS
+    from popin.core.rules.triggers import COMPILERS
+    from popin.web.admin.fields import BY_NAME, FLAG_TRIGGERS
+
+    file_only = {"popin.offset"}
+    for kind in COMPILERS:
+        assert kind in FLAG_TRIGGERS or any(
+            name == f"trigger.{kind}" or name.startswith(f"trigger.{kind}.")
+            for name in BY_NAME), kind
+    for name in ([f"cap.{key}" for key in CAP_KEYS]
+                 + [f"conversion.{key}" for key in CONVERSION_KEYS]
+                 + [f"popin.{key}" for key in POPIN_KEYS if key != "cta"]
+                 + ["popin.cta.label", "popin.cta.url", "tag.audience", "tag.days",
+                    "webhook.url", "assist.channels", "slots.calendar"]):
+        assert name in BY_NAME or name in file_only, name
+    grouped = {"trigger", "when", "popin", "assist", "slots", "tag", "webhook", "cap",
+               "conversion", "variants"}
+    assert set(RULE_KEYS) - grouped <= set(BY_NAME)
