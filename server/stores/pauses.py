@@ -34,6 +34,8 @@ class Pause:
     high: float = 0.0
     exposed: int = 0
     control: int = 0
+    # "owner" when the owner paused it from the dashboard, not the guard.
+    by: str = ""
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> Pause:

@@ -118,6 +118,8 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         app.state.admin_sessions = Sessions(secret)
         app.state.login_guard = LoginGuard()
         app.state.password_checks = PasswordChecks()
+        # The campaign editor writes into these folders and reloads them as a change would.
+        app.state.rule_folders, app.state.geo_available = settings.folders(), geo is not None
         reload_rules(hub, settings.folders(), geo is not None, starting=True)
         # Paused campaigns stay paused across restarts: known before the first visitor.
         await guard_all(hub)

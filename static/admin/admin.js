@@ -14,3 +14,10 @@
   }
   setInterval(refresh, 5000);
 })();
+
+// A campaign's Delete asks first (its file goes; the history keeps its last version).
+document.querySelectorAll('[data-delete]').forEach(function (button) {
+  button.addEventListener('click', function (event) {
+    if (!window.confirm('Delete this campaign? Its file is changed (or removed) at once.')) event.preventDefault();
+  });
+});

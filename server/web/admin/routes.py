@@ -16,16 +16,11 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Awaitable, Callable
-from datetime import datetime
-from pathlib import Path
-from typing import Any
 from urllib.parse import quote
 
-from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.requests import Request
 from starlette.responses import (
     FileResponse,
-    HTMLResponse,
     JSONResponse,
     RedirectResponse,
     Response,
@@ -40,9 +35,8 @@ from ...features.exports import ExportError, start_export
 from ...features.previews import page_allowed, preview_pages
 from ...live.guard import resume
 from ...live.hub import Hub
-from . import dashboard
+from . import campaigns, dashboard
 from .auth import (
-    CSRF_COOKIE,
     PASSWORD_SETTING,
     SESSION_COOKIE,
     SESSION_SECONDS,
@@ -51,19 +45,10 @@ from .auth import (
     Sessions,
     credentials,
     csrf_ok,
-    csrf_token,
     end_every_session,
     set_cookie,
 )
-
-TEMPLATES = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
-                        autoescape=select_autoescape(default=True), trim_blocks=True,
-                        lstrip_blocks=True)
-TEMPLATES.filters["plural"] = plural
-TEMPLATES.filters["when"] = lambda moment, zone: datetime.fromtimestamp(moment, zone).strftime(
-    "%d %b %H:%M:%S")
-Page = Callable[[Request, Hub, Site], Awaitable[Response]]
-
+from .pages import owner_only, render, signed_in
 
 # The columns of a campaign's daily CSV.
 DAILY_METRICS = ("triggered", "exposed", "held_out", "shown", "clicked", "dismissed",
@@ -73,51 +58,10 @@ DAILY_METRICS = ("triggered", "exposed", "held_out", "shown", "clicked", "dismis
 VARIANT_METRICS = ("exposed", "shown", "clicked", "dismissed", "converted", "converted_click",
                    "revenue")
 
-def _render(request: Request, name: str, code: int = 200, **context: Any) -> HTMLResponse:
-    token = csrf_token(request)
-    hub: Hub = request.app.state.hub
-    html = TEMPLATES.get_template(name).render(
-        csrf=token, path=request.url.path, sites=list(hub.sites.values()),
-        site_key=request.query_params.get("site", ""), **context)
-    response = HTMLResponse(html, status_code=code)
-    if not request.cookies.get(SESSION_COOKIE) and request.cookies.get(CSRF_COOKIE) != token:
-        set_cookie(response, request, CSRF_COOKIE, token)
-    return response
-
-
-def _site(request: Request, hub: Hub) -> Site | None:
-    key = request.query_params.get("site")
-    return hub.sites.get(key) if key else next(iter(hub.sites.values()), None)
-
-
-async def _signed_in(request: Request) -> bool:
-    hub: Hub = request.app.state.hub
-    sessions: Sessions = request.app.state.admin_sessions
-    return sessions.valid(request.cookies.get(SESSION_COOKIE), *await credentials(hub.store))
-
-
-def owner_only(page: Page) -> Callable[[Request], Awaitable[Response]]:
-    async def guarded(request: Request) -> Response:
-        hub: Hub = request.app.state.hub
-        if not await _signed_in(request):
-            target = quote(request.url.path + (f"?{request.url.query}" if request.url.query
-                                               else ""))
-            return RedirectResponse(f"/admin/login?next={target}", status_code=303)
-        # The pages read statistics and profiles: what is pending goes in first.
-        await hub.flush()
-        site = _site(request, hub)
-        if site is None:
-            return _render(request, "message.html", 404, title="No such site",
-                           message="This site is not in popin.toml.")
-        return await page(request, hub, site)
-
-    return guarded
-
-
 async def login_page(request: Request) -> Response:
     hub: Hub = request.app.state.hub
     unset = await hub.store.setting_get(PASSWORD_SETTING) is None
-    return _render(request, "login.html", unset=unset, error="",
+    return render(request, "login.html", unset=unset, error="",
                    next=request.query_params.get("next", "/admin/"))
 
 
@@ -129,12 +73,12 @@ async def login(request: Request) -> Response:
     if not target.startswith("/admin/") or target.startswith("//"):
         target = "/admin/"
     if not csrf_ok(request, form.get("csrf")):
-        return _render(request, "login.html", 403, unset=False, next=target,
+        return render(request, "login.html", 403, unset=False, next=target,
                        error="The form expired: please try again.")
     address = request.client.host if request.client else "unknown"
     wait = guard.retry_after(address)
     if wait:
-        response = _render(request, "login.html", 429, unset=False, next=target,
+        response = render(request, "login.html", 429, unset=False, next=target,
                            error=f"Too many attempts: try again in "
                            f"{plural(wait // 60 + 1, 'minute')}.")
         response.headers["Retry-After"] = str(wait)
@@ -144,14 +88,14 @@ async def login(request: Request) -> Response:
     matches = await checks.matches(stored, str(form.get("password", "")))
     if matches is None:
         hub.counts["admin.login_busy"] += 1
-        response = _render(request, "login.html", 503, unset=False, next=target,
+        response = render(request, "login.html", 503, unset=False, next=target,
                            error="Too many logins at once: try again in a few seconds.")
         response.headers["Retry-After"] = "5"
         return response
     if not matches:
         guard.failed(address)
         hub.counts["admin.login_failed"] += 1
-        return _render(request, "login.html", 401, unset=stored is None, next=target,
+        return render(request, "login.html", 401, unset=stored is None, next=target,
                        error="Wrong password.")
     assert stored is not None
     guard.succeeded(address)
@@ -165,11 +109,11 @@ async def login(request: Request) -> Response:
 async def logout(request: Request) -> Response:
     form = await request.form()
     if not csrf_ok(request, form.get("csrf")):
-        return _render(request, "message.html", 403, title="The form expired",
+        return render(request, "message.html", 403, title="The form expired",
                        message="Please go back and try again.")
     # Only the owner may end the sessions: anyone can get a form token of their own, and
     # would otherwise log the owner out at will.
-    if await _signed_in(request):
+    if await signed_in(request):
         hub: Hub = request.app.state.hub
         await end_every_session(hub.store)
     response = RedirectResponse("/admin/login", status_code=303)
@@ -178,13 +122,13 @@ async def logout(request: Request) -> Response:
 
 
 async def overview(request: Request, hub: Hub, site: Site) -> Response:
-    return _render(request, "overview.html", site=site, **await dashboard.overview(hub, site))
+    return render(request, "overview.html", site=site, **await dashboard.overview(hub, site))
 
 
 async def campaign(request: Request, hub: Hub, site: Site) -> Response:
     found = await dashboard.campaign(hub, site, request.path_params["rule"])
     if found is None:
-        return _render(request, "message.html", 404, title="No such campaign",
+        return render(request, "message.html", 404, title="No such campaign",
                        message="No rule has this id, and none had one in the last 30 days.")
     rule = found["rule"]
     server = str(request.base_url).rstrip("/")
@@ -200,8 +144,9 @@ async def campaign(request: Request, hub: Hub, site: Site) -> Response:
     # Links, not a redirect: the dashboard's policy lets forms go nowhere but popin.
     previews = ([(page, hub.previews.link(page, site.key, rule.id, variant)) for page in pages]
                 if rule is not None and rule.visual is not None else [])
-    return _render(request, "campaign.html", 400 if refused else 200, site=site,
-                   previews=previews, preview_refused=refused, **found)
+    return render(request, "campaign.html", 400 if refused else 200, site=site,
+                  previews=previews, preview_refused=refused, **found,
+                  **campaigns.summary(request, hub, site, rule.id if rule else ""))
 
 
 def _origins(site: Site, server: str) -> list[str]:
@@ -212,11 +157,11 @@ async def campaign_resume(request: Request, hub: Hub, site: Site) -> Response:
     """The owner resumes a campaign the guard paused."""
     form = await request.form()
     if not csrf_ok(request, form.get("csrf")):
-        return _render(request, "message.html", 403, title="The form expired",
+        return render(request, "message.html", 403, title="The form expired",
                        message="Please go back and try again.")
     rule_id = request.path_params["rule"]
     if not await resume(hub, site, rule_id):
-        return _render(request, "message.html", 404, title="Not paused",
+        return render(request, "message.html", 404, title="Not paused",
                        message="This campaign is not paused.")
     query = f"?site={quote(site.key)}" if request.query_params.get("site") else ""
     return RedirectResponse(f"/admin/campaigns/{quote(rule_id)}{query}", status_code=303)
@@ -226,7 +171,7 @@ async def campaign_days(request: Request, hub: Hub, site: Site) -> Response:
     """A campaign's daily figures as CSV, for the owner's own spreadsheet."""
     found = await dashboard.campaign(hub, site, request.path_params["rule"])
     if found is None:
-        return _render(request, "message.html", 404, title="No such campaign",
+        return render(request, "message.html", 404, title="No such campaign",
                        message="No rule has this id, and none had one in the last 30 days.")
     funnel = found["funnel"]
     # Each variant's own columns after the rule's ("loud:shown", ...).
@@ -245,30 +190,30 @@ async def campaign_days(request: Request, hub: Hub, site: Site) -> Response:
 
 
 async def audiences(request: Request, hub: Hub, site: Site) -> Response:
-    return _render(request, "audiences.html", site=site,
+    return render(request, "audiences.html", site=site,
                    **await dashboard.audiences(hub, site))
 
 
 async def export(request: Request, hub: Hub, site: Site) -> Response:
     name = request.path_params["name"]
     if name not in await hub.audience_names(site.key):
-        return _render(request, "message.html", 404, title="No such audience", message=name)
+        return render(request, "message.html", 404, title="No such audience", message=name)
     try:
         found = await start_export(hub.store, site.key, name,
                                    request.query_params.get("format", "csv"), hub.clock())
     except ExportError as error:
-        return _render(request, "message.html", 400, title="Cannot export", message=str(error))
+        return render(request, "message.html", 400, title="Cannot export", message=str(error))
     return StreamingResponse(found.body, media_type=found.media_type, headers={
         "Popin-Cursor": found.cursor,
         "Content-Disposition": f'attachment; filename="{found.filename}"'})
 
 
 async def bookings(request: Request, hub: Hub, site: Site) -> Response:
-    return _render(request, "bookings.html", site=site, **await dashboard.bookings(hub, site))
+    return render(request, "bookings.html", site=site, **await dashboard.bookings(hub, site))
 
 
 async def rules(request: Request, hub: Hub, site: Site) -> Response:
-    return _render(request, "rules.html", site=site, status=hub.status_of(site.key),
+    return render(request, "rules.html", site=site, status=hub.status_of(site.key),
                    count=len(hub.rules_of(site.key)))
 
 
@@ -284,6 +229,7 @@ def _asset(name: str, media_type: str) -> Callable[[Request], Awaitable[Response
 
 
 ROUTES = [
+    *campaigns.ROUTES,
     Route("/admin/login", login_page, methods=["GET"]),
     Route("/admin/login", login, methods=["POST"]),
     Route("/admin/logout", logout, methods=["POST"]),

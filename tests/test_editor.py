@@ -1,0 +1,349 @@
+"""The campaign editor over HTTP: the file stays the truth (a person's comments and layout
+survive an edit), saves are checked as `popin rules check` checks, a stale form is
+refused, history restores, and what must be refused is refused with the field named."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from starlette.testclient import TestClient
+
+from conftest import ROOT
+from popin.cli import main
+from popin.config import Settings
+from popin.core.site import Site
+from popin.web.admin import drafts
+from popin.web.admin.changes import apply
+from popin.web.admin.forms import values
+from popin.web.admin.sentence import sentence
+from popin.web.app import create_app
+
+PASSWORD = "an editor's password"
+COMMENTED = """\
+# Written by hand: these comments must survive the dashboard.
+campaign: Waxing help   # the campaign's name
+rules:
+  # The first rule: a keyword dwell.
+  - id: waxing-help
+    category: behavioural
+    trigger: {dwell: {keyword: waxing, seconds: 5}}   # five seconds is enough
+    popin:
+      title: "Waxing made simple"
+      body: |
+        <p>Our kit holds the two waxes.</p>
+    # At most once a visit.
+    cap: {per_session: 1}
+
+  - id: sizing-help
+    trigger: {dwell: {keyword: sizing, seconds: 12, selector: "#sizing"}}
+    popin: {title: "Not sure about the length?", body: "<p>Ask us.</p>"}
+"""
+BLOG = """\
+campaign: Blog
+rules:
+  - id: blog-hello
+    trigger: {pageview: /}
+    popin: {title: Hello, body: <p>Welcome.</p>}
+"""
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, Path]:
+    found = {"demo": tmp_path / "demo", "blog": tmp_path / "blog"}
+    for folder in found.values():
+        folder.mkdir()
+    (found["demo"] / "waxing.yaml").write_text(COMMENTED)
+    (found["blog"] / "blog.yaml").write_text(BLOG)
+    return found
+
+
+@pytest.fixture
+def client(tmp_path: Path, folders: dict[str, Path],
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
+    settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=folders["demo"],
+                        reload=False, campaigns=dict(folders), sites={
+                            "demo": Site("demo", "Demo shop"),
+                            "blog": Site("blog", "Blog", origins=("https://blog.example",))})
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["admin", "--store", settings.store, "set-password", "--password-stdin"]) == 0
+    with TestClient(create_app(settings)) as test_client:
+        page = test_client.get("/admin/login")
+        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert token
+        answer = test_client.post("/admin/login", data={
+            "csrf": token[1], "password": PASSWORD, "next": "/admin/"}, follow_redirects=False)
+        assert answer.status_code == 303
+        yield test_client
+
+
+def form_of(page: str) -> dict[str, str]:
+    """The fields of the editor's form as a browser would send them."""
+    start = page.index('class="campaign-form"')
+    form = page[start:page.index("</form>", start)]
+    found = {name: html.unescape(value) for name, value in re.findall(
+        r'<input[^>]*?name="([^"]+)" value="([^"]*)"', form)}
+    for name, options in re.findall(r'<select[^>]*name="([^"]+)"[^>]*>(.*?)</select>', form,
+                                    re.S):
+        chosen = re.search(r'<option(?: value="([^"]*)")? selected>([^<]*)<', options)
+        found[name] = ((chosen[1] if chosen[1] is not None else chosen[2]) if chosen else "")
+    for name, text in re.findall(r'<textarea[^>]*name="([^"]+)"[^>]*>(.*?)</textarea>', form,
+                                 re.S):
+        found[name] = html.unescape(text)
+    return found
+
+
+def opened(client: TestClient, rule: str, site: str = "") -> dict[str, str]:
+    page = client.get(f"/admin/campaigns/{rule}/edit{site}")
+    assert page.status_code == 200, page.text
+    return form_of(page.text)
+
+
+def test_an_edit_through_the_form_keeps_the_comments_and_changes_only_its_value(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "waxing-help")
+    assert form["trigger.dwell.keyword"] == "waxing" and form["popin.title"] == \
+        "Waxing made simple"
+    form["popin.title"] = "Waxing, simply"
+    saved = client.post("/admin/campaigns/waxing-help/edit", data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    assert COMMENTED.replace('"Waxing made simple"', '"Waxing, simply"') == (
+        folders["demo"] / "waxing.yaml").read_text()
+    # Live at once, as after a change to the file.
+    page = client.get("/admin/campaigns/waxing-help")
+    assert "Waxing, simply" in page.text
+    assert "When a visitor reads about waxing for 5 seconds, show “Waxing, simply”" in page.text
+
+
+def test_every_shipped_campaign_reads_into_the_form_and_back_unchanged() -> None:
+    for path in sorted((ROOT / "rules").glob("*.yaml")):
+        text = path.read_text()
+        yaml = drafts.loader(text)
+        document = drafts.load(yaml, text)
+        for rule in document.get("rules", []):
+            apply(rule, values(rule))
+        assert drafts.dump(yaml, document) == text, path
+
+
+def test_a_campaign_reads_as_a_sentence() -> None:
+    text = (ROOT / "rules" / "keyword-interest.yaml").read_text()
+    rule = drafts.find(drafts.load(drafts.loader(text), text), "waxing-help")
+    assert rule is not None
+    rule["when"] = {"device": "mobile"}
+    assert sentence(rule) == (
+        "When a visitor reads about waxing for 5 seconds, on a phone, show “Waxing made "
+        "simple” in the bottom right corner, tag them into interest-ski-care, at most once "
+        "per visit and twice per visitor every 30d.")
+
+
+def test_errors_are_told_beside_their_field_and_nothing_is_written(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "waxing-help")
+    form["trigger.dwell.seconds"] = "soon"
+    form["popin.placement"] = "middle"
+    refused = client.post("/admin/campaigns/waxing-help/edit", data=form)
+    assert refused.status_code == 400
+    beside = dict(re.findall(r'data-error-for="([^"]+)">([^<]+)<', refused.text))
+    assert "expected a number" in html.unescape(beside["trigger.dwell.seconds"])
+    assert "unknown placement" in html.unescape(beside["popin.placement"])
+    assert (folders["demo"] / "waxing.yaml").read_text() == COMMENTED
+    # The preview says the same, as JSON, while the owner types.
+    preview = client.post("/admin/editor/preview", data=form).json()
+    assert {error["field"] for error in preview["errors"]} >= {"trigger.dwell.seconds"}
+
+
+def test_a_form_opened_before_another_save_is_refused(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    first, second = opened(client, "waxing-help"), opened(client, "waxing-help")
+    first["popin.title"] = "First owner's title"
+    assert client.post("/admin/campaigns/waxing-help/edit", data=first,
+                       follow_redirects=False).status_code == 303
+    second["popin.title"] = "Second owner's title"
+    refused = client.post("/admin/campaigns/waxing-help/edit", data=second)
+    assert refused.status_code == 409
+    assert "changed since you opened it" in refused.text
+    assert "First owner" in (folders["demo"] / "waxing.yaml").read_text()
+
+
+def test_history_shows_who_changed_what_and_restores_a_version(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "waxing-help")
+    form.update({"popin.title": "Version two", "author": "Camille"})
+    assert client.post("/admin/campaigns/waxing-help/edit", data=form,
+                       follow_redirects=False).status_code == 303
+    page = client.get("/admin/campaigns/waxing-help/history")
+    assert "Camille" in page.text and "the file as it was" in page.text
+    assert re.search(r'class="del">- +title: &#34;Waxing made simple&#34;', page.text)
+    assert re.search(r'class="add">\+ +title: &#34;Version two&#34;', page.text)
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    version = re.search(r'name="version" value="([^"]+)"', page.text)
+    assert token and version
+    restored = client.post("/admin/campaigns/waxing-help/restore", data={
+        "csrf": token[1], "version": version[1], "number": "0"}, follow_redirects=False)
+    assert restored.status_code == 303, restored.text
+    assert (folders["demo"] / "waxing.yaml").read_text() == COMMENTED
+    assert "restored the version 1" in client.get("/admin/campaigns/waxing-help/history").text
+
+
+def test_a_new_campaign_gets_its_own_file_and_is_live(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = form_of(client.get("/admin/editor/new").text)
+    form.update({"campaign": "Grip wax", "id": "grip-help", "trigger.dwell.keyword": "grip",
+                 "trigger.dwell.seconds": "3", "popin.title": "Grip wax, {{ visitor.first_name }}?",
+                 "popin.body": "<p>Thin layers.</p>", "when.0.name": "device",
+                 "when.0.value": "mobile, desktop"})
+    preview = client.post("/admin/editor/preview", data=form).json()
+    assert preview["errors"] == [] and "Grip wax, Alex?" in preview["html"]
+    saved = client.post("/admin/editor/new", data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    written = (folders["demo"] / "grip-help.yaml").read_text()
+    assert "trigger: {dwell: {keyword: grip, seconds: 3}}" in written
+    assert client.get("/admin/campaigns/grip-help").status_code == 200
+    # Duplicate, pause, delete.
+    page = client.get("/admin/campaigns/grip-help").text
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert token
+    copied = client.post("/admin/campaigns/grip-help/duplicate", data={"csrf": token[1]},
+                         follow_redirects=False)
+    assert copied.headers["location"] == "/admin/campaigns/grip-help-copy/edit"
+    assert "id: grip-help-copy" in (folders["demo"] / "grip-help.yaml").read_text()
+    client.post("/admin/campaigns/grip-help/pause", data={"csrf": token[1]})
+    assert "Paused by you" in client.get("/admin/campaigns/grip-help").text
+    page = client.get("/admin/campaigns/grip-help-copy").text
+    version = re.search(r'name="version" value="([^"]+)"', page)
+    assert version
+    client.post("/admin/campaigns/grip-help-copy/delete",
+                data={"csrf": token[1], "version": version[1]})
+    assert "grip-help-copy" not in (folders["demo"] / "grip-help.yaml").read_text()
+    assert client.get("/admin/campaigns/grip-help-copy/edit").status_code == 404
+
+
+def test_forms_without_the_session_token_are_refused(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "waxing-help")
+    form["csrf"] = "forged"
+    form["popin.title"] = "Forged"
+    for path in ("/admin/campaigns/waxing-help/edit", "/admin/campaigns/waxing-help/delete",
+                 "/admin/campaigns/waxing-help/pause", "/admin/campaigns/waxing-help/duplicate",
+                 "/admin/campaigns/waxing-help/restore", "/admin/editor/new"):
+        assert client.post(path, data=form).status_code == 403, path
+    assert client.post("/admin/editor/preview", data=form).json()["error"]["field"] == "csrf"
+    assert (folders["demo"] / "waxing.yaml").read_text() == COMMENTED
+
+
+def test_another_sites_campaign_is_refused(client: TestClient,
+                                           folders: dict[str, Path]) -> None:
+    assert client.get("/admin/campaigns/blog-hello/edit").status_code == 404
+    assert client.get("/admin/campaigns/waxing-help/edit?site=blog").status_code == 404
+    form = opened(client, "blog-hello", "?site=blog")
+    form["popin.title"] = "From the demo's form"
+    assert client.post("/admin/campaigns/blog-hello/edit", data=form).status_code == 404
+    assert "From the demo" not in (folders["blog"] / "blog.yaml").read_text()
+
+
+def test_campaign_names_cannot_reach_outside_the_folder(
+        client: TestClient, folders: dict[str, Path], tmp_path: Path) -> None:
+    form = form_of(client.get("/admin/editor/new").text)
+    form.update({"trigger.dwell.keyword": "grip", "trigger.dwell.seconds": "3",
+                 "popin.title": "Hi", "popin.body": "<p>Hi</p>"})
+    for name in ("../outside", "..", "/etc/passwd", "a/../../b", "Upper"):
+        form["id"] = name
+        refused = client.post("/admin/editor/new", data=form)
+        assert refused.status_code == 400, name
+        assert 'data-error-for="id"' in refused.text
+    for name in ("..%2F..%2Fpopin.db", "%2e%2e", "..%2Fblog%2Fblog-hello"):
+        assert client.get(f"/admin/campaigns/{name}/edit").status_code == 404, name
+    assert sorted(path.name for path in tmp_path.rglob("*.yaml")) == ["blog.yaml",
+                                                                      "waxing.yaml"]
+
+
+def test_oversized_input_is_refused_naming_the_field(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "waxing-help")
+    form["popin.body"] = "x" * 20_000
+    refused = client.post("/admin/campaigns/waxing-help/edit", data=form)
+    assert refused.status_code == 413 and "Text" in refused.text and "popin.body" in \
+        refused.text
+    answer = client.post("/admin/editor/preview", data=form)
+    assert answer.status_code == 413 and answer.json()["error"]["field"] == "popin.body"
+    huge = client.post("/admin/editor/preview", content=b"a=" + b"x" * 300_000,
+                       headers={"content-type": "application/x-www-form-urlencoded"})
+    assert huge.status_code == 413 and "expected at most 256 KB" in huge.text
+    assert (folders["demo"] / "waxing.yaml").read_text() == COMMENTED
+
+
+def test_the_preview_uses_the_widgets_own_card_styles(client: TestClient) -> None:
+    styles = client.get("/admin/card.css")
+    assert styles.headers["content-type"].startswith("text/css")
+    source = (ROOT / "widget" / "popin.js").read_text()
+    for rule in (":host{all:initial}", ".card{box-sizing:border-box",
+                 "@media (prefers-reduced-motion:reduce){.card{animation:none}}"):
+        assert rule in styles.text and rule in source
+    script = client.get("/admin/editor.js")
+    assert script.status_code == 200 and "attachShadow" in script.text
+
+
+REQUIRED = {"dwell": {"trigger.dwell.keyword": "grip"}, "event": {"trigger.event.name": "signup"},
+            "after": {"trigger.after.event": "add_to_cart",
+                      "trigger.after.without": "checkout_started"}}
+
+
+def test_every_trigger_and_action_kind_works_from_the_form_defaults(
+        client: TestClient) -> None:
+    from popin.web.admin.fields import SHOW, TRIGGER
+
+    start = form_of(client.get("/admin/editor/new").text)
+    start.update({"id": "every-kind", "popin.title": "Hello", "popin.body": "<p>Hi</p>"})
+    for kind in TRIGGER.choices:
+        answer = client.post("/admin/editor/preview", data={
+            **start, "trigger": kind, **REQUIRED.get(kind, {})}).json()
+        assert answer["errors"] == [] and "Hello" in answer["html"], (kind, answer)
+    offers = {"assist": {"assist.title": "Call us?", "assist.body": "<p>We call back.</p>"},
+              "slots": {"slots.title": "Book", "slots.body": "<p>Pick a time.</p>",
+                        "slots.calendar": "advisers"},
+              "nothing": {"tag.audience": "grip-readers", "tag.days": "30"}}
+    for show in SHOW.choices:
+        answer = client.post("/admin/editor/preview", data={
+            **start, **REQUIRED["dwell"], "show": show, **offers.get(show, {})}).json()
+        assert answer["errors"] == [], (show, answer)
+        assert answer["html"] or show == "nothing", (show, answer)
+    assert "tag them into grip-readers" in answer["sentence"]
+
+
+def test_a_save_that_could_not_go_live_is_refused_naming_the_broken_file(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "waxing-help")
+    (folders["demo"] / "broken.yaml").write_text("rules:\n  - id: broken\n")
+    form["popin.title"] = "Not live while another file is broken"
+    refused = client.post("/admin/campaigns/waxing-help/edit", data=form)
+    assert refused.status_code == 400
+    assert "broken.yaml:2: " in refused.text and "no change to this site" in refused.text
+    assert (folders["demo"] / "waxing.yaml").read_text() == COMMENTED
+
+
+def test_the_form_covers_the_rule_language_but_for_what_it_says() -> None:
+    """A key added to the language shows up here: in the form's table, or in this list of
+    what stays for the file alone (kept as written by every save)."""
+    from popin.core.rules.campaign import CAP_KEYS, CONVERSION_KEYS, RULE_KEYS
+    from popin.core.rules.templates import POPIN_KEYS
+    from popin.core.rules.triggers import COMPILERS
+    from popin.web.admin.fields import BY_NAME, FLAG_TRIGGERS
+
+    file_only = {"popin.offset"}
+    for kind in COMPILERS:
+        assert kind in FLAG_TRIGGERS or any(
+            name == f"trigger.{kind}" or name.startswith(f"trigger.{kind}.")
+            for name in BY_NAME), kind
+    for name in ([f"cap.{key}" for key in CAP_KEYS]
+                 + [f"conversion.{key}" for key in CONVERSION_KEYS]
+                 + [f"popin.{key}" for key in POPIN_KEYS if key != "cta"]
+                 + ["popin.cta.label", "popin.cta.url", "tag.audience", "tag.days",
+                    "webhook.url", "assist.channels", "slots.calendar"]):
+        assert name in BY_NAME or name in file_only, name
+    grouped = {"trigger", "when", "popin", "assist", "slots", "tag", "webhook", "cap",
+               "conversion", "variants"}
+    assert set(RULE_KEYS) - grouped <= set(BY_NAME)
