@@ -115,6 +115,56 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(timeout=10)
 
 
+def free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=10)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis Cluster of our own: three masters on free ports (and free cluster-bus ports),
+    slots assigned by `redis-cli --cluster create`, stopped at the end of the run."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        pytest.fail("redis-server and redis-cli are not installed: the README's test command "
+                    "installs them (apt-get install redis-server)")
+    ports = free_ports(6)
+    nodes, buses = ports[:3], ports[3:]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for port, bus in zip(nodes, buses, strict=True):
+            folder = tmp_path_factory.mktemp(f"cluster-{port}")
+            processes.append(subprocess.Popen(
+                [binary, "--port", str(port), "--bind", "127.0.0.1", "--cluster-enabled", "yes",
+                 "--cluster-port", str(bus), "--cluster-config-file", str(folder / "nodes.conf"),
+                 "--save", "", "--appendonly", "no", "--dir", str(folder)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        for port in nodes:
+            wait_for_port(port)
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in nodes),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+
+        def ready() -> bool:
+            return all("cluster_state:ok" in subprocess.run(
+                [cli, "-p", str(port), "cluster", "info"], capture_output=True,
+                text=True).stdout for port in nodes)
+
+        wait_until(ready, timeout=30)
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in nodes)
+    finally:
+        stop(processes)
+
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -162,17 +212,20 @@ def settings_with_rules(folder: Path, rules: str, **overrides: Any) -> Settings:
 StoreFactory = Callable[[], Any]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis),
+                        pytest.param("cluster", marks=pytest.mark.redis)])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """Every backend behind one contract. A factory, so a test can open the same store
-    twice (durability, two processes)."""
+    """Every backend behind one contract: SQLite, one redis-server, a 3-master Redis
+    Cluster. A factory, so a test can open the same store twice (durability, two processes)."""
     from popin.stores.backends import open_store
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'data' / 'popin.db'}"
     else:
         # Each test gets its own key prefix: no flushing, no interference.
-        url = f"{request.getfixturevalue('redis_url')}?prefix=test-{uuid.uuid4().hex}"
+        server = request.getfixturevalue({"redis": "redis_url",
+                                          "cluster": "redis_cluster_url"}[request.param])
+        url = f"{server}?prefix=test-{uuid.uuid4().hex}"
     return lambda: open_store(url)
 
 
