@@ -4,7 +4,9 @@ keys with their hash tags, scripts.py holds the Lua steps, each on one slot)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any, cast
@@ -29,9 +31,12 @@ from .keyspace import Keys
 from .revisions import Attempt, Revisions
 from .scripts import ATTEMPTED, BOOK, CLAIM, LEASE, MEMBER, MOVE, PROFILE_CAS, TRIM
 
-# Two processes rarely lose to each other more than once in a row; past this, something
-# rewrites the profile in a loop and the write fails loudly rather than spin.
-PROFILE_ATTEMPTS = 20
+# A writer that lost twice holds the profile's turn this long at most (it may have died
+# holding it); the others poll meanwhile, and give up (the write-behind keeps the profile
+# for its next flush) after SAVE_SECONDS.
+TURN_SECONDS = 2.0
+TURN_WAIT_SECONDS = 0.002
+SAVE_SECONDS = 5.0
 
 
 def _text(value: bytes | str) -> str:
@@ -55,6 +60,8 @@ class RedisStore:
         self._member = client.register_script(MEMBER)
         self._trim = client.register_script(TRIM)
         self._cas = client.register_script(PROFILE_CAS)
+        # Profile writes that met another process's first and were merged.
+        self.profile_merges = 0
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
@@ -87,28 +94,37 @@ class RedisStore:
         # One round trip for the whole batch; only the few that lost go again, one by one.
         async with self._client.pipeline(transaction=False) as pipe:
             for attempt in attempts:
-                pipe.eval(PROFILE_CAS, 1, *self._cas_args(attempt))
+                pipe.eval(PROFILE_CAS, 2, *self._cas_args(attempt, "", 0))
             replies = await pipe.execute()
         for attempt, reply in zip(attempts, replies, strict=True):
             await self._save(attempt, reply)
 
-    def _cas_args(self, attempt: Attempt) -> list[Any]:
-        return [self._profile_key(attempt.site, attempt.profile.visitor), attempt.expected,
-                attempt.revision, attempt.data]
+    def _cas_args(self, attempt: Attempt, turn: str, losses: int) -> list[Any]:
+        site, visitor = attempt.site, attempt.profile.visitor
+        return [self._profile_key(site, visitor), self._keys.visitor(site, visitor, "turn"),
+                attempt.expected, attempt.revision, attempt.data, turn or "-", losses,
+                int(TURN_SECONDS * 1000)]
 
     async def _save(self, attempt: Attempt, reply: Any = None) -> None:
-        for _ in range(PROFILE_ATTEMPTS):
+        turn, losses = secrets.token_hex(8), 0
+        deadline = time.monotonic() + SAVE_SECONDS
+        while time.monotonic() < deadline:
             if reply is None:
-                args = self._cas_args(attempt)
-                reply = await self._cas(keys=args[:1], args=args[1:])
+                args = self._cas_args(attempt, turn, losses)
+                reply = await self._cas(keys=args[:2], args=args[2:])
             if not reply:
                 self._revisions.written(attempt)
                 return
-            attempt = attempt.retry(_text(reply[0]), reply[1] if isinstance(reply[1], bytes)
-                                    else reply[1].encode())
+            if reply[0] in (b"*wait", "*wait"):
+                await asyncio.sleep(TURN_WAIT_SECONDS)
+            else:
+                self.profile_merges += 1
+                losses += 1
+                attempt = attempt.retry(_text(reply[0]), reply[1] if isinstance(
+                    reply[1], bytes) else reply[1].encode())
             reply = None
-        raise ProfileConflict(f"profile of {attempt.profile.visitor!r} kept changing under "
-                              f"{PROFILE_ATTEMPTS} writes")
+        raise ProfileConflict(f"profile of {attempt.profile.visitor!r} not written in "
+                              f"{SAVE_SECONDS:g} s: another writer held its turn")
 
     async def delete_profile(self, site: str, visitor: str) -> bool:
         self._revisions.forget(site, visitor)

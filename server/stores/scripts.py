@@ -2,13 +2,21 @@
 keyspace.py), so that it runs on Redis Cluster as on one server."""
 
 # A profile written only over the revision it was read as (see revisions.py): else the
-# stored revision and profile come back, to be merged and tried again.
+# stored revision and profile come back, to be merged and tried again. A writer that lost
+# twice (ARGV[5]) gets the turn (KEYS[2], with expiry): until it writes, the others wait,
+# so that one that merges slowly is not starved by one that writes in a loop.
 PROFILE_CAS = """
+local turn = redis.call('GET', KEYS[2])
+if turn and turn ~= ARGV[4] then return {'*wait'} end
 local revision = redis.call('HGET', KEYS[1], 'rev') or ''
 if ARGV[1] ~= '*' and revision ~= ARGV[1] then
+  if tonumber(ARGV[5]) >= 2 and not turn then
+    redis.call('SET', KEYS[2], ARGV[4], 'PX', ARGV[6])
+  end
   return {revision, redis.call('HGET', KEYS[1], 'json') or ''}
 end
 redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'json', ARGV[3])
+if turn then redis.call('DEL', KEYS[2]) end
 return {}
 """
 
