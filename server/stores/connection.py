@@ -26,6 +26,7 @@ from redis.typing import EncodableT
 Client: TypeAlias = "redis.Redis | redis.RedisCluster"
 
 MAX_CONNECTIONS = 32
+UNBOUNDED = 2**31
 POOL_TIMEOUT_SECONDS = 10.0
 SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster", "rediss+cluster")
 DEFAULT_PORTS = {"redis+sentinel": 26379}
@@ -68,6 +69,16 @@ class Cluster(redis.RedisCluster):
                     await super().execute_command("PING")
                     self._warm = True
         return await super().execute_command(*args, **kwargs)
+
+
+class SentinelMaster(redis.Redis):
+    """The master's client, which also closes its connections to the Sentinels."""
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        manager: Any = getattr(self.connection_pool, "sentinel_manager", None)
+        for sentinel in manager.sentinels if manager is not None else []:
+            await sentinel.aclose()
 
 
 def _hosts(netloc: str, default_port: int) -> tuple[tuple[str, int], ...]:
@@ -132,9 +143,12 @@ def connect(url: str) -> tuple[Client, str]:
                                   password=target.password), target.prefix
     if target.scheme == "redis+sentinel":
         # A failover moves the master: each new connection asks the Sentinels where it is.
+        # Unbounded like the cluster's: its pool fails past its bound instead of waiting.
         sentinels: Any = Sentinel
-        master: redis.Redis = sentinels(list(target.hosts)).master_for(
-            target.master, db=target.db, username=target.username, password=target.password)
+        master: redis.Redis = sentinels(list(target.hosts), sentinel_kwargs={
+            "max_connections": UNBOUNDED}).master_for(
+            target.master, redis_class=SentinelMaster, db=target.db, username=target.username,
+            password=target.password, max_connections=UNBOUNDED)
         return master, target.prefix
     # Many sessions save at once: wait for a free connection instead of failing.
     pool = redis.BlockingConnectionPool.from_url(url.split("?", 1)[0],
