@@ -92,6 +92,8 @@ class RedisStore:
     async def save_profiles(self, profiles: Sequence[tuple[tuple[str, str], Profile]]) -> None:
         attempts = [self._revisions.attempt(site, profile) for (site, _), profile in profiles]
         # One round trip for the whole batch; only the few that lost go again, one by one.
+        # EVAL, not EVALSHA: the cluster client refuses EVALSHA in a pipeline, and EVAL
+        # never meets a server that has not loaded the script.
         async with self._client.pipeline(transaction=False) as pipe:
             for attempt in attempts:
                 pipe.eval(PROFILE_CAS, 2, *self._cas_args(attempt, "", 0))

@@ -10,13 +10,14 @@ against the stored revision, and tries again if that lost too. The object in mem
 takes in the other process's changes, so its next write starts from what is stored.
 
 A profile the store never handed out replaces what is stored (a refusal keeps nothing
-else), except for a visitor this store just found absent: two processes that meet a new
-visitor at once both count.
+else), except for a visitor this store found absent less than ABSENT_SECONDS ago and has
+not written since: two processes that meet a new visitor at once both count.
 """
 
 from __future__ import annotations
 
 import secrets
+import time
 import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, fields
@@ -26,8 +27,9 @@ from ..core.visitor.profile import Profile
 
 # Any revision: the write replaces whatever is stored.
 ANY = "*"
-# Visitors found absent, kept until their first write: enough for every visitor that
-# arrives within a flush or two on a busy process.
+# Visitors found absent, until their first write: long enough for a new visitor's first
+# flush, short enough that a refusal written much later replaces what others wrote since.
+ABSENT_SECONDS = 30.0
 ABSENT_KEPT = 10_000
 
 
@@ -58,13 +60,15 @@ def _revision() -> str:
 class Revisions:
     def __init__(self) -> None:
         self._bases: dict[int, tuple[str, bytes]] = {}
-        self._absent: OrderedDict[tuple[str, str], None] = OrderedDict()
+        # (site, visitor) -> when found absent (monotonic), oldest first
+        self._absent: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     def read(self, site: str, visitor: str, revision: str | None,
              data: bytes | None) -> Profile | None:
         """The profile a load found (or None), remembered with its revision."""
+        self._absent.pop((site, visitor), None)
         if data is None or revision is None:
-            self._absent[(site, visitor)] = None
+            self._absent[(site, visitor)] = time.monotonic()
             while len(self._absent) > ABSENT_KEPT:
                 self._absent.popitem(last=False)
             return None
@@ -76,7 +80,8 @@ class Revisions:
         mine = profile.to_json()
         base = self._bases.get(id(profile))
         if base is None:
-            if (site, profile.visitor) in self._absent:
+            found = self._absent.get((site, profile.visitor))
+            if found is not None and time.monotonic() - found < ABSENT_SECONDS:
                 base = ("", Profile(profile.visitor).to_json())
             else:
                 base = (ANY, mine)
