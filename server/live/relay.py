@@ -28,15 +28,15 @@ relay only makes it arrive now. A message pub/sub loses is sent again from the o
 when the visitor's socket reconnects, so at-most-once delivery on the fast path is
 enough, and pub/sub costs one PUBLISH per push and nothing to clean up.
 
-On Redis Cluster, ordinary pub/sub, not sharded. A node subscribes on one shard (the one
-that owns its channel's slot, as redis-py picks it) and a PUBLISH sent to any shard is
-carried to every shard by the cluster bus: one message per shard for each relayed push.
-Sharded pub/sub (SPUBLISH) would keep it on one shard, but a sharded subscription ends
-when its slot moves (resharding, failover) and must be found and made again, and it
-needs Redis 7. Relayed pushes are the rare path (an API event for a visitor whose socket
-is on another process; a widget's own events never cross), so the bus traffic is small,
-and a subscription that a failover cuts is made again by the loop below, like any lost
-connection.
+On Redis Cluster, ordinary pub/sub, not sharded. redis-py sends a SUBSCRIBE and a
+PUBLISH to the shard that owns the channel's slot, so the publisher meets the subscriber
+there and the count of receivers PUBLISH answers (that shard's only) is right; the cluster
+bus also carries each message to every other shard, one copy per shard per relayed push.
+Sharded pub/sub (SPUBLISH) would spare those copies, but a sharded subscription ends
+when its slot moves (resharding, failover) and must be found and made again. Relayed
+pushes are the rare path (an API event for a visitor whose socket is on another process;
+a widget's own events never cross), so the copies cost little, and a subscription that a
+failover cuts is made again by the loop below, like any lost connection.
 """
 
 from __future__ import annotations
