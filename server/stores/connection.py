@@ -32,6 +32,11 @@ SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster", "rediss+cluster
 DEFAULT_PORTS = {"redis+sentinel": 26379}
 
 
+def text(value: bytes | str) -> str:
+    """A reply as text: the clients answer bytes."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def is_redis(url: str) -> bool:
     return url.split("://", 1)[0] in SCHEMES
 

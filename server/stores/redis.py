@@ -14,22 +14,16 @@ from typing import Any, cast
 import orjson
 
 from ..core.visitor.profile import Profile
-from .audiences import (
-    RETENTION_SECONDS,
-    AudienceInfo,
-    Member,
-    Tagging,
-    erased_id,
-    utc_day,
-)
+from .audiences import erased_id
 from .bookings import Booking, BookOutcome, Lead, MoveOutcome, Quota
-from .connection import Client, connect
+from .connection import Client, connect, text
 from .contract import RECENT_KEPT, ClaimOutcome
 from .deliveries import Delivery
 from .keys import ApiKey
 from .keyspace import Keys
+from .redisaudiences import RedisAudiences
 from .revisions import Attempt, Revisions
-from .scripts import ATTEMPTED, BOOK, CLAIM, LEASE, MEMBER, MOVE, PROFILE_CAS, TRIM
+from .scripts import ATTEMPTED, BOOK, CLAIM, LEASE, MOVE, PROFILE_CAS
 
 # A writer that lost twice holds the profile's turn this long at most (it may have died
 # holding it); the others poll meanwhile, and give up (the write-behind keeps the profile
@@ -39,26 +33,19 @@ TURN_WAIT_SECONDS = 0.002
 SAVE_SECONDS = 5.0
 
 
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
-
-
 class ProfileConflict(RuntimeError):
     pass
 
 
-class RedisStore:
+class RedisStore(RedisAudiences):
     def __init__(self, client: Client, prefix: str = "popin") -> None:
-        self._client = client
-        self._keys = Keys(prefix)
+        super().__init__(client, Keys(prefix))
         self._revisions = Revisions()
         self._lease = client.register_script(LEASE)
         self._book = client.register_script(BOOK)
         self._move = client.register_script(MOVE)
         self._claim = client.register_script(CLAIM)
         self._attempted = client.register_script(ATTEMPTED)
-        self._member = client.register_script(MEMBER)
-        self._trim = client.register_script(TRIM)
         self._cas = client.register_script(PROFILE_CAS)
         # Profile writes that met another process's first and were merged.
         self.profile_merges = 0
@@ -67,9 +54,6 @@ class RedisStore:
     def from_url(cls, url: str) -> RedisStore:
         client, prefix = connect(url)
         return cls(client, prefix)
-
-    def _key(self, site: str, kind: str, name: str) -> str:
-        return self._keys.site(site, kind, name)
 
     def _profile_key(self, site: str, visitor: str) -> str:
         return self._keys.visitor(site, visitor, "profile")
@@ -83,7 +67,7 @@ class RedisStore:
     async def load_profile(self, site: str, visitor: str) -> Profile | None:
         revision, data = await self._client.hmget(self._profile_key(site, visitor),
                                                   ["rev", "json"])
-        return self._revisions.read(site, visitor, None if revision is None else _text(revision),
+        return self._revisions.read(site, visitor, None if revision is None else text(revision),
                                     None if data is None else cast(bytes, data))
 
     async def save_profile(self, site: str, profile: Profile) -> None:
@@ -122,7 +106,7 @@ class RedisStore:
             else:
                 self.profile_merges += 1
                 losses += 1
-                attempt = attempt.retry(_text(reply[0]), reply[1] if isinstance(
+                attempt = attempt.retry(text(reply[0]), reply[1] if isinstance(
                     reply[1], bytes) else reply[1].encode())
             reply = None
         raise ProfileConflict(f"profile of {attempt.profile.visitor!r} not written in "
@@ -137,16 +121,13 @@ class RedisStore:
         key = self._key(site, "user", user_id)
         await self._client.set(key, visitor, nx=True)
         found: bytes | str | None = await self._client.get(key)
-        linked = visitor if found is None else _text(found)
+        linked = visitor if found is None else text(found)
         await self._client.sadd(self._key(site, "visitor-users", linked), user_id)
         return linked
 
     async def visitor_of_user(self, site: str, user_id: str) -> str | None:
         found: bytes | str | None = await self._client.get(self._key(site, "user", user_id))
-        return None if found is None else _text(found)
-
-    async def _members_of(self, key: str) -> list[str]:
-        return [_text(member) for member in await self._client.smembers(key)]
+        return None if found is None else text(found)
 
     async def erase_visitor(self, site: str, visitor: str) -> None:
         users_key = self._key(site, "visitor-users", visitor)
@@ -165,7 +146,7 @@ class RedisStore:
         erased = [booking for booking in [await self.get_booking(site, booking_id)
                                           for booking_id in bookings] if booking is not None]
         recent_key = self._key(site, "recent", "log")
-        recent = [_text(row) for row in await self._client.lrange(recent_key, 0, -1)
+        recent = [text(row) for row in await self._client.lrange(recent_key, 0, -1)
                   if orjson.loads(row).get("visitor") == visitor]
         self._revisions.forget(site, visitor)
         # One transaction per hash tag (Redis Cluster refuses one across slots): the
@@ -211,7 +192,7 @@ class RedisStore:
 
     async def list_keys(self, site: str) -> list[ApiKey]:
         digests = await self._client.smembers(self._key(site, "api-keys", "all"))
-        keys = [await self.key_by_digest(_text(digest)) for digest in digests]
+        keys = [await self.key_by_digest(text(digest)) for digest in digests]
         return sorted((key for key in keys if key is not None), key=lambda key: key.created)
 
     async def claim(self, site: str, claims: Sequence[tuple[str, str]],
@@ -221,11 +202,12 @@ class RedisStore:
         outcomes = await self._claim(
             keys=[self._key(site, "claim", key) for key, _digest in claims],
             args=[max(1, int(ttl * 1000)), *(digest for _key, digest in claims)])
-        return [cast(ClaimOutcome, _text(outcome)) for outcome in outcomes]
+        return [cast(ClaimOutcome, text(outcome)) for outcome in outcomes]
 
     async def release(self, site: str, keys: Sequence[str]) -> None:
-        for key in keys:
-            await self._client.delete(self._key(site, "claim", key))
+        if keys:
+            # One DEL: a site's claims share its hash tag.
+            await self._client.delete(*(self._key(site, "claim", key) for key in keys))
 
     async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
                          expires: float) -> None:
@@ -274,7 +256,7 @@ class RedisStore:
         ids = await self._lease(keys=[self._keys.deliveries_due], args=[now, limit, now + lease])
         leased = []
         for delivery_id in ids:
-            data = await self._client.get(self._keys.delivery(_text(delivery_id)))
+            data = await self._client.get(self._keys.delivery(text(delivery_id)))
             if data is not None:
                 delivery = Delivery.from_dict(orjson.loads(data))
                 delivery.due = now + lease
@@ -285,7 +267,7 @@ class RedisStore:
         ids = await self._client.smembers(self._key(site, "deliveries", "all"))
         found = []
         for delivery_id in ids:
-            data = await self._client.get(self._keys.delivery(_text(delivery_id)))
+            data = await self._client.get(self._keys.delivery(text(delivery_id)))
             if data is not None:
                 delivery = Delivery.from_dict(orjson.loads(data))
                 if delivery.status == status:
@@ -315,7 +297,7 @@ class RedisStore:
             args=[*self._booking_args(booking, capacity),
                   *(number for quota in quotas
                     for number in (quota.limit, math.ceil(quota.seconds)))])
-        kind = _text(outcome)
+        kind = text(outcome)
         if kind in ("full", "limited"):
             return cast(BookOutcome, kind), booking
         stored = Booking.from_dict(orjson.loads(data))
@@ -333,7 +315,7 @@ class RedisStore:
                   self._key(site, "booking", booking_id)],
             args=[*self._booking_args(moved, capacity), booking_id,
                   orjson.dumps(old.to_dict())])
-        kind = _text(outcome)
+        kind = text(outcome)
         if kind in ("full", "gone"):
             return cast(MoveOutcome, kind), moved
         stored = Booking.from_dict(orjson.loads(data))
@@ -360,7 +342,7 @@ class RedisStore:
     async def list_bookings(self, site: str, start: float, end: float) -> list[Booking]:
         ids = await self._client.zrangebyscore(self._key(site, "bookings", "all"), start,
                                                f"({end}")
-        found = [await self.get_booking(site, _text(cast(bytes, booking_id))) for booking_id in ids]
+        found = [await self.get_booking(site, text(cast(bytes, booking_id))) for booking_id in ids]
         return [booking for booking in found if booking is not None]
 
     async def booked(self, site: str, calendar: str, start: float,
@@ -382,7 +364,7 @@ class RedisStore:
         ids = await self._client.zrangebyscore(self._key(site, "leads", "all"), since, "+inf")
         leads = []
         for lead_id in ids:
-            data = await self._client.get(self._key(site, "lead", _text(cast(bytes, lead_id))))
+            data = await self._client.get(self._key(site, "lead", text(cast(bytes, lead_id))))
             if data is not None:
                 leads.append(Lead.from_dict(orjson.loads(data)))
         return leads
@@ -401,10 +383,10 @@ class RedisStore:
         days = await self._client.zrangebylex(self._key(site, "stats", "days"),
                                               f"[{first_day}", f"[{last_day}")
         rows = []
-        for day in (_text(cast(bytes, day)) for day in days):
+        for day in (text(cast(bytes, day)) for day in days):
             for field, value in (await self._client.hgetall(
                     self._key(site, "stats", day))).items():
-                rule, metric = _text(field).split("\t")
+                rule, metric = text(field).split("\t")
                 rows.append((day, rule, metric, float(value)))
         return sorted(rows)
 
@@ -421,103 +403,7 @@ class RedisStore:
 
     async def setting_get(self, key: str) -> str | None:
         found: bytes | str | None = await self._client.hget(self._keys.settings, key)
-        return None if found is None else _text(found)
+        return None if found is None else text(found)
 
     async def setting_put(self, key: str, value: str) -> None:
         await self._client.hset(self._keys.settings, key, value)
-
-    # -- audiences ----------------------------------------------------------------------
-
-    def _audience_keys(self, site: str, audience: str) -> list[str]:
-        return [self._keys.audience(site, audience, part)
-                for part in ("members", "changed", "active", "expiry", "ended", "seq",
-                             "sizes", "floor")]
-
-    def _member_args(self, op: str, audience: str, visitor: str, now: float, until: float,
-                     ids: dict[str, str] | None, new_id: str) -> list[Any]:
-        return [op, audience, visitor, repr(now), repr(until), orjson.dumps(ids or {}),
-                utc_day(now), repr(now - RETENTION_SECONDS), new_id]
-
-    async def _member_change(self, op: str, site: str, audience: str, visitor: str,
-                             now: float, until: float = 0.0, ids: dict[str, str] | None = None,
-                             new_id: str = "") -> int:
-        changed: int = await self._member(
-            keys=self._audience_keys(site, audience),
-            args=self._member_args(op, audience, visitor, now, until, ids, new_id))
-        return changed
-
-    async def audience_tag(self, site: str, taggings: Sequence[Tagging], now: float) -> int:
-        if not taggings:
-            return 0
-        # The site's and the visitors' lists of audiences first (other slots than the
-        # audience's): listed and not a member is harmless, a member not listed would
-        # escape erasure.
-        async with self._client.pipeline(transaction=False) as pipe:
-            for tagging in taggings:
-                pipe.sadd(self._key(site, "audiences", "all"), tagging.audience)
-                pipe.sadd(self._key(site, "visitor-audiences", tagging.visitor),
-                          tagging.audience)
-            await pipe.execute()
-        joined = 0
-        for tagging in taggings:
-            joined += await self._member_change("tag", site, tagging.audience, tagging.visitor,
-                                                now, tagging.until, tagging.ids)
-        return joined
-
-    async def _audiences_of(self, site: str, visitor: str) -> list[str]:
-        return sorted(await self._members_of(self._key(site, "visitor-audiences", visitor)))
-
-    async def audience_leave(self, site: str, visitor: str, now: float) -> int:
-        return sum([await self._member_change("leave", site, audience, visitor, now)
-                    for audience in await self._audiences_of(site, visitor)])
-
-    async def audience_update_ids(self, site: str, visitor: str, ids: dict[str, str]) -> None:
-        for audience in await self._audiences_of(site, visitor):
-            await self._member_change("ids", site, audience, visitor, time.time(), ids=ids)
-
-    async def audience_expire(self, site: str, now: float, limit: int = 1000) -> int:
-        ended = 0
-        for info in await self.audience_list(site):
-            keys = self._audience_keys(site, info.name)
-            due = await self._client.zrangebyscore(keys[3], "-inf", repr(now), start=0,
-                                                   num=limit)
-            for visitor in due:
-                await self._member_change("lapse", site, info.name,
-                                          _text(cast(bytes, visitor)), now)
-            ended += len(due)
-            await self._trim(keys=[keys[0], keys[1], keys[4], keys[7]],
-                             args=[repr(now - RETENTION_SECONDS), limit])
-        return ended
-
-    async def _members(self, site: str, audience: str, visitors: list[Any]) -> list[Member]:
-        if not visitors:
-            return []
-        rows = await self._client.hmget(self._audience_keys(site, audience)[0], visitors)
-        return [Member.from_json(row) for row in rows if row is not None]
-
-    async def audience_members(self, site: str, audience: str, after: str,
-                               limit: int) -> list[Member]:
-        active = self._audience_keys(site, audience)[2]
-        visitors = await self._client.zrangebylex(active, f"({after}" if after else "-", "+",
-                                                  start=0, num=limit)
-        return await self._members(site, audience, visitors)
-
-    async def audience_changed(self, site: str, audience: str, after_seq: int,
-                               limit: int) -> list[Member]:
-        changed = self._audience_keys(site, audience)[1]
-        visitors = await self._client.zrangebyscore(changed, f"({after_seq}", "+inf", start=0,
-                                                    num=limit)
-        return await self._members(site, audience, visitors)
-
-    async def audience_list(self, site: str) -> list[AudienceInfo]:
-        found = []
-        for name in sorted(await self._members_of(self._key(site, "audiences", "all"))):
-            keys = self._audience_keys(site, name)
-            seq, floor = await self._client.mget(keys[5], keys[7])
-            found.append(AudienceInfo(name, await self._client.zcard(keys[2]),
-                                      int(seq or 0), int(floor or 0)))
-        return found
-
-    async def audience_sizes(self, site: str, audience: str) -> list[tuple[str, int]]:
-        sizes = await self._client.hgetall(self._audience_keys(site, audience)[6])
-        return sorted((_text(day), int(size)) for day, size in sizes.items())
