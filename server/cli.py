@@ -700,7 +700,8 @@ def parser() -> argparse.ArgumentParser:
                    "popin serve --port 9000", "popin serve --config /etc/popin/popin.toml")
     run.add_argument("--host", default="127.0.0.1")
     run.add_argument("--port", type=int, default=8000)
-    run.add_argument("--store", help="sqlite:///popin.db (default) or redis://host:6379/0")
+    run.add_argument("--store", help="sqlite:///popin.db (default), redis://host:6379/0, "
+                     "redis+sentinel://host:26379/mastername or redis+cluster://host:7000,...")
     run.add_argument("--rules", type=Path, help="folder of rule files (default: rules/)")
     run.add_argument("--geoip", type=Path, help="a MaxMind-format .mmdb for geo conditions")
     run.add_argument("--no-reload", action="store_true",

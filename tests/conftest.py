@@ -115,6 +115,103 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         process.wait(timeout=10)
 
 
+def free_ports(count: int) -> list[int]:
+    ports: set[int] = set()
+    while len(ports) < count:
+        ports.add(free_port())
+    return sorted(ports)
+
+
+def stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.wait(timeout=10)
+
+
+def start_redis(folder: Path, port: int, *options: str) -> subprocess.Popen[bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: the README's test command installs it "
+                    "(apt-get install redis-server)")
+    process = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", str(folder), *options], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+    except TimeoutError:
+        stop([process])
+        raise
+    return process
+
+
+def start_sentinel(folder: Path, port: int, master: str, master_port: int) -> \
+        subprocess.Popen[bytes]:
+    """`redis-server --sentinel` watching a master (quorum 1: the only Sentinel decides)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = folder / "sentinel.conf"
+    # Sentinel rewrites its file with what it learns: one per Sentinel, writable.
+    config.write_text(f"port {port}\nbind 127.0.0.1\ndir {folder}\n"
+                      f"sentinel monitor {master} 127.0.0.1 {master_port} 1\n"
+                      f"sentinel down-after-milliseconds {master} 1000\n"
+                      f"sentinel failover-timeout {master} 10000\n")
+    process = subprocess.Popen([str(shutil.which("redis-server")), str(config), "--sentinel"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port)
+    except TimeoutError:
+        stop([process])
+        raise
+    return process
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Redis Cluster of our own: three masters on free ports (and free cluster-bus ports),
+    slots assigned by `redis-cli --cluster create`, stopped at the end of the run."""
+    cli = shutil.which("redis-cli")
+    if cli is None:
+        pytest.fail("redis-cli is not installed: the README's test command installs it "
+                    "(apt-get install redis-server)")
+    ports = free_ports(6)
+    nodes, buses = ports[:3], ports[3:]
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for port, bus in zip(nodes, buses, strict=True):
+            folder = tmp_path_factory.mktemp(f"cluster-{port}")
+            processes.append(start_redis(
+                folder, port, "--cluster-enabled", "yes", "--cluster-port", str(bus),
+                "--cluster-config-file", str(folder / "nodes.conf")))
+        subprocess.run([cli, "--cluster", "create", *(f"127.0.0.1:{port}" for port in nodes),
+                        "--cluster-replicas", "0", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=60)
+
+        def ready() -> bool:
+            return all("cluster_state:ok" in subprocess.run(
+                [cli, "-p", str(port), "cluster", "info"], capture_output=True,
+                text=True).stdout for port in nodes)
+
+        wait_until(ready, timeout=30)
+        yield "redis+cluster://" + ",".join(f"127.0.0.1:{port}" for port in nodes)
+    finally:
+        stop(processes)
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A master of our own and a Sentinel watching it; the URL names the Sentinel."""
+    folder = tmp_path_factory.mktemp("sentinel")
+    master_port, sentinel_port = free_ports(2)
+    processes = [start_redis(folder / "master", master_port)]
+    try:
+        processes.append(start_sentinel(folder / "sentinel", sentinel_port, "popin-test",
+                                        master_port))
+        yield f"redis+sentinel://127.0.0.1:{sentinel_port}/popin-test"
+    finally:
+        stop(processes)
+
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
 
@@ -162,17 +259,21 @@ def settings_with_rules(folder: Path, rules: str, **overrides: Any) -> Settings:
 StoreFactory = Callable[[], Any]
 
 
-@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+@pytest.fixture(params=["sqlite", *(pytest.param(name, marks=pytest.mark.redis)
+                                    for name in ("redis", "cluster", "sentinel"))])
 def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> StoreFactory:
-    """Every backend behind one contract. A factory, so a test can open the same store
-    twice (durability, two processes)."""
+    """Every backend behind one contract: SQLite, one redis-server, a 3-master Redis
+    Cluster, a master found through a Sentinel. A factory, so a test can open the same
+    store twice (durability, two processes)."""
     from popin.stores.backends import open_store
 
     if request.param == "sqlite":
         url = f"sqlite:///{tmp_path / 'data' / 'popin.db'}"
     else:
         # Each test gets its own key prefix: no flushing, no interference.
-        url = f"{request.getfixturevalue('redis_url')}?prefix=test-{uuid.uuid4().hex}"
+        server = request.getfixturevalue({"redis": "redis_url", "cluster": "redis_cluster_url",
+                                          "sentinel": "redis_sentinel_url"}[request.param])
+        url = f"{server}?prefix=test-{uuid.uuid4().hex}"
     return lambda: open_store(url)
 
 

@@ -26,7 +26,8 @@ def test_rule_example_is_valid() -> None:
 
 
 def test_config_examples_load(tmp_path: Path) -> None:
-    first, several, tcf, consent_mode, calendars = blocks("toml")
+    first, several, tcf, consent_mode, calendars = [
+        block for block in blocks("toml") if not block.startswith('store = "redis')]
     path = tmp_path / "popin.toml"
     path.write_text(first)
     settings = load_settings(path)
@@ -46,6 +47,22 @@ def test_config_examples_load(tmp_path: Path) -> None:
     path.write_text(consent_mode)
     mapping = load_settings(path).sites["nordic-trail"].consent_map
     assert mapping.mode_audiences == ("ad_user_data", "ad_personalization")
+
+
+def test_each_redis_url_of_the_readme_loads_and_names_what_it_says(tmp_path: Path) -> None:
+    from popin.stores.connection import parse
+
+    single, sentinel, cluster = [block for block in blocks("toml")
+                                 if block.startswith('store = "redis')]
+    path = tmp_path / "popin.toml"
+    found = []
+    for block in (single, sentinel, cluster):
+        path.write_text(block)
+        found.append(parse(load_settings(path).store))
+    assert [(target.scheme, len(target.hosts), target.master, target.password)
+            for target in found] == [("redis", 1, "", "s3cret"),
+                                     ("redis+sentinel", 3, "popin-master", "s3cret"),
+                                     ("redis+cluster", 3, "", "s3cret")]
 
 
 def test_consent_tool_defaults_are_the_documented_ones() -> None:

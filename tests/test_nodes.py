@@ -71,8 +71,11 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster(tmp_path: Path, redis_url: str) -> Iterator[Cluster]:
-    nodes = Cluster(tmp_path, f"{redis_url}?prefix=nodes-{uuid.uuid4().hex}")
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
+    """Processes on our redis-server, or (parametrized "redis_cluster_url") on our Redis
+    Cluster."""
+    server = request.getfixturevalue(getattr(request, "param", "redis_url"))
+    nodes = Cluster(tmp_path, f"{server}?prefix=nodes-{uuid.uuid4().hex}")
     try:
         yield nodes
     finally:
@@ -100,6 +103,7 @@ def post(url: str, token: str, visitor: str, parcel: str,
     return result
 
 
+@pytest.mark.parametrize("cluster", ["redis_url", "redis_cluster_url"], indirect=True)
 def test_a_push_posted_to_one_process_reaches_a_socket_on_another(
         cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     token = cluster.key(monkeypatch)
@@ -127,6 +131,7 @@ def test_a_push_posted_to_one_process_reaches_a_socket_on_another(
         assert "parcel-later" in orjson.loads(ws.recv(timeout=5))["html"]
 
 
+@pytest.mark.parametrize("cluster", ["redis_url", "redis_cluster_url"], indirect=True)
 def test_a_session_moves_to_another_process_and_keeps_its_caps(
         cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
     """The welcome rule shows once a session (the default cap). Shown on A, the session

@@ -308,7 +308,7 @@ async def raw_contents(store: Any) -> bytes:
         wal = Path(f"{store.path}-wal")
         return store.path.read_bytes() + (wal.read_bytes() if wal.exists() else b"")
     client, found = store._client, []
-    async for key in client.scan_iter(match=f"{store._prefix}:*"):
+    async for key in client.scan_iter(match=f"{store._keys.prefix}:*"):
         kind = (await client.type(key)).decode()
         value: Any = {"string": client.get, "hash": client.hgetall, "list":
                       lambda k: client.lrange(k, 0, -1), "set": client.smembers,

@@ -103,6 +103,7 @@ def starter_toml(starter: Starter) -> str:
 
 # The embedded store: one file, nothing to install. Several processes or machines:
 # store = "redis://127.0.0.1:6379/0"
+# or "redis+sentinel://host:26379,host:26379/mastername", "redis+cluster://host:7000,..."
 store = {_quoted(starter.store)}
 # The campaigns: one YAML file each (`popin rules check` checks them).
 rules = {_quoted(starter.rules)}

@@ -1,11 +1,11 @@
 """Pushes that reach a visitor whichever process holds their socket: several workers on
 one machine, or several machines, all on one Redis.
 
-Three key families, beside the store's:
+Three key families, beside the store's (stores/keyspace.py gives every hash tag):
 
-    {prefix}:{site}:presence:{visitor}            hash: node id -> until (epoch s); TTL 60 s
-    {prefix}:node:{node}                          pub/sub channel of one process
-    {prefix}:{site}:session:{visitor}:{session}   a session's snapshot; TTL 30 min
+    {prefix}:{site:visitor}:presence             hash: node id -> until (epoch s); TTL 60 s
+    {prefix}:node:{node}                         pub/sub channel of one process
+    {prefix}:{site:visitor}:session:{session}    a session's snapshot; TTL 30 min
 
 Each process is a node with a random id. When a visitor's first socket opens on a node,
 the node writes itself into the visitor's presence hash, with a deadline; a heartbeat
@@ -26,8 +26,17 @@ by every node that dies). The durable record of a push is already the visitor's 
 written before the API answers and removed only when the widget acknowledges it; the
 relay only makes it arrive now. A message pub/sub loses is sent again from the outbox
 when the visitor's socket reconnects, so at-most-once delivery on the fast path is
-enough, and pub/sub costs one PUBLISH per push and nothing to clean up. (On Redis
-Cluster, PUBLISH reaches every shard; sharded pub/sub, SPUBLISH, would keep it on one.)
+enough, and pub/sub costs one PUBLISH per push and nothing to clean up.
+
+On Redis Cluster, ordinary pub/sub, not sharded. redis-py sends a SUBSCRIBE and a
+PUBLISH to the shard that owns the channel's slot, so the publisher meets the subscriber
+there and the count of receivers PUBLISH answers (that shard's only) is right; the cluster
+bus also carries each message to every other shard, one copy per shard per relayed push.
+Sharded pub/sub (SPUBLISH) would spare those copies, but a sharded subscription ends
+when its slot moves (resharding, failover) and must be found and made again. Relayed
+pushes are the rare path (an API event for a visitor whose socket is on another process;
+a widget's own events never cross), so the copies cost little, and a subscription that a
+failover cuts is made again by the loop below, like any lost connection.
 """
 
 from __future__ import annotations
@@ -38,13 +47,13 @@ import logging
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
 
-if TYPE_CHECKING:
-    import redis.asyncio as redis
+from ..stores.keyspace import Keys
 
+if TYPE_CHECKING:
+    from ..stores.connection import Client
     from .hub import Hub
 
 log = logging.getLogger("popin.relay")
@@ -55,13 +64,15 @@ RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0)
 
 
 def redis_url(store: str) -> bool:
-    return store.split("://", 1)[0] in ("redis", "rediss")
+    from ..stores.connection import is_redis
+
+    return is_redis(store)
 
 
 class Relay:
-    def __init__(self, client: redis.Redis, prefix: str, node: str | None = None) -> None:
+    def __init__(self, client: Client, prefix: str, node: str | None = None) -> None:
         self._client = client
-        self._prefix = prefix
+        self._keys = Keys(prefix)
         self.node = node or secrets.token_hex(6)
         # Visitors with a socket on this node, and the changes not yet written.
         self._here: set[tuple[str, str]] = set()
@@ -73,17 +84,15 @@ class Relay:
     @classmethod
     def from_url(cls, url: str) -> Relay:
         # Imported here: the embedded store never loads the Redis client.
-        import redis.asyncio as redis
+        from ..stores.connection import connect
 
-        query = parse_qs(urlsplit(url).query)
-        prefix = query.pop("prefix", ["popin"])[0]
-        return cls(redis.Redis.from_url(url.split("?", 1)[0]), prefix)
+        return cls(*connect(url))
 
     def _presence(self, site: str, visitor: str) -> str:
-        return f"{self._prefix}:{site}:presence:{visitor}"
+        return self._keys.visitor(site, visitor, "presence")
 
     def _channel(self, node: str) -> str:
-        return f"{self._prefix}:node:{node}"
+        return self._keys.channel(node)
 
     # Called by the hub, synchronously: written by the presence task within milliseconds.
     def present(self, site: str, visitor: str) -> None:
@@ -117,7 +126,7 @@ class Relay:
         return reached > 0
 
     def _session(self, site: str, visitor: str, session: str) -> str:
-        return f"{self._prefix}:{site}:session:{visitor}:{session}"
+        return self._keys.visitor(site, visitor, f"session:{session}")
 
     async def save_session(self, site: str, visitor: str, session: str,
                            snapshot: dict[str, Any], ttl: float) -> None:

@@ -1,7 +1,9 @@
 """The table that picks a store backend by URL scheme, as uvicorn picks its loops.
 
-    sqlite:///popin.db     the embedded default: one durable file, nothing to install
-    redis://host:6379/0    several processes or machines sharing one store
+    sqlite:///popin.db                        the embedded default: one durable file
+    redis://host:6379/0                       several processes or machines, one Redis
+    redis+sentinel://host:26379/mymaster      the master that Sentinels name
+    redis+cluster://host:7000,host:7001       a Redis Cluster (see connection.py)
 
 Backends are imported on first use, so the embedded store never loads the Redis client.
 """
@@ -29,6 +31,9 @@ STORES: dict[str, Callable[[str], Store]] = {
     "sqlite": _sqlite,
     "redis": _redis,
     "rediss": _redis,
+    "redis+sentinel": _redis,
+    "redis+cluster": _redis,
+    "rediss+cluster": _redis,
 }
 
 

@@ -1,240 +1,62 @@
-"""The Redis (or Valkey) store, for several processes or machines."""
+"""The Redis (or Valkey) store, for several processes or machines: one server, a master
+behind Sentinels, or a Redis Cluster (connection.py reads the URL, keyspace.py names the
+keys with their hash tags, scripts.py holds the Lua steps, each on one slot)."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+import secrets
 import time
 from collections.abc import Sequence
 from typing import Any, cast
-from urllib.parse import parse_qs, urlsplit
 
 import orjson
-import redis.asyncio as redis
 
 from ..core.visitor.profile import Profile
-from .audiences import (
-    RETENTION_SECONDS,
-    AudienceInfo,
-    Member,
-    Tagging,
-    erased_id,
-    utc_day,
-)
+from .audiences import erased_id
 from .bookings import Booking, BookOutcome, Lead, MoveOutcome, Quota
+from .connection import Client, connect, text
 from .contract import RECENT_KEPT, ClaimOutcome
 from .deliveries import Delivery
 from .keys import ApiKey
+from .keyspace import Keys
+from .redisaudiences import RedisAudiences
+from .revisions import Attempt, Revisions
+from .scripts import ATTEMPTED, BOOK, CLAIM, LEASE, MOVE, PROFILE_CAS
 
-MAX_CONNECTIONS = 32
-POOL_TIMEOUT_SECONDS = 10.0
-
-# Take the due deliveries and push their due time past the lease, atomically, so that
-# two senders never hold the same delivery.
-LEASE = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
-for _, id in ipairs(ids) do redis.call('ZADD', KEYS[1], ARGV[3], id) end
-return ids
-"""
-
-
-def _text(value: bytes | str) -> str:
-    return value.decode() if isinstance(value, bytes) else value
+# A writer that lost twice holds the profile's turn this long at most (it may have died
+# holding it); the others poll meanwhile, and give up (the write-behind keeps the profile
+# for its next flush) after SAVE_SECONDS.
+TURN_SECONDS = 2.0
+TURN_WAIT_SECONDS = 0.002
+SAVE_SECONDS = 5.0
 
 
-# An attempt's outcome, recorded only if the delivery is still there: its visitor may
-# have been erased while it was in flight.
-ATTEMPTED = """
-if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
-redis.call('SET', KEYS[1], ARGV[1])
-if ARGV[2] == 'pending' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
-else redis.call('ZREM', KEYS[2], ARGV[4]) end
-return 1
-"""
+class ProfileConflict(RuntimeError):
+    pass
 
 
-# Book one slot: idempotency, quotas, capacity and the write in one atomic step. Quota
-# counters are KEYS[6...], each with its limit and lifetime (seconds) in ARGV[6...].
-BOOK = """
-local existing = redis.call('GET', KEYS[2])
-if existing then return {'duplicate', redis.call('GET', ARGV[5] .. existing)} end
-for i = 6, #KEYS do
-  if tonumber(redis.call('GET', KEYS[i]) or '0') >= tonumber(ARGV[2 * i - 6]) then
-    return {'limited', ''}
-  end
-end
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'full', ''} end
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
-redis.call('SADD', KEYS[5], ARGV[1])
-for i = 6, #KEYS do
-  redis.call('INCR', KEYS[i])
-  redis.call('EXPIRE', KEYS[i], ARGV[2 * i - 5])
-end
-return {'confirmed', ARGV[2]}
-"""
-
-# Move a booking: the old one is confirmed while its id is in its slot's set. Cancelling
-# it and confirming the new one happen together, or not at all.
-MOVE = """
-local existing = redis.call('GET', KEYS[2])
-if existing then return {'duplicate', redis.call('GET', ARGV[5] .. existing)} end
-if redis.call('SISMEMBER', KEYS[6], ARGV[6]) == 0 then return {'gone', ''} end
-if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[3]) then return {'full', ''} end
-redis.call('SREM', KEYS[6], ARGV[6])
-redis.call('SET', KEYS[7], ARGV[7])
-redis.call('SADD', KEYS[1], ARGV[1])
-redis.call('SET', KEYS[3], ARGV[2])
-redis.call('SET', KEYS[2], ARGV[1])
-redis.call('ZADD', KEYS[4], ARGV[4], ARGV[1])
-redis.call('SADD', KEYS[5], ARGV[1])
-return {'confirmed', ARGV[2]}
-"""
-
-
-# Idempotency claims, all or nothing: each key holds the digest of its request. A key
-# held as "1" was claimed before digests were kept; like an empty digest, it never
-# conflicts. A key given twice in one call meets its own earlier claim.
-CLAIM = """
-local taken, outcomes, conflict = {}, {}, false
-for i, key in ipairs(KEYS) do
-  local digest = ARGV[i + 1]
-  local held = taken[key] or redis.call('GET', key)
-  if not held then
-    taken[key] = digest
-    outcomes[i] = 'claimed'
-  elseif held == digest or held == '1' or held == '' or digest == '' then
-    outcomes[i] = 'duplicate'
-  else
-    outcomes[i] = 'conflict'
-    conflict = true
-  end
-end
-if not conflict then
-  for key, digest in pairs(taken) do redis.call('SET', key, digest, 'PX', ARGV[1]) end
-end
-return outcomes
-"""
-
-
-# One member of one audience changes: tagged, leaves, lapses at its end, gets new
-# identifiers, or is erased (leaves, then stays only as hashed contacts under a new id).
-# Mirrors the SQLite store's audience functions; the shared contract tests hold both.
-MEMBER = """
-local op, audience, visitor = ARGV[1], ARGV[2], ARGV[3]
-local now, cutoff = tonumber(ARGV[4]), tonumber(ARGV[8])
-local raw = redis.call('HGET', KEYS[1], visitor)
-local member = false
-if raw then member = cjson.decode(raw) end
-local result = 0
-local function record()
-  local seq = redis.call('INCR', KEYS[6])
-  local kept, forgotten = {}, 0
-  for _, change in ipairs(member.changes) do
-    if change[2] >= cutoff then kept[#kept + 1] = change
-    elseif change[1] > forgotten then forgotten = change[1] end
-  end
-  if forgotten > tonumber(redis.call('GET', KEYS[10]) or '0') then
-    redis.call('SET', KEYS[10], forgotten)
-  end
-  kept[#kept + 1] = {seq, now}
-  member.changes, member.last_seq, member.changed = kept, seq, now
-  redis.call('ZADD', KEYS[2], seq, member.visitor)
-  if member.ended == 0 then
-    redis.call('ZADD', KEYS[3], 0, member.visitor)
-    redis.call('ZADD', KEYS[4], member.expires, member.visitor)
-    redis.call('ZREM', KEYS[5], member.visitor)
-  else
-    redis.call('ZREM', KEYS[3], member.visitor)
-    redis.call('ZREM', KEYS[4], member.visitor)
-    redis.call('ZADD', KEYS[5], now, member.visitor)
-  end
-  redis.call('HSET', KEYS[7], ARGV[7], redis.call('ZCARD', KEYS[3]))
-end
-if member and member.ended == 0 and member.expires <= now then
-  member.ended = member.expires
-  record()
-end
-if op == 'tag' then
-  local ends = tonumber(ARGV[5])
-  if member and member.ended == 0 then
-    if ends > member.expires then
-      member.expires = ends
-      redis.call('ZADD', KEYS[4], ends, visitor)
-    end
-    member.ids = cjson.decode(ARGV[6])
-  else
-    member = {visitor = visitor, joined = now, expires = ends, ended = 0, last_seq = 0,
-              changed = 0, changes = (member and member.changes) or {},
-              ids = cjson.decode(ARGV[6])}
-    record()
-    redis.call('SADD', KEYS[8], audience)
-    redis.call('SADD', KEYS[9], audience)
-    result = 1
-  end
-elseif op == 'ids' then
-  if member and member.ended == 0 then member.ids = cjson.decode(ARGV[6]) end
-elseif (op == 'leave' or op == 'erase') and member and member.ended == 0 then
-  member.ended = now
-  record()
-  result = 1
-end
-if op == 'erase' and member then
-  redis.call('HDEL', KEYS[1], visitor)
-  redis.call('ZREM', KEYS[2], visitor)
-  redis.call('ZREM', KEYS[5], visitor)
-  member.visitor = ARGV[9]
-  member.ids.user_id = nil
-  redis.call('ZADD', KEYS[2], member.last_seq, member.visitor)
-  redis.call('ZADD', KEYS[5], member.changed, member.visitor)
-end
-if member then redis.call('HSET', KEYS[1], member.visitor, cjson.encode(member)) end
-return result
-"""
-
-# Members that ended and changed before the cutoff are forgotten; the floor rises past
-# their last change, so older cursors are refused.
-TRIM = """
-local ids = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', '(' .. ARGV[1], 'LIMIT', 0, ARGV[2])
-local floor = tonumber(redis.call('GET', KEYS[4]) or '0')
-for _, id in ipairs(ids) do
-  local seq = tonumber(redis.call('ZSCORE', KEYS[2], id) or '0')
-  if seq > floor then floor = seq end
-  redis.call('HDEL', KEYS[1], id)
-  redis.call('ZREM', KEYS[2], id)
-  redis.call('ZREM', KEYS[3], id)
-end
-redis.call('SET', KEYS[4], floor)
-return #ids
-"""
-
-
-class RedisStore:
-    def __init__(self, client: redis.Redis, prefix: str = "popin") -> None:
-        self._client = client
-        self._prefix = prefix
+class RedisStore(RedisAudiences):
+    def __init__(self, client: Client, prefix: str = "popin") -> None:
+        super().__init__(client, Keys(prefix))
+        self._revisions = Revisions()
         self._lease = client.register_script(LEASE)
         self._book = client.register_script(BOOK)
         self._move = client.register_script(MOVE)
         self._claim = client.register_script(CLAIM)
         self._attempted = client.register_script(ATTEMPTED)
-        self._member = client.register_script(MEMBER)
-        self._trim = client.register_script(TRIM)
+        self._cas = client.register_script(PROFILE_CAS)
+        # Profile writes that met another process's first and were merged.
+        self.profile_merges = 0
 
     @classmethod
     def from_url(cls, url: str) -> RedisStore:
-        # ?prefix=NAME keeps several popin installs apart in one Redis.
-        query = parse_qs(urlsplit(url).query)
-        prefix = query.pop("prefix", ["popin"])[0]
-        base = url.split("?", 1)[0]
-        # Many sessions save at once: wait for a free connection instead of failing.
-        pool = redis.BlockingConnectionPool.from_url(base, max_connections=MAX_CONNECTIONS,
-                                                     timeout=POOL_TIMEOUT_SECONDS)
-        return cls(redis.Redis.from_pool(pool), prefix)
+        client, prefix = connect(url)
+        return cls(client, prefix)
 
-    def _key(self, site: str, kind: str, name: str) -> str:
-        return f"{self._prefix}:{site}:{kind}:{name}"
+    def _profile_key(self, site: str, visitor: str) -> str:
+        return self._keys.visitor(site, visitor, "profile")
 
     async def open(self) -> None:
         await self._client.ping()
@@ -243,90 +65,134 @@ class RedisStore:
         await self._client.aclose()
 
     async def load_profile(self, site: str, visitor: str) -> Profile | None:
-        data: bytes | str | None = await self._client.get(self._key(site, "profile", visitor))
-        return None if data is None else Profile.from_json(data)
+        revision, data = await self._client.hmget(self._profile_key(site, visitor),
+                                                  ["rev", "json"])
+        return self._revisions.read(site, visitor, None if revision is None else text(revision),
+                                    None if data is None else cast(bytes, data))
 
     async def save_profile(self, site: str, profile: Profile) -> None:
-        await self._client.set(self._key(site, "profile", profile.visitor), profile.to_json())
+        await self._save(self._revisions.attempt(site, profile))
 
     async def save_profiles(self, profiles: Sequence[tuple[tuple[str, str], Profile]]) -> None:
+        attempts = [self._revisions.attempt(site, profile) for (site, _), profile in profiles]
+        # One round trip for the whole batch; only the few that lost go again, one by one.
+        # EVAL, not EVALSHA: the cluster client refuses EVALSHA in a pipeline, and EVAL
+        # never meets a server that has not loaded the script.
         async with self._client.pipeline(transaction=False) as pipe:
-            for (site, _visitor), profile in profiles:
-                pipe.set(self._key(site, "profile", profile.visitor), profile.to_json())
-            await pipe.execute()
+            for attempt in attempts:
+                pipe.eval(PROFILE_CAS, 2, *self._cas_args(attempt, "", 0))
+            replies = await pipe.execute()
+        for attempt, reply in zip(attempts, replies, strict=True):
+            await self._save(attempt, reply)
+
+    def _cas_args(self, attempt: Attempt, turn: str, losses: int) -> list[Any]:
+        site, visitor = attempt.site, attempt.profile.visitor
+        return [self._profile_key(site, visitor), self._keys.visitor(site, visitor, "turn"),
+                attempt.expected, attempt.revision, attempt.data, turn or "-", losses,
+                int(TURN_SECONDS * 1000)]
+
+    async def _save(self, attempt: Attempt, reply: Any = None) -> None:
+        turn, losses = secrets.token_hex(8), 0
+        deadline = time.monotonic() + SAVE_SECONDS
+        while time.monotonic() < deadline:
+            if reply is None:
+                args = self._cas_args(attempt, turn, losses)
+                reply = await self._cas(keys=args[:2], args=args[2:])
+            if not reply:
+                self._revisions.written(attempt)
+                return
+            if reply[0] in (b"*wait", "*wait"):
+                await asyncio.sleep(TURN_WAIT_SECONDS)
+            else:
+                self.profile_merges += 1
+                losses += 1
+                attempt = attempt.retry(text(reply[0]), reply[1] if isinstance(
+                    reply[1], bytes) else reply[1].encode())
+            reply = None
+        raise ProfileConflict(f"profile of {attempt.profile.visitor!r} not written in "
+                              f"{SAVE_SECONDS:g} s: another writer held its turn")
 
     async def delete_profile(self, site: str, visitor: str) -> bool:
-        deleted: int = await self._client.delete(self._key(site, "profile", visitor))
+        self._revisions.forget(site, visitor)
+        deleted: int = await self._client.delete(self._profile_key(site, visitor))
         return deleted > 0
 
     async def link_user(self, site: str, user_id: str, visitor: str) -> str:
         key = self._key(site, "user", user_id)
         await self._client.set(key, visitor, nx=True)
         found: bytes | str | None = await self._client.get(key)
-        linked = visitor if found is None else _text(found)
+        linked = visitor if found is None else text(found)
         await self._client.sadd(self._key(site, "visitor-users", linked), user_id)
         return linked
 
     async def visitor_of_user(self, site: str, user_id: str) -> str | None:
         found: bytes | str | None = await self._client.get(self._key(site, "user", user_id))
-        return None if found is None else _text(found)
+        return None if found is None else text(found)
 
     async def erase_visitor(self, site: str, visitor: str) -> None:
         users_key = self._key(site, "visitor-users", visitor)
         hooks_key = self._key(site, "visitor-deliveries", visitor)
-        users = [_text(user) for user in await self._client.smembers(users_key)]
-        hooks = [_text(hook) for hook in await self._client.smembers(hooks_key)]
         bookings_key = self._key(site, "visitor-bookings", visitor)
         leads_key = self._key(site, "visitor-leads", visitor)
-        bookings = [_text(b) for b in await self._client.smembers(bookings_key)]
-        leads = [_text(lead) for lead in await self._client.smembers(leads_key)]
+        audiences_key = self._key(site, "visitor-audiences", visitor)
+        users, hooks = await self._members_of(users_key), await self._members_of(hooks_key)
+        bookings = await self._members_of(bookings_key)
+        leads = await self._members_of(leads_key)
         for booking_id in bookings:
             await self.cancel_booking(site, booking_id)
-        audiences_key = self._key(site, "visitor-audiences", visitor)
         now = time.time()
-        for audience in await self._client.smembers(audiences_key):
-            await self._member_change("erase", site, _text(audience), visitor, now,
-                                      new_id=erased_id())
+        for audience in await self._members_of(audiences_key):
+            await self._member_change("erase", site, audience, visitor, now, new_id=erased_id())
         erased = [booking for booking in [await self.get_booking(site, booking_id)
                                           for booking_id in bookings] if booking is not None]
         recent_key = self._key(site, "recent", "log")
-        recent = [_text(row) for row in await self._client.lrange(recent_key, 0, -1)
+        recent = [text(row) for row in await self._client.lrange(recent_key, 0, -1)
                   if orjson.loads(row).get("visitor") == visitor]
+        self._revisions.forget(site, visitor)
+        # One transaction per hash tag (Redis Cluster refuses one across slots): the
+        # visitor's own keys, their webhooks, then the site's records and, last, the indexes
+        # that lead to all of them, so that an erasure cut short is finished by the next.
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.delete(self._key(site, "profile", visitor), self._key(site, "outbox", visitor),
-                        users_key, hooks_key, bookings_key, leads_key, audiences_key)
+            pipe.delete(self._profile_key(site, visitor),
+                        self._keys.visitor(site, visitor, "outbox"))
+            await pipe.execute()
+        if hooks:
+            async with self._client.pipeline(transaction=True) as pipe:
+                for hook in hooks:
+                    pipe.delete(self._keys.delivery(hook))
+                    pipe.zrem(self._keys.deliveries_due, hook)
+                await pipe.execute()
+        async with self._client.pipeline(transaction=True) as pipe:
             for row in recent:
                 pipe.lrem(recent_key, 0, row)
             for booking in erased:
                 pipe.delete(self._key(site, "booking-key", booking.idempotency_key))
             for booking_id in bookings:
-                pipe.delete(f"{self._prefix}:booking:{booking_id}")
+                pipe.delete(self._key(site, "booking", booking_id))
                 pipe.zrem(self._key(site, "bookings", "all"), booking_id)
             for lead_id in leads:
-                pipe.delete(f"{self._prefix}:lead:{lead_id}")
+                pipe.delete(self._key(site, "lead", lead_id))
                 pipe.zrem(self._key(site, "leads", "all"), lead_id)
             for user in users:
                 pipe.delete(self._key(site, "user", user))
             for hook in hooks:
-                pipe.delete(f"{self._prefix}:delivery:{hook}")
-                pipe.zrem(f"{self._prefix}:deliveries:due", hook)
                 pipe.srem(self._key(site, "deliveries", "all"), hook)
+            pipe.delete(users_key, hooks_key, bookings_key, leads_key, audiences_key)
             await pipe.execute()
 
     async def put_key(self, key: ApiKey) -> None:
         record = orjson.dumps(key.public() | {"digest": key.digest})
-        async with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(f"{self._prefix}:api-key:{key.digest}", record)
-            pipe.sadd(self._key(key.site, "api-keys", "all"), key.digest)
-            await pipe.execute()
+        # The record before the site's list of them: a key listed is always found.
+        await self._client.set(self._keys.api_key(key.digest), record)
+        await self._client.sadd(self._key(key.site, "api-keys", "all"), key.digest)
 
     async def key_by_digest(self, digest: str) -> ApiKey | None:
-        data: bytes | str | None = await self._client.get(f"{self._prefix}:api-key:{digest}")
+        data: bytes | str | None = await self._client.get(self._keys.api_key(digest))
         return None if data is None else ApiKey.from_dict(orjson.loads(data))
 
     async def list_keys(self, site: str) -> list[ApiKey]:
         digests = await self._client.smembers(self._key(site, "api-keys", "all"))
-        keys = [await self.key_by_digest(_text(digest)) for digest in digests]
+        keys = [await self.key_by_digest(text(digest)) for digest in digests]
         return sorted((key for key in keys if key is not None), key=lambda key: key.created)
 
     async def claim(self, site: str, claims: Sequence[tuple[str, str]],
@@ -336,20 +202,20 @@ class RedisStore:
         outcomes = await self._claim(
             keys=[self._key(site, "claim", key) for key, _digest in claims],
             args=[max(1, int(ttl * 1000)), *(digest for _key, digest in claims)])
-        return [cast(ClaimOutcome, _text(outcome)) for outcome in outcomes]
+        return [cast(ClaimOutcome, text(outcome)) for outcome in outcomes]
 
     async def release(self, site: str, keys: Sequence[str]) -> None:
-        # One key at a time: claim keys of one batch need not share a cluster slot.
-        for key in keys:
-            await self._client.delete(self._key(site, "claim", key))
+        if keys:
+            # One DEL: a site's claims share its hash tag.
+            await self._client.delete(*(self._key(site, "claim", key) for key in keys))
 
     async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
                          expires: float) -> None:
-        await self._client.hset(self._key(site, "outbox", visitor), push["id"],
+        await self._client.hset(self._keys.visitor(site, visitor, "outbox"), push["id"],
                                 orjson.dumps({"push": push, "expires": expires}))
 
     async def outbox_list(self, site: str, visitor: str, now: float) -> list[dict[str, Any]]:
-        key = self._key(site, "outbox", visitor)
+        key = self._keys.visitor(site, visitor, "outbox")
         entries = await self._client.hgetall(key)
         pushes, expired = [], []
         for push_id, raw in entries.items():
@@ -363,20 +229,23 @@ class RedisStore:
         return sorted(pushes, key=lambda push: (float(push.get("at", 0)), str(push["id"])))
 
     async def outbox_remove(self, site: str, visitor: str, push_id: str) -> None:
-        await self._client.hdel(self._key(site, "outbox", visitor), push_id)
+        await self._client.hdel(self._keys.visitor(site, visitor, "outbox"), push_id)
 
     async def save_delivery(self, delivery: Delivery) -> None:
-        due_key = f"{self._prefix}:deliveries:due"
+        record, due_key = self._keys.delivery(delivery.id), self._keys.deliveries_due
         if delivery.attempts:
-            await self._attempted(keys=[f"{self._prefix}:delivery:{delivery.id}", due_key],
+            await self._attempted(keys=[record, due_key],
                                   args=[orjson.dumps(delivery.to_dict()), delivery.status,
                                         delivery.due, delivery.id])
             return
+        # The site's indexes first: an erasure finds every delivery that was queued.
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(f"{self._prefix}:delivery:{delivery.id}", orjson.dumps(delivery.to_dict()))
             pipe.sadd(self._key(delivery.site, "deliveries", "all"), delivery.id)
             pipe.sadd(self._key(delivery.site, "visitor-deliveries", delivery.visitor),
                       delivery.id)
+            await pipe.execute()
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.set(record, orjson.dumps(delivery.to_dict()))
             if delivery.status == "pending":
                 pipe.zadd(due_key, {delivery.id: delivery.due})
             else:
@@ -384,11 +253,10 @@ class RedisStore:
             await pipe.execute()
 
     async def lease_deliveries(self, now: float, limit: int, lease: float) -> list[Delivery]:
-        ids = await self._lease(keys=[f"{self._prefix}:deliveries:due"],
-                                args=[now, limit, now + lease])
+        ids = await self._lease(keys=[self._keys.deliveries_due], args=[now, limit, now + lease])
         leased = []
         for delivery_id in ids:
-            data = await self._client.get(f"{self._prefix}:delivery:{_text(delivery_id)}")
+            data = await self._client.get(self._keys.delivery(text(delivery_id)))
             if data is not None:
                 delivery = Delivery.from_dict(orjson.loads(data))
                 delivery.due = now + lease
@@ -399,7 +267,7 @@ class RedisStore:
         ids = await self._client.smembers(self._key(site, "deliveries", "all"))
         found = []
         for delivery_id in ids:
-            data = await self._client.get(f"{self._prefix}:delivery:{_text(delivery_id)}")
+            data = await self._client.get(self._keys.delivery(text(delivery_id)))
             if data is not None:
                 delivery = Delivery.from_dict(orjson.loads(data))
                 if delivery.status == status:
@@ -413,13 +281,13 @@ class RedisStore:
         site = booking.site
         return [self._slot_key(site, booking.calendar, booking.start),
                 self._key(site, "booking-key", booking.idempotency_key),
-                f"{self._prefix}:booking:{booking.id}",
+                self._key(site, "booking", booking.id),
                 self._key(site, "bookings", "all"),
                 self._key(site, "visitor-bookings", booking.visitor)]
 
     def _booking_args(self, booking: Booking, capacity: int) -> list[Any]:
         return [booking.id, orjson.dumps(booking.to_dict()), capacity, booking.start,
-                f"{self._prefix}:booking:"]
+                self._key(booking.site, "booking", "")]
 
     async def book(self, booking: Booking, capacity: int,
                    quotas: Sequence[Quota] = ()) -> tuple[BookOutcome, Booking]:
@@ -429,7 +297,7 @@ class RedisStore:
             args=[*self._booking_args(booking, capacity),
                   *(number for quota in quotas
                     for number in (quota.limit, math.ceil(quota.seconds)))])
-        kind = _text(outcome)
+        kind = text(outcome)
         if kind in ("full", "limited"):
             return cast(BookOutcome, kind), booking
         stored = Booking.from_dict(orjson.loads(data))
@@ -444,17 +312,17 @@ class RedisStore:
         outcome, data = await self._move(
             keys=[*self._booking_keys(moved),
                   self._slot_key(site, old.calendar, old.start),
-                  f"{self._prefix}:booking:{booking_id}"],
+                  self._key(site, "booking", booking_id)],
             args=[*self._booking_args(moved, capacity), booking_id,
                   orjson.dumps(old.to_dict())])
-        kind = _text(outcome)
+        kind = text(outcome)
         if kind in ("full", "gone"):
             return cast(MoveOutcome, kind), moved
         stored = Booking.from_dict(orjson.loads(data))
         return ("duplicate" if kind == "duplicate" else "confirmed"), stored
 
     async def get_booking(self, site: str, booking_id: str) -> Booking | None:
-        data: bytes | str | None = await self._client.get(f"{self._prefix}:booking:{booking_id}")
+        data: bytes | str | None = await self._client.get(self._key(site, "booking", booking_id))
         if data is None:
             return None
         booking = Booking.from_dict(orjson.loads(data))
@@ -467,14 +335,14 @@ class RedisStore:
         booking.status = "cancelled"
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.srem(self._slot_key(site, booking.calendar, booking.start), booking_id)
-            pipe.set(f"{self._prefix}:booking:{booking_id}", orjson.dumps(booking.to_dict()))
+            pipe.set(self._key(site, "booking", booking_id), orjson.dumps(booking.to_dict()))
             await pipe.execute()
         return booking
 
     async def list_bookings(self, site: str, start: float, end: float) -> list[Booking]:
         ids = await self._client.zrangebyscore(self._key(site, "bookings", "all"), start,
                                                f"({end}")
-        found = [await self.get_booking(site, _text(cast(bytes, booking_id))) for booking_id in ids]
+        found = [await self.get_booking(site, text(cast(bytes, booking_id))) for booking_id in ids]
         return [booking for booking in found if booking is not None]
 
     async def booked(self, site: str, calendar: str, start: float,
@@ -487,7 +355,7 @@ class RedisStore:
 
     async def put_lead(self, lead: Lead) -> None:
         async with self._client.pipeline(transaction=True) as pipe:
-            pipe.set(f"{self._prefix}:lead:{lead.id}", orjson.dumps(lead.to_dict()))
+            pipe.set(self._key(lead.site, "lead", lead.id), orjson.dumps(lead.to_dict()))
             pipe.zadd(self._key(lead.site, "leads", "all"), {lead.id: lead.created})
             pipe.sadd(self._key(lead.site, "visitor-leads", lead.visitor), lead.id)
             await pipe.execute()
@@ -496,7 +364,7 @@ class RedisStore:
         ids = await self._client.zrangebyscore(self._key(site, "leads", "all"), since, "+inf")
         leads = []
         for lead_id in ids:
-            data = await self._client.get(f"{self._prefix}:lead:{_text(cast(bytes, lead_id))}")
+            data = await self._client.get(self._key(site, "lead", text(cast(bytes, lead_id))))
             if data is not None:
                 leads.append(Lead.from_dict(orjson.loads(data)))
         return leads
@@ -515,10 +383,10 @@ class RedisStore:
         days = await self._client.zrangebylex(self._key(site, "stats", "days"),
                                               f"[{first_day}", f"[{last_day}")
         rows = []
-        for day in (_text(cast(bytes, day)) for day in days):
+        for day in (text(cast(bytes, day)) for day in days):
             for field, value in (await self._client.hgetall(
                     self._key(site, "stats", day))).items():
-                rule, metric = _text(field).split("\t")
+                rule, metric = text(field).split("\t")
                 rows.append((day, rule, metric, float(value)))
         return sorted(rows)
 
@@ -534,100 +402,8 @@ class RedisStore:
         return [orjson.loads(row) for row in rows]
 
     async def setting_get(self, key: str) -> str | None:
-        found: bytes | str | None = await self._client.hget(f"{self._prefix}:settings", key)
-        return None if found is None else _text(found)
+        found: bytes | str | None = await self._client.hget(self._keys.settings, key)
+        return None if found is None else text(found)
 
     async def setting_put(self, key: str, value: str) -> None:
-        await self._client.hset(f"{self._prefix}:settings", key, value)
-
-    # -- audiences ----------------------------------------------------------------------
-
-    def _audience_keys(self, site: str, audience: str, visitor: str) -> list[str]:
-        base = self._key(site, "audience", audience)
-        return [f"{base}:members", f"{base}:changed", f"{base}:active", f"{base}:expiry",
-                f"{base}:ended", f"{base}:seq", f"{base}:sizes",
-                self._key(site, "audiences", "all"),
-                self._key(site, "visitor-audiences", visitor), f"{base}:floor"]
-
-    def _member_args(self, op: str, audience: str, visitor: str, now: float, until: float,
-                     ids: dict[str, str] | None, new_id: str) -> list[Any]:
-        return [op, audience, visitor, repr(now), repr(until), orjson.dumps(ids or {}),
-                utc_day(now), repr(now - RETENTION_SECONDS), new_id]
-
-    async def _member_change(self, op: str, site: str, audience: str, visitor: str,
-                             now: float, until: float = 0.0, ids: dict[str, str] | None = None,
-                             new_id: str = "") -> int:
-        changed: int = await self._member(
-            keys=self._audience_keys(site, audience, visitor),
-            args=self._member_args(op, audience, visitor, now, until, ids, new_id))
-        return changed
-
-    async def audience_tag(self, site: str, taggings: Sequence[Tagging], now: float) -> int:
-        async with self._client.pipeline(transaction=False) as pipe:
-            for tagging in taggings:
-                await self._member(
-                    keys=self._audience_keys(site, tagging.audience, tagging.visitor),
-                    args=self._member_args("tag", tagging.audience, tagging.visitor, now,
-                                           tagging.until, tagging.ids, ""), client=pipe)
-            joined = await pipe.execute()
-        return sum(int(flag) for flag in joined)
-
-    async def _audiences_of(self, site: str, visitor: str) -> list[str]:
-        names = await self._client.smembers(self._key(site, "visitor-audiences", visitor))
-        return sorted(_text(name) for name in names)
-
-    async def audience_leave(self, site: str, visitor: str, now: float) -> int:
-        return sum([await self._member_change("leave", site, audience, visitor, now)
-                    for audience in await self._audiences_of(site, visitor)])
-
-    async def audience_update_ids(self, site: str, visitor: str, ids: dict[str, str]) -> None:
-        for audience in await self._audiences_of(site, visitor):
-            await self._member_change("ids", site, audience, visitor, time.time(), ids=ids)
-
-    async def audience_expire(self, site: str, now: float, limit: int = 1000) -> int:
-        ended = 0
-        for info in await self.audience_list(site):
-            keys = self._audience_keys(site, info.name, "")
-            due = await self._client.zrangebyscore(keys[3], "-inf", repr(now), start=0,
-                                                   num=limit)
-            for visitor in due:
-                await self._member_change("lapse", site, info.name,
-                                          _text(cast(bytes, visitor)), now)
-            ended += len(due)
-            await self._trim(keys=[keys[0], keys[1], keys[4], keys[9]],
-                             args=[repr(now - RETENTION_SECONDS), limit])
-        return ended
-
-    async def _members(self, site: str, audience: str, visitors: list[Any]) -> list[Member]:
-        if not visitors:
-            return []
-        rows = await self._client.hmget(self._audience_keys(site, audience, "")[0], visitors)
-        return [Member.from_json(row) for row in rows if row is not None]
-
-    async def audience_members(self, site: str, audience: str, after: str,
-                               limit: int) -> list[Member]:
-        active = self._audience_keys(site, audience, "")[2]
-        visitors = await self._client.zrangebylex(active, f"({after}" if after else "-", "+",
-                                                  start=0, num=limit)
-        return await self._members(site, audience, visitors)
-
-    async def audience_changed(self, site: str, audience: str, after_seq: int,
-                               limit: int) -> list[Member]:
-        changed = self._audience_keys(site, audience, "")[1]
-        visitors = await self._client.zrangebyscore(changed, f"({after_seq}", "+inf", start=0,
-                                                    num=limit)
-        return await self._members(site, audience, visitors)
-
-    async def audience_list(self, site: str) -> list[AudienceInfo]:
-        found = []
-        for name in sorted(_text(name) for name in await self._client.smembers(
-                self._key(site, "audiences", "all"))):
-            keys = self._audience_keys(site, name, "")
-            seq, floor = await self._client.mget(keys[5], keys[9])
-            found.append(AudienceInfo(name, await self._client.zcard(keys[2]),
-                                      int(seq or 0), int(floor or 0)))
-        return found
-
-    async def audience_sizes(self, site: str, audience: str) -> list[tuple[str, int]]:
-        sizes = await self._client.hgetall(self._audience_keys(site, audience, "")[6])
-        return sorted((_text(day), int(size)) for day, size in sizes.items())
+        await self._client.hset(self._keys.settings, key, value)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
+from dataclasses import fields
 from typing import Any
 
 import phonenumbers
@@ -132,7 +133,8 @@ def _latest(first: float | None, second: float | None) -> float | None:
 
 def public_profile(profile: Profile) -> dict[str, Any]:
     """Everything stored about a visitor, as the owner may read it."""
-    data: dict[str, Any] = {name: getattr(profile, name) for name in Profile.__slots__}
+    data: dict[str, Any] = {entry.name: getattr(profile, entry.name)
+                              for entry in fields(Profile)}
     data["popins"] = {rule: {name: getattr(history, name) for name in RuleHistory.__slots__}
                       for rule, history in profile.popins.items()}
     data["cart"] = {sku: {"name": line.name, "price": line.price, "quantity": line.quantity}

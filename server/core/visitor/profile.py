@@ -44,7 +44,9 @@ class CartLine:
     quantity: int = 1
 
 
-@dataclass(slots=True)
+# Weakly referable: a store remembers which stored revision each profile in memory was
+# read as (to merge, not overwrite, another process's changes) for as long as it lives.
+@dataclass(slots=True, weakref_slot=True)
 class Profile:
     visitor: str
     visits: int = 0
