@@ -166,18 +166,26 @@ WORKER_STOP_SECONDS = 15
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     """Bind the port once and run `--workers` processes that all accept on it; a worker
-    that dies is started again; SIGTERM or Ctrl-C stops them all."""
+    that dies is started again; SIGTERM or Ctrl-C stops them all. The workers keep their
+    metrics in one folder (its own temporary one unless PROMETHEUS_MULTIPROC_DIR names
+    one), so that a scrape of any of them counts them all."""
     import signal
     import subprocess
+    import tempfile
     import time
 
     import uvicorn
+    from prometheus_client.multiprocess import mark_process_dead
+
+    from .live.metrics import MULTIPROCESS_VARIABLE
 
     listening = uvicorn.Config(None, host=args.host, port=args.port).bind_socket()  # type: ignore[arg-type]
     listening.set_inheritable(True)
     fd = listening.fileno()
     command = [sys.executable, "-m", "popin", *args.argv]
-    environment = {**os.environ, WORKER_FD: str(fd)}
+    given = os.environ.get(MULTIPROCESS_VARIABLE)
+    metrics = given or tempfile.mkdtemp(prefix="popin-metrics-")
+    environment = {**os.environ, WORKER_FD: str(fd), MULTIPROCESS_VARIABLE: metrics}
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(command, env=environment, pass_fds=(fd,))
@@ -200,6 +208,8 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
             if worker.poll() is not None and not stopping:
                 print(f"popin: worker {worker.pid} exited ({worker.returncode}); starting "
                       "another", file=sys.stderr)
+                # Its gauges (sockets, sessions) leave the sum; its counters stay in it.
+                mark_process_dead(worker.pid, metrics)
                 workers[index] = start()
     for worker in workers:
         if worker.poll() is None:
@@ -214,6 +224,11 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
             worker.kill()
             worker.wait()
     listening.close()
+    if given:
+        for worker in workers:
+            mark_process_dead(worker.pid, metrics)
+    else:
+        shutil.rmtree(metrics, ignore_errors=True)
     return 0
 
 
