@@ -343,11 +343,16 @@ def api_key(config: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     return next(word for word in sys.stdout.getvalue().split() if word.startswith("pk_"))
 
 
-def workers_of(server: subprocess.Popen[bytes], count: int) -> list[int]:
-    """The pids of `popin serve --workers N`'s workers, once `count` of them run."""
+def workers_of(server: subprocess.Popen[bytes], count: int, gone: int = 0) -> list[int]:
+    """The pids of `popin serve --workers N`'s workers, once `count` of them run (and the
+    worker `gone` is no longer among them: the supervisor has reaped and replaced it)."""
     children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
-    found: list[int] = wait_until(lambda: [int(pid) for pid in children.read_text().split()]
-                                  if len(children.read_text().split()) == count else None, 20)
+
+    def running() -> list[int] | None:
+        pids = [int(pid) for pid in children.read_text().split()]
+        return pids if len(pids) == count and gone not in pids else None
+
+    found: list[int] = wait_until(running, 20)
     return found
 
 

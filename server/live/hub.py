@@ -132,6 +132,10 @@ class Hub:
         self._paused: dict[str, set[str]] = {}
         # Set when several processes share a Redis store: pushes reach sockets elsewhere.
         self.peers: Peers | None = None
+        # Sessions whose caps or pushes awaiting reports changed since their snapshot was
+        # last written: written with the next flush, so that a process killed (-9) leaves
+        # its sessions' caps behind at most a second old.
+        self._unsaved: set[SessionKey] = set()
 
     def status_of(self, site: str) -> RuleStatus:
         return self.site_status.get(site) or self.rule_status
@@ -229,6 +233,13 @@ class Hub:
         for key in list(self._sessions):
             await self._save_session(key)
 
+    async def save_changed_sessions(self) -> None:
+        """The snapshots of the sessions that pushed or heard a report since the last call
+        (every FLUSH_SECONDS, beside the flush)."""
+        unsaved, self._unsaved = self._unsaved, set()
+        for key in unsaved:
+            await self._save_session(key)
+
     async def _save_session(self, key: SessionKey) -> None:
         session = self._sessions.get(key)
         if self.peers is None or session is None:
@@ -266,6 +277,8 @@ class Hub:
         What can wait a moment goes through `pending` and is written with the next flush."""
         self.counts.update(result.counts)
         site, visitor = session.site, session.profile.visitor
+        if self.peers is not None and (result.messages or result.acks):
+            self._unsaved.add((site, visitor, session.id))
         now = self.clock()
         if result.stats:
             self.record_stats(session, result, now)

@@ -224,6 +224,7 @@ async def _flush_forever(hub: Hub) -> None:
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         await hub.flush()
+        await hub.save_changed_sessions()
 
 
 def _assignment_key(secret: str, site: str) -> str:
