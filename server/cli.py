@@ -193,7 +193,9 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
 
     from .live.metrics import MULTIPROCESS_VARIABLE
 
-    listening = uvicorn.Config(None, host=args.host, port=args.port).bind_socket()  # type: ignore[arg-type]
+    # log_config=None: uvicorn's "running on" line goes through popin's handler too.
+    listening = uvicorn.Config(None, host=args.host, port=args.port,  # type: ignore[arg-type]
+                               log_config=None).bind_socket()
     listening.set_inheritable(True)
     fd = listening.fileno()
     command = [sys.executable, "-m", "popin", *args.argv]
