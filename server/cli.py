@@ -201,6 +201,9 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     command = [sys.executable, "-m", "popin", *args.argv]
     given = os.environ.get(MULTIPROCESS_VARIABLE)
     metrics = given or tempfile.mkdtemp(prefix="popin-metrics-")
+    # A previous run's files would add its totals to this one's.
+    for old in Path(metrics).glob("*.db"):
+        old.unlink()
     environment = {**os.environ, WORKER_FD: str(fd), MULTIPROCESS_VARIABLE: metrics}
 
     def start() -> subprocess.Popen[bytes]:

@@ -100,6 +100,11 @@ def test_a_worker_killed_under_load_loses_no_visitor_and_nothing_acknowledged(
     config.write_text(f'store = "{redis_url}?prefix=killed-{uuid.uuid4().hex}"\n'
                       'rules = "rules"\n[[sites]]\nkey = "demo"\nholdout = 0\n')
     token = api_key(config, monkeypatch)
+    # The operator's own metrics folder this time: a previous run's file is cleared away.
+    metrics = tmp_path / "metrics"
+    metrics.mkdir()
+    (metrics / "counter_99999.db").write_bytes(b"a previous run's totals")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(metrics))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     server = serve(config, port, "--workers", "2")
@@ -204,3 +209,4 @@ def test_a_worker_killed_under_load_loses_no_visitor_and_nothing_acknowledged(
             load.thread.join(timeout=30)
         server.terminate()
         server.wait(timeout=30)
+    assert metrics.is_dir() and not (metrics / "counter_99999.db").exists()
