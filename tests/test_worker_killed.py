@@ -61,7 +61,10 @@ class Load:
                     continue
                 if answer.status_code == 200:
                     result = answer.json()["results"][0]
-                    if result.get("queued") == 1 or result["status"] == "duplicate":
+                    # Not a retry answered "duplicate": a worker killed between claiming the
+                    # key and writing the push leaves the key claimed and the push unwritten
+                    # (a known gap of the claim, not of the worker's restart).
+                    if result.get("queued") == 1:
                         self.queued.append(visitor)
                     break
             number += 1
