@@ -108,8 +108,9 @@ def serve(args: argparse.Namespace) -> int:
 
     from .web.app import create_app, uvicorn_options
     from .web.limits import raise_open_files, socket_ceiling
+    from .web.logs import configure_logging
 
-    logging.basicConfig(level=args.log_level.upper(), format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_level, args.log_format)
     settings = _settings(args)
     if settings.geoip is not None and not settings.geoip.is_file():
         raise Refused(f"geoip: {settings.geoip} does not exist")
@@ -133,21 +134,34 @@ def serve(args: argparse.Namespace) -> int:
     where = f"http://{args.host}:{args.port}/"
     shown = f"demo shop at {where}demo/" if "demo" in settings.sites else f"listening on {where}"
     if worker_fd is None:
-        print(f"popin {__version__}: {shown} (sites {', '.join(settings.sites)}; store "
-              f"{settings.store}, rules {_folders_said(settings)}; at most "
-              f"{plural(settings.limits.connections, 'socket')}, "
-              f"{plural(open_files, 'open file')})", file=sys.stderr)
+        _say(args, f"popin {__version__}: {shown} (sites {', '.join(settings.sites)}; store "
+             f"{settings.store}, rules {_folders_said(settings)}; at most "
+             f"{plural(settings.limits.connections, 'socket')}, "
+             f"{plural(open_files, 'open file')})")
+        # log_config=None: uvicorn's lines go through popin's handler (configure_logging).
         uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level,
-                    **uvicorn_options(settings))
+                    log_config=None, **uvicorn_options(settings))
         return 0
     # A worker of `--workers N`: it serves the listening socket its parent bound.
     config = uvicorn.Config(app, host=args.host, port=args.port, log_level=args.log_level,
-                            **uvicorn_options(settings))
+                            log_config=None, **uvicorn_options(settings))
     uvicorn.Server(config).run(sockets=[socket.socket(fileno=int(worker_fd))])
     return 0
 
 
 WORKER_FD = "POPIN_WORKER_FD"
+
+
+def _say(args: argparse.Namespace, line: str, level: int = logging.INFO,
+         **fields: object) -> None:
+    """A line of `popin serve` itself: as it always was on a terminal, and one more JSON
+    line (with `fields`) under --log-format json."""
+    from .web.logs import scrub
+
+    if args.log_format == "json":
+        logging.getLogger("popin.serve").log(level, line, extra=fields)
+    else:
+        print(scrub(line), file=sys.stderr)
 
 
 def _check_workers(args: argparse.Namespace, settings: Settings) -> None:
@@ -166,25 +180,38 @@ WORKER_STOP_SECONDS = 15
 
 def _supervise(args: argparse.Namespace, settings: Settings) -> int:
     """Bind the port once and run `--workers` processes that all accept on it; a worker
-    that dies is started again; SIGTERM or Ctrl-C stops them all."""
+    that dies is started again; SIGTERM or Ctrl-C stops them all. The workers keep their
+    metrics in one folder (its own temporary one unless PROMETHEUS_MULTIPROC_DIR names
+    one), so that a scrape of any of them counts them all."""
     import signal
     import subprocess
+    import tempfile
     import time
 
     import uvicorn
+    from prometheus_client.multiprocess import mark_process_dead
 
-    listening = uvicorn.Config(None, host=args.host, port=args.port).bind_socket()  # type: ignore[arg-type]
+    from .live.metrics import MULTIPROCESS_VARIABLE
+
+    # log_config=None: uvicorn's "running on" line goes through popin's handler too.
+    listening = uvicorn.Config(None, host=args.host, port=args.port,  # type: ignore[arg-type]
+                               log_config=None).bind_socket()
     listening.set_inheritable(True)
     fd = listening.fileno()
     command = [sys.executable, "-m", "popin", *args.argv]
-    environment = {**os.environ, WORKER_FD: str(fd)}
+    given = os.environ.get(MULTIPROCESS_VARIABLE)
+    metrics = given or tempfile.mkdtemp(prefix="popin-metrics-")
+    # A previous run's files would add its totals to this one's.
+    for old in Path(metrics).glob("*.db"):
+        old.unlink()
+    environment = {**os.environ, WORKER_FD: str(fd), MULTIPROCESS_VARIABLE: metrics}
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(command, env=environment, pass_fds=(fd,))
 
-    print(f"popin {__version__}: {args.workers} workers on http://{args.host}:{args.port}/ "
-          f"(sites {', '.join(settings.sites)}; store {settings.store}, rules "
-          f"{_folders_said(settings)})", file=sys.stderr)
+    _say(args, f"popin {__version__}: {args.workers} workers on http://{args.host}:{args.port}/ "
+         f"(sites {', '.join(settings.sites)}; store {settings.store}, rules "
+         f"{_folders_said(settings)})")
     workers = [start() for _ in range(args.workers)]
     stopping = False
 
@@ -198,8 +225,10 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
         time.sleep(0.2)
         for index, worker in enumerate(workers):
             if worker.poll() is not None and not stopping:
-                print(f"popin: worker {worker.pid} exited ({worker.returncode}); starting "
-                      "another", file=sys.stderr)
+                _say(args, f"popin: worker {worker.pid} exited ({worker.returncode}); starting "
+                     "another", logging.WARNING, worker=worker.pid, status=worker.returncode)
+                # Its gauges (sockets, sessions) leave the sum; its counters stay in it.
+                mark_process_dead(worker.pid, metrics)
                 workers[index] = start()
     for worker in workers:
         if worker.poll() is None:
@@ -209,11 +238,16 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
             worker.wait(timeout=WORKER_STOP_SECONDS)
         except subprocess.TimeoutExpired:
             # Its sessions are snapshotted on a clean stop; one that hangs is not waited for.
-            print(f"popin: worker {worker.pid} did not stop in {WORKER_STOP_SECONDS} s; "
-                  "killed", file=sys.stderr)
+            _say(args, f"popin: worker {worker.pid} did not stop in {WORKER_STOP_SECONDS} s; "
+                 "killed", logging.WARNING, worker=worker.pid)
             worker.kill()
             worker.wait()
     listening.close()
+    if given:
+        for worker in workers:
+            mark_process_dead(worker.pid, metrics)
+    else:
+        shutil.rmtree(metrics, ignore_errors=True)
     return 0
 
 
@@ -710,6 +744,9 @@ def parser() -> argparse.ArgumentParser:
                      help="processes sharing the port (needs a Redis store; default 1)")
     run.add_argument("--log-level", default="info",
                      choices=["critical", "error", "warning", "info", "debug"])
+    run.add_argument("--log-format", default="text", choices=["text", "json"],
+                     help="json: one JSON object per line, for a log collector (default: "
+                     "text)")
     run.set_defaults(func=serve)
 
     rules = _command(commands, "rules", "work with rule files", "popin rules check")

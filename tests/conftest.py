@@ -442,3 +442,36 @@ def api_key(config: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.setattr("sys.stdout", io.StringIO())
     assert main(["--config", str(config), "keys", "create", "--scope", "events"]) == 0
     return next(word for word in sys.stdout.getvalue().split() if word.startswith("pk_"))
+
+
+def workers_of(server: subprocess.Popen[bytes], count: int, gone: int = 0) -> list[int]:
+    """The pids of `popin serve --workers N`'s workers, once `count` of them run (and the
+    worker `gone` is no longer among them: the supervisor has reaped and replaced it)."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children")
+
+    def running() -> list[int] | None:
+        pids = [int(pid) for pid in children.read_text().split()]
+        return pids if len(pids) == count and gone not in pids else None
+
+    found: list[int] = wait_until(running, 20)
+    return found
+
+
+def socket_holder(client: socket.socket, server_port: int, pids: list[int]) -> int | None:
+    """Which of `pids` holds the server side of a TCP connection on 127.0.0.1 (its
+    /proc/net/tcp line, whose socket inode one of the processes has open)."""
+    client_port = client.getsockname()[1]
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if (fields[1].endswith(f":{server_port:04X}")
+                and fields[2].endswith(f":{client_port:04X}")):
+            inodes.add(f"socket:[{fields[9]}]")
+    for pid in pids:
+        for descriptor in Path(f"/proc/{pid}/fd").iterdir():
+            try:
+                if os.readlink(descriptor) in inodes:
+                    return pid
+            except OSError:
+                continue  # closed meanwhile
+    return None

@@ -152,7 +152,8 @@ def test_an_idempotency_key_reused_for_another_event_is_refused(
     assert refused.status_code == 409
     assert refused.json()["error"]["code"] == "conflict"
     assert refused.json()["error"]["field"] == "events[1].idempotency_key"
-    assert "api.event\"} 1\n" in client.get("/metrics").text, "nothing of it was applied"
+    assert 'popin_events_total{kind="api.event"} 1.0\n' in client.get("/metrics").text, \
+        "nothing of it was applied"
     # Refused as a whole, the batch claimed nothing: its good event is still new.
     alone = client.post("/api/v1/events", headers=auth(token), json={"events": [fresh]})
     assert alone.json()["results"][0]["status"] == "applied"

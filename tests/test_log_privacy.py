@@ -1,11 +1,13 @@
 """A full run of `popin serve`, at debug level, and its logs: no visitor's address, e-mail,
-phone or name, and no API key, whatever the visitors and the backend did."""
+phone or name, and no API key, whatever the visitors and the backend did; in text and in
+JSON lines (each line one object), tracebacks included."""
 
 from __future__ import annotations
 
 import hashlib
 import hmac
 import io
+import logging
 import socket
 import subprocess
 import sys
@@ -19,6 +21,7 @@ from websockets.sync.client import connect
 
 from conftest import ROOT, free_port
 from popin.cli import main
+from popin.web.logs import JsonLines
 
 # Visitors come from 127.0.0.2: the server listens on 127.0.0.1, which its own start-up
 # line names, so any 127.0.0.2 in the logs is a visitor's address.
@@ -34,8 +37,9 @@ def from_visitor(port: int) -> socket.socket:
     return connection
 
 
-def test_the_logs_hold_no_address_contact_or_key(tmp_path: Path,
-                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_the_logs_hold_no_address_contact_or_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                 log_format: str) -> None:
     config = tmp_path / "popin.toml"
     config.write_text(f'store = "sqlite:///{tmp_path / "popin.db"}"\n'
                       f'rules = "{ROOT / "rules"}"\n'
@@ -49,7 +53,7 @@ def test_the_logs_hold_no_address_contact_or_key(tmp_path: Path,
     port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "popin", "--config", str(config), "serve", "--port", str(port),
-         "--log-level", "debug"], cwd=tmp_path, stdout=subprocess.PIPE,
+         "--log-level", "debug", "--log-format", log_format], cwd=tmp_path, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -96,3 +100,41 @@ def test_the_logs_hold_no_address_contact_or_key(tmp_path: Path,
     assert "popin" in logs and "WebSocket" in logs, "the run was logged at all"
     for secret in (VISITOR_ADDRESS, EMAIL, "612345678", NAME, token, "pk_wrong_key"):
         assert secret not in logs, f"{secret!r} is in the logs:\n{logs}"
+    if log_format == "json":
+        lines = [orjson.loads(line) for line in logs.splitlines()]
+        assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+        assert {"popin.serve", "popin.rules", "uvicorn.error"} <= {line["logger"]
+                                                                   for line in lines}
+        assert any(line["message"].startswith('[client] - "WebSocket /ws') for line in lines)
+
+
+def test_a_json_line_holds_the_traceback_and_fields_scrubbed() -> None:
+    """One line per record, traceback included, and nothing private in any of it: what an
+    exception's message or a field carries is scrubbed too."""
+    written = io.StringIO()
+    handler = logging.StreamHandler(written)
+    handler.setFormatter(JsonLines())
+    logger = logging.getLogger("popin.test-json")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        try:
+            raise ValueError(f"refused {EMAIL} from {VISITOR_ADDRESS} and [2001:db8::7] with "
+                             "Bearer pk_secretsecretsecret at redis://:hunter2@10.1.2.3:6379/0")
+        except ValueError:
+            logger.exception("the store failed for %s", EMAIL,
+                             extra={"site": "demo", "client": VISITOR_ADDRESS,
+                                    "contacts": [EMAIL]})
+    finally:
+        logger.removeHandler(handler)
+    (line,) = written.getvalue().splitlines()
+    record = orjson.loads(line)
+    assert (record["level"], record["logger"], record["site"]) == (
+        "error", "popin.test-json", "demo")
+    assert record["message"] == "the store failed for [e-mail]"
+    assert record["client"] == "[address]" and record["contacts"] == ["[e-mail]"]
+    assert record["exception"].startswith("Traceback (most recent call last):")
+    assert "ValueError: refused [e-mail] from [address] and [[address]] with Bearer [token] " \
+           "at redis://[credentials]@[address]:6379/0" in record["exception"]
+    for secret in (EMAIL, VISITOR_ADDRESS, "2001:db8::7", "pk_secret", "hunter2", "10.1.2.3"):
+        assert secret not in line

@@ -123,6 +123,9 @@ def test_a_push_posted_to_one_process_reaches_a_socket_on_another(
                                   "status": "shown"}).decode())
         assert max(latencies) < 1.0, latencies
         print(f"cross-node push, API answer to frame: {sorted(latencies)}")
+        # Timed by the process that wrote the frames, from the other one's API.
+        assert 'popin_push_latency_seconds_count{path="relay"} 5.0' in httpx2.get(
+            f"{second}/metrics").text
     # The socket is gone: the next push waits in the outbox, on any process.
     time.sleep(0.3)
     result = post(first, token, "visitor-on-b-0001", "parcel-later")

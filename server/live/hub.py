@@ -30,7 +30,9 @@ from ..features.previews import PreviewLinks
 from ..stores.audiences import Tagging, identifiers
 from ..stores.contract import Store
 from ..stores.deliveries import Delivery
+from ..stores.roundtrips import timed
 from ..stores.writebehind import PendingWrites
+from .metrics import Metrics
 
 log = logging.getLogger("popin.hub")
 
@@ -59,8 +61,8 @@ class Peers(Protocol):
 
     def absent(self, site: str, visitor: str) -> None: ...
 
-    async def publish(self, site: str, visitor: str,
-                      messages: list[dict[str, Any]]) -> bool: ...
+    async def publish(self, site: str, visitor: str, messages: list[dict[str, Any]],
+                      received: float | None = None) -> bool: ...
 
     async def save_session(self, site: str, visitor: str, session: str,
                            snapshot: dict[str, Any], ttl: float) -> None: ...
@@ -96,7 +98,9 @@ class Hub:
     def __init__(self, store: Store, rules: dict[str, RuleSet], sites: dict[str, Site],
                  clock: Callable[[], float] = time.time, geo: Geo | None = None,
                  max_sessions: int = 50_000) -> None:
-        self.store = store
+        self.metrics = Metrics()
+        # Every store call is timed here, once, whatever the backend.
+        self.store = timed(store, self.metrics.round_trip)
         # Each site's own campaigns: a rule of one site never fires, is watched for, or
         # counts on another.
         self._rules = dict(rules)
@@ -128,6 +132,10 @@ class Hub:
         self._paused: dict[str, set[str]] = {}
         # Set when several processes share a Redis store: pushes reach sockets elsewhere.
         self.peers: Peers | None = None
+        # Sessions whose caps or pushes awaiting reports changed since their snapshot was
+        # last written: written with the next flush, so that a process killed (-9) leaves
+        # its sessions' caps behind at most a second old.
+        self._unsaved: set[SessionKey] = set()
 
     def status_of(self, site: str) -> RuleStatus:
         return self.site_status.get(site) or self.rule_status
@@ -225,6 +233,13 @@ class Hub:
         for key in list(self._sessions):
             await self._save_session(key)
 
+    async def save_changed_sessions(self) -> None:
+        """The snapshots of the sessions that pushed or heard a report since the last call
+        (every FLUSH_SECONDS, beside the flush)."""
+        unsaved, self._unsaved = self._unsaved, set()
+        for key in unsaved:
+            await self._save_session(key)
+
     async def _save_session(self, key: SessionKey) -> None:
         session = self._sessions.get(key)
         if self.peers is None or session is None:
@@ -262,6 +277,8 @@ class Hub:
         What can wait a moment goes through `pending` and is written with the next flush."""
         self.counts.update(result.counts)
         site, visitor = session.site, session.profile.visitor
+        if self.peers is not None and (result.messages or result.acks):
+            self._unsaved.add((site, visitor, session.id))
         now = self.clock()
         if result.stats:
             self.record_stats(session, result, now)
@@ -375,23 +392,31 @@ class Hub:
         except Exception:
             log.warning("a closed socket's writes wait for the next flush (store failing)")
 
-    async def deliver(self, site: str, visitor: str, messages: list[dict[str, Any]]) -> int:
+    async def deliver(self, site: str, visitor: str, messages: list[dict[str, Any]],
+                      received: float | None = None) -> int:
         """Pushes another process relayed for a visitor whose sockets are here; how many
-        sockets they were sent on (none: the outbox keeps them for the next visit)."""
+        sockets they were sent on (none: the outbox keeps them for the next visit).
+        `received`: when the other process's API took the event, for the latency."""
         sent = 0
         for socket, session in list(self._sockets.get((site, visitor), {}).items()):
             for message in messages:
                 session.adopt(message)
                 await socket.send(message)
+            if received is not None:
+                self.metrics.pushed("relay", received, messages)
             sent += 1
         self.counts["relay.delivered" if sent else "relay.missed"] += 1
         return sent
 
-    async def business_event(self, site: Site, visitor: str, event: Custom) -> Outcome:
+    async def business_event(self, site: Site, visitor: str, event: Custom,
+                             received: float | None = None) -> Outcome:
         """An event from the site's backend: live if the visitor is connected, else the
         pop-in waits in their outbox for the next visit. The API acknowledges what this
         returns, so the outbox and profile it changed are in the store when it returns
-        (webhooks and audiences always are); it raises when the store refuses them."""
+        (webhooks and audiences always are); it raises when the store refuses them.
+        `received` (Metrics.now) is when the API took the request: pushes are timed from
+        it."""
+        received = self.metrics.now() if received is None else received
         outcome = Outcome(visitor)
         live = self._sockets.get((site.key, visitor), {})
         session = next(iter(live.values()), None) or self._idle_session(site.key, visitor)
@@ -420,11 +445,12 @@ class Hub:
         for message in shown:
             for socket in list(live):
                 await socket.send(message)
+                self.metrics.pushed("api", received, (message,))
         elsewhere = False
         if shown and not live and self.peers is not None:
             # Already in the outbox: a relay that fails only makes it wait for the next visit.
             try:
-                elsewhere = await self.peers.publish(site.key, visitor, shown)
+                elsewhere = await self.peers.publish(site.key, visitor, shown, received)
             except Exception:
                 log.warning("a push could not be relayed to other processes; it waits in "
                             "the outbox")

@@ -105,18 +105,22 @@ class Relay:
         self._changed[(site, visitor)] = False
         self._wake.set()
 
-    async def publish(self, site: str, visitor: str, messages: list[dict[str, Any]]) -> bool:
+    async def publish(self, site: str, visitor: str, messages: list[dict[str, Any]],
+                      received: float | None = None) -> bool:
         """Send pushes to the nodes where the visitor has a socket; whether one took them.
-        Tried twice: after Redis restarted, the first try may meet a dead connection."""
+        Tried twice: after Redis restarted, the first try may meet a dead connection.
+        `received` (epoch s) travels along: the receiving node times the push from it."""
         try:
-            return await self._publish(site, visitor, messages)
+            return await self._publish(site, visitor, messages, received)
         except Exception:
-            return await self._publish(site, visitor, messages)
+            return await self._publish(site, visitor, messages, received)
 
-    async def _publish(self, site: str, visitor: str, messages: list[dict[str, Any]]) -> bool:
+    async def _publish(self, site: str, visitor: str, messages: list[dict[str, Any]],
+                       received: float | None) -> bool:
         now = time.time()
         nodes = await self._client.hgetall(self._presence(site, visitor))
-        payload = orjson.dumps({"site": site, "visitor": visitor, "messages": messages})
+        payload = orjson.dumps({"site": site, "visitor": visitor, "messages": messages,
+                                "received": received})
         reached = 0
         for raw_node, raw_until in nodes.items():
             node = raw_node.decode() if isinstance(raw_node, bytes) else str(raw_node)
@@ -228,7 +232,8 @@ class Relay:
     async def _deliver(self, hub: Hub, data: bytes) -> None:
         try:
             relayed = orjson.loads(data)
-            await hub.deliver(relayed["site"], relayed["visitor"], relayed["messages"])
+            await hub.deliver(relayed["site"], relayed["visitor"], relayed["messages"],
+                              relayed.get("received"))
             self.delivered += 1
         except Exception:
             log.exception("a relayed push could not be delivered")

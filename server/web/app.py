@@ -37,6 +37,7 @@ from ..live.relay import Relay, redis_url
 from ..live.reload import reload_rules, watch_rules
 from ..stores.backends import open_store
 from ..stores.contract import Store
+from ..stores.roundtrips import timed
 from ..stores.writebehind import FLUSH_SECONDS
 from .admin.auth import LoginGuard, PasswordChecks, Sessions
 from .admin.routes import ROUTES as ADMIN_ROUTES
@@ -47,12 +48,14 @@ from .api.routes import ApiError, api_error
 from .appointments import ROUTES as APPOINTMENT_ROUTES
 from .headers import SecurityHeaders
 from .health import routes as health_routes
+from .health import sync_metrics
 from .limits import Admission, receive_body_within, slow_header_guard
 from .logs import scrub_client_addresses
 from .socket import widget_socket
 
 log = logging.getLogger("popin")
 SWEEP_INTERVAL_SECONDS = 60.0
+METRICS_SECONDS = 1.0
 
 # How popin runs on uvicorn, for `popin serve`, the tests and the benchmarks alike.
 UVICORN_OPTIONS: dict[str, Any] = {
@@ -125,8 +128,12 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         await guard_all(hub)
         app.state.hub = hub
         relay = Relay.from_url(settings.store) if redis_url(settings.store) else None
-        hub.peers = relay
+        # The relay's Redis round trips that the hub waits for are timed as the store's.
+        hub.peers = None if relay is None else timed(
+            relay, hub.metrics.round_trip, "relay.",
+            only=("publish", "save_session", "load_session"))
         tasks = [asyncio.create_task(_sweep_forever(hub)),
+                 asyncio.create_task(_metrics_forever(hub)),
                  asyncio.create_task(_guard_forever(hub)),
                  asyncio.create_task(_flush_forever(hub)),
                  asyncio.create_task(send_forever(hub.store, hub.sites, hub.counts,
@@ -208,10 +215,18 @@ async def http_error(request: Request, error: Exception) -> Response:
                              headers=error.headers)
 
 
+async def _metrics_forever(hub: Hub) -> None:
+    # With several workers, a scrape reads the others' figures from their files.
+    while True:
+        await asyncio.sleep(METRICS_SECONDS)
+        sync_metrics(hub)
+
+
 async def _flush_forever(hub: Hub) -> None:
     while True:
         await asyncio.sleep(FLUSH_SECONDS)
         await hub.flush()
+        await hub.save_changed_sessions()
 
 
 def _assignment_key(secret: str, site: str) -> str:

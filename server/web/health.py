@@ -1,7 +1,8 @@
 """/healthz and /metrics. Anyone may ask whether the server is alive (a load balancer
 does); what it runs (rule files and their errors, counts, live connections) is for the
 operator: a request with the `metrics_token` as a bearer token, or from an address in
-`metrics_allow` (loopback by default).
+`metrics_allow` (loopback by default). /metrics is Prometheus's text format
+(`live.metrics`); with several workers, any of them answers for all.
 
 /healthz answers 503 with "ok": false, "status": "degraded" when the store does not
 answer a read or take a write in time, or when the write-behind layer's writes are
@@ -14,6 +15,7 @@ import asyncio
 import hmac
 from ipaddress import ip_address, ip_network
 
+from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -86,6 +88,18 @@ async def degraded(hub: Hub) -> list[str]:
     return reasons
 
 
+def sync_metrics(hub: Hub) -> None:
+    """The hub's counts and levels into its Prometheus metrics (once a second, and at
+    each scrape)."""
+    pending = hub.pending
+    hub.metrics.sync(hub.counts, live_sockets=hub.live_connections,
+                     live_sessions=hub.live_sessions,
+                     pending_writes=pending.waiting,
+                     pending_pushes=sum(len(pushes) for pushes in pending.outbox.values()),
+                     write_behind_failing=pending.failing_since is not None,
+                     rules=hub.rule_count, rule_errors=len(hub.rule_status.errors))
+
+
 def _refused(settings: Settings) -> Response:
     if settings.metrics_token:
         return PlainTextResponse("a bearer token is needed\n", status_code=401,
@@ -112,10 +126,7 @@ def routes(settings: Settings) -> list[Route]:
         if not operator(request, settings):
             return _refused(settings)
         hub: Hub = request.app.state.hub
-        lines = ["# TYPE popin_events_total counter"]
-        lines += [f'popin_events_total{{kind="{name}"}} {count}'
-                  for name, count in sorted(hub.counts.items())]
-        lines += ["# TYPE popin_live_sessions gauge", f"popin_live_sessions {hub.live_sessions}"]
-        return PlainTextResponse("\n".join(lines) + "\n")
+        sync_metrics(hub)
+        return Response(hub.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return [Route("/healthz", health), Route("/metrics", metrics)]

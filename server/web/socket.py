@@ -251,7 +251,11 @@ async def _identify(websocket: Socket, hub: Hub, site: Site, session: Session,
 
 
 async def _deliver(websocket: Socket, hub: Hub, session: Session, result: Result) -> None:
+    # Read only when there is something to send: an ordinary event pays nothing for it.
+    decided = hub.metrics.now() if result.messages else 0.0
     await hub.prepare(session, result)
     for message in result.messages:
         await websocket.send_text(encode(message))
+    if decided:
+        hub.metrics.pushed("session", decided, result.messages)
     await hub.settle(session, result)
