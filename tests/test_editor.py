@@ -7,7 +7,10 @@ from __future__ import annotations
 import html
 import io
 import re
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,7 @@ from starlette.testclient import TestClient
 from conftest import ROOT
 from popin.cli import main
 from popin.config import Settings
+from popin.core.rules.yamlsource import SourceError
 from popin.core.site import Site
 from popin.web.admin import drafts
 from popin.web.admin.changes import apply
@@ -65,20 +69,28 @@ def folders(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def client(tmp_path: Path, folders: dict[str, Path],
            monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=folders["demo"],
-                        reload=False, campaigns=dict(folders), sites={
-                            "demo": Site("demo", "Demo shop"),
-                            "blog": Site("blog", "Blog", origins=("https://blog.example",))})
+    settings = settings_of(tmp_path, folders)
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
     assert main(["admin", "--store", settings.store, "set-password", "--password-stdin"]) == 0
     with TestClient(create_app(settings)) as test_client:
-        page = test_client.get("/admin/login")
-        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
-        assert token
-        answer = test_client.post("/admin/login", data={
-            "csrf": token[1], "password": PASSWORD, "next": "/admin/"}, follow_redirects=False)
-        assert answer.status_code == 303
+        log_in(test_client)
         yield test_client
+
+
+def settings_of(tmp_path: Path, folders: dict[str, Path]) -> Settings:
+    return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=folders["demo"],
+                    reload=False, campaigns=dict(folders), sites={
+                        "demo": Site("demo", "Demo shop"),
+                        "blog": Site("blog", "Blog", origins=("https://blog.example",))})
+
+
+def log_in(test_client: TestClient) -> None:
+    page = test_client.get("/admin/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token
+    answer = test_client.post("/admin/login", data={
+        "csrf": token[1], "password": PASSWORD, "next": "/admin/"}, follow_redirects=False)
+    assert answer.status_code == 303
 
 
 def form_of(page: str) -> dict[str, str]:
@@ -167,6 +179,62 @@ def test_a_form_opened_before_another_save_is_refused(
     assert refused.status_code == 409
     assert "changed since you opened it" in refused.text
     assert "First owner" in (folders["demo"] / "waxing.yaml").read_text()
+
+
+def _slow_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each save's check takes long enough for the other save to read the file meanwhile:
+    without turns, both would pass the version comparison."""
+    check = drafts.check
+
+    def slow(folder: Path, path: Path, text: str) -> list[SourceError]:
+        time.sleep(0.3)
+        return check(folder, path, text)
+
+    monkeypatch.setattr(drafts, "check", slow)
+
+
+def _race(posts: list[Callable[[], int]]) -> list[int]:
+    start = threading.Barrier(len(posts))
+
+    def post(send: Callable[[], int]) -> int:
+        start.wait()
+        return send()
+
+    with ThreadPoolExecutor(len(posts)) as pool:
+        return sorted(pool.map(post, posts))
+
+
+def test_two_saves_at_once_in_one_process_one_wins_the_other_is_refused(
+        client: TestClient, folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = opened(client, "waxing-help"), opened(client, "waxing-help")
+    first["popin.title"], second["popin.title"] = "Owner A", "Owner B"
+    _slow_check(monkeypatch)
+    codes = _race([lambda form=form: client.post(  # type: ignore[misc]
+        "/admin/campaigns/waxing-help/edit", data=form, follow_redirects=False).status_code
+        for form in (first, second)])
+    assert codes == [303, 409]
+    text = (folders["demo"] / "waxing.yaml").read_text()
+    assert ("Owner A" in text) != ("Owner B" in text)
+
+
+def test_two_servers_on_one_store_take_turns_to_save(
+        client: TestClient, folders: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second app, with its own locks and its own connection to the store, stands for a
+    second process of `popin serve --workers 2`: only the claim in the store is shared."""
+    with TestClient(create_app(settings_of(tmp_path, folders))) as other:
+        log_in(other)
+        first, second = opened(client, "waxing-help"), opened(other, "waxing-help")
+        first["popin.title"], second["popin.title"] = "Process A", "Process B"
+        _slow_check(monkeypatch)
+        codes = _race([
+            lambda: client.post("/admin/campaigns/waxing-help/edit", data=first,
+                                follow_redirects=False).status_code,
+            lambda: other.post("/admin/campaigns/waxing-help/edit", data=second,
+                               follow_redirects=False).status_code])
+    assert codes == [303, 409]
+    text = (folders["demo"] / "waxing.yaml").read_text()
+    assert ("Process A" in text) != ("Process B" in text)
 
 
 def test_history_shows_who_changed_what_and_restores_a_version(

@@ -19,7 +19,17 @@ from ...live.hub import Hub
 from ...stores.pauses import PAUSED, Pause, load_pauses, save_pauses
 from . import editor, history
 from .pages import owner_only, render
-from .saving import Refused, Saved, opened, refusal, relative, reload, save, submitted
+from .saving import (
+    Refused,
+    Saved,
+    opened,
+    refusal,
+    relative,
+    reload,
+    save,
+    submitted,
+    turn,
+)
 from .sentence import sentence
 
 # The widget's card styles, as a string literal in its built script: ':host{...}' + ...
@@ -43,9 +53,14 @@ def summary(request: Request, hub: Hub, site: Site, rule_id: str) -> dict[str, s
 async def duplicate(request: Request, hub: Hub, site: Site) -> Response:
     try:
         await submitted(request)
-        found = opened(request, hub, site, request.path_params["rule"])
+        async with turn(request, hub, site):
+            return await _duplicate(request, hub, site)
     except Refused as refused:
         return refusal(request, refused)
+
+
+async def _duplicate(request: Request, hub: Hub, site: Site) -> Response:
+    found = opened(request, hub, site, request.path_params["rule"])
     taken = set(hub.rules_of(site.key).by_id)
     number, rule_id = 1, f"{found.rule_id}-copy"[:64]
     while rule_id in taken:
@@ -65,9 +80,14 @@ async def duplicate(request: Request, hub: Hub, site: Site) -> Response:
 async def delete(request: Request, hub: Hub, site: Site) -> Response:
     try:
         form = await submitted(request)
-        found = opened(request, hub, site, request.path_params["rule"])
+        async with turn(request, hub, site):
+            return await _delete(request, hub, site, form)
     except Refused as refused:
         return refusal(request, refused)
+
+
+async def _delete(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
+    found = opened(request, hub, site, request.path_params["rule"])
     if form.get("version") != found.version:
         return render(request, "message.html", 409, title="Not deleted", message=(
             "This campaign was changed since you opened it; open it again first."))
@@ -126,9 +146,14 @@ async def versions(request: Request, hub: Hub, site: Site) -> Response:
 async def restore(request: Request, hub: Hub, site: Site) -> Response:
     try:
         form = await submitted(request)
-        found = opened(request, hub, site, request.path_params["rule"])
+        async with turn(request, hub, site):
+            return await _restore(request, hub, site, form)
     except Refused as refused:
         return refusal(request, refused)
+
+
+async def _restore(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
+    found = opened(request, hub, site, request.path_params["rule"])
     if form.get("version") != found.version:
         return render(request, "message.html", 409, title="Not restored", message=(
             "This campaign was changed since you opened its history; open it again first."))
