@@ -290,6 +290,82 @@ def test_a_new_campaign_gets_its_own_file_and_is_live(
     assert client.get("/admin/campaigns/grip-help-copy/edit").status_code == 404
 
 
+def _deleted(client: TestClient, rule: str, query: str = "") -> tuple[str, str] | None:
+    """The token and the restore form's id of a deleted campaign on the overview."""
+    page = client.get(f"/admin/{query}").text
+    found = re.search(rf'data-deleted="{re.escape(rule)}">.*?name="csrf" value="([^"]+)">'
+                      r'<input type="hidden" name="deleted" value="([^"]+)"', page, re.S)
+    return (found[1], found[2]) if found else None
+
+
+def _delete(client: TestClient, rule: str, query: str = "") -> None:
+    page = client.get(f"/admin/campaigns/{rule}{query}").text
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    version = re.search(r'name="version" value="([^"]+)"', page)
+    assert token and version
+    assert client.post(f"/admin/campaigns/{rule}/delete{query}", data={
+        "csrf": token[1], "version": version[1]}, follow_redirects=False).status_code == 303
+
+
+def test_a_deleted_campaign_is_listed_and_restored_with_its_comments(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    _delete(client, "waxing-help")
+    assert "waxing-help" not in (folders["demo"] / "waxing.yaml").read_text()
+    listed = _deleted(client, "waxing-help")
+    assert listed is not None
+    token, deleted = listed
+    assert client.post("/admin/deleted/restore", data={"csrf": "forged", "deleted": deleted},
+                       follow_redirects=False).status_code == 403
+    restored = client.post("/admin/deleted/restore", data={"csrf": token, "deleted": deleted},
+                           follow_redirects=False)
+    assert restored.status_code == 303, restored.text
+    assert restored.headers["location"] == "/admin/campaigns/waxing-help"
+    text = (folders["demo"] / "waxing.yaml").read_text()
+    # Back at the end of its file, with the comments it carried.
+    assert text.index("id: sizing-help") < text.index("id: waxing-help")
+    assert "# five seconds is enough" in text and "# At most once a visit." in text
+    assert "Waxing made simple" in client.get("/admin/campaigns/waxing-help").text
+    assert _deleted(client, "waxing-help") is None
+    assert client.post("/admin/deleted/restore", data={"csrf": token, "deleted": deleted},
+                       follow_redirects=False).status_code == 404
+    assert "restored waxing-help after its deletion" in client.get(
+        "/admin/campaigns/waxing-help/history").text
+
+
+def test_a_deleted_campaign_that_took_its_file_brings_the_file_back(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    _delete(client, "blog-hello", "?site=blog")
+    assert not (folders["blog"] / "blog.yaml").exists()
+    assert _deleted(client, "blog-hello") is None  # another site's
+    listed = _deleted(client, "blog-hello", "?site=blog")
+    assert listed is not None
+    assert client.post("/admin/deleted/restore", data={"csrf": listed[0], "deleted": listed[1]},
+                       follow_redirects=False).status_code == 404
+    restored = client.post("/admin/deleted/restore?site=blog", data={
+        "csrf": listed[0], "deleted": listed[1]}, follow_redirects=False)
+    assert restored.status_code == 303, restored.text
+    assert (folders["blog"] / "blog.yaml").read_text() == BLOG
+    assert client.get("/admin/campaigns/blog-hello?site=blog").status_code == 200
+
+
+def test_a_deleted_campaign_whose_name_was_taken_again_is_not_restored_over_it(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    _delete(client, "sizing-help")
+    listed = _deleted(client, "sizing-help")
+    assert listed is not None
+    # A new campaign takes the name: the overview stops offering the old one, and a stale
+    # form is refused rather than making two campaigns of one name.
+    form = form_of(client.get("/admin/editor/new").text)
+    form.update({"id": "sizing-help", "trigger.dwell.keyword": "sizing",
+                 "popin.title": "New sizing help", "popin.body": "<p>Hi</p>"})
+    assert client.post("/admin/editor/new", data=form,
+                       follow_redirects=False).status_code == 303
+    assert _deleted(client, "sizing-help") is None
+    refused = client.post("/admin/deleted/restore", data={"csrf": listed[0],
+                                                          "deleted": listed[1]})
+    assert refused.status_code == 409 and "in force again" in refused.text
+
+
 def test_forms_without_the_session_token_are_refused(
         client: TestClient, folders: dict[str, Path]) -> None:
     form = opened(client, "waxing-help")
