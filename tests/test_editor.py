@@ -449,7 +449,7 @@ def test_every_trigger_and_action_kind_works_from_the_form_defaults(
     offers = {"assist": {"assist.title": "Call us?", "assist.body": "<p>We call back.</p>"},
               "slots": {"slots.title": "Book", "slots.body": "<p>Pick a time.</p>",
                         "slots.calendar": "advisers"},
-              "nothing": {"tag.audience": "grip-readers", "tag.days": "30"}}
+              "nothing": {"tag.0.audience": "grip-readers", "tag.0.days": "30"}}
     for show in SHOW.choices:
         answer = client.post("/admin/editor/preview", data={
             **start, **REQUIRED["dwell"], "show": show, **offers.get(show, {})}).json()
@@ -473,11 +473,15 @@ def test_the_form_covers_the_rule_language_but_for_what_it_says() -> None:
     """A key added to the language shows up here: in the form's table, or in this list of
     what stays for the file alone (kept as written by every save)."""
     from popin.core.rules.campaign import CAP_KEYS, CONVERSION_KEYS, RULE_KEYS
+    from popin.core.rules.schema import PLACES
     from popin.core.rules.templates import POPIN_KEYS
     from popin.core.rules.triggers import COMPILERS
+    from popin.core.rules.variants import VARIANT_KEYS
     from popin.web.admin.fields import BY_NAME, FLAG_TRIGGERS
+    from popin.web.admin.rows import TAG_KEYS
+    from popin.web.admin.rows import VARIANT_KEYS as FORM_VARIANT_KEYS
 
-    file_only = {"popin.offset"}
+    file_only = {"popin.offset", "variants.offset"}
     for kind in COMPILERS:
         assert kind in FLAG_TRIGGERS or any(
             name == f"trigger.{kind}" or name.startswith(f"trigger.{kind}.")
@@ -485,9 +489,85 @@ def test_the_form_covers_the_rule_language_but_for_what_it_says() -> None:
     for name in ([f"cap.{key}" for key in CAP_KEYS]
                  + [f"conversion.{key}" for key in CONVERSION_KEYS]
                  + [f"popin.{key}" for key in POPIN_KEYS if key != "cta"]
-                 + ["popin.cta.label", "popin.cta.url", "tag.audience", "tag.days",
+                 + ["popin.cta.label", "popin.cta.url",
                     "webhook.url", "assist.channels", "slots.calendar"]):
         assert name in BY_NAME or name in file_only, name
+    # Each variant's keys, its button's two as the pop-in's; every key of a tag.
+    for key in VARIANT_KEYS:
+        keys = ["cta.label", "cta.url"] if key == "cta" else [key]
+        assert all(name in FORM_VARIANT_KEYS or f"variants.{name}" in file_only
+                   for name in keys), key
+    assert set(PLACES["tag"]) == set(TAG_KEYS)
     grouped = {"trigger", "when", "popin", "assist", "slots", "tag", "webhook", "cap",
                "conversion", "variants"}
     assert set(RULE_KEYS) - grouped <= set(BY_NAME)
+
+
+VARIANTS_AND_TAGS = """\
+campaign: Wax test
+rules:
+  - id: wax-test
+    trigger: {dwell: {keyword: waxing, seconds: 5}}
+    popin: {title: Waxing, body: <p>Kit.</p>}
+    tag: interest-wax   # the audience alone: the language's default days
+    variants:
+      - {id: plain, weight: 1}   # the control
+      - id: loud
+        title: WAXING!
+"""
+
+
+def test_variants_and_several_audiences_are_edited_in_full() -> None:
+    rule = drafts.find(drafts.load(drafts.loader(VARIANTS_AND_TAGS), VARIANTS_AND_TAGS),
+                       "wax-test")
+    assert rule is not None
+    shown = values(rule)
+    assert shown["tag.0.audience"] == "interest-wax" and shown["tag.0.days"] == ""
+    assert shown["variants.0.id"] == "plain" and shown["variants.1.title"] == "WAXING!"
+    edited = {**shown, "variants.1.cta.label": "See the kit",
+              "variants.1.cta.url": "/demo/wax.html", "variants.1.placement": "bottom_bar",
+              "variants.1.delay": "3s", "tag.1.audience": "wax-buyers", "tag.1.days": "30"}
+    apply(rule, edited)
+    yaml = drafts.loader(VARIANTS_AND_TAGS)
+    document = drafts.load(yaml, VARIANTS_AND_TAGS)
+    document["rules"][0] = rule
+    text = drafts.dump(yaml, document)
+    assert "- {id: plain, weight: 1}   # the control" in text
+    # A second audience turns the one written alone into a list; its comment stays.
+    assert ("    tag:                # the audience alone: the language's default days\n"
+            "      - interest-wax\n      - {audience: wax-buyers, days: 30}\n") in text
+    assert "cta: {label: See the kit, url: /demo/wax.html}" in text
+    assert "placement: bottom_bar" in text and "delay: 3s" in text
+    assert values(rule) == {**edited}
+    assert "tag them into interest-wax and wax-buyers" in sentence(rule)
+    # Emptied again, what they wrote goes.
+    apply(rule, {**edited, "variants.1.cta.label": "", "variants.1.cta.url": "",
+                 "variants.1.placement": "", "variants.1.delay": "", "tag.1.audience": "",
+                 "tag.1.days": ""})
+    text = drafts.dump(yaml, document)
+    assert "cta" not in text and "placement" not in text and "wax-buyers" not in text
+
+
+def test_variants_and_audiences_saved_through_the_form_go_live(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "waxing-help")
+    form.update({"variants.0.id": "plain", "variants.1.id": "bold",
+                 "variants.1.title": "Bold waxing", "variants.1.cta.label": "Kit",
+                 "variants.1.cta.url": "/demo/wax.html", "variants.1.placement": "corner_left",
+                 "variants.1.delay": "2s", "tag.0.audience": "wax-readers",
+                 "tag.0.days": "45", "tag.1.audience": "ski-care"})
+    saved = client.post("/admin/campaigns/waxing-help/edit", data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    text = (folders["demo"] / "waxing.yaml").read_text()
+    assert "# five seconds is enough" in text
+    again = opened(client, "waxing-help")
+    assert {key: again[key] for key in form if key.startswith(("variants.", "tag."))} == {
+        key: form[key] for key in form if key.startswith(("variants.", "tag."))}
+    preview = client.post("/admin/editor/preview", data={
+        **again, "rule": "waxing-help", "preview_variant": "bold"}).json()
+    assert preview["errors"] == [] and "Bold waxing" in preview["html"]
+    assert preview["placement"] == "corner_left"
+    # A row of the language's own errors lands beside the audiences' table.
+    again["tag.2.audience"] = "not a name!"
+    refused = client.post("/admin/campaigns/waxing-help/edit", data=again)
+    assert refused.status_code == 400 and 'data-error-for="tag"' in refused.text

@@ -37,11 +37,14 @@ from .fields import (
     CONDITION_ROWS,
     FIELDS_TABLE,
     MODES,
+    TAG_HELP,
+    TAG_ROWS,
     VARIANT_HELP,
     VARIANT_ROWS,
 )
 from .forms import applies, values
 from .pages import render
+from .rows import VARIANT_COLUMNS, VARIANT_PLACEMENTS
 from .saving import Refused, Saved, opened, refusal, save, submitted, turn
 from .sentence import sentence
 
@@ -66,7 +69,9 @@ def _form_page(request: Request, site: Site, code: int, form: dict[str, str],
                   hidden=hidden, action=action, preview=f"/admin/editor/preview{query}",
                   condition_names=CONDITION_NAMES, condition_rows=range(CONDITION_ROWS),
                   variant_rows=range(VARIANT_ROWS), modes=MODES, condition_help=CONDITION_HELP,
-                  variant_help=VARIANT_HELP, links=links or [], query=query)
+                  variant_help=VARIANT_HELP, variant_columns=VARIANT_COLUMNS,
+                  placements=VARIANT_PLACEMENTS, tag_rows=range(TAG_ROWS), tag_help=TAG_HELP,
+                  links=links or [], query=query)
 
 
 async def new_page(request: Request, hub: Hub, site: Site) -> Response:
