@@ -9,14 +9,16 @@ import io
 import re
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import ROOT
+from conftest import ROOT, free_port, serve
 from popin.cli import main
 from popin.config import Settings
 from popin.core.rules.yamlsource import SourceError
@@ -235,6 +237,46 @@ def test_two_servers_on_one_store_take_turns_to_save(
     assert codes == [303, 409]
     text = (folders["demo"] / "waxing.yaml").read_text()
     assert ("Process A" in text) != ("Process B" in text)
+
+
+@pytest.mark.redis
+def test_two_popin_processes_on_one_redis_take_turns_to_save(
+        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two real `popin serve` processes, as `--workers 2` runs them, on one Redis and one
+    rules folder: the same form saved to both at once is written once and refused once."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "waxing.yaml").write_text(COMMENTED)
+    config = tmp_path / "popin.toml"
+    config.write_text(f'store = "{redis_url}?prefix=editor-{uuid.uuid4().hex}"\n'
+                      'rules = "rules"\n[[sites]]\nkey = "demo"\n')
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["--config", str(config), "admin", "set-password", "--password-stdin"]) == 0
+    ports = [free_port(), free_port()]
+    processes = [serve(config, port) for port in ports]
+    try:
+        clients = [httpx2.Client(base_url=f"http://127.0.0.1:{port}") for port in ports]
+        forms = []
+        for number, owner in enumerate(clients):
+            page = owner.get("/admin/login")
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token
+            assert owner.post("/admin/login", data={"csrf": token[1], "password": PASSWORD,
+                                                    "next": "/admin/"}).status_code == 303
+            form = form_of(owner.get("/admin/campaigns/waxing-help/edit").text)
+            form["popin.title"] = f"Process {number}"
+            forms.append(form)
+        codes = _race([lambda owner=owner, form=form: owner.post(  # type: ignore[misc]
+            "/admin/campaigns/waxing-help/edit", data=form).status_code
+            for owner, form in zip(clients, forms, strict=True)])
+        for owner in clients:
+            owner.close()
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+    assert codes == [303, 409]
+    text = (tmp_path / "rules" / "waxing.yaml").read_text()
+    assert ("Process 0" in text) != ("Process 1" in text)
 
 
 def test_history_shows_who_changed_what_and_restores_a_version(
