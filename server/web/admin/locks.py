@@ -57,4 +57,6 @@ class SaveLocks:
             try:
                 yield
             finally:
+                # Released by key, not by holder: safe while a save ends well within
+                # CLAIM_SECONDS, which is why that is far longer than a save takes.
                 await store.release(site, [key])
