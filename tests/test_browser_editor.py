@@ -116,18 +116,30 @@ def test_a_marketer_builds_a_campaign_and_a_visitor_gets_it(
     owner.locator('[data-live-error="trigger.dwell.seconds"]').wait_for(state="hidden")
     owner.screenshot(path=screenshots / "editor-desktop.png", full_page=True)
 
-    # The same form on a phone: one column, nothing wider than the screen.
+    # The same form on a phone: one column, nothing wider than the screen; the preview,
+    # else below the long form, opens from a bar at the foot of the screen as a sheet at
+    # the top, with the field being typed in just below it.
     phone = browser.new_context(viewport={"width": 390, "height": 844},
                                 storage_state=context.storage_state())
     small = phone.new_page()
     small.goto(f"{server.url}/admin/editor/new")
     small.fill('input[name="trigger.dwell.keyword"]', "grip")
-    small.fill('input[name="popin.title"]', "Grip wax in thin layers")
-    small.fill('textarea[name="popin.body"]', "<p>Thin layers, corked smooth.</p>")
-    card_title(small, "phone").filter(has_text="Grip wax in thin layers").wait_for(
-        timeout=10000)
-    assert small.evaluate("document.documentElement.scrollWidth") <= 390
+    assert small.locator(".live-preview").is_hidden()
     small.screenshot(path=screenshots / "editor-phone.png", full_page=True)
+    small.click("[data-preview-toggle]")
+    small.click('textarea[name="popin.body"]')
+    small.keyboard.type("<p>Thin layers, corked smooth.</p>")
+    small.click('input[name="popin.title"]')
+    small.keyboard.type("Grip wax in thin layers")
+    card = card_title(small, "phone").filter(has_text="Grip wax in thin layers")
+    card.wait_for(timeout=10000)
+    title = small.locator('input[name="popin.title"]').bounding_box()
+    shown = card.bounding_box()
+    assert shown and title and shown["y"] >= 0 and shown["y"] + shown["height"] <= title["y"]
+    assert title["y"] + title["height"] <= 844 - small.locator(
+        "[data-preview-toggle]").bounding_box()["height"]
+    assert small.evaluate("document.documentElement.scrollWidth") <= 390
+    small.screenshot(path=screenshots / "editor-phone-preview.png")
     phone.close()
 
     owner.click("text=Save and put live")

@@ -7,15 +7,21 @@ from __future__ import annotations
 import html
 import io
 import re
-from collections.abc import Iterator
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import httpx2
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import ROOT
+from conftest import ROOT, free_port, serve
 from popin.cli import main
 from popin.config import Settings
+from popin.core.rules.yamlsource import SourceError
 from popin.core.site import Site
 from popin.web.admin import drafts
 from popin.web.admin.changes import apply
@@ -65,20 +71,28 @@ def folders(tmp_path: Path) -> dict[str, Path]:
 @pytest.fixture
 def client(tmp_path: Path, folders: dict[str, Path],
            monkeypatch: pytest.MonkeyPatch) -> Iterator[TestClient]:
-    settings = Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=folders["demo"],
-                        reload=False, campaigns=dict(folders), sites={
-                            "demo": Site("demo", "Demo shop"),
-                            "blog": Site("blog", "Blog", origins=("https://blog.example",))})
+    settings = settings_of(tmp_path, folders)
     monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
     assert main(["admin", "--store", settings.store, "set-password", "--password-stdin"]) == 0
     with TestClient(create_app(settings)) as test_client:
-        page = test_client.get("/admin/login")
-        token = re.search(r'name="csrf" value="([^"]+)"', page.text)
-        assert token
-        answer = test_client.post("/admin/login", data={
-            "csrf": token[1], "password": PASSWORD, "next": "/admin/"}, follow_redirects=False)
-        assert answer.status_code == 303
+        log_in(test_client)
         yield test_client
+
+
+def settings_of(tmp_path: Path, folders: dict[str, Path]) -> Settings:
+    return Settings(store=f"sqlite:///{tmp_path / 'popin.db'}", rules=folders["demo"],
+                    reload=False, campaigns=dict(folders), sites={
+                        "demo": Site("demo", "Demo shop"),
+                        "blog": Site("blog", "Blog", origins=("https://blog.example",))})
+
+
+def log_in(test_client: TestClient) -> None:
+    page = test_client.get("/admin/login")
+    token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+    assert token
+    answer = test_client.post("/admin/login", data={
+        "csrf": token[1], "password": PASSWORD, "next": "/admin/"}, follow_redirects=False)
+    assert answer.status_code == 303
 
 
 def form_of(page: str) -> dict[str, str]:
@@ -169,6 +183,102 @@ def test_a_form_opened_before_another_save_is_refused(
     assert "First owner" in (folders["demo"] / "waxing.yaml").read_text()
 
 
+def _slow_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each save's check takes long enough for the other save to read the file meanwhile:
+    without turns, both would pass the version comparison."""
+    check = drafts.check
+
+    def slow(folder: Path, path: Path, text: str) -> list[SourceError]:
+        time.sleep(0.3)
+        return check(folder, path, text)
+
+    monkeypatch.setattr(drafts, "check", slow)
+
+
+def _race(posts: list[Callable[[], int]]) -> list[int]:
+    start = threading.Barrier(len(posts))
+
+    def post(send: Callable[[], int]) -> int:
+        start.wait()
+        return send()
+
+    with ThreadPoolExecutor(len(posts)) as pool:
+        return sorted(pool.map(post, posts))
+
+
+def test_two_saves_at_once_in_one_process_one_wins_the_other_is_refused(
+        client: TestClient, folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    first, second = opened(client, "waxing-help"), opened(client, "waxing-help")
+    first["popin.title"], second["popin.title"] = "Owner A", "Owner B"
+    _slow_check(monkeypatch)
+    codes = _race([lambda form=form: client.post(  # type: ignore[misc]
+        "/admin/campaigns/waxing-help/edit", data=form, follow_redirects=False).status_code
+        for form in (first, second)])
+    assert codes == [303, 409]
+    text = (folders["demo"] / "waxing.yaml").read_text()
+    assert ("Owner A" in text) != ("Owner B" in text)
+
+
+def test_two_servers_on_one_store_take_turns_to_save(
+        client: TestClient, folders: dict[str, Path], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second app, with its own locks and its own connection to the store, stands for a
+    second process of `popin serve --workers 2`: only the claim in the store is shared."""
+    with TestClient(create_app(settings_of(tmp_path, folders))) as other:
+        log_in(other)
+        first, second = opened(client, "waxing-help"), opened(other, "waxing-help")
+        first["popin.title"], second["popin.title"] = "Process A", "Process B"
+        _slow_check(monkeypatch)
+        codes = _race([
+            lambda: client.post("/admin/campaigns/waxing-help/edit", data=first,
+                                follow_redirects=False).status_code,
+            lambda: other.post("/admin/campaigns/waxing-help/edit", data=second,
+                               follow_redirects=False).status_code])
+    assert codes == [303, 409]
+    text = (folders["demo"] / "waxing.yaml").read_text()
+    assert ("Process A" in text) != ("Process B" in text)
+
+
+@pytest.mark.redis
+def test_two_popin_processes_on_one_redis_take_turns_to_save(
+        tmp_path: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two real `popin serve` processes, as `--workers 2` runs them, on one Redis and one
+    rules folder: the same form saved to both at once is written once and refused once."""
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "waxing.yaml").write_text(COMMENTED)
+    config = tmp_path / "popin.toml"
+    config.write_text(f'store = "{redis_url}?prefix=editor-{uuid.uuid4().hex}"\n'
+                      'rules = "rules"\n[[sites]]\nkey = "demo"\n')
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["--config", str(config), "admin", "set-password", "--password-stdin"]) == 0
+    ports = [free_port(), free_port()]
+    processes = [serve(config, port) for port in ports]
+    try:
+        clients = [httpx2.Client(base_url=f"http://127.0.0.1:{port}") for port in ports]
+        forms = []
+        for number, owner in enumerate(clients):
+            page = owner.get("/admin/login")
+            token = re.search(r'name="csrf" value="([^"]+)"', page.text)
+            assert token
+            assert owner.post("/admin/login", data={"csrf": token[1], "password": PASSWORD,
+                                                    "next": "/admin/"}).status_code == 303
+            form = form_of(owner.get("/admin/campaigns/waxing-help/edit").text)
+            form["popin.title"] = f"Process {number}"
+            forms.append(form)
+        codes = _race([lambda owner=owner, form=form: owner.post(  # type: ignore[misc]
+            "/admin/campaigns/waxing-help/edit", data=form).status_code
+            for owner, form in zip(clients, forms, strict=True)])
+        for owner in clients:
+            owner.close()
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(timeout=30)
+    assert codes == [303, 409]
+    text = (tmp_path / "rules" / "waxing.yaml").read_text()
+    assert ("Process 0" in text) != ("Process 1" in text)
+
+
 def test_history_shows_who_changed_what_and_restores_a_version(
         client: TestClient, folders: dict[str, Path]) -> None:
     form = opened(client, "waxing-help")
@@ -220,6 +330,82 @@ def test_a_new_campaign_gets_its_own_file_and_is_live(
                 data={"csrf": token[1], "version": version[1]})
     assert "grip-help-copy" not in (folders["demo"] / "grip-help.yaml").read_text()
     assert client.get("/admin/campaigns/grip-help-copy/edit").status_code == 404
+
+
+def _deleted(client: TestClient, rule: str, query: str = "") -> tuple[str, str] | None:
+    """The token and the restore form's id of a deleted campaign on the overview."""
+    page = client.get(f"/admin/{query}").text
+    found = re.search(rf'data-deleted="{re.escape(rule)}">.*?name="csrf" value="([^"]+)">'
+                      r'<input type="hidden" name="deleted" value="([^"]+)"', page, re.S)
+    return (found[1], found[2]) if found else None
+
+
+def _delete(client: TestClient, rule: str, query: str = "") -> None:
+    page = client.get(f"/admin/campaigns/{rule}{query}").text
+    token = re.search(r'name="csrf" value="([^"]+)"', page)
+    version = re.search(r'name="version" value="([^"]+)"', page)
+    assert token and version
+    assert client.post(f"/admin/campaigns/{rule}/delete{query}", data={
+        "csrf": token[1], "version": version[1]}, follow_redirects=False).status_code == 303
+
+
+def test_a_deleted_campaign_is_listed_and_restored_with_its_comments(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    _delete(client, "waxing-help")
+    assert "waxing-help" not in (folders["demo"] / "waxing.yaml").read_text()
+    listed = _deleted(client, "waxing-help")
+    assert listed is not None
+    token, deleted = listed
+    assert client.post("/admin/deleted/restore", data={"csrf": "forged", "deleted": deleted},
+                       follow_redirects=False).status_code == 403
+    restored = client.post("/admin/deleted/restore", data={"csrf": token, "deleted": deleted},
+                           follow_redirects=False)
+    assert restored.status_code == 303, restored.text
+    assert restored.headers["location"] == "/admin/campaigns/waxing-help"
+    text = (folders["demo"] / "waxing.yaml").read_text()
+    # Back at the end of its file, with the comments it carried.
+    assert text.index("id: sizing-help") < text.index("id: waxing-help")
+    assert "# five seconds is enough" in text and "# At most once a visit." in text
+    assert "Waxing made simple" in client.get("/admin/campaigns/waxing-help").text
+    assert _deleted(client, "waxing-help") is None
+    assert client.post("/admin/deleted/restore", data={"csrf": token, "deleted": deleted},
+                       follow_redirects=False).status_code == 404
+    assert "restored waxing-help after its deletion" in client.get(
+        "/admin/campaigns/waxing-help/history").text
+
+
+def test_a_deleted_campaign_that_took_its_file_brings_the_file_back(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    _delete(client, "blog-hello", "?site=blog")
+    assert not (folders["blog"] / "blog.yaml").exists()
+    assert _deleted(client, "blog-hello") is None  # another site's
+    listed = _deleted(client, "blog-hello", "?site=blog")
+    assert listed is not None
+    assert client.post("/admin/deleted/restore", data={"csrf": listed[0], "deleted": listed[1]},
+                       follow_redirects=False).status_code == 404
+    restored = client.post("/admin/deleted/restore?site=blog", data={
+        "csrf": listed[0], "deleted": listed[1]}, follow_redirects=False)
+    assert restored.status_code == 303, restored.text
+    assert (folders["blog"] / "blog.yaml").read_text() == BLOG
+    assert client.get("/admin/campaigns/blog-hello?site=blog").status_code == 200
+
+
+def test_a_deleted_campaign_whose_name_was_taken_again_is_not_restored_over_it(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    _delete(client, "sizing-help")
+    listed = _deleted(client, "sizing-help")
+    assert listed is not None
+    # A new campaign takes the name: the overview stops offering the old one, and a stale
+    # form is refused rather than making two campaigns of one name.
+    form = form_of(client.get("/admin/editor/new").text)
+    form.update({"id": "sizing-help", "trigger.dwell.keyword": "sizing",
+                 "popin.title": "New sizing help", "popin.body": "<p>Hi</p>"})
+    assert client.post("/admin/editor/new", data=form,
+                       follow_redirects=False).status_code == 303
+    assert _deleted(client, "sizing-help") is None
+    refused = client.post("/admin/deleted/restore", data={"csrf": listed[0],
+                                                          "deleted": listed[1]})
+    assert refused.status_code == 409 and "in force again" in refused.text
 
 
 def test_forms_without_the_session_token_are_refused(
@@ -305,7 +491,7 @@ def test_every_trigger_and_action_kind_works_from_the_form_defaults(
     offers = {"assist": {"assist.title": "Call us?", "assist.body": "<p>We call back.</p>"},
               "slots": {"slots.title": "Book", "slots.body": "<p>Pick a time.</p>",
                         "slots.calendar": "advisers"},
-              "nothing": {"tag.audience": "grip-readers", "tag.days": "30"}}
+              "nothing": {"tag.0.audience": "grip-readers", "tag.0.days": "30"}}
     for show in SHOW.choices:
         answer = client.post("/admin/editor/preview", data={
             **start, **REQUIRED["dwell"], "show": show, **offers.get(show, {})}).json()
@@ -329,11 +515,15 @@ def test_the_form_covers_the_rule_language_but_for_what_it_says() -> None:
     """A key added to the language shows up here: in the form's table, or in this list of
     what stays for the file alone (kept as written by every save)."""
     from popin.core.rules.campaign import CAP_KEYS, CONVERSION_KEYS, RULE_KEYS
+    from popin.core.rules.schema import PLACES
     from popin.core.rules.templates import POPIN_KEYS
     from popin.core.rules.triggers import COMPILERS
+    from popin.core.rules.variants import VARIANT_KEYS
     from popin.web.admin.fields import BY_NAME, FLAG_TRIGGERS
+    from popin.web.admin.rows import TAG_KEYS
+    from popin.web.admin.rows import VARIANT_KEYS as FORM_VARIANT_KEYS
 
-    file_only = {"popin.offset"}
+    file_only = {"popin.offset", "variants.offset"}
     for kind in COMPILERS:
         assert kind in FLAG_TRIGGERS or any(
             name == f"trigger.{kind}" or name.startswith(f"trigger.{kind}.")
@@ -341,9 +531,85 @@ def test_the_form_covers_the_rule_language_but_for_what_it_says() -> None:
     for name in ([f"cap.{key}" for key in CAP_KEYS]
                  + [f"conversion.{key}" for key in CONVERSION_KEYS]
                  + [f"popin.{key}" for key in POPIN_KEYS if key != "cta"]
-                 + ["popin.cta.label", "popin.cta.url", "tag.audience", "tag.days",
+                 + ["popin.cta.label", "popin.cta.url",
                     "webhook.url", "assist.channels", "slots.calendar"]):
         assert name in BY_NAME or name in file_only, name
+    # Each variant's keys, its button's two as the pop-in's; every key of a tag.
+    for key in VARIANT_KEYS:
+        keys = ["cta.label", "cta.url"] if key == "cta" else [key]
+        assert all(name in FORM_VARIANT_KEYS or f"variants.{name}" in file_only
+                   for name in keys), key
+    assert set(PLACES["tag"]) == set(TAG_KEYS)
     grouped = {"trigger", "when", "popin", "assist", "slots", "tag", "webhook", "cap",
                "conversion", "variants"}
     assert set(RULE_KEYS) - grouped <= set(BY_NAME)
+
+
+VARIANTS_AND_TAGS = """\
+campaign: Wax test
+rules:
+  - id: wax-test
+    trigger: {dwell: {keyword: waxing, seconds: 5}}
+    popin: {title: Waxing, body: <p>Kit.</p>}
+    tag: interest-wax   # the audience alone: the language's default days
+    variants:
+      - {id: plain, weight: 1}   # the control
+      - id: loud
+        title: WAXING!
+"""
+
+
+def test_variants_and_several_audiences_are_edited_in_full() -> None:
+    rule = drafts.find(drafts.load(drafts.loader(VARIANTS_AND_TAGS), VARIANTS_AND_TAGS),
+                       "wax-test")
+    assert rule is not None
+    shown = values(rule)
+    assert shown["tag.0.audience"] == "interest-wax" and shown["tag.0.days"] == ""
+    assert shown["variants.0.id"] == "plain" and shown["variants.1.title"] == "WAXING!"
+    edited = {**shown, "variants.1.cta.label": "See the kit",
+              "variants.1.cta.url": "/demo/wax.html", "variants.1.placement": "bottom_bar",
+              "variants.1.delay": "3s", "tag.1.audience": "wax-buyers", "tag.1.days": "30"}
+    apply(rule, edited)
+    yaml = drafts.loader(VARIANTS_AND_TAGS)
+    document = drafts.load(yaml, VARIANTS_AND_TAGS)
+    document["rules"][0] = rule
+    text = drafts.dump(yaml, document)
+    assert "- {id: plain, weight: 1}   # the control" in text
+    # A second audience turns the one written alone into a list; its comment stays.
+    assert ("    tag:                # the audience alone: the language's default days\n"
+            "      - interest-wax\n      - {audience: wax-buyers, days: 30}\n") in text
+    assert "cta: {label: See the kit, url: /demo/wax.html}" in text
+    assert "placement: bottom_bar" in text and "delay: 3s" in text
+    assert values(rule) == {**edited}
+    assert "tag them into interest-wax and wax-buyers" in sentence(rule)
+    # Emptied again, what they wrote goes.
+    apply(rule, {**edited, "variants.1.cta.label": "", "variants.1.cta.url": "",
+                 "variants.1.placement": "", "variants.1.delay": "", "tag.1.audience": "",
+                 "tag.1.days": ""})
+    text = drafts.dump(yaml, document)
+    assert "cta" not in text and "placement" not in text and "wax-buyers" not in text
+
+
+def test_variants_and_audiences_saved_through_the_form_go_live(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "waxing-help")
+    form.update({"variants.0.id": "plain", "variants.1.id": "bold",
+                 "variants.1.title": "Bold waxing", "variants.1.cta.label": "Kit",
+                 "variants.1.cta.url": "/demo/wax.html", "variants.1.placement": "corner_left",
+                 "variants.1.delay": "2s", "tag.0.audience": "wax-readers",
+                 "tag.0.days": "45", "tag.1.audience": "ski-care"})
+    saved = client.post("/admin/campaigns/waxing-help/edit", data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    text = (folders["demo"] / "waxing.yaml").read_text()
+    assert "# five seconds is enough" in text
+    again = opened(client, "waxing-help")
+    assert {key: again[key] for key in form if key.startswith(("variants.", "tag."))} == {
+        key: form[key] for key in form if key.startswith(("variants.", "tag."))}
+    preview = client.post("/admin/editor/preview", data={
+        **again, "rule": "waxing-help", "preview_variant": "bold"}).json()
+    assert preview["errors"] == [] and "Bold waxing" in preview["html"]
+    assert preview["placement"] == "corner_left"
+    # A row of the language's own errors lands beside the audiences' table.
+    again["tag.2.audience"] = "not a name!"
+    refused = client.post("/admin/campaigns/waxing-help/edit", data=again)
+    assert refused.status_code == 400 and 'data-error-for="tag"' in refused.text

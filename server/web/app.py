@@ -40,6 +40,7 @@ from ..stores.contract import Store
 from ..stores.roundtrips import timed
 from ..stores.writebehind import FLUSH_SECONDS
 from .admin.auth import LoginGuard, PasswordChecks, Sessions
+from .admin.locks import SaveLocks
 from .admin.routes import ROUTES as ADMIN_ROUTES
 from .api.audiences import ROUTES as AUDIENCE_ROUTES
 from .api.openapi import document
@@ -121,6 +122,7 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
         app.state.admin_sessions = Sessions(secret)
         app.state.login_guard = LoginGuard()
         app.state.password_checks = PasswordChecks()
+        app.state.editor_locks = SaveLocks()
         # The campaign editor writes into these folders and reloads them as a change would.
         app.state.rule_folders, app.state.geo_available = settings.folders(), geo is not None
         reload_rules(hub, settings.folders(), geo is not None, starting=True)

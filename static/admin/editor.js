@@ -9,7 +9,10 @@
   var notice = document.querySelector('[data-notice]');
   var yaml = document.querySelector('[data-yaml]');
   var variant = document.querySelector('[data-variant]');
-  var timer, asked = 0;
+  var editor = form.parentNode;
+  var aside = document.querySelector('.live-preview');
+  var toggle = document.querySelector('[data-preview-toggle]');
+  var timer, last, asked = 0;
 
   function sync() {
     var chosen = { trigger: form.elements.trigger.value, show: form.elements.show.value };
@@ -69,12 +72,34 @@
     if (answer.error) notice.hidden = false, notice.textContent = answer.error.message;
   }
 
+  // A phone: the preview opens as a sheet over the top of the screen (see admin.css); the
+  // field being typed in is scrolled to just below it, so card and field are both in view.
+  function keepInView(field) {
+    if (!editor.classList.contains('previewing') || !field || !form.contains(field)) return;
+    if (getComputedStyle(aside).position !== 'fixed') return;
+    var sheet = aside.getBoundingClientRect(), box = field.getBoundingClientRect();
+    if (box.top < sheet.bottom + 8 || box.bottom > window.innerHeight - toggle.offsetHeight) {
+      window.scrollBy(0, box.top - sheet.bottom - 8);
+    }
+  }
+
+  function opened(yes) {
+    editor.classList.toggle('previewing', yes);
+    toggle.setAttribute('aria-expanded', String(yes));
+    toggle.textContent = yes ? 'Hide preview' : 'Show preview';
+    keepInView(last);
+  }
+
   function refresh() {
     var mine = ++asked, body = new FormData(form);
     body.append('preview_variant', variant.value);
     fetch(form.getAttribute('data-preview'), { method: 'POST', body: body, credentials: 'same-origin' })
       .then(function (response) { return response.json(); })
-      .then(function (answer) { if (mine === asked) show(answer); })
+      .then(function (answer) {
+        if (mine !== asked) return;
+        show(answer);
+        keepInView(document.activeElement);
+      })
       .catch(function () {});
   }
 
@@ -87,6 +112,14 @@
   form.addEventListener('input', changed);
   form.addEventListener('change', changed);
   variant.addEventListener('change', refresh);
+  form.addEventListener('focusin', function (event) {
+    last = event.target;
+    keepInView(last);
+  });
+  toggle.addEventListener('click', function () {
+    opened(!editor.classList.contains('previewing'));
+  });
+  editor.classList.add('scripted');
   sync();
   variants();
   refresh();

@@ -1,4 +1,4 @@
-"""What the owner does to a whole campaign besides editing it: duplicate, pause, delete,
+"""What the owner does to a whole campaign besides editing it: duplicate, pause,
 read its history and restore an earlier version; and the editor's own files."""
 
 from __future__ import annotations
@@ -19,7 +19,16 @@ from ...live.hub import Hub
 from ...stores.pauses import PAUSED, Pause, load_pauses, save_pauses
 from . import editor, history
 from .pages import owner_only, render
-from .saving import Refused, Saved, opened, refusal, relative, reload, save, submitted
+from .saving import (
+    Refused,
+    Saved,
+    opened,
+    refusal,
+    relative,
+    save,
+    submitted,
+    turn,
+)
 from .sentence import sentence
 
 # The widget's card styles, as a string literal in its built script: ':host{...}' + ...
@@ -43,9 +52,14 @@ def summary(request: Request, hub: Hub, site: Site, rule_id: str) -> dict[str, s
 async def duplicate(request: Request, hub: Hub, site: Site) -> Response:
     try:
         await submitted(request)
-        found = opened(request, hub, site, request.path_params["rule"])
+        async with turn(request, hub, site):
+            return await _duplicate(request, hub, site)
     except Refused as refused:
         return refusal(request, refused)
+
+
+async def _duplicate(request: Request, hub: Hub, site: Site) -> Response:
+    found = opened(request, hub, site, request.path_params["rule"])
     taken = set(hub.rules_of(site.key).by_id)
     number, rule_id = 1, f"{found.rule_id}-copy"[:64]
     while rule_id in taken:
@@ -60,34 +74,6 @@ async def duplicate(request: Request, hub: Hub, site: Site) -> Response:
         return render(request, "message.html", 400, title="Not duplicated",
                       message="; ".join(line for lines in result.values() for line in lines))
     return result.redirect(f"/admin/campaigns/{quote(rule_id)}/edit")
-
-
-async def delete(request: Request, hub: Hub, site: Site) -> Response:
-    try:
-        form = await submitted(request)
-        found = opened(request, hub, site, request.path_params["rule"])
-    except Refused as refused:
-        return refusal(request, refused)
-    if form.get("version") != found.version:
-        return render(request, "message.html", 409, title="Not deleted", message=(
-            "This campaign was changed since you opened it; open it again first."))
-    found.document["rules"].remove(found.node)
-    if found.document["rules"] or not found.path.parent.samefile(
-            request.app.state.rule_folders[site.key]):
-        result = await save(request, hub, site, found.path, found.text, found.yaml,
-                            found.document, found.rule_id, form.get("author", ""),
-                            f"deleted {found.rule_id}")
-        if not isinstance(result, Saved):
-            return render(request, "message.html", 400, title="Not deleted",
-                          message="; ".join(line for lines in result.values() for line in lines))
-    else:
-        # Its last campaign: the file goes; its last text stays in the history.
-        await history.record(hub.store, site.key, relative(request, site, found.path),
-                             found.text, history.Version(hub.clock(), "the owner", "",
-                                                         f"deleted {found.rule_id}"))
-        found.path.unlink()
-        await reload(request, hub)
-    return RedirectResponse(f"/admin/{_query(request, site)}", status_code=303)
 
 
 async def pause(request: Request, hub: Hub, site: Site) -> Response:
@@ -126,9 +112,14 @@ async def versions(request: Request, hub: Hub, site: Site) -> Response:
 async def restore(request: Request, hub: Hub, site: Site) -> Response:
     try:
         form = await submitted(request)
-        found = opened(request, hub, site, request.path_params["rule"])
+        async with turn(request, hub, site):
+            return await _restore(request, hub, site, form)
     except Refused as refused:
         return refusal(request, refused)
+
+
+async def _restore(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
+    found = opened(request, hub, site, request.path_params["rule"])
     if form.get("version") != found.version:
         return render(request, "message.html", 409, title="Not restored", message=(
             "This campaign was changed since you opened its history; open it again first."))
@@ -172,7 +163,6 @@ ROUTES = [
     Route("/admin/campaigns/{rule}/edit", owner_only(editor.edit_page), methods=["GET"]),
     Route("/admin/campaigns/{rule}/edit", owner_only(editor.update), methods=["POST"]),
     Route("/admin/campaigns/{rule}/duplicate", owner_only(duplicate), methods=["POST"]),
-    Route("/admin/campaigns/{rule}/delete", owner_only(delete), methods=["POST"]),
     Route("/admin/campaigns/{rule}/pause", owner_only(pause), methods=["POST"]),
     Route("/admin/campaigns/{rule}/history", owner_only(versions), methods=["GET"]),
     Route("/admin/campaigns/{rule}/restore", owner_only(restore), methods=["POST"]),

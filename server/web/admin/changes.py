@@ -8,17 +8,10 @@ from typing import Any
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from ...core.rules.actions import VISUAL_ACTIONS
-from .fields import ALL_FIELDS, CONDITION_ROWS, FLAG_TRIGGERS, TRIGGER, VARIANT_ROWS
-from .forms import (
-    VARIANT_KEYS,
-    applies,
-    conditions,
-    convert,
-    drop,
-    parse,
-    put,
-    values,
-)
+from .fields import ALL_FIELDS, CONDITION_ROWS, FLAG_TRIGGERS, TRIGGER
+from .forms import applies, conditions, convert, drop, put, values
+from .rows import apply_tags, apply_variants
+from .texts import parse
 
 
 def apply(rule: CommentedMap, form: dict[str, str]) -> None:
@@ -52,7 +45,8 @@ def apply(rule: CommentedMap, form: dict[str, str]) -> None:
         else:
             drop(rule, field.path)
     _conditions(rule, form, shown)
-    _variants(rule, form, shown)
+    apply_variants(rule, form, shown)
+    apply_tags(rule, form, shown, after=show if show in rule else "trigger")
 
 
 def _keep_place(rule: CommentedMap, key: str, value: Any, after: str,
@@ -97,39 +91,6 @@ def _conditions(rule: CommentedMap, form: dict[str, str], shown: dict[str, str])
         if mode == "not":
             when = CommentedMap({"not": when})
     _keep_place(rule, "when", when, after="trigger")
-
-
-def _variants(rule: CommentedMap, form: dict[str, str], shown: dict[str, str]) -> None:
-    names = [f"variants.{n}.{key}" for n in range(VARIANT_ROWS) for key in VARIANT_KEYS]
-    if all(form.get(name, shown[name]) == shown[name] for name in names):
-        return
-    found = rule.get("variants")
-    items = found if isinstance(found, list) else CommentedSeq()
-    gone = []
-    for number in range(VARIANT_ROWS):
-        row = {key: form.get(f"variants.{number}.{key}", "").strip() for key in VARIANT_KEYS}
-        if not row["id"]:
-            if number < len(items):
-                gone.append(number)
-            continue
-        if number >= len(items):
-            fresh = CommentedMap()
-            fresh.fa.set_flow_style()
-            items.append(fresh)
-        item = items[number]
-        for key, text in row.items():
-            if text == shown[f"variants.{number}.{key}"]:
-                continue
-            if text:
-                item[key] = parse(text) if key == "weight" else text
-            else:
-                item.pop(key, None)
-    for number in reversed(gone):
-        del items[number]
-    if items:
-        rule["variants"] = items
-    else:
-        rule.pop("variants", None)
 
 
 def new_rule(form: dict[str, str]) -> CommentedMap:

@@ -157,7 +157,7 @@ def field_of(text: str, rule_id: str, error: SourceError) -> str:
 
 def _name(path: tuple[Any, ...]) -> str:
     words = [str(part) for part in path]
-    if words[0] in ("when", "variants"):
+    if words[0] in ("when", "variants", "tag"):
         return words[0]
     for size in range(len(words), 0, -1):
         if ".".join(words[:size]) in BY_NAME:

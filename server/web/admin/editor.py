@@ -37,12 +37,15 @@ from .fields import (
     CONDITION_ROWS,
     FIELDS_TABLE,
     MODES,
+    TAG_HELP,
+    TAG_ROWS,
     VARIANT_HELP,
     VARIANT_ROWS,
 )
 from .forms import applies, values
 from .pages import render
-from .saving import Refused, Saved, opened, refusal, save, submitted
+from .rows import VARIANT_COLUMNS, VARIANT_PLACEMENTS
+from .saving import Refused, Saved, opened, refusal, save, submitted, turn
 from .sentence import sentence
 
 # What a new campaign's form starts from: a keyword-dwell pop-in, polite by default.
@@ -66,7 +69,9 @@ def _form_page(request: Request, site: Site, code: int, form: dict[str, str],
                   hidden=hidden, action=action, preview=f"/admin/editor/preview{query}",
                   condition_names=CONDITION_NAMES, condition_rows=range(CONDITION_ROWS),
                   variant_rows=range(VARIANT_ROWS), modes=MODES, condition_help=CONDITION_HELP,
-                  variant_help=VARIANT_HELP, links=links or [], query=query)
+                  variant_help=VARIANT_HELP, variant_columns=VARIANT_COLUMNS,
+                  placements=VARIANT_PLACEMENTS, tag_rows=range(TAG_ROWS), tag_help=TAG_HELP,
+                  links=links or [], query=query)
 
 
 async def new_page(request: Request, hub: Hub, site: Site) -> Response:
@@ -90,8 +95,13 @@ async def edit_page(request: Request, hub: Hub, site: Site) -> Response:
 async def create(request: Request, hub: Hub, site: Site) -> Response:
     try:
         form = await submitted(request)
+        async with turn(request, hub, site):
+            return await _create(request, hub, site, form)
     except Refused as refused:
         return refusal(request, refused)
+
+
+async def _create(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
     rule_id = form.get("id", "").strip()
     folder: Path = request.app.state.rule_folders[site.key]
     if not RULE_ID.match(rule_id):
@@ -119,9 +129,14 @@ async def create(request: Request, hub: Hub, site: Site) -> Response:
 async def update(request: Request, hub: Hub, site: Site) -> Response:
     try:
         form = await submitted(request)
-        found = opened(request, hub, site, request.path_params["rule"])
+        async with turn(request, hub, site):
+            return await _update(request, hub, site, form)
     except Refused as refused:
         return refusal(request, refused)
+
+
+async def _update(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
+    found = opened(request, hub, site, request.path_params["rule"])
     if form.get("version") != found.version:
         return _form_page(request, site, 409, form, found.rule_id, found.version, message=(
             "This campaign was changed since you opened it (in the dashboard or in its file). "

@@ -15,6 +15,7 @@ from ...core.rules.triggers import COMPILERS
 # Rows the form offers for conditions and for variants; more stay in the file as written.
 CONDITION_ROWS = 5
 VARIANT_ROWS = 3
+TAG_ROWS = 3
 # A rule key written as one value stands for this key of its mapping (`tag: ski-care`).
 SHORTHANDS = {"tag": "audience", "conversion": "event"}
 # Triggers that take no value: their YAML says `true`.
@@ -129,9 +130,6 @@ FIELDS_TABLE: dict[str, list[Field]] = {
     ],
     "Trigger": [TRIGGER, *TRIGGER_FIELDS],
     "Action": [SHOW, *_visual("popin"), *_visual("assist"), *_visual("slots"),
-               Field("tag.audience", "Tag into", "Optional: the retargeting audience the "
-                     "visitor joins."),
-               Field("tag.days", "For days", "How long they stay in that audience.", "count"),
                Field("webhook.url", "Webhook", "Optional: an https address told about each "
                      "visitor it fires for.")],
     "Limits": [
@@ -163,6 +161,8 @@ FIELDS_TABLE: dict[str, list[Field]] = {
 CONDITION_NAMES = (*FIELDS, *COMBINATORS)
 CONDITION_HELP = ("Who it is for: a condition and its value, such as device = mobile, "
                   "visits = {min: 2}, country = FR, BE.")
+TAG_HELP = ("Optional: the retargeting audiences the visitor joins, each for a number of "
+            "days (empty: the language's default).")
 VARIANT_HELP = ("An experiment: versions of the pop-in, each shown to a stable share of "
                 "visitors; a version without a title keeps the pop-in's.")
 ALL_FIELDS = [field for group in FIELDS_TABLE.values() for field in group]

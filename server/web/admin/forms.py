@@ -6,66 +6,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import YAMLError
+from ruamel.yaml.comments import CommentedMap
 from ruamel.yaml.scalarstring import LiteralScalarString
 
 from ...core.rules.actions import VISUAL_ACTIONS
-from .fields import (
-    ALL_FIELDS,
-    CONDITION_ROWS,
-    SHORTHANDS,
-    VARIANT_ROWS,
-    Field,
-)
+from .fields import ALL_FIELDS, CONDITION_ROWS, SHORTHANDS, Field
+from .rows import row_values
+from .texts import flow, parse, styled
 
 # New mappings under these keys are written {on: one line}, as the shipped playbook does.
 FLOW_KEYS = ("trigger", "cap", "cta", "conversion", "tag", "webhook", "offset", "where",
              "props")
-VARIANT_KEYS = ("id", "weight", "title", "body")
-_SAFE = YAML(typ="safe", pure=True)
-
-
-def flow(value: Any, nested: bool = False, bare: bool = False) -> str:
-    """A value as a person types it in one field: `mobile, tablet`, `{min: 2}`; `bare`: a
-    mapping without its braces (`sku: wax`)."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, dict):
-        inner = ", ".join(f"{key}: {flow(item, True)}" for key, item in value.items())
-        return inner if bare else f"{{{inner}}}"
-    if isinstance(value, list):
-        inner = ", ".join(flow(item, True) for item in value)
-        return f"[{inner}]" if nested else inner
-    return "" if value is None else str(value)
-
-
-def parse(text: str) -> Any:
-    """What a person typed in one field, as YAML would read it; plain text otherwise."""
-    text = text.strip()
-    if "," in text and text[:1] not in "{[":
-        return _styled([parse(part) for part in text.split(",") if part.strip()])
-    try:
-        value = _SAFE.load(text)
-    except YAMLError:
-        return text
-    return _styled(value) if isinstance(value, dict | list) else (
-        text if value is None else value)
-
-
-def _styled(value: Any) -> Any:
-    if isinstance(value, dict):
-        node = CommentedMap((key, _styled(item)) for key, item in value.items())
-        node.fa.set_flow_style()
-        return node
-    if isinstance(value, list):
-        seq = CommentedSeq(_styled(item) for item in value)
-        seq.fa.set_flow_style()
-        return seq
-    return value
 
 
 def convert(field: Field, text: str) -> Any:
@@ -74,7 +25,7 @@ def convert(field: Field, text: str) -> Any:
         value = parse(text)
         return value if not isinstance(value, list) else text.strip()
     if field.kind == "list":
-        return _styled([str(parse(part)) for part in text.split(",") if part.strip()])
+        return styled([str(parse(part)) for part in text.split(",") if part.strip()])
     if field.kind == "map":
         return parse("{" + text + "}")
     if field.kind == "long" and "\n" in text.strip():
@@ -163,13 +114,7 @@ def values(rule: dict[str, Any]) -> dict[str, str]:
     for number in range(CONDITION_ROWS):
         name, text = rows[number] if number < len(rows) else ("", "")
         found[f"when.{number}.name"], found[f"when.{number}.value"] = name, text
-    found_variants = rule.get("variants")
-    variants: list[Any] = found_variants if isinstance(found_variants, list) else []
-    for number in range(VARIANT_ROWS):
-        item = variants[number] if number < len(variants) else {}
-        for key in VARIANT_KEYS:
-            found[f"variants.{number}.{key}"] = flow(item.get(key) if isinstance(
-                item, dict) else None)
+    found.update(row_values(rule))
     return found
 
 

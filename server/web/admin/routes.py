@@ -35,7 +35,7 @@ from ...features.exports import ExportError, start_export
 from ...features.previews import page_allowed, preview_pages
 from ...live.guard import resume
 from ...live.hub import Hub
-from . import campaigns, dashboard
+from . import campaigns, dashboard, deletions
 from .auth import (
     PASSWORD_SETTING,
     SESSION_COOKIE,
@@ -122,7 +122,8 @@ async def logout(request: Request) -> Response:
 
 
 async def overview(request: Request, hub: Hub, site: Site) -> Response:
-    return render(request, "overview.html", site=site, **await dashboard.overview(hub, site))
+    return render(request, "overview.html", site=site, deleted=await deletions.listed(hub, site),
+                  **await dashboard.overview(hub, site))
 
 
 async def campaign(request: Request, hub: Hub, site: Site) -> Response:
@@ -230,6 +231,7 @@ def _asset(name: str, media_type: str) -> Callable[[Request], Awaitable[Response
 
 ROUTES = [
     *campaigns.ROUTES,
+    *deletions.ROUTES,
     Route("/admin/login", login_page, methods=["GET"]),
     Route("/admin/login", login, methods=["POST"]),
     Route("/admin/logout", logout, methods=["POST"]),

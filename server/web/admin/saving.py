@@ -4,6 +4,9 @@ its session's token, the campaign file opened afresh, and a save that is checked
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,7 @@ from ...live.reload import reload_rules
 from . import drafts, history
 from .auth import csrf_ok
 from .fields import BY_NAME, MAX_VALUE
+from .locks import Busy, SaveLocks
 from .pages import render
 
 # A campaign's form is a few kilobytes; anything far larger is not one.
@@ -68,6 +72,17 @@ async def submitted(request: Request) -> dict[str, str]:
         raise Refused(403, "csrf", "The form expired (its token does not match your session); "
                       "go back, reload the page and try again.")
     return found
+
+
+@asynccontextmanager
+async def turn(request: Request, hub: Hub, site: Site) -> AsyncIterator[None]:
+    """Held from reading a campaign file to writing it: see locks.py."""
+    locks: SaveLocks = request.app.state.editor_locks
+    try:
+        async with locks.turn(hub.store, site.key, request.app.state.rule_folders[site.key]):
+            yield
+    except Busy as busy:
+        raise Refused(503, "", str(busy)) from None
 
 
 @dataclass(slots=True)
@@ -119,11 +134,13 @@ def relative(request: Request, site: Site, path: Path) -> str:
 async def save(request: Request, hub: Hub, site: Site, path: Path, before: str, yaml: YAML,
                document: Any, rule_id: str, author: str, note: str,
                text: str | None = None) -> Saved | dict[str, list[str]]:
-    """Check, write, keep in the history, reload; or the errors, by form field."""
+    """Check, write, keep in the history, reload; or the errors, by form field. Called
+    within the site's `turn`, from the reading of `before` on."""
     folder: Path = request.app.state.rule_folders[site.key]
     after = drafts.dump(yaml, document) if text is None else text
     errors: dict[str, list[str]] = {}
-    for error in drafts.check(folder, path, after):
+    # Off the event loop: it copies and parses the site's whole folder.
+    for error in await asyncio.to_thread(drafts.check, folder, path, after):
         field = drafts.field_of(after, rule_id, error) if error.line else ""
         errors.setdefault(field, []).append(f"line {error.line}: {error.reason}"
                                             if error.line else error.reason)

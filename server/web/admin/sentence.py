@@ -7,7 +7,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from .forms import flow, show_kind, trigger_kind
+from .forms import show_kind, trigger_kind
+from .texts import flow
 
 _TIMES = {1: "once", 2: "twice"}
 _PLACES = {"corner": "in the bottom right corner", "corner_left": "in the bottom left corner",
@@ -72,8 +73,9 @@ def sentence(rule: dict[str, Any]) -> str:
     else:
         said += "show nothing"
     if "tag" in rule:
-        tag = rule["tag"]
-        said += f", tag them into {flow(tag.get('audience') if isinstance(tag, dict) else tag)}"
+        tags = rule["tag"] if isinstance(rule["tag"], list) else [rule["tag"]]
+        names = [flow(tag.get("audience") if isinstance(tag, dict) else tag) for tag in tags]
+        said += f", tag them into {' and '.join(names)}"
     if "webhook" in rule:
         said += ", call the webhook"
     found_cap = rule.get("cap")
