@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import operator
+import reprlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,7 +160,7 @@ def number_condition(read: Number, key: str, value: Any, line: int,
 def _strings(value: Any, line: int, reader: Reader, what: str) -> tuple[str, ...]:
     items = value if isinstance(value, list) else [value]
     if not items or not all(isinstance(item, str | int) and str(item) for item in items):
-        reader.fail(line, f"{what} is {value!r}; expected text or a list of text")
+        reader.fail(line, f"{what} is {reprlib.repr(value)}; expected text or a list of text")
     return tuple(str(item) for item in items)
 
 

@@ -86,10 +86,53 @@ class Sequence(list[Any]):
     item_lines: list[Mark]
 
 
+# Far above any campaign file (the shipped playbook's largest is a few hundred values), far
+# below what hurts: aliases let a few lines stand for billions of values ("billion laughs"),
+# which any later walk over the document, an error message's repr among them, would expand.
+MAX_VALUES = 20_000
+MAX_DEPTH = 40
+
+
+class _TooLarge(yaml.MarkedYAMLError):
+    pass
+
+
 class _Loader(yaml.SafeLoader):
     # Problems found while building values (a key given twice, a key that is not text):
     # each is reported and the rest of the file is still read.
     problems: list[tuple[yaml.Mark, str]]
+
+    def compose_document(self) -> yaml.Node:
+        document: yaml.Node = super().compose_document()
+        _measure(document)
+        return document
+
+
+def _measure(root: yaml.Node) -> None:
+    """Refuse a document whose values, aliases expanded, are too many or nest too deep
+    (counted once per distinct node, so the count itself stays cheap)."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node, depth: int) -> int:
+        if depth > MAX_DEPTH:
+            raise _TooLarge(None, None, f"values nest more than {MAX_DEPTH} levels deep; "
+                            "expected a flatter rule", node.start_mark)
+        known = sizes.get(id(node))
+        if known is not None:
+            return known
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            total += sum(size(child, depth + 1) for child in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            total += sum(size(key, depth + 1) + size(value, depth + 1)
+                         for key, value in node.value)
+        if total > MAX_VALUES:
+            raise _TooLarge(None, None, f"this stands for more than {MAX_VALUES:,} values "
+                            "(aliases expanded); expected a campaign file", node.start_mark)
+        sizes[id(node)] = total
+        return total
+
+    size(root, 0)
 
 
 def _key_problem(key: Any, mark: yaml.Mark) -> tuple[yaml.Mark, str]:
@@ -151,9 +194,17 @@ def read(text: str, file: str) -> tuple[Any, list[SourceError]]:
         loader = _Loader(text)
         loader.problems = []
         document = loader.get_single_data()
+    except _TooLarge as error:
+        mark = error.problem_mark
+        assert mark is not None and error.problem is not None
+        return None, [SourceError(file, mark.line + 1, error.problem, mark.column + 1)]
     except yaml.MarkedYAMLError as error:
         line, column, reason = plain_words(error, text)
         return None, [SourceError(file, line, reason, column)]
+    except RecursionError:
+        # The parser itself recurses per level, before _measure can count them.
+        return None, [SourceError(file, 1, f"values nest more than {MAX_DEPTH} levels deep; "
+                                  "expected a flatter rule", 1)]
     except yaml.reader.ReaderError as error:
         before = text[:error.position]
         line, column = before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
