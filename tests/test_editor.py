@@ -27,6 +27,7 @@ from popin.web.admin import drafts
 from popin.web.admin.changes import apply
 from popin.web.admin.forms import values
 from popin.web.admin.sentence import sentence
+from popin.stores.pauses import PAUSED, Pause, save_pauses
 from popin.web.app import create_app
 
 PASSWORD = "an editor's password"
@@ -319,7 +320,7 @@ def test_a_new_campaign_gets_its_own_file_and_is_live(
     assert token
     copied = client.post("/admin/campaigns/grip-help/duplicate", data={"csrf": token[1]},
                          follow_redirects=False)
-    assert copied.headers["location"] == "/admin/campaigns/grip-help-copy/edit"
+    assert copied.headers["location"] == "/admin/campaigns/grip-help-copy/edit?copy=1"
     assert "id: grip-help-copy" in (folders["demo"] / "grip-help.yaml").read_text()
     client.post("/admin/campaigns/grip-help/pause", data={"csrf": token[1]})
     assert "Paused by you" in client.get("/admin/campaigns/grip-help").text
@@ -613,3 +614,78 @@ def test_variants_and_audiences_saved_through_the_form_go_live(
     again["tag.2.audience"] = "not a name!"
     refused = client.post("/admin/campaigns/waxing-help/edit", data=again)
     assert refused.status_code == 400 and 'data-error-for="tag"' in refused.text
+
+
+def _token(client: TestClient, page: str) -> str:
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get(page).text)
+    assert token
+    return token[1]
+
+
+def test_a_duplicate_starts_paused_by_the_owner_and_apart_from_its_original(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    copied = client.post("/admin/campaigns/sizing-help/duplicate", data={
+        "csrf": _token(client, "/admin/campaigns/sizing-help")}, follow_redirects=False)
+    assert copied.status_code == 303, copied.text
+    form = client.get(copied.headers["location"]).text
+    assert "This copy is paused until you resume it" in form
+    assert "Paused by you" in client.get("/admin/campaigns/sizing-help-copy").text
+    app_hub = client.app.state.hub  # type: ignore[attr-defined]
+    assert app_hub.paused_for("demo") == {"sizing-help-copy"}
+    text = (folders["demo"] / "waxing.yaml").read_text()
+    assert '<p>Ask us.</p>"}\n\n  - id: sizing-help-copy\n' in text
+    # The original is untouched and live.
+    assert "Paused" not in client.get("/admin/campaigns/sizing-help").text
+
+
+def test_an_owners_pause_survives_an_edit_and_a_rename_the_form_says_so(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    client.post("/admin/campaigns/waxing-help/pause", data={
+        "csrf": _token(client, "/admin/campaigns/waxing-help")})
+    page = client.get("/admin/campaigns/waxing-help/edit").text
+    assert "Paused by you" in page and "saving keeps it paused" in page
+    form = form_of(page)
+    form.update({"popin.title": "Waxing, paused", "id": "waxing-paused"})
+    saved = client.post("/admin/campaigns/waxing-help/edit", data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    assert "Waxing, paused" in (folders["demo"] / "waxing.yaml").read_text()
+    assert "Paused by you" in client.get("/admin/campaigns/waxing-paused").text
+    app_hub = client.app.state.hub  # type: ignore[attr-defined]
+    assert "waxing-paused" in app_hub.paused_for("demo")
+    form = opened(client, "waxing-paused")
+    form["popin.title"] = "Waxing, still paused"
+    assert client.post("/admin/campaigns/waxing-paused/edit", data=form,
+                       follow_redirects=False).status_code == 303
+    assert "Paused by you" in client.get("/admin/campaigns/waxing-paused").text
+
+
+def test_the_guards_pause_still_ends_on_a_change(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    app_hub = client.app.state.hub  # type: ignore[attr-defined]
+    rule = app_hub.rules_of("demo").by_id["waxing-help"]
+
+    async def guard_pause() -> None:
+        await save_pauses(app_hub.store, "demo", {"waxing-help": Pause(
+            "waxing-help", PAUSED, 1.0, rule.fingerprint, difference=-0.05)})
+        app_hub.paused_for("demo").add("waxing-help")
+
+    client.portal.call(guard_pause)  # type: ignore[union-attr]
+    page = client.get("/admin/campaigns/waxing-help/edit").text
+    assert "Paused automatically" in page and "saving a change puts it live" in page
+    form = form_of(page)
+    form["popin.title"] = "Waxing, judged afresh"
+    assert client.post("/admin/campaigns/waxing-help/edit", data=form,
+                       follow_redirects=False).status_code == 303
+    assert "waxing-help" not in app_hub.paused_for("demo")
+    assert "Paused" not in client.get("/admin/campaigns/waxing-help").text
+
+
+def test_errors_name_the_sites_file_never_the_scratch_copy(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "sizing-help")
+    form["id"] = "waxing-help"
+    refused = client.post("/admin/campaigns/sizing-help/edit", data=form)
+    assert refused.status_code == 400
+    said = html.unescape(refused.text)
+    assert "rule id 'waxing-help' is already used at demo/waxing.yaml:5" in said
+    assert "popin-editor-" not in said

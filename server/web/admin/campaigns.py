@@ -17,7 +17,7 @@ from ...config import STATIC_DIR
 from ...core.site import Site
 from ...live.hub import Hub
 from ...stores.pauses import PAUSED, Pause, load_pauses, save_pauses
-from . import editor, history
+from . import drafts, editor, history
 from .pages import owner_only, render
 from .saving import (
     Refused,
@@ -68,16 +68,22 @@ async def _duplicate(request: Request, hub: Hub, site: Site) -> Response:
     twin = copy.deepcopy(found.node)
     twin["id"] = rule_id
     found.document["rules"].append(twin)
-    result = await save(request, hub, site, found.path, found.text, found.yaml,
-                        found.document, rule_id, "", f"duplicated {found.rule_id}")
+    # Paused: two identical campaigns would otherwise compete for the same visitors.
+    result = await save(request, hub, site, found.path, found.text, found.yaml, None,
+                        rule_id, "", f"duplicated {found.rule_id}",
+                        text=drafts.set_apart(found.yaml, found.document, rule_id), pause=True)
     if not isinstance(result, Saved):
         return render(request, "message.html", 400, title="Not duplicated",
                       message="; ".join(line for lines in result.values() for line in lines))
-    return result.redirect(f"/admin/campaigns/{quote(rule_id)}/edit")
+    # The form says the copy is paused: it is where the owner lands.
+    copied = f"{result.query}&copy=1" if result.query else "?copy=1"
+    return RedirectResponse(f"/admin/campaigns/{quote(rule_id)}/edit{copied}", status_code=303)
 
 
 async def pause(request: Request, hub: Hub, site: Site) -> Response:
-    """Stopped until the owner resumes it (or changes it), as the guard's pauses are."""
+    """Stopped until the owner resumes it. Unlike the guard's pauses, a save from the
+    dashboard keeps it (saving._keep_paused): the owner paused the campaign, not a version
+    of it. A change to its file by hand is a new version, and runs."""
     try:
         await submitted(request)
     except Refused as refused:

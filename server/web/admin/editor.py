@@ -28,6 +28,7 @@ from ...core.visitor.profile import Profile
 from ...core.wire.events import PageView
 from ...features.previews import preview_pages
 from ...live.hub import Hub
+from ...stores.pauses import PAUSED, Pause, load_pauses
 from . import drafts
 from .changes import apply, new_rule
 from .fields import (
@@ -58,7 +59,8 @@ SAMPLE_NAME, SAMPLE_VISITS = "Alex", 3
 
 def _form_page(request: Request, site: Site, code: int, form: dict[str, str],
                rule_id: str = "", version: str = "", errors: dict[str, list[str]] | None = None,
-               message: str = "", links: list[tuple[str, str]] | None = None) -> Response:
+               message: str = "", links: list[tuple[str, str]] | None = None,
+               paused: Pause | None = None, copied: bool = False) -> Response:
     trigger, show = form.get("trigger", ""), form.get("show", "")
     hidden = {field.name for field in BY_NAME.values() if not applies(field, trigger, show)}
     query = f"?site={quote(site.key)}" if request.query_params.get("site") else ""
@@ -71,7 +73,7 @@ def _form_page(request: Request, site: Site, code: int, form: dict[str, str],
                   variant_rows=range(VARIANT_ROWS), modes=MODES, condition_help=CONDITION_HELP,
                   variant_help=VARIANT_HELP, variant_columns=VARIANT_COLUMNS,
                   placements=VARIANT_PLACEMENTS, tag_rows=range(TAG_ROWS), tag_help=TAG_HELP,
-                  links=links or [], query=query)
+                  links=links or [], query=query, paused=paused, copied=copied)
 
 
 async def new_page(request: Request, hub: Hub, site: Site) -> Response:
@@ -89,7 +91,18 @@ async def edit_page(request: Request, hub: Hub, site: Site) -> Response:
              for page in preview_pages(site, server)]
     return _form_page(request, site, 200, {**values(found.node),
                                             "campaign": str(found.document.get("campaign", ""))},
-                      found.rule_id, found.version, links=links)
+                      found.rule_id, found.version, links=links,
+                      paused=await paused_now(hub, site, found.rule_id),
+                      copied=request.query_params.get("copy") == "1")
+
+
+async def paused_now(hub: Hub, site: Site, rule_id: str) -> Pause | None:
+    """The pause in force on this campaign, if any: the form says it, since a save keeps
+    the owner's pause and ends the guard's."""
+    if rule_id not in hub.paused_for(site.key):
+        return None
+    pause = (await load_pauses(hub.store, site.key)).get(rule_id)
+    return pause if pause is not None and pause.state == PAUSED else None
 
 
 async def create(request: Request, hub: Hub, site: Site) -> Response:
@@ -138,7 +151,8 @@ async def update(request: Request, hub: Hub, site: Site) -> Response:
 async def _update(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
     found = opened(request, hub, site, request.path_params["rule"])
     if form.get("version") != found.version:
-        return _form_page(request, site, 409, form, found.rule_id, found.version, message=(
+        return _form_page(request, site, 409, form, found.rule_id, found.version,
+                          paused=await paused_now(hub, site, found.rule_id), message=(
             "This campaign was changed since you opened it (in the dashboard or in its file). "
             "Nothing was saved: open it again to see the change, then make yours."))
     apply(found.node, form)
@@ -147,10 +161,12 @@ async def _update(request: Request, hub: Hub, site: Site, form: dict[str, str]) 
         found.document["campaign"] = campaign
     rule_id = str(found.node.get("id", found.rule_id))
     result = await save(request, hub, site, found.path, found.text, found.yaml,
-                        found.document, rule_id, form.get("author", ""), "edited")
+                        found.document, rule_id, form.get("author", ""), "edited",
+                        was=found.rule_id)
     if isinstance(result, Saved):
         return result.redirect(f"/admin/campaigns/{quote(rule_id)}")
-    return _form_page(request, site, 400, form, found.rule_id, found.version, errors=result)
+    return _form_page(request, site, 400, form, found.rule_id, found.version, errors=result,
+                      paused=await paused_now(hub, site, found.rule_id))
 
 
 def _draft(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> CommentedMap:
