@@ -28,6 +28,7 @@ from popin.web.admin.changes import apply
 from popin.web.admin.forms import values
 from popin.web.admin.sentence import sentence
 from popin.stores.pauses import PAUSED, Pause, save_pauses
+from popin.live.reload import reload_rules
 from popin.web.app import create_app
 
 PASSWORD = "an editor's password"
@@ -689,3 +690,22 @@ def test_errors_name_the_sites_file_never_the_scratch_copy(
     said = html.unescape(refused.text)
     assert "rule id 'waxing-help' is already used at demo/waxing.yaml:5" in said
     assert "popin-editor-" not in said
+
+
+def test_a_linked_campaign_file_is_not_offered_for_editing_and_says_why(
+        client: TestClient, folders: dict[str, Path], tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("campaign: Linked\nrules:\n  - id: linked-rule\n"
+                         "    trigger: {pageview: /}\n    popin: {title: Hi, body: <p>Hi</p>}\n")
+    (folders["demo"] / "linked.yaml").symlink_to(elsewhere)
+    reload_rules(client.app.state.hub, client.app.state.rule_folders,  # type: ignore[attr-defined]
+                 False)
+    page = client.get("/admin/campaigns/linked-rule").text
+    assert "its file is a link outside the folder; edit it where it lives" in page
+    assert "data-edit" not in page and "data-duplicate" not in page and "data-pause" in page
+    token = _token(client, "/admin/campaigns/linked-rule")
+    for answer in (client.get("/admin/campaigns/linked-rule/edit"),
+                   client.post("/admin/campaigns/linked-rule/duplicate", data={"csrf": token})):
+        assert answer.status_code == 409
+        assert "its file is a link outside the folder; edit it where it lives" in answer.text
+    assert elsewhere.read_text().count("id:") == 1

@@ -40,13 +40,16 @@ def _query(request: Request, site: Site) -> str:
 
 
 def summary(request: Request, hub: Hub, site: Site, rule_id: str) -> dict[str, str]:
-    """For the campaign's page: its sentence, and the version its Delete button acts on."""
+    """For the campaign's page: its sentence, the version its Delete button acts on, and
+    why it cannot be changed from the dashboard, if so."""
     try:
         found = opened(request, hub, site, rule_id)
-    except Refused:
-        return {"query": _query(request, site), "version": "", "sentence": ""}
+    except Refused as refused:
+        # Said on the page instead of offering buttons that would be refused.
+        return {"query": _query(request, site), "version": "", "sentence": "",
+                "not_editable": refused.message if refused.code == 409 else ""}
     return {"query": _query(request, site), "version": found.version,
-            "sentence": sentence(found.node)}
+            "sentence": sentence(found.node), "not_editable": ""}
 
 
 async def duplicate(request: Request, hub: Hub, site: Site) -> Response:

@@ -91,6 +91,19 @@ def within(folder: Path, path: Path) -> bool:
         root if root.is_dir() else root.parent))
 
 
+def linked(folder: Path, path: Path) -> str:
+    """Why a campaign file is not written from here, or "": a save replaces the file, so
+    through a link it would cut the link and leave the file it points to as it was."""
+    base = folder if folder.is_dir() else folder.parent
+    for part in (path, *path.parents):
+        if part == base or base.is_relative_to(part):
+            break
+        if part.is_symlink():
+            where = "outside the folder" if not within(folder, path) else "in the folder"
+            return f"its file is a link {where}; edit it where it lives"
+    return ""
+
+
 def home_of(folder: Path, rule_id: str) -> Path:
     """Where a new campaign goes: a file of its own, or the one file the site has."""
     return folder if folder.is_file() else folder / f"{rule_id}.yaml"

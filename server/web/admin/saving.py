@@ -101,9 +101,13 @@ def opened(request: Request, hub: Hub, site: Site, rule_id: str) -> Opened:
     """One of this site's campaigns, read from its file as it is now."""
     rule = hub.rules_of(site.key).by_id.get(rule_id)
     folder: Path = request.app.state.rule_folders[site.key]
-    if rule is None or not drafts.within(folder, Path(rule.file)):
+    if rule is None or not drafts.within(folder, Path(rule.file)) and not Path(
+            rule.file).is_symlink():
         raise Refused(404, "rule", f"this site has no campaign {rule_id!r} in force")
     path = Path(rule.file)
+    why = drafts.linked(folder, path)
+    if why:
+        raise Refused(409, "rule", f"{rule_id!r} cannot be changed here: {why}")
     try:
         text = path.read_text(encoding="utf-8")
         yaml = drafts.loader(text)
