@@ -709,3 +709,27 @@ def test_a_linked_campaign_file_is_not_offered_for_editing_and_says_why(
         assert answer.status_code == 409
         assert "its file is a link outside the folder; edit it where it lives" in answer.text
     assert elsewhere.read_text().count("id:") == 1
+
+
+def test_history_labels_one_version_as_the_file_now(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    _delete(client, "sizing-help")
+    listed = _deleted(client, "sizing-help")
+    assert listed is not None
+    assert client.post("/admin/deleted/restore", data={"csrf": listed[0], "deleted": listed[1]},
+                       follow_redirects=False).status_code == 303
+    form = opened(client, "waxing-help")
+    form["popin.title"] = "Version three"
+    assert client.post("/admin/campaigns/waxing-help/edit", data=form,
+                       follow_redirects=False).status_code == 303
+    page = client.get("/admin/campaigns/waxing-help/history").text
+    version = re.search(r'name="version" value="([^"]+)"', page)
+    assert version
+    assert client.post("/admin/campaigns/waxing-help/restore", data={
+        "csrf": _token(client, "/admin/campaigns/waxing-help/history"), "version": version[1],
+        "number": "0"}, follow_redirects=False).status_code == 303
+    page = client.get("/admin/campaigns/waxing-help/history").text
+    # The first version and the restore of it hold the same text: the restore is the file.
+    assert page.count("This is the file as it is now.") == 1
+    newest = re.search(r'data-version="(\d+)">.*?</section>', page, re.S)
+    assert newest and "data-current" in newest[0]

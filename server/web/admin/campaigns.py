@@ -113,8 +113,12 @@ async def versions(request: Request, hub: Hub, site: Site) -> Response:
     rows = [(number, version, history.changes(kept[number - 1].text, version.text) if number
              else [(" ", line) for line in version.text.splitlines()])
             for number, version in enumerate(kept)]
+    # Only the newest of the versions with the file's text is the file now: a restore or
+    # a deletion undone writes an older text again.
+    now = max((number for number, version in enumerate(kept) if version.text == found.text),
+              default=-1)
     return render(request, "history.html", site=site, rule_id=found.rule_id,
-                  file=found.path.name, rows=list(reversed(rows)), current=found.text,
+                  file=found.path.name, rows=list(reversed(rows)), now=now,
                   opened=found.version, zone=site.zone, query=_query(request, site))
 
 
