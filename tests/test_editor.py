@@ -733,3 +733,23 @@ def test_history_labels_one_version_as_the_file_now(
     assert page.count("This is the file as it is now.") == 1
     newest = re.search(r'data-version="(\d+)">.*?</section>', page, re.S)
     assert newest and "data-current" in newest[0]
+
+
+@pytest.mark.parametrize(("number", "code"), [
+    ("\u0660", 400), (" 0", 400), ("0 ", 400), ("+0", 400), ("", 400), ("1234567890", 400),
+    ("\uff10", 400), ("7", 404)])
+def test_restore_takes_a_version_number_in_ascii_digits_only(
+        client: TestClient, folders: dict[str, Path], number: str, code: int) -> None:
+    form = opened(client, "waxing-help")
+    form["popin.title"] = "Version two"
+    assert client.post("/admin/campaigns/waxing-help/edit", data=form,
+                       follow_redirects=False).status_code == 303
+    page = client.get("/admin/campaigns/waxing-help/history").text
+    version = re.search(r'name="version" value="([^"]+)"', page)
+    assert version
+    refused = client.post("/admin/campaigns/waxing-help/restore", data={
+        "csrf": _token(client, "/admin/campaigns/waxing-help/history"), "version": version[1],
+        "number": number}, follow_redirects=False)
+    assert refused.status_code == code
+    assert "&#39;number&#39; is" in refused.text
+    assert "Version two" in (folders["demo"] / "waxing.yaml").read_text()

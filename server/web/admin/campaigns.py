@@ -32,6 +32,7 @@ from .saving import (
 from .sentence import sentence
 
 # The widget's card styles, as a string literal in its built script: ':host{...}' + ...
+_VERSION_NUMBER = re.compile(r"[0-9]{1,9}")
 _CARD_CSS = re.compile(r"'(:host\{all:initial\}[^']*)'((?:\s*\+\s*'[^']*')*)")
 
 
@@ -138,8 +139,13 @@ async def _restore(request: Request, hub: Hub, site: Site, form: dict[str, str])
             "This campaign was changed since you opened its history; open it again first."))
     kept = await history.versions(hub.store, site.key, relative(request, site, found.path))
     number = form.get("number", "")
-    if not number.isdigit() or int(number) >= len(kept) or not kept[int(number)].text:
-        return render(request, "message.html", 404, title="No such version", message=number)
+    # Not str.isdigit(), which takes the digits of every script ('٠' would be version 1).
+    if not _VERSION_NUMBER.fullmatch(number):
+        raise Refused(400, "number", f"'number' is {number[:20]!r}; expected a version's "
+                      "number, in the digits 0-9 only")
+    if int(number) >= len(kept) or not kept[int(number)].text:
+        raise Refused(404, "number", f"'number' is {number}; this campaign's file has no "
+                      f"such version kept ({len(kept)} kept)")
     chosen = kept[int(number)]
     result = await save(request, hub, site, found.path, found.text, found.yaml, None,
                         found.rule_id, form.get("author", ""),
