@@ -753,3 +753,15 @@ def test_restore_takes_a_version_number_in_ascii_digits_only(
     assert refused.status_code == code
     assert "&#39;number&#39; is" in refused.text
     assert "Version two" in (folders["demo"] / "waxing.yaml").read_text()
+
+
+def test_the_preview_shows_a_first_time_visitor_with_no_name_too(client: TestClient) -> None:
+    page = client.get("/admin/editor/new").text
+    assert 'data-visitor' in page and "a first-time visitor, no name known" in page
+    form = form_of(page)
+    form.update({"id": "hello", "trigger.dwell.keyword": "grip",
+                 "popin.title": "Hello {{ visitor.first_name }}", "popin.body": "<p>Hi.</p>"})
+    known = client.post("/admin/editor/preview", data=form).json()
+    assert "Hello Alex" in known["html"]
+    first = client.post("/admin/editor/preview", data={**form, "preview_visitor": "first"}).json()
+    assert first["errors"] == [] and "Alex" not in first["html"] and "Hello" in first["html"]

@@ -9,6 +9,7 @@
   var notice = document.querySelector('[data-notice]');
   var yaml = document.querySelector('[data-yaml]');
   var variant = document.querySelector('[data-variant]');
+  var visitor = document.querySelector('[data-visitor]');
   var editor = form.parentNode;
   var aside = document.querySelector('.live-preview');
   var toggle = document.querySelector('[data-preview-toggle]');
@@ -93,6 +94,7 @@
   function refresh() {
     var mine = ++asked, body = new FormData(form);
     body.append('preview_variant', variant.value);
+    body.append('preview_visitor', visitor.value);
     fetch(form.getAttribute('data-preview'), { method: 'POST', body: body, credentials: 'same-origin' })
       .then(function (response) { return response.json(); })
       .then(function (answer) {
@@ -112,6 +114,7 @@
   form.addEventListener('input', changed);
   form.addEventListener('change', changed);
   variant.addEventListener('change', refresh);
+  visitor.addEventListener('change', refresh);
   form.addEventListener('focusin', function (event) {
     last = event.target;
     keepInView(last);

@@ -53,8 +53,11 @@ from .sentence import sentence
 DEFAULTS = {"trigger": "dwell", "show": "popin", "category": "behavioural",
             "popin.placement": "corner", "cap.per_session": "1", "when.mode": "all",
             "quiet_after_dismiss": "7d"}
-# The sample visitor the preview writes for.
+# The sample visitors the preview writes for: one the site knows, and the one most
+# visitors are (a first visit, no name), for whom a template's values are empty.
 SAMPLE_NAME, SAMPLE_VISITS = "Alex", 3
+SAMPLE_VISITORS = {"known": "Alex, on their 3rd visit",
+                   "first": "a first-time visitor, no name known"}
 
 
 def _form_page(request: Request, site: Site, code: int, form: dict[str, str],
@@ -73,7 +76,8 @@ def _form_page(request: Request, site: Site, code: int, form: dict[str, str],
                   variant_rows=range(VARIANT_ROWS), modes=MODES, condition_help=CONDITION_HELP,
                   variant_help=VARIANT_HELP, variant_columns=VARIANT_COLUMNS,
                   placements=VARIANT_PLACEMENTS, tag_rows=range(TAG_ROWS), tag_help=TAG_HELP,
-                  links=links or [], query=query, paused=paused, copied=copied)
+                  links=links or [], query=query, paused=paused, copied=copied,
+                  sample_visitors=SAMPLE_VISITORS)
 
 
 async def new_page(request: Request, hub: Hub, site: Site) -> Response:
@@ -204,9 +208,9 @@ async def preview(request: Request, hub: Hub, site: Site) -> Response:
                             for error in errors.errors]
         return JSONResponse(answer)
     device = "mobile" if form.get("preview_device") == "mobile" else "desktop"
-    facts = Facts(Profile("sample-visitor", visits=SAMPLE_VISITS, first_name=SAMPLE_NAME),
-                  site, Agent(device),
-                  consent="granted", now=hub.clock())
+    profile = (Profile("sample-visitor", visits=1) if form.get("preview_visitor") == "first"
+               else Profile("sample-visitor", visits=SAMPLE_VISITS, first_name=SAMPLE_NAME))
+    facts = Facts(profile, site, Agent(device), consent="granted", now=hub.clock())
     try:
         message = preview_message(rule, form.get("preview_variant", ""), facts,
                                   PageView(f"https://{site.key}.example/", "/", "Sample page"),
