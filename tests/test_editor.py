@@ -765,3 +765,10 @@ def test_the_preview_shows_a_first_time_visitor_with_no_name_too(client: TestCli
     assert "Hello Alex" in known["html"]
     first = client.post("/admin/editor/preview", data={**form, "preview_visitor": "first"}).json()
     assert first["errors"] == [] and "Alex" not in first["html"] and "Hello" in first["html"]
+    # Either way the owner is warned that most visitors read a title with a gap.
+    for answer in (known, first):
+        assert "A first-time visitor, whose name is not known, sees the title \u201cHello\u201d" \
+            in answer["warning"]
+    form["popin.title"] = "Hello {{ visitor.first_name or 'there' }}"
+    fixed = client.post("/admin/editor/preview", data=form).json()
+    assert fixed["warning"] == "", fixed

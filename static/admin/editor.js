@@ -7,6 +7,7 @@
   if (!form) return;
   var sentence = document.querySelector('[data-sentence]');
   var notice = document.querySelector('[data-notice]');
+  var warning = document.querySelector('[data-warning]');
   var yaml = document.querySelector('[data-yaml]');
   var variant = document.querySelector('[data-variant]');
   var visitor = document.querySelector('[data-visitor]');
@@ -60,6 +61,8 @@
     yaml.textContent = answer.yaml || '';
     notice.hidden = !answer.notice;
     notice.textContent = answer.notice || '';
+    warning.hidden = !answer.warning;
+    warning.textContent = answer.warning || '';
     document.querySelectorAll('[data-live-error]').forEach(function (line) {
       line.hidden = true;
       line.textContent = '';

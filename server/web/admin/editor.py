@@ -9,6 +9,8 @@ reloads the site's rules as a change to the file would.
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -208,15 +210,40 @@ async def preview(request: Request, hub: Hub, site: Site) -> Response:
                             for error in errors.errors]
         return JSONResponse(answer)
     device = "mobile" if form.get("preview_device") == "mobile" else "desktop"
-    profile = (Profile("sample-visitor", visits=1) if form.get("preview_visitor") == "first"
-               else Profile("sample-visitor", visits=SAMPLE_VISITS, first_name=SAMPLE_NAME))
-    facts = Facts(profile, site, Agent(device), consent="granted", now=hub.clock())
-    try:
-        message = preview_message(rule, form.get("preview_variant", ""), facts,
-                                  PageView(f"https://{site.key}.example/", "/", "Sample page"),
-                                  rules, "editor")
-    except PreviewError as error:
-        answer["notice"] = str(error)
-        return JSONResponse(answer)
-    answer.update(html=message["html"], placement=message["placement"], kind=message["kind"])
+    page = PageView(f"https://{site.key}.example/", "/", "Sample page")
+    cards: dict[str, dict[str, Any]] = {}
+    for sample, profile in (("known", Profile("sample-visitor", visits=SAMPLE_VISITS,
+                                              first_name=SAMPLE_NAME)),
+                            ("first", Profile("sample-visitor", visits=1))):
+        facts = Facts(profile, site, Agent(device), consent="granted", now=hub.clock())
+        try:
+            cards[sample] = preview_message(rule, form.get("preview_variant", ""), facts, page,
+                                            rules, "editor")
+        except PreviewError as error:
+            answer["notice"] = str(error)
+            return JSONResponse(answer)
+    message = cards["first" if form.get("preview_visitor") == "first" else "known"]
+    answer.update(html=message["html"], placement=message["placement"], kind=message["kind"],
+                  warning=_reads_badly(_title(cards["known"]["html"]),
+                                       _title(cards["first"]["html"])))
     return JSONResponse(answer)
+
+
+_TITLE = re.compile(r'<p class="title">(.*?)</p>', re.S)
+
+
+def _title(card: str) -> str:
+    found = _TITLE.search(card)
+    return html.unescape(re.sub(r"<[^>]*>", "", found[1])) if found else ""
+
+
+def _reads_badly(known: str, first: str) -> str:
+    """A warning when the title reads well for a known visitor but not for a first-time
+    one (an empty value left a gap); the owner decides, nothing is refused."""
+    if known == first:
+        return ""
+    if not first.strip() or first != first.rstrip() or re.search(r"\s[?!.,;:]|,\s*$", first):
+        return (f"A first-time visitor, whose name is not known, sees the title "
+                f"\u201c{first.strip()}\u201d: most visitors are such. A default helps: "
+                "{{ visitor.first_name or 'there' }}.")
+    return ""
