@@ -772,3 +772,30 @@ def test_the_preview_shows_a_first_time_visitor_with_no_name_too(client: TestCli
     form["popin.title"] = "Hello {{ visitor.first_name or 'there' }}"
     fixed = client.post("/admin/editor/preview", data=form).json()
     assert fixed["warning"] == "", fixed
+
+
+def test_a_new_campaign_deleted_comes_back_from_its_own_page_and_the_list(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = form_of(client.get("/admin/editor/new").text)
+    form.update({"id": "grip-help", "trigger.dwell.keyword": "grip",
+                 "popin.title": "Grip wax", "popin.body": "<p>Thin layers.</p>"})
+    assert client.post("/admin/editor/new", data=form, follow_redirects=False).status_code == 303
+    written = (folders["demo"] / "grip-help.yaml").read_text()
+    _delete(client, "grip-help")
+    assert not (folders["demo"] / "grip-help.yaml").exists()
+    overview = client.get("/admin/").text
+    assert 'id="deleted"' in overview and _deleted(client, "grip-help") is not None
+    # Never shown, so no numbers: its page still says where it went and how to get it back.
+    page = client.get("/admin/campaigns/grip-help")
+    assert page.status_code == 404
+    assert 'data-deleted-campaign="grip-help"' in page.text and 'href="/admin/#deleted"' in page.text
+    found = re.search(r'action="/admin/deleted/restore".*?name="csrf" value="([^"]+)">'
+                      r'<input type="hidden" name="deleted" value="([^"]+)"', page.text, re.S)
+    assert found
+    restored = client.post("/admin/deleted/restore", data={"csrf": found[1],
+                                                           "deleted": found[2]},
+                           follow_redirects=False)
+    assert restored.status_code == 303, restored.text
+    assert (folders["demo"] / "grip-help.yaml").read_text() == written
+    assert client.get("/admin/campaigns/grip-help").status_code == 200
+    assert _deleted(client, "grip-help") is None
