@@ -23,12 +23,12 @@ from popin.cli import main
 from popin.config import Settings
 from popin.core.rules.yamlsource import SourceError
 from popin.core.site import Site
+from popin.live.reload import reload_rules
+from popin.stores.pauses import PAUSED, Pause, save_pauses
 from popin.web.admin import drafts
 from popin.web.admin.changes import apply
 from popin.web.admin.forms import values
 from popin.web.admin.sentence import sentence
-from popin.stores.pauses import PAUSED, Pause, save_pauses
-from popin.live.reload import reload_rules
 from popin.web.app import create_app
 
 PASSWORD = "an editor's password"
@@ -788,7 +788,8 @@ def test_a_new_campaign_deleted_comes_back_from_its_own_page_and_the_list(
     # Never shown, so no numbers: its page still says where it went and how to get it back.
     page = client.get("/admin/campaigns/grip-help")
     assert page.status_code == 404
-    assert 'data-deleted-campaign="grip-help"' in page.text and 'href="/admin/#deleted"' in page.text
+    assert 'data-deleted-campaign="grip-help"' in page.text
+    assert 'href="/admin/#deleted"' in page.text
     found = re.search(r'action="/admin/deleted/restore".*?name="csrf" value="([^"]+)">'
                       r'<input type="hidden" name="deleted" value="([^"]+)"', page.text, re.S)
     assert found

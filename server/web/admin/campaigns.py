@@ -139,7 +139,8 @@ async def _restore(request: Request, hub: Hub, site: Site, form: dict[str, str])
             "This campaign was changed since you opened its history; open it again first."))
     kept = await history.versions(hub.store, site.key, relative(request, site, found.path))
     number = form.get("number", "")
-    # Not str.isdigit(), which takes the digits of every script ('٠' would be version 1).
+    # Not str.isdigit(), which takes the digits of every script (an Arabic-Indic zero
+    # would be version 1).
     if not _VERSION_NUMBER.fullmatch(number):
         raise Refused(400, "number", f"'number' is {number[:20]!r}; expected a version's "
                       "number, in the digits 0-9 only")

@@ -101,8 +101,8 @@ def opened(request: Request, hub: Hub, site: Site, rule_id: str) -> Opened:
     """One of this site's campaigns, read from its file as it is now."""
     rule = hub.rules_of(site.key).by_id.get(rule_id)
     folder: Path = request.app.state.rule_folders[site.key]
-    if rule is None or not drafts.within(folder, Path(rule.file)) and not Path(
-            rule.file).is_symlink():
+    if rule is None or (not drafts.within(folder, Path(rule.file)) and not Path(
+            rule.file).is_symlink()):
         raise Refused(404, "rule", f"this site has no campaign {rule_id!r} in force")
     path = Path(rule.file)
     why = drafts.linked(folder, path)
