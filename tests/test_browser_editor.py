@@ -97,6 +97,11 @@ def test_a_marketer_builds_a_campaign_and_a_visitor_gets_it(
     owner.fill('input[name="popin.title"]', "Grip wax, {{ visitor.first_name }}?")
     owner.fill('textarea[name="popin.body"]', "<p>Thin layers, corked smooth.</p>")
     card_title(owner, "desktop").filter(has_text="Grip wax, Alex?").wait_for(timeout=10000)
+    # What most visitors see: a first visit, no name.
+    owner.select_option("[data-visitor]", "first")
+    card_title(owner, "desktop").filter(has_text=re.compile(r"^Grip wax, \?$")).wait_for(
+        timeout=10000)
+    owner.select_option("[data-visitor]", "known")
     # Typing changes the card in both frames.
     owner.fill('input[name="popin.title"]', "Grip wax in thin layers")
     for device in ("desktop", "phone"):

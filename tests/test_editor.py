@@ -23,6 +23,8 @@ from popin.cli import main
 from popin.config import Settings
 from popin.core.rules.yamlsource import SourceError
 from popin.core.site import Site
+from popin.live.reload import reload_rules
+from popin.stores.pauses import PAUSED, Pause, save_pauses
 from popin.web.admin import drafts
 from popin.web.admin.changes import apply
 from popin.web.admin.forms import values
@@ -319,7 +321,7 @@ def test_a_new_campaign_gets_its_own_file_and_is_live(
     assert token
     copied = client.post("/admin/campaigns/grip-help/duplicate", data={"csrf": token[1]},
                          follow_redirects=False)
-    assert copied.headers["location"] == "/admin/campaigns/grip-help-copy/edit"
+    assert copied.headers["location"] == "/admin/campaigns/grip-help-copy/edit?copy=1"
     assert "id: grip-help-copy" in (folders["demo"] / "grip-help.yaml").read_text()
     client.post("/admin/campaigns/grip-help/pause", data={"csrf": token[1]})
     assert "Paused by you" in client.get("/admin/campaigns/grip-help").text
@@ -613,3 +615,188 @@ def test_variants_and_audiences_saved_through_the_form_go_live(
     again["tag.2.audience"] = "not a name!"
     refused = client.post("/admin/campaigns/waxing-help/edit", data=again)
     assert refused.status_code == 400 and 'data-error-for="tag"' in refused.text
+
+
+def _token(client: TestClient, page: str) -> str:
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get(page).text)
+    assert token
+    return token[1]
+
+
+def test_a_duplicate_starts_paused_by_the_owner_and_apart_from_its_original(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    copied = client.post("/admin/campaigns/sizing-help/duplicate", data={
+        "csrf": _token(client, "/admin/campaigns/sizing-help")}, follow_redirects=False)
+    assert copied.status_code == 303, copied.text
+    form = client.get(copied.headers["location"]).text
+    assert "This copy is paused until you resume it" in form
+    assert "Paused by you" in client.get("/admin/campaigns/sizing-help-copy").text
+    app_hub = client.app.state.hub  # type: ignore[attr-defined]
+    assert app_hub.paused_for("demo") == {"sizing-help-copy"}
+    text = (folders["demo"] / "waxing.yaml").read_text()
+    assert '<p>Ask us.</p>"}\n\n  - id: sizing-help-copy\n' in text
+    # The original is untouched and live.
+    assert "Paused" not in client.get("/admin/campaigns/sizing-help").text
+
+
+def test_an_owners_pause_survives_an_edit_and_a_rename_the_form_says_so(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    client.post("/admin/campaigns/waxing-help/pause", data={
+        "csrf": _token(client, "/admin/campaigns/waxing-help")})
+    page = client.get("/admin/campaigns/waxing-help/edit").text
+    assert "Paused by you" in page and "saving keeps it paused" in page
+    form = form_of(page)
+    form.update({"popin.title": "Waxing, paused", "id": "waxing-paused"})
+    saved = client.post("/admin/campaigns/waxing-help/edit", data=form, follow_redirects=False)
+    assert saved.status_code == 303, saved.text
+    assert "Waxing, paused" in (folders["demo"] / "waxing.yaml").read_text()
+    assert "Paused by you" in client.get("/admin/campaigns/waxing-paused").text
+    app_hub = client.app.state.hub  # type: ignore[attr-defined]
+    assert "waxing-paused" in app_hub.paused_for("demo")
+    form = opened(client, "waxing-paused")
+    form["popin.title"] = "Waxing, still paused"
+    assert client.post("/admin/campaigns/waxing-paused/edit", data=form,
+                       follow_redirects=False).status_code == 303
+    assert "Paused by you" in client.get("/admin/campaigns/waxing-paused").text
+
+
+def test_the_guards_pause_still_ends_on_a_change(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    app_hub = client.app.state.hub  # type: ignore[attr-defined]
+    rule = app_hub.rules_of("demo").by_id["waxing-help"]
+
+    async def guard_pause() -> None:
+        await save_pauses(app_hub.store, "demo", {"waxing-help": Pause(
+            "waxing-help", PAUSED, 1.0, rule.fingerprint, difference=-0.05)})
+        app_hub.paused_for("demo").add("waxing-help")
+
+    client.portal.call(guard_pause)  # type: ignore[union-attr]
+    page = client.get("/admin/campaigns/waxing-help/edit").text
+    assert "Paused automatically" in page and "saving a change puts it live" in page
+    form = form_of(page)
+    form["popin.title"] = "Waxing, judged afresh"
+    assert client.post("/admin/campaigns/waxing-help/edit", data=form,
+                       follow_redirects=False).status_code == 303
+    assert "waxing-help" not in app_hub.paused_for("demo")
+    assert "Paused" not in client.get("/admin/campaigns/waxing-help").text
+
+
+def test_errors_name_the_sites_file_never_the_scratch_copy(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = opened(client, "sizing-help")
+    form["id"] = "waxing-help"
+    refused = client.post("/admin/campaigns/sizing-help/edit", data=form)
+    assert refused.status_code == 400
+    said = html.unescape(refused.text)
+    assert "rule id 'waxing-help' is already used at demo/waxing.yaml:5" in said
+    assert "popin-editor-" not in said
+
+
+def test_a_linked_campaign_file_is_not_offered_for_editing_and_says_why(
+        client: TestClient, folders: dict[str, Path], tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere.yaml"
+    elsewhere.write_text("campaign: Linked\nrules:\n  - id: linked-rule\n"
+                         "    trigger: {pageview: /}\n    popin: {title: Hi, body: <p>Hi</p>}\n")
+    (folders["demo"] / "linked.yaml").symlink_to(elsewhere)
+    reload_rules(client.app.state.hub, client.app.state.rule_folders,  # type: ignore[attr-defined]
+                 False)
+    page = client.get("/admin/campaigns/linked-rule").text
+    assert "its file is a link outside the folder; edit it where it lives" in page
+    assert "data-edit" not in page and "data-duplicate" not in page and "data-pause" in page
+    token = _token(client, "/admin/campaigns/linked-rule")
+    for answer in (client.get("/admin/campaigns/linked-rule/edit"),
+                   client.post("/admin/campaigns/linked-rule/duplicate", data={"csrf": token})):
+        assert answer.status_code == 409
+        assert "its file is a link outside the folder; edit it where it lives" in answer.text
+    assert elsewhere.read_text().count("id:") == 1
+
+
+def test_history_labels_one_version_as_the_file_now(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    _delete(client, "sizing-help")
+    listed = _deleted(client, "sizing-help")
+    assert listed is not None
+    assert client.post("/admin/deleted/restore", data={"csrf": listed[0], "deleted": listed[1]},
+                       follow_redirects=False).status_code == 303
+    form = opened(client, "waxing-help")
+    form["popin.title"] = "Version three"
+    assert client.post("/admin/campaigns/waxing-help/edit", data=form,
+                       follow_redirects=False).status_code == 303
+    page = client.get("/admin/campaigns/waxing-help/history").text
+    version = re.search(r'name="version" value="([^"]+)"', page)
+    assert version
+    assert client.post("/admin/campaigns/waxing-help/restore", data={
+        "csrf": _token(client, "/admin/campaigns/waxing-help/history"), "version": version[1],
+        "number": "0"}, follow_redirects=False).status_code == 303
+    page = client.get("/admin/campaigns/waxing-help/history").text
+    # The first version and the restore of it hold the same text: the restore is the file.
+    assert page.count("This is the file as it is now.") == 1
+    newest = re.search(r'data-version="(\d+)">.*?</section>', page, re.S)
+    assert newest and "data-current" in newest[0]
+
+
+@pytest.mark.parametrize(("number", "code"), [
+    ("\u0660", 400), (" 0", 400), ("0 ", 400), ("+0", 400), ("", 400), ("1234567890", 400),
+    ("\uff10", 400), ("7", 404)])
+def test_restore_takes_a_version_number_in_ascii_digits_only(
+        client: TestClient, folders: dict[str, Path], number: str, code: int) -> None:
+    form = opened(client, "waxing-help")
+    form["popin.title"] = "Version two"
+    assert client.post("/admin/campaigns/waxing-help/edit", data=form,
+                       follow_redirects=False).status_code == 303
+    page = client.get("/admin/campaigns/waxing-help/history").text
+    version = re.search(r'name="version" value="([^"]+)"', page)
+    assert version
+    refused = client.post("/admin/campaigns/waxing-help/restore", data={
+        "csrf": _token(client, "/admin/campaigns/waxing-help/history"), "version": version[1],
+        "number": number}, follow_redirects=False)
+    assert refused.status_code == code
+    assert "&#39;number&#39; is" in refused.text
+    assert "Version two" in (folders["demo"] / "waxing.yaml").read_text()
+
+
+def test_the_preview_shows_a_first_time_visitor_with_no_name_too(client: TestClient) -> None:
+    page = client.get("/admin/editor/new").text
+    assert 'data-visitor' in page and "a first-time visitor, no name known" in page
+    form = form_of(page)
+    form.update({"id": "hello", "trigger.dwell.keyword": "grip",
+                 "popin.title": "Hello {{ visitor.first_name }}", "popin.body": "<p>Hi.</p>"})
+    known = client.post("/admin/editor/preview", data=form).json()
+    assert "Hello Alex" in known["html"]
+    first = client.post("/admin/editor/preview", data={**form, "preview_visitor": "first"}).json()
+    assert first["errors"] == [] and "Alex" not in first["html"] and "Hello" in first["html"]
+    # Either way the owner is warned that most visitors read a title with a gap.
+    for answer in (known, first):
+        assert "A first-time visitor, whose name is not known, sees the title \u201cHello\u201d" \
+            in answer["warning"]
+    form["popin.title"] = "Hello {{ visitor.first_name or 'there' }}"
+    fixed = client.post("/admin/editor/preview", data=form).json()
+    assert fixed["warning"] == "", fixed
+
+
+def test_a_new_campaign_deleted_comes_back_from_its_own_page_and_the_list(
+        client: TestClient, folders: dict[str, Path]) -> None:
+    form = form_of(client.get("/admin/editor/new").text)
+    form.update({"id": "grip-help", "trigger.dwell.keyword": "grip",
+                 "popin.title": "Grip wax", "popin.body": "<p>Thin layers.</p>"})
+    assert client.post("/admin/editor/new", data=form, follow_redirects=False).status_code == 303
+    written = (folders["demo"] / "grip-help.yaml").read_text()
+    _delete(client, "grip-help")
+    assert not (folders["demo"] / "grip-help.yaml").exists()
+    overview = client.get("/admin/").text
+    assert 'id="deleted"' in overview and _deleted(client, "grip-help") is not None
+    # Never shown, so no numbers: its page still says where it went and how to get it back.
+    page = client.get("/admin/campaigns/grip-help")
+    assert page.status_code == 404
+    assert 'data-deleted-campaign="grip-help"' in page.text
+    assert 'href="/admin/#deleted"' in page.text
+    found = re.search(r'action="/admin/deleted/restore".*?name="csrf" value="([^"]+)">'
+                      r'<input type="hidden" name="deleted" value="([^"]+)"', page.text, re.S)
+    assert found
+    restored = client.post("/admin/deleted/restore", data={"csrf": found[1],
+                                                           "deleted": found[2]},
+                           follow_redirects=False)
+    assert restored.status_code == 303, restored.text
+    assert (folders["demo"] / "grip-help.yaml").read_text() == written
+    assert client.get("/admin/campaigns/grip-help").status_code == 200
+    assert _deleted(client, "grip-help") is None

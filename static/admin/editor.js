@@ -7,8 +7,10 @@
   if (!form) return;
   var sentence = document.querySelector('[data-sentence]');
   var notice = document.querySelector('[data-notice]');
+  var warning = document.querySelector('[data-warning]');
   var yaml = document.querySelector('[data-yaml]');
   var variant = document.querySelector('[data-variant]');
+  var visitor = document.querySelector('[data-visitor]');
   var editor = form.parentNode;
   var aside = document.querySelector('.live-preview');
   var toggle = document.querySelector('[data-preview-toggle]');
@@ -59,6 +61,8 @@
     yaml.textContent = answer.yaml || '';
     notice.hidden = !answer.notice;
     notice.textContent = answer.notice || '';
+    warning.hidden = !answer.warning;
+    warning.textContent = answer.warning || '';
     document.querySelectorAll('[data-live-error]').forEach(function (line) {
       line.hidden = true;
       line.textContent = '';
@@ -93,6 +97,7 @@
   function refresh() {
     var mine = ++asked, body = new FormData(form);
     body.append('preview_variant', variant.value);
+    body.append('preview_visitor', visitor.value);
     fetch(form.getAttribute('data-preview'), { method: 'POST', body: body, credentials: 'same-origin' })
       .then(function (response) { return response.json(); })
       .then(function (answer) {
@@ -112,6 +117,7 @@
   form.addEventListener('input', changed);
   form.addEventListener('change', changed);
   variant.addEventListener('change', refresh);
+  visitor.addEventListener('change', refresh);
   form.addEventListener('focusin', function (event) {
     last = event.target;
     keepInView(last);

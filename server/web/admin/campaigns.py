@@ -17,7 +17,7 @@ from ...config import STATIC_DIR
 from ...core.site import Site
 from ...live.hub import Hub
 from ...stores.pauses import PAUSED, Pause, load_pauses, save_pauses
-from . import editor, history
+from . import drafts, editor, history
 from .pages import owner_only, render
 from .saving import (
     Refused,
@@ -32,6 +32,7 @@ from .saving import (
 from .sentence import sentence
 
 # The widget's card styles, as a string literal in its built script: ':host{...}' + ...
+_VERSION_NUMBER = re.compile(r"[0-9]{1,9}")
 _CARD_CSS = re.compile(r"'(:host\{all:initial\}[^']*)'((?:\s*\+\s*'[^']*')*)")
 
 
@@ -40,13 +41,16 @@ def _query(request: Request, site: Site) -> str:
 
 
 def summary(request: Request, hub: Hub, site: Site, rule_id: str) -> dict[str, str]:
-    """For the campaign's page: its sentence, and the version its Delete button acts on."""
+    """For the campaign's page: its sentence, the version its Delete button acts on, and
+    why it cannot be changed from the dashboard, if so."""
     try:
         found = opened(request, hub, site, rule_id)
-    except Refused:
-        return {"query": _query(request, site), "version": "", "sentence": ""}
+    except Refused as refused:
+        # Said on the page instead of offering buttons that would be refused.
+        return {"query": _query(request, site), "version": "", "sentence": "",
+                "not_editable": refused.message if refused.code == 409 else ""}
     return {"query": _query(request, site), "version": found.version,
-            "sentence": sentence(found.node)}
+            "sentence": sentence(found.node), "not_editable": ""}
 
 
 async def duplicate(request: Request, hub: Hub, site: Site) -> Response:
@@ -68,16 +72,22 @@ async def _duplicate(request: Request, hub: Hub, site: Site) -> Response:
     twin = copy.deepcopy(found.node)
     twin["id"] = rule_id
     found.document["rules"].append(twin)
-    result = await save(request, hub, site, found.path, found.text, found.yaml,
-                        found.document, rule_id, "", f"duplicated {found.rule_id}")
+    # Paused: two identical campaigns would otherwise compete for the same visitors.
+    result = await save(request, hub, site, found.path, found.text, found.yaml, None,
+                        rule_id, "", f"duplicated {found.rule_id}",
+                        text=drafts.set_apart(found.yaml, found.document, rule_id), pause=True)
     if not isinstance(result, Saved):
         return render(request, "message.html", 400, title="Not duplicated",
                       message="; ".join(line for lines in result.values() for line in lines))
-    return result.redirect(f"/admin/campaigns/{quote(rule_id)}/edit")
+    # The form says the copy is paused: it is where the owner lands.
+    copied = f"{result.query}&copy=1" if result.query else "?copy=1"
+    return RedirectResponse(f"/admin/campaigns/{quote(rule_id)}/edit{copied}", status_code=303)
 
 
 async def pause(request: Request, hub: Hub, site: Site) -> Response:
-    """Stopped until the owner resumes it (or changes it), as the guard's pauses are."""
+    """Stopped until the owner resumes it. Unlike the guard's pauses, a save from the
+    dashboard keeps it (saving._keep_paused): the owner paused the campaign, not a version
+    of it. A change to its file by hand is a new version, and runs."""
     try:
         await submitted(request)
     except Refused as refused:
@@ -104,8 +114,12 @@ async def versions(request: Request, hub: Hub, site: Site) -> Response:
     rows = [(number, version, history.changes(kept[number - 1].text, version.text) if number
              else [(" ", line) for line in version.text.splitlines()])
             for number, version in enumerate(kept)]
+    # Only the newest of the versions with the file's text is the file now: a restore or
+    # a deletion undone writes an older text again.
+    now = max((number for number, version in enumerate(kept) if version.text == found.text),
+              default=-1)
     return render(request, "history.html", site=site, rule_id=found.rule_id,
-                  file=found.path.name, rows=list(reversed(rows)), current=found.text,
+                  file=found.path.name, rows=list(reversed(rows)), now=now,
                   opened=found.version, zone=site.zone, query=_query(request, site))
 
 
@@ -125,8 +139,14 @@ async def _restore(request: Request, hub: Hub, site: Site, form: dict[str, str])
             "This campaign was changed since you opened its history; open it again first."))
     kept = await history.versions(hub.store, site.key, relative(request, site, found.path))
     number = form.get("number", "")
-    if not number.isdigit() or int(number) >= len(kept) or not kept[int(number)].text:
-        return render(request, "message.html", 404, title="No such version", message=number)
+    # Not str.isdigit(), which takes the digits of every script (an Arabic-Indic zero
+    # would be version 1).
+    if not _VERSION_NUMBER.fullmatch(number):
+        raise Refused(400, "number", f"'number' is {number[:20]!r}; expected a version's "
+                      "number, in the digits 0-9 only")
+    if int(number) >= len(kept) or not kept[int(number)].text:
+        raise Refused(404, "number", f"'number' is {number}; this campaign's file has no "
+                      f"such version kept ({len(kept)} kept)")
     chosen = kept[int(number)]
     result = await save(request, hub, site, found.path, found.text, found.yaml, None,
                         found.rule_id, form.get("author", ""),

@@ -12,6 +12,7 @@ import itertools
 import os
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -90,12 +91,38 @@ def within(folder: Path, path: Path) -> bool:
         root if root.is_dir() else root.parent))
 
 
+def linked(folder: Path, path: Path) -> str:
+    """Why a campaign file is not written from here, or "": a save replaces the file, so
+    through a link it would cut the link and leave the file it points to as it was."""
+    base = folder if folder.is_dir() else folder.parent
+    for part in (path, *path.parents):
+        if part == base or base.is_relative_to(part):
+            break
+        if part.is_symlink():
+            where = "outside the folder" if not within(folder, path) else "in the folder"
+            return f"its file is a link {where}; edit it where it lives"
+    return ""
+
+
 def home_of(folder: Path, rule_id: str) -> Path:
     """Where a new campaign goes: a file of its own, or the one file the site has."""
     return folder if folder.is_file() else folder / f"{rule_id}.yaml"
 
 
-def check(folder: Path, path: Path, text: str) -> list[SourceError]:
+@dataclass(frozen=True, slots=True)
+class Checked:
+    errors: list[SourceError]
+    # Each rule of the checked file, by id: what the guard will know it by once loaded.
+    fingerprints: dict[str, str]
+
+
+def shown(folder: Path) -> str:
+    """How a path in the site's campaign folder is said: from the site's own folder, as
+    `popin rules check` says it there (rules/a.yaml), never from where it was checked."""
+    return f"{folder.name}/" if folder.is_dir() else ""
+
+
+def check(folder: Path, path: Path, text: str) -> Checked:
     """The errors `popin rules check` would report in `path` if it held `text`, with the
     folder's other files beside it (their keyword groups, their rule ids)."""
     with tempfile.TemporaryDirectory(prefix="popin-editor-") as scratch:
@@ -109,13 +136,24 @@ def check(folder: Path, path: Path, text: str) -> list[SourceError]:
         mine.parent.mkdir(parents=True, exist_ok=True)
         mine.write_text(text, encoding="utf-8")
         loaded = load_rules(copy)
+        prefix = shown(folder)
+
+        def said(reason: str) -> str:
+            # A clash names the other rule's place, which is in the scratch copy.
+            for scratch_path in {str(copy.resolve()), str(copy)}:
+                reason = reason.replace(f"{scratch_path}{os.sep}", prefix)
+            return reason
+
         # An error in another file keeps the whole folder's last good rules live: this
         # save would not go live either, so it is told as this file's.
-        return [SourceError(str(path), error.line, error.reason, error.column)
-                if Path(error.file) == mine else SourceError(
-                    str(path), 0, f"{Path(error.file).relative_to(copy)}:{error.line}: "
-                    f"{error.reason} (another file of this site: until it is fixed, no change "
-                    "to this site's campaigns goes live)") for error in loaded.errors]
+        errors = [SourceError(str(path), error.line, said(error.reason), error.column)
+                  if Path(error.file) == mine else SourceError(
+                      str(path), 0, f"{prefix}{Path(error.file).relative_to(copy)}:"
+                      f"{error.line}: {said(error.reason)} (another file of this site: until "
+                      "it is fixed, no change to this site's campaigns goes live)")
+                  for error in loaded.errors]
+        return Checked(errors, {rule.id: rule.fingerprint for rule in loaded.rules
+                                if Path(rule.file) == mine})
 
 
 def write(path: Path, text: str) -> None:
@@ -165,3 +203,17 @@ def _name(path: tuple[Any, ...]) -> str:
     if words[0] in VISUAL_ACTIONS:
         return "show"
     return next((name for name in BY_NAME if name.startswith(words[0] + ".")), "")
+
+
+def set_apart(yaml: YAML, document: CommentedMap, rule_id: str) -> str:
+    """The file with `rule_id` written after a blank line, as people separate the rules
+    they write by hand (ruamel keeps blank lines it read, but makes none)."""
+    text = dump(yaml, document)
+    rule = find(load(loader(text), text), rule_id)
+    if rule is None:
+        return text
+    lines = text.splitlines(keepends=True)
+    start = rule.lc.line
+    if 0 < start < len(lines) and lines[start - 1].strip():
+        lines.insert(start, "\n")
+    return "".join(lines).rstrip("\n") + "\n"

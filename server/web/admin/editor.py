@@ -9,6 +9,8 @@ reloads the site's rules as a change to the file would.
 
 from __future__ import annotations
 
+import html
+import re
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -28,6 +30,7 @@ from ...core.visitor.profile import Profile
 from ...core.wire.events import PageView
 from ...features.previews import preview_pages
 from ...live.hub import Hub
+from ...stores.pauses import PAUSED, Pause, load_pauses
 from . import drafts
 from .changes import apply, new_rule
 from .fields import (
@@ -52,13 +55,17 @@ from .sentence import sentence
 DEFAULTS = {"trigger": "dwell", "show": "popin", "category": "behavioural",
             "popin.placement": "corner", "cap.per_session": "1", "when.mode": "all",
             "quiet_after_dismiss": "7d"}
-# The sample visitor the preview writes for.
+# The sample visitors the preview writes for: one the site knows, and the one most
+# visitors are (a first visit, no name), for whom a template's values are empty.
 SAMPLE_NAME, SAMPLE_VISITS = "Alex", 3
+SAMPLE_VISITORS = {"known": "Alex, on their 3rd visit",
+                   "first": "a first-time visitor, no name known"}
 
 
 def _form_page(request: Request, site: Site, code: int, form: dict[str, str],
                rule_id: str = "", version: str = "", errors: dict[str, list[str]] | None = None,
-               message: str = "", links: list[tuple[str, str]] | None = None) -> Response:
+               message: str = "", links: list[tuple[str, str]] | None = None,
+               paused: Pause | None = None, copied: bool = False) -> Response:
     trigger, show = form.get("trigger", ""), form.get("show", "")
     hidden = {field.name for field in BY_NAME.values() if not applies(field, trigger, show)}
     query = f"?site={quote(site.key)}" if request.query_params.get("site") else ""
@@ -71,7 +78,8 @@ def _form_page(request: Request, site: Site, code: int, form: dict[str, str],
                   variant_rows=range(VARIANT_ROWS), modes=MODES, condition_help=CONDITION_HELP,
                   variant_help=VARIANT_HELP, variant_columns=VARIANT_COLUMNS,
                   placements=VARIANT_PLACEMENTS, tag_rows=range(TAG_ROWS), tag_help=TAG_HELP,
-                  links=links or [], query=query)
+                  links=links or [], query=query, paused=paused, copied=copied,
+                  sample_visitors=SAMPLE_VISITORS)
 
 
 async def new_page(request: Request, hub: Hub, site: Site) -> Response:
@@ -89,7 +97,18 @@ async def edit_page(request: Request, hub: Hub, site: Site) -> Response:
              for page in preview_pages(site, server)]
     return _form_page(request, site, 200, {**values(found.node),
                                             "campaign": str(found.document.get("campaign", ""))},
-                      found.rule_id, found.version, links=links)
+                      found.rule_id, found.version, links=links,
+                      paused=await paused_now(hub, site, found.rule_id),
+                      copied=request.query_params.get("copy") == "1")
+
+
+async def paused_now(hub: Hub, site: Site, rule_id: str) -> Pause | None:
+    """The pause in force on this campaign, if any: the form says it, since a save keeps
+    the owner's pause and ends the guard's."""
+    if rule_id not in hub.paused_for(site.key):
+        return None
+    pause = (await load_pauses(hub.store, site.key)).get(rule_id)
+    return pause if pause is not None and pause.state == PAUSED else None
 
 
 async def create(request: Request, hub: Hub, site: Site) -> Response:
@@ -138,7 +157,8 @@ async def update(request: Request, hub: Hub, site: Site) -> Response:
 async def _update(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
     found = opened(request, hub, site, request.path_params["rule"])
     if form.get("version") != found.version:
-        return _form_page(request, site, 409, form, found.rule_id, found.version, message=(
+        return _form_page(request, site, 409, form, found.rule_id, found.version,
+                          paused=await paused_now(hub, site, found.rule_id), message=(
             "This campaign was changed since you opened it (in the dashboard or in its file). "
             "Nothing was saved: open it again to see the change, then make yours."))
     apply(found.node, form)
@@ -147,10 +167,12 @@ async def _update(request: Request, hub: Hub, site: Site, form: dict[str, str]) 
         found.document["campaign"] = campaign
     rule_id = str(found.node.get("id", found.rule_id))
     result = await save(request, hub, site, found.path, found.text, found.yaml,
-                        found.document, rule_id, form.get("author", ""), "edited")
+                        found.document, rule_id, form.get("author", ""), "edited",
+                        was=found.rule_id)
     if isinstance(result, Saved):
         return result.redirect(f"/admin/campaigns/{quote(rule_id)}")
-    return _form_page(request, site, 400, form, found.rule_id, found.version, errors=result)
+    return _form_page(request, site, 400, form, found.rule_id, found.version, errors=result,
+                      paused=await paused_now(hub, site, found.rule_id))
 
 
 def _draft(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> CommentedMap:
@@ -188,15 +210,40 @@ async def preview(request: Request, hub: Hub, site: Site) -> Response:
                             for error in errors.errors]
         return JSONResponse(answer)
     device = "mobile" if form.get("preview_device") == "mobile" else "desktop"
-    facts = Facts(Profile("sample-visitor", visits=SAMPLE_VISITS, first_name=SAMPLE_NAME),
-                  site, Agent(device),
-                  consent="granted", now=hub.clock())
-    try:
-        message = preview_message(rule, form.get("preview_variant", ""), facts,
-                                  PageView(f"https://{site.key}.example/", "/", "Sample page"),
-                                  rules, "editor")
-    except PreviewError as error:
-        answer["notice"] = str(error)
-        return JSONResponse(answer)
-    answer.update(html=message["html"], placement=message["placement"], kind=message["kind"])
+    page = PageView(f"https://{site.key}.example/", "/", "Sample page")
+    cards: dict[str, dict[str, Any]] = {}
+    for sample, profile in (("known", Profile("sample-visitor", visits=SAMPLE_VISITS,
+                                              first_name=SAMPLE_NAME)),
+                            ("first", Profile("sample-visitor", visits=1))):
+        facts = Facts(profile, site, Agent(device), consent="granted", now=hub.clock())
+        try:
+            cards[sample] = preview_message(rule, form.get("preview_variant", ""), facts, page,
+                                            rules, "editor")
+        except PreviewError as error:
+            answer["notice"] = str(error)
+            return JSONResponse(answer)
+    message = cards["first" if form.get("preview_visitor") == "first" else "known"]
+    answer.update(html=message["html"], placement=message["placement"], kind=message["kind"],
+                  warning=_reads_badly(_title(cards["known"]["html"]),
+                                       _title(cards["first"]["html"])))
     return JSONResponse(answer)
+
+
+_TITLE = re.compile(r'<p class="title">(.*?)</p>', re.S)
+
+
+def _title(card: str) -> str:
+    found = _TITLE.search(card)
+    return html.unescape(re.sub(r"<[^>]*>", "", found[1])) if found else ""
+
+
+def _reads_badly(known: str, first: str) -> str:
+    """A warning when the title reads well for a known visitor but not for a first-time
+    one (an empty value left a gap); the owner decides, nothing is refused."""
+    if known == first:
+        return ""
+    if not first.strip() or first != first.rstrip() or re.search(r"\s[?!.,;:]|,\s*$", first):
+        return (f"A first-time visitor, whose name is not known, sees the title "
+                f"\u201c{first.strip()}\u201d: most visitors are such. A default helps: "
+                "{{ visitor.first_name or 'there' }}.")
+    return ""

@@ -127,8 +127,14 @@ async def overview(request: Request, hub: Hub, site: Site) -> Response:
 
 
 async def campaign(request: Request, hub: Hub, site: Site) -> Response:
-    found = await dashboard.campaign(hub, site, request.path_params["rule"])
+    rule_id = request.path_params["rule"]
+    found = await dashboard.campaign(hub, site, rule_id)
+    # A deleted campaign's page is where an owner looks for it: the way back is offered.
+    deleted = next((entry for entry in await deletions.listed(hub, site)
+                    if entry.rule == rule_id), None)
     if found is None:
+        if deleted is not None:
+            return render(request, "deleted.html", 404, site=site, entry=deleted)
         return render(request, "message.html", 404, title="No such campaign",
                        message="No rule has this id, and none had one in the last 30 days.")
     rule = found["rule"]
@@ -146,7 +152,7 @@ async def campaign(request: Request, hub: Hub, site: Site) -> Response:
     previews = ([(page, hub.previews.link(page, site.key, rule.id, variant)) for page in pages]
                 if rule is not None and rule.visual is not None else [])
     return render(request, "campaign.html", 400 if refused else 200, site=site,
-                  previews=previews, preview_refused=refused, **found,
+                  previews=previews, preview_refused=refused, deleted=deleted, **found,
                   **campaigns.summary(request, hub, site, rule.id if rule else ""))
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -22,6 +22,7 @@ from ...core.site import Site
 from ...live.guard import guard_all
 from ...live.hub import Hub
 from ...live.reload import reload_rules
+from ...stores.pauses import PAUSED, Pause, load_pauses, save_pauses
 from . import drafts, history
 from .auth import csrf_ok
 from .fields import BY_NAME, MAX_VALUE
@@ -100,9 +101,13 @@ def opened(request: Request, hub: Hub, site: Site, rule_id: str) -> Opened:
     """One of this site's campaigns, read from its file as it is now."""
     rule = hub.rules_of(site.key).by_id.get(rule_id)
     folder: Path = request.app.state.rule_folders[site.key]
-    if rule is None or not drafts.within(folder, Path(rule.file)):
+    if rule is None or (not drafts.within(folder, Path(rule.file)) and not Path(
+            rule.file).is_symlink()):
         raise Refused(404, "rule", f"this site has no campaign {rule_id!r} in force")
     path = Path(rule.file)
+    why = drafts.linked(folder, path)
+    if why:
+        raise Refused(409, "rule", f"{rule_id!r} cannot be changed here: {why}")
     try:
         text = path.read_text(encoding="utf-8")
         yaml = drafts.loader(text)
@@ -133,14 +138,17 @@ def relative(request: Request, site: Site, path: Path) -> str:
 
 async def save(request: Request, hub: Hub, site: Site, path: Path, before: str, yaml: YAML,
                document: Any, rule_id: str, author: str, note: str,
-               text: str | None = None) -> Saved | dict[str, list[str]]:
+               text: str | None = None, was: str = "",
+               pause: bool = False) -> Saved | dict[str, list[str]]:
     """Check, write, keep in the history, reload; or the errors, by form field. Called
-    within the site's `turn`, from the reading of `before` on."""
+    within the site's `turn`, from the reading of `before` on. `was` is the campaign's id
+    before this change (a rename); `pause` starts it paused by the owner."""
     folder: Path = request.app.state.rule_folders[site.key]
     after = drafts.dump(yaml, document) if text is None else text
     errors: dict[str, list[str]] = {}
     # Off the event loop: it copies and parses the site's whole folder.
-    for error in await asyncio.to_thread(drafts.check, folder, path, after):
+    checked = await asyncio.to_thread(drafts.check, folder, path, after)
+    for error in checked.errors:
         field = drafts.field_of(after, rule_id, error) if error.line else ""
         errors.setdefault(field, []).append(f"line {error.line}: {error.reason}"
                                             if error.line else error.reason)
@@ -148,12 +156,40 @@ async def save(request: Request, hub: Hub, site: Site, path: Path, before: str, 
         return errors
     query = f"?site={quote(site.key)}" if request.query_params.get("site") else ""
     if after != before:
+        kept = await _keep_paused(hub, site, checked.fingerprints, rule_id, was or rule_id,
+                                  pause)
+        # No await from here to the reload: no guard of this process sees the new file
+        # before the pauses that name its new version.
         drafts.write(path, after)
+        reload_rules(hub, request.app.state.rule_folders, request.app.state.geo_available)
+        hub.paused_for(site.key).update(kept)
         await history.record(hub.store, site.key, relative(request, site, path), before,
                              history.Version(hub.clock(), author.strip() or "the owner",
                                              after, note))
-        await reload(request, hub)
+        await guard_all(hub)
     return Saved(site, query)
+
+
+async def _keep_paused(hub: Hub, site: Site, fingerprints: dict[str, str], rule_id: str,
+                       was: str, pause: bool) -> set[str]:
+    """The owner's pauses follow their campaigns through a save (to the new version, to
+    the new name); the guard's own pauses do not: a changed campaign is a new one to judge
+    (see live/guard.py). Returns the campaigns that stay paused."""
+    pauses = await load_pauses(hub.store, site.key)
+    kept: set[str] = set()
+    for current, fingerprint in fingerprints.items():
+        before = was if current == rule_id else current
+        found = pauses.get(before)
+        if found is not None and found.state == PAUSED and found.by == "owner":
+            pauses.pop(before)
+            pauses[current] = replace(found, rule=current, fingerprint=fingerprint)
+            kept.add(current)
+    if pause and rule_id in fingerprints:
+        pauses[rule_id] = Pause(rule_id, PAUSED, hub.clock(), fingerprints[rule_id], by="owner")
+        kept.add(rule_id)
+    if kept:
+        await save_pauses(hub.store, site.key, pauses)
+    return kept
 
 
 async def reload(request: Request, hub: Hub) -> None:
