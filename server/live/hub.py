@@ -292,11 +292,13 @@ class Hub:
             await self.store.save_delivery(Delivery.new(site, visitor, call.url, call.payload,
                                                         now))
             self.counts["webhook.queued"] += 1
-        if result.taggings:
+        taggings = [(audience, until) for audience, until in result.taggings
+                    if audience not in result.refreshed]
+        if taggings:
             ids = identifiers(session.profile)
             self.counts["audience.joined"] += await self.store.audience_tag(
                 site, [Tagging(visitor, audience, until, ids)
-                       for audience, until in result.taggings], now)
+                       for audience, until in taggings], now)
         if result.profile_changed:
             self.pending.profile(site, session.profile)
 
