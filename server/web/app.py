@@ -47,6 +47,7 @@ from .api.routes import ApiError, api_error
 from .appointments import ROUTES as APPOINTMENT_ROUTES
 from .headers import SecurityHeaders
 from .health import routes as health_routes
+from .heap import settle_heap
 from .limits import Admission, receive_body_within, slow_header_guard
 from .logs import scrub_client_addresses
 from .socket import widget_socket
@@ -98,8 +99,10 @@ class PopinApp:
             await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
-    """Build the app; pass `store` to share one the caller owns (tests, benchmarks)."""
+def create_app(settings: Settings, store: Store | None = None,
+               serving: bool = False) -> PopinApp:
+    """Build the app; pass `store` to share one the caller owns (tests, benchmarks), and
+    `serving` when it is the process's only app (`popin serve`): its heap is tuned."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -133,6 +136,8 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
             watch_rules(hub, settings.folders(), geo is not None, files=settings.reload)))
         if relay is not None:
             tasks.append(asyncio.create_task(relay.run(hub)))
+        if serving:
+            settle_heap()
         try:
             yield
         finally:

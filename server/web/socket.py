@@ -34,6 +34,7 @@ from ..core.wire.protocol import (
 )
 from ..live.hub import Hub, IdentityRefused
 from .limits import Admission, TokenBucket
+from .wheel import Alarm, wheel
 
 log = logging.getLogger("popin.socket")
 
@@ -137,6 +138,8 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
     loop = asyncio.get_running_loop()
     bucket = TokenBucket(limits.messages_per_second, limits.message_burst, loop.time())
     opened = last_message = loop.time()
+    timers = wheel()
+    alarm = Alarm(asyncio.current_task())
     try:
         while True:
             # Whichever comes first: a session timer, the idle limit, the hello limit.
@@ -147,11 +150,21 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
                 deadline = session.next_deadline()
                 if deadline is not None and loop.time() + deadline - hub.clock() < wake:
                     wake, why = loop.time() + deadline - hub.clock(), 0
-            try:
-                # A timeout, not wait_for: no task is made for every frame.
-                async with asyncio.timeout_at(wake):
+            timed_out = loop.time() >= wake
+            if not timed_out:
+                timers.set(alarm, wake)
+                alarm.waiting = True
+                try:
                     frame = await websocket.receive()
-            except TimeoutError:
+                except asyncio.CancelledError:
+                    if not alarm.woken():
+                        raise
+                    timed_out = loop.time() >= wake
+                    if not timed_out:
+                        continue
+                finally:
+                    alarm.waiting = False
+            if timed_out:
                 if why:
                     hub.counts["closed.hello_timeout" if why == CLOSE_HELLO_TIMEOUT
                                else "closed.idle"] += 1
@@ -223,6 +236,7 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
                 continue
             await _deliver(websocket, hub, session, result)
     finally:
+        timers.stop(alarm)
         if session is not None:
             hub.detach(session, websocket)
             hub.release(session)
