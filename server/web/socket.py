@@ -29,8 +29,9 @@ from ..core.wire.protocol import (
     CLOSE_UNKNOWN_SITE,
     MAX_ERRORS_PER_CONNECTION,
     ProtocolError,
-    decode,
     encode,
+    messages_of,
+    parse,
 )
 from ..live.hub import Hub, IdentityRefused
 from .limits import Admission, TokenBucket
@@ -195,46 +196,67 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
             if data is None:
                 data = frame.get("bytes") or b""
             try:
-                message = decode(data)
-                if session is None:
-                    if not isinstance(message, Hello):
-                        raise ProtocolError("not_ready", "the first message must be 'hello'")
-                    session = await hub.open(site, message, user_agent, client_ip)
-                    hub.attach(session, websocket)
-                    result = session.begin(message, hub.rules_of(site.key), hub.clock())
-                    await _deliver(websocket, hub, session, result)
-                    # Already in the outbox: sent again as they are, not stored again.
-                    for push in await hub.unacknowledged(session):
-                        await websocket.send_text(encode(push))
-                    continue
-                if isinstance(message, Hello):
-                    raise ProtocolError("bad_message", "'hello' was already received", "type")
-                if isinstance(message, Identify):
-                    await _identify(websocket, hub, site, session, message)
-                    continue
-                if isinstance(message, Preview):
-                    try:
-                        await websocket.send_text(encode(hub.preview(session, message.token)))
-                    except PreviewError as error:
-                        raise ProtocolError("bad_field", str(error), "token") from None
-                    continue
-                if isinstance(message, FormSubmit):
-                    update = await hub.form(session, message, client_ip or "",
-                                            websocket.origin_of_server())
-                    if update is None:
-                        raise ProtocolError("bad_field", "no pop-in here has that form", "id")
-                    await websocket.send_text(encode(update))
-                    continue
-                result = session.handle(message, hub.rules_of(site.key), hub.clock())
+                items: list[Any] = messages_of(data)
             except ProtocolError as error:
-                errors += 1
-                hub.counts[f"error.{error.code}"] += 1
-                await websocket.send_text(encode(error.frame()))
-                if errors >= MAX_ERRORS_PER_CONNECTION:
-                    await websocket.close(CLOSE_POLICY_VIOLATION)
-                    return
-                continue
-            await _deliver(websocket, hub, session, result)
+                items = [error]
+            for index, item in enumerate(items):
+                # The frame paid for its first message above; the others of a batch pay
+                # their own way.
+                if index and not bucket.take(last_message):
+                    dropped += 1
+                    hub.counts["dropped.rate"] += 1
+                    if dropped >= limits.dropped_before_close:
+                        hub.counts["closed.rate"] += 1
+                        await websocket.close(CLOSE_RATE)
+                        return
+                    continue
+                try:
+                    if isinstance(item, ProtocolError):
+                        raise item
+                    message = parse(item)
+                    if session is None:
+                        if not isinstance(message, Hello):
+                            raise ProtocolError("not_ready",
+                                                "the first message must be 'hello'")
+                        session = await hub.open(site, message, user_agent, client_ip)
+                        hub.attach(session, websocket)
+                        result = session.begin(message, hub.rules_of(site.key), hub.clock())
+                        await _deliver(websocket, hub, session, result)
+                        # Already in the outbox: sent again as they are, not stored again.
+                        for push in await hub.unacknowledged(session):
+                            await websocket.send_text(encode(push))
+                        continue
+                    if isinstance(message, Hello):
+                        raise ProtocolError("bad_message", "'hello' was already received",
+                                            "type")
+                    if isinstance(message, Identify):
+                        await _identify(websocket, hub, site, session, message)
+                        continue
+                    if isinstance(message, Preview):
+                        try:
+                            await websocket.send_text(encode(hub.preview(session,
+                                                                         message.token)))
+                        except PreviewError as error:
+                            raise ProtocolError("bad_field", str(error), "token") from None
+                        continue
+                    if isinstance(message, FormSubmit):
+                        update = await hub.form(session, message, client_ip or "",
+                                                websocket.origin_of_server())
+                        if update is None:
+                            raise ProtocolError("bad_field", "no pop-in here has that form",
+                                                "id")
+                        await websocket.send_text(encode(update))
+                        continue
+                    result = session.handle(message, hub.rules_of(site.key), hub.clock())
+                except ProtocolError as error:
+                    errors += 1
+                    hub.counts[f"error.{error.code}"] += 1
+                    await websocket.send_text(encode(error.frame()))
+                    if errors >= MAX_ERRORS_PER_CONNECTION:
+                        await websocket.close(CLOSE_POLICY_VIOLATION)
+                        return
+                    continue
+                await _deliver(websocket, hub, session, result)
     finally:
         timers.stop(alarm)
         if session is not None:
@@ -265,7 +287,8 @@ async def _identify(websocket: Socket, hub: Hub, site: Site, session: Session,
 
 
 async def _deliver(websocket: Socket, hub: Hub, session: Session, result: Result) -> None:
-    await hub.prepare(session, result)
-    for message in result.messages:
-        await websocket.send_text(encode(message))
+    if result.messages:
+        await hub.prepare(session, result)
+        for message in result.messages:
+            await websocket.send_text(encode(message))
     await hub.settle(session, result)
