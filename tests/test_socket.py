@@ -295,7 +295,7 @@ def test_a_batch_is_read_as_its_messages_in_order(client: TestClient) -> None:
         shown = ws.receive_json()
         assert shown["type"] == "show" and shown["rule"] == "wax"
         send(ws, {"type": "popin", "id": shown["id"], "status": "shown"})
-        ws.send_text(orjson.dumps([{"type": "idle", "seconds": 1}] * 21).decode())
+        ws.send_text(orjson.dumps([{"type": "idle", "seconds": 1}] * 51).decode())
         assert ws.receive_json()["code"] == "bad_message"
         ws.send_text("[]")
         assert ws.receive_json()["code"] == "bad_message"

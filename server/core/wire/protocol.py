@@ -45,7 +45,7 @@ from .events import (
 
 MAX_MESSAGE_BYTES = 4096
 # Messages in one frame, at most (a batch counts message by message against the rate).
-MAX_BATCH = 20
+MAX_BATCH = 50
 # Past this many bad messages on one connection, the client is broken or hostile.
 MAX_ERRORS_PER_CONNECTION = 20
 CLOSE_POLICY_VIOLATION = 1008
