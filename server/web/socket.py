@@ -121,17 +121,19 @@ async def widget_socket(hub: Hub, gate: Admission, limits: Limits, scope: Scope,
         hub.counts[f"refused.{full}"] += 1
         await websocket.close(CLOSE_TRY_LATER)
         return
+    # Read before the handshake completes: the headers are let go then (web.connection).
+    user_agent = websocket.header(b"user-agent") or ""
     try:
         await websocket.accept()
-        await _serve(websocket, hub, site, limits)
+        await _serve(websocket, hub, site, limits, user_agent)
     except OSError:
         pass  # the client went away while we were sending (uvicorn's ClientDisconnected)
     finally:
         gate.release(address)
 
 
-async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> None:
-    user_agent = websocket.header(b"user-agent") or ""
+async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
+                 user_agent: str) -> None:
     client_ip = websocket.client_host
     session: Session | None = None
     errors = dropped = 0
