@@ -293,4 +293,5 @@ async def _deliver(websocket: Socket, hub: Hub, session: Session, result: Result
         await hub.prepare(session, result)
         for message in result.messages:
             await websocket.send_text(encode(message))
-    await hub.settle(session, result)
+    if not hub.settled(session, result):
+        await hub.settle(session, result)
