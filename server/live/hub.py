@@ -16,7 +16,6 @@ from typing import Any, Protocol
 
 from ..core.preview import PreviewError, preview_message
 from ..core.rules.engine import RuleSet
-from ..core.rules.forms import SLOTS_MARK
 from ..core.rules.variants import split_key
 from ..core.session import Result, Session
 from ..core.site import CONSENT_LEVELS, Site
@@ -234,12 +233,6 @@ class Hub:
             await self.peers.save_session(*key, session.snapshot(), SESSION_IDLE_SECONDS)
         except Exception:
             log.warning("a session's snapshot could not be written")
-
-    def prepared(self, session: Session, result: Result) -> bool:
-        """Whether `prepare` has nothing to do for these pushes (no slots to fill)."""
-        return self.sites.get(session.site) is None or not any(
-            message["type"] == "show" and SLOTS_MARK in message["html"]
-            for message in result.messages)
 
     async def prepare(self, session: Session, result: Result) -> None:
         """What a push needs from the store before it leaves (free slots)."""

@@ -10,16 +10,10 @@ are a list and a flag, and the handshake is let go once it is done.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.http11 import Request
 
-# The scope extension that hands the protocol to the widget socket (web.conversation).
-FRAMES = "popin.frames"
-# A queue item of ours: the rest of a frame read directly, for the socket's task to finish.
-LATER = "popin.later"
 # What the widget socket still reads from its request once it is open (links in pop-ins
 # lead back to the host the visitor reached).
 KEPT_HEADERS = frozenset({b"host"})
@@ -88,46 +82,8 @@ class Gate:
 class WidgetProtocol(WebSocketsSansIOProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.mailbox = Mailbox(self.loop)
-        self.queue = self.mailbox  # type: ignore[assignment]
+        self.queue = Mailbox(self.loop)  # type: ignore[assignment]
         self.writable = Gate(self.loop)  # type: ignore[assignment]
-        # Set by the widget socket once its session is open: reads a text frame on the
-        # spot, or says no and the frame goes through the queue as usual.
-        self.direct: Callable[[str], bool] | None = None
-
-    def handle_connect(self, event: Request) -> None:
-        super().handle_connect(event)
-        scope = getattr(self, "scope", None)
-        if scope is not None:
-            scope["extensions"][FRAMES] = self
-
-    def send_receive_event_to_app(self) -> None:
-        direct = self.direct
-        if (direct is not None and self.curr_msg_data_type == "text" and not self.close_sent
-                and self.mailbox.empty()):
-            data = self.frames[0] if len(self.frames) == 1 else b"".join(self.frames)
-            try:
-                text = data.decode()
-            except UnicodeDecodeError:
-                pass  # uvicorn closes the socket for it
-            else:
-                if direct(text):
-                    self.frames = []
-                    return
-        super().send_receive_event_to_app()
-
-    def open_for_writes(self) -> bool:
-        return (self.handshake_complete and not self.close_sent and not self.disconnected
-                and self.writable.is_set())
-
-    def send_now(self, text: str) -> None:
-        """A text frame out, from a direct read (`open_for_writes` was asked first)."""
-        self.conn.send_text(text.encode())
-        self.transport.write(b"".join(self.conn.data_to_send()))
-
-    def later(self, step: Callable[[], Awaitable[bool]]) -> None:
-        """What a direct read could not finish: the task does it before any later frame."""
-        self.mailbox.put_nowait({"type": LATER, "step": step})
 
     async def send(self, message: Any) -> None:
         await super().send(message)

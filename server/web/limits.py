@@ -40,15 +40,6 @@ class TokenBucket:
         self._tokens -= 1.0
         return True
 
-    def take_all(self, now: float, count: int) -> bool:
-        """`count` messages at once, or none of them (the caller then takes them one by
-        one, dropping those over the rate)."""
-        tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
-        if tokens < count:
-            return False
-        self._tokens, self._stamp = tokens - count, now
-        return True
-
 
 class Admission:
     """Open sockets, per client address and in all."""

@@ -1,11 +1,12 @@
 """The widget's WebSocket: checks who is calling, then only pipes.
 
-Decoding lives in `core.wire.protocol`, the conversation in `web.conversation`,
-behaviour in `core.session`, persistence in `live.hub`.
+Decoding lives in `core.wire.protocol`, behaviour in `core.session`, persistence in
+`live.hub`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import parse_qs
@@ -13,17 +14,28 @@ from urllib.parse import parse_qs
 from starlette.types import Message, Receive, Scope, Send
 
 from ..config import Limits
+from ..core.preview import PreviewError
+from ..core.session import Result, Session, widget_config
 from ..core.site import Site
+from ..core.visitor.identity import TraitError, verify_user_hash
+from ..core.wire.events import FormSubmit, Hello, Identify, Preview
 from ..core.wire.protocol import (
     CLOSE_FORBIDDEN_ORIGIN,
+    CLOSE_HELLO_TIMEOUT,
+    CLOSE_IDLE,
+    CLOSE_POLICY_VIOLATION,
+    CLOSE_RATE,
     CLOSE_TRY_LATER,
     CLOSE_UNKNOWN_SITE,
+    MAX_ERRORS_PER_CONNECTION,
+    ProtocolError,
     encode,
+    messages_of,
+    parse,
 )
-from ..live.hub import Hub
-from .connection import FRAMES
-from .conversation import Conversation
-from .limits import Admission
+from ..live.hub import Hub, IdentityRefused
+from .limits import Admission, TokenBucket
+from .wheel import Alarm, wheel
 
 log = logging.getLogger("popin.socket")
 
@@ -111,11 +123,175 @@ async def widget_socket(hub: Hub, gate: Admission, limits: Limits, scope: Scope,
         return
     # Read before the handshake completes: the headers are let go then (web.connection).
     user_agent = websocket.header(b"user-agent") or ""
-    frames = scope.get("extensions", {}).get(FRAMES)
     try:
         await websocket.accept()
-        await Conversation(websocket, hub, site, limits, user_agent, frames).serve()
+        await _serve(websocket, hub, site, limits, user_agent)
     except OSError:
         pass  # the client went away while we were sending (uvicorn's ClientDisconnected)
     finally:
         gate.release(address)
+
+
+async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
+                 user_agent: str) -> None:
+    client_ip = websocket.client_host
+    session: Session | None = None
+    errors = dropped = 0
+    rules_version = hub.rules_version
+    loop = asyncio.get_running_loop()
+    bucket = TokenBucket(limits.messages_per_second, limits.message_burst, loop.time())
+    opened = last_message = loop.time()
+    timers = wheel()
+    alarm = Alarm(asyncio.current_task())
+    try:
+        while True:
+            # Whichever comes first: a session timer, the idle limit, the hello limit.
+            if session is None:
+                wake, why = opened + limits.hello_seconds, CLOSE_HELLO_TIMEOUT
+            else:
+                wake, why = last_message + limits.idle_seconds, CLOSE_IDLE
+                deadline = session.next_deadline()
+                if deadline is not None and loop.time() + deadline - hub.clock() < wake:
+                    wake, why = loop.time() + deadline - hub.clock(), 0
+            timed_out = loop.time() >= wake
+            if not timed_out:
+                timers.set(alarm, wake)
+                alarm.waiting = True
+                try:
+                    frame = await websocket.receive()
+                except asyncio.CancelledError:
+                    if not alarm.woken():
+                        raise
+                    timed_out = loop.time() >= wake
+                    if not timed_out:
+                        continue
+                finally:
+                    alarm.waiting = False
+            if timed_out:
+                if why:
+                    hub.counts["closed.hello_timeout" if why == CLOSE_HELLO_TIMEOUT
+                               else "closed.idle"] += 1
+                    await websocket.close(why)
+                    return
+                assert session is not None
+                ticked = session.tick(hub.rules_of(site.key), hub.clock())
+                await _deliver(websocket, hub, session, ticked)
+                continue
+            if frame["type"] == "websocket.disconnect":
+                return
+            last_message = loop.time()
+            if not bucket.take(last_message):
+                # Dropped unread: decoding and the store are what a flood would cost.
+                dropped += 1
+                hub.counts["dropped.rate"] += 1
+                if dropped >= limits.dropped_before_close:
+                    hub.counts["closed.rate"] += 1
+                    await websocket.close(CLOSE_RATE)
+                    return
+                continue
+            if session is not None and rules_version != hub.rules_version:
+                # The rules were reloaded: the widget may need to watch other things.
+                rules_version = hub.rules_version
+                await websocket.send_text(encode(widget_config(hub.rules_of(site.key),
+                                                               session.facts)))
+            data = frame.get("text")
+            if data is None:
+                data = frame.get("bytes") or b""
+            try:
+                items: list[Any] = messages_of(data)
+            except ProtocolError as error:
+                items = [error]
+            for index, item in enumerate(items):
+                # The frame paid for its first message above; the others of a batch pay
+                # their own way.
+                if index and not bucket.take(last_message):
+                    dropped += 1
+                    hub.counts["dropped.rate"] += 1
+                    if dropped >= limits.dropped_before_close:
+                        hub.counts["closed.rate"] += 1
+                        await websocket.close(CLOSE_RATE)
+                        return
+                    continue
+                try:
+                    if isinstance(item, ProtocolError):
+                        raise item
+                    message = parse(item)
+                    if session is None:
+                        if not isinstance(message, Hello):
+                            raise ProtocolError("not_ready",
+                                                "the first message must be 'hello'")
+                        session = await hub.open(site, message, user_agent, client_ip)
+                        hub.attach(session, websocket)
+                        result = session.begin(message, hub.rules_of(site.key), hub.clock())
+                        await _deliver(websocket, hub, session, result)
+                        # Already in the outbox: sent again as they are, not stored again.
+                        for push in await hub.unacknowledged(session):
+                            await websocket.send_text(encode(push))
+                        continue
+                    if isinstance(message, Hello):
+                        raise ProtocolError("bad_message", "'hello' was already received",
+                                            "type")
+                    if isinstance(message, Identify):
+                        await _identify(websocket, hub, site, session, message)
+                        continue
+                    if isinstance(message, Preview):
+                        try:
+                            await websocket.send_text(encode(hub.preview(session,
+                                                                         message.token)))
+                        except PreviewError as error:
+                            raise ProtocolError("bad_field", str(error), "token") from None
+                        continue
+                    if isinstance(message, FormSubmit):
+                        update = await hub.form(session, message, client_ip or "",
+                                                websocket.origin_of_server())
+                        if update is None:
+                            raise ProtocolError("bad_field", "no pop-in here has that form",
+                                                "id")
+                        await websocket.send_text(encode(update))
+                        continue
+                    result = session.handle(message, hub.rules_of(site.key), hub.clock())
+                except ProtocolError as error:
+                    errors += 1
+                    hub.counts[f"error.{error.code}"] += 1
+                    await websocket.send_text(encode(error.frame()))
+                    if errors >= MAX_ERRORS_PER_CONNECTION:
+                        await websocket.close(CLOSE_POLICY_VIOLATION)
+                        return
+                    continue
+                await _deliver(websocket, hub, session, result)
+    finally:
+        timers.stop(alarm)
+        if session is not None:
+            hub.detach(session, websocket)
+            hub.release(session)
+            await hub.hand_over(session)
+
+
+async def _identify(websocket: Socket, hub: Hub, site: Site, session: Session,
+                    message: Identify) -> None:
+    if not session.facts.may_remember:
+        raise ProtocolError("no_consent", "identify waits for the visitor's consent")
+    vouched = verify_user_hash(site.identity_secret, message.user_id, message.user_hash)
+    if not vouched and site.unsigned_identify != "new_users":
+        hub.counts["refused.identify"] += 1
+        raise ProtocolError("unverified", "identify needs the user_hash your backend computes "
+                            "with the site's identity_secret", "user_hash")
+    try:
+        visitor, _stored = await hub.identify(site, session.profile.visitor, message.user_id,
+                                              message.traits, vouched=vouched)
+    except TraitError as error:
+        raise ProtocolError("bad_field", error.message, error.field) from None
+    except IdentityRefused as error:
+        hub.counts["refused.identify"] += 1
+        raise ProtocolError("unverified", str(error), "user_hash") from None
+    # The widget keeps this id from now on: every device of the user shares one profile.
+    await websocket.send_text(encode({"type": "identity", "visitor": visitor}))
+
+
+async def _deliver(websocket: Socket, hub: Hub, session: Session, result: Result) -> None:
+    if result.messages:
+        await hub.prepare(session, result)
+        for message in result.messages:
+            await websocket.send_text(encode(message))
+    if not hub.settled(session, result):
+        await hub.settle(session, result)
