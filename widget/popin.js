@@ -23,7 +23,7 @@
   var remember;
   function stored(key, value, always) {
     try {
-      if (value === undefined) return localStorage.getItem(key) || '';
+      if (value == null) return localStorage.getItem(key) || '';
       if (remember || always) localStorage.setItem(key, value);
     } catch (e) {}
     return '';
@@ -66,7 +66,7 @@
   function send(message) {
     if (preview && message.type !== 'preview') return;
     if (outbox.length < 50) outbox.push(message);
-    if (!outbox[1]) setTimeout(flush);
+    if (!outbox[1]) queueMicrotask(flush);
     // Closed for idleness (4001): back as soon as the visitor does something.
     if (asleep && !ws) { asleep = 0; connect(); }
   }
@@ -197,7 +197,7 @@
     config.idle.forEach(function (seconds) {
       if (idle >= seconds && idleSent < seconds) send({ type: 'idle', seconds: seconds });
     });
-    idleSent = Math.max(idleSent, Math.floor(idle));
+    idleSent = Math.max(idleSent, idle | 0);
     // No input for 30 s: the visitor is not reading any more.
     if (idle > 30) return;
     var seen = {};
@@ -313,7 +313,7 @@ button.cta{border:0;cursor:pointer;font:inherit;font-weight:600}button.cta:disab
     } catch (e) {
       root.innerHTML = '<style>' + CSS + '</style>' + message.html;
     }
-    current = { id: id, root: root, corner: !PLACES[message.placement] || message.placement.indexOf('corner') === 0,
+    current = { id: id, root: root, corner: !PLACES[message.placement] || !message.placement.indexOf('corner'),
       left: message.placement === 'corner_left', offset: message.offset || [16, 16] };
     root.addEventListener('submit', function (event) {
       event.preventDefault();
