@@ -130,7 +130,7 @@ def serve(args: argparse.Namespace) -> int:
     worker_fd = os.environ.get(WORKER_FD)
     if args.workers > 1 and worker_fd is None:
         return _supervise(args, settings)
-    app = create_app(settings)
+    app = create_app(settings, serving=True)
     where = f"http://{args.host}:{args.port}/"
     shown = f"demo shop at {where}demo/" if "demo" in settings.sites else f"listening on {where}"
     if worker_fd is None:

@@ -53,7 +53,7 @@ def eventually(page: Any, check: Callable[[], Any], timeout: float = 5.0) -> Any
 
 
 class SocketLog:
-    """Every frame the page's widget sends, decoded."""
+    """Every message the page's widget sends, decoded."""
 
     def __init__(self, page: Any) -> None:
         self.sent: list[dict[str, Any]] = []
@@ -61,8 +61,13 @@ class SocketLog:
         page.on("websocket", self._attach)
 
     def _attach(self, ws: Any) -> None:
-        ws.on("framesent", lambda payload: self.sent.append(orjson.loads(payload)))
+        ws.on("framesent", self._sent)
         ws.on("close", lambda socket: self.closed.append(socket.url))
+
+    def _sent(self, payload: str | bytes) -> None:
+        # What happened in one moment arrives as one frame holding a list.
+        message = orjson.loads(payload)
+        self.sent.extend(message if isinstance(message, list) else [message])
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
         return [message for message in self.sent if message["type"] == kind]

@@ -278,3 +278,25 @@ def test_a_signed_preview_shows_the_pop_in_and_counts_nothing(client: TestClient
     assert "status.unknown_push" not in text
     run(hub.flush())
     assert run(hub.store.stats_read("demo", "2000-01-01", "2100-01-01")) == []
+
+
+def test_a_batch_is_read_as_its_messages_in_order(client: TestClient) -> None:
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+        # The hello may open a batch: the widget sends what it queued before the socket.
+        ws.send_text(orjson.dumps([hello(), {"type": "pageview",
+                                             "url": "http://testserver/demo/skis.html"}]).decode())
+        assert ws.receive_json()["type"] == "config"
+        ws.send_text(orjson.dumps([
+            {"type": "scroll", "percent": 300},
+            {"type": "dwell", "keyword": "waxing", "seconds": 5},
+        ]).decode())
+        # Each message on its own: the bad one answered, the next one still read.
+        assert ws.receive_json()["field"] == "percent"
+        shown = ws.receive_json()
+        assert shown["type"] == "show" and shown["rule"] == "wax"
+        send(ws, {"type": "popin", "id": shown["id"], "status": "shown"})
+        ws.send_text(orjson.dumps([{"type": "idle", "seconds": 1}] * 51).decode())
+        assert ws.receive_json()["code"] == "bad_message"
+        ws.send_text("[]")
+        assert ws.receive_json()["code"] == "bad_message"
+    assert 'kind="popin.shown"} 1' in metrics(client)

@@ -9,31 +9,32 @@
   var origin = new URL(script.src, location.href);
   var socketUrl = origin.protocol.replace('http', 'ws') + '//' + origin.host + '/ws?site=' +
     encodeURIComponent(script.getAttribute('data-site') || '');
-  var SESSION_IDLE = 18e5; // 30 min, as the server
-  var ACTIVE_WINDOW = 3e4; // no input for 30 s: the visitor is not reading any more
-  var ws, asleep = false, attempts = 0, everOpened = false, outbox = [], lastUrl, lastActive = Date.now();
-  var config = { watch: [], scroll: [], idle: [], tab: 0, exit: false };
+  var ws, asleep, attempts = 0, everOpened, outbox = [], lastUrl, lastActive = now();
+  var config = { watch: [], scroll: [], idle: [], tab: 0 };
   var watches = {}, observer, visible = new Map(), host, current, scanTimer, sheet;
   var keepClear = script.getAttribute('data-keep-clear') || '';
-  var page = { scroll: 0, exit: false }, idleSent = 0, typing = false, hiddenAt = 0, lastY = 0, lastYAt = 0;
+  var page = { scroll: 0 }, idleSent = 0, typing = false, hiddenAt = 0, lastY = 0, lastYAt = 0;
   // A consent tool on the page (IAB TCF, Google Consent Mode): popin-consent.js reads it
   // and tells the server, which decides what may be kept; meanwhile nothing is.
   var cmp = !!(w.__tcfapi || w.dataLayer), signals = {};
 
   // Storage that never throws (private modes, blocked storage), and writes nothing but
   // the visitor's own choice until the server says the visitor's consent allows it.
-  var remember = false;
+  var remember;
   function stored(key, value, always) {
     try {
-      if (value === undefined) return localStorage.getItem(key) || '';
+      if (value == null) return localStorage.getItem(key) || '';
       if (remember || always) localStorage.setItem(key, value);
     } catch (e) {}
     return '';
   }
   function forget() {
-    ['popin_v', 'popin_s', 'popin_seen'].forEach(function (key) {
+    'popin_v popin_s popin_seen'.split(' ').forEach(function (key) {
       try { localStorage.removeItem(key); } catch (e) {}
     });
+  }
+  function now() {
+    return Date.now();
   }
   var choice = stored('popin_c'); // '1' opted in, '0' opted out, '' not asked
   function newId() {
@@ -43,9 +44,10 @@
   }
   var visitor = stored('popin_v') || newId(), lastSession = '';
   function sessionId() {
-    var now = Date.now(), saved = (stored('popin_s') || lastSession).split('.');
-    var id = saved[0] && now - saved[1] < SESSION_IDLE ? saved[0] : newId();
-    stored('popin_s', lastSession = id + '.' + now);
+    var at = now(), saved = (stored('popin_s') || lastSession).split('.');
+    // A session ends after 30 minutes without a page, as on the server.
+    var id = saved[0] && at - saved[1] < 18e5 ? saved[0] : newId();
+    stored('popin_s', lastSession = id + '.' + at);
     return id;
   }
   function keepIds() {
@@ -60,29 +62,36 @@
 
   // The owner's preview link: that rule's pop-in here, and nothing else sent (no visit).
   var preview = /popin-preview=([\w.-]+)/.exec(location.hash);
+  // What happens in one moment leaves in one frame, a list, once the socket is open.
   function send(message) {
     if (preview && message.type !== 'preview') return;
-    if (ws && ws.readyState === 1) ws.send(JSON.stringify(message));
-    else if (outbox.length < 50) outbox.push(message);
+    if (outbox.length < 50) outbox.push(message);
+    if (!outbox[1]) queueMicrotask(flush);
     // Closed for idleness (4001): back as soon as the visitor does something.
-    if (asleep && !ws) { asleep = false; connect(); }
+    if (asleep && !ws) { asleep = 0; connect(); }
+  }
+  function flush() {
+    // All in a frame if within the server's 4 KB, else one at a time.
+    for (var text; ws && ws.readyState === 1 && outbox[0];) {
+      text = JSON.stringify(outbox[1] ? outbox : outbox[0]);
+      ws.send(text.length < 4e3 ? (outbox = [], text) : JSON.stringify(outbox.shift()));
+    }
   }
   function connect() {
-    var opened = false;
+    var opened;
     ws = new WebSocket(socketUrl);
     ws.onopen = function () {
-      opened = everOpened = true;
+      opened = everOpened = 1;
       attempts = 0;
-      ws.send(JSON.stringify({
+      // Then what the consent tools said, again for this connection, and what waited.
+      outbox = [{
         type: 'hello', visitor: visitor, session: sessionId(), url: location.href,
         referrer: d.referrer, language: navigator.language || '',
         timezone: (Intl.DateTimeFormat().resolvedOptions().timeZone || ''),
         gpc: navigator.globalPrivacyControl === true, cmp: cmp,
         consent: choice === '1' ? 'granted' : choice === '0' ? 'denied' : 'unknown'
-      }));
-      // What the consent tools said, again for this connection.
-      for (var source in signals) ws.send(signals[source]);
-      while (outbox.length) ws.send(JSON.stringify(outbox.shift()));
+      }].concat(Object.values(signals), outbox);
+      flush();
     };
     ws.onmessage = function (event) {
       var message;
@@ -100,7 +109,7 @@
       ws = null;
       // 4010: this visitor was erased; keep nothing of them on the device.
       if (event.code === 4010) forget();
-      if (event.code === 4001) { asleep = true; return; }
+      if (event.code === 4001) { asleep = 1; return; }
       // 1008 and 4xxx: the server refused us; a server never reached: stop after a while.
       if (event.code === 1008 || (event.code >= 4000 && event.code < 5000)) return;
       if (!opened && !everOpened && attempts > 8) return;
@@ -115,7 +124,7 @@
     lastUrl = url;
     send({ type: 'pageview', url: location.href, title: d.title });
     for (var name in watches) watches[name].seconds = watches[name].next = 0;
-    page = { scroll: 0, exit: false };
+    page = { scroll: 0 };
     scanSoon();
   }
 
@@ -144,15 +153,15 @@
     if (!d.body || !w.IntersectionObserver) return;
     observer = new IntersectionObserver(function (entries) {
       entries.forEach(function (entry) {
-        visible.get(entry.target).on = entry.isIntersecting && (entry.intersectionRatio >= 0.5 ||
+        visible.get(entry.target).on = entry.isIntersecting && (entry.intersectionRatio >= .5 ||
           entry.intersectionRect.height >= innerHeight / 2);
       });
-    }, { threshold: [0, 0.1, 0.25, 0.5, 0.75, 1] });
+    }, { threshold: [0, .1, .25, .5, .75, 1] });
     var pinned = new Map();
     // Menus, sidebars, headers and banners stay on screen whatever the visitor reads:
     // text in fixed or sticky elements is not reading, unless a rule's selector names it.
     function isPinned(element) {
-      if (!element || element === d.body) return false;
+      if (!element || element === d.body) return 0;
       if (!pinned.has(element)) pinned.set(element, /^(fixed|sticky)$/.test(getComputedStyle(element).position) ||
         isPinned(element.parentElement));
       return pinned.get(element);
@@ -174,7 +183,7 @@
           if (!words.test(node.nodeValue) || (!spec.selector && isPinned(element))) continue;
           var entry = visible.get(element);
           if (!entry) {
-            visible.set(element, entry = { on: false, names: {} });
+            visible.set(element, entry = { names: {} });
             observer.observe(element);
           }
           entry.names[name] = 1;
@@ -184,12 +193,13 @@
   }
   function tick() {
     if (d.visibilityState !== 'visible') return;
-    var idle = (Date.now() - lastActive) / 1000;
+    var idle = (now() - lastActive) / 1000;
     config.idle.forEach(function (seconds) {
       if (idle >= seconds && idleSent < seconds) send({ type: 'idle', seconds: seconds });
     });
-    idleSent = Math.max(idleSent, Math.floor(idle));
-    if (idle * 1000 > ACTIVE_WINDOW) return;
+    idleSent = Math.max(idleSent, idle | 0);
+    // No input for 30 s: the visitor is not reading any more.
+    if (idle > 30) return;
     var seen = {};
     visible.forEach(function (entry, element) {
       if (entry.on) for (var name in entry.names) seen[name] = seen[name] || element;
@@ -212,23 +222,23 @@
     return ((parent && parent !== d.body ? name(parent) + ' > ' : '') + name(element)).slice(0, 120);
   }
   function active() {
-    lastActive = Date.now();
+    lastActive = now();
     idleSent = 0;
   }
   function scrolled() {
-    var root = d.documentElement, now = Date.now(), y = w.scrollY;
+    var root = d.documentElement, at = now(), y = w.scrollY;
     var percent = Math.min(100, Math.round((y + innerHeight) / root.scrollHeight * 100));
     config.scroll.forEach(function (threshold) {
       if (percent >= threshold && page.scroll < threshold) send({ type: 'scroll', percent: threshold });
     });
     page.scroll = Math.max(page.scroll, percent);
     // On touch screens, a fast swipe back up is the nearest thing to leaving.
-    if (lastY - y > innerHeight / 3 && now - lastYAt < 300) exitIntent();
-    if (now - lastYAt > 300 || y > lastY) { lastY = y; lastYAt = now; }
+    if (lastY - y > innerHeight / 3 && at - lastYAt < 300) exitIntent();
+    if (at - lastYAt > 300 || y > lastY) { lastY = y; lastYAt = at; }
   }
   function exitIntent() {
     if (!config.exit || page.exit) return;
-    page.exit = true;
+    page.exit = 1;
     send({ type: 'exit' });
   }
   function field(target) {
@@ -240,29 +250,30 @@
 
   // The pop-in: a card in a corner, inside a Shadow DOM so the page's CSS and ours never
   // meet, position fixed so nothing on the page moves.
-  var CSS = ':host{all:initial}' +
-    '.card{box-sizing:border-box;position:relative;font:14px/1.45 system-ui,sans-serif;' +
-    'color:#1d1d1f;background:#fff;border-radius:12px;' +
-    'box-shadow:0 8px 30px rgba(0,0,0,.2);padding:14px 40px 14px 16px;animation:in .25s ease-out}' +
-    '.title{font-weight:600;font-size:15px;margin:0 0 6px}.body p{margin:0 0 8px}' +
-    '.close{position:absolute;top:6px;right:6px;border:0;background:none;font-size:20px;' +
-    'line-height:1;padding:4px 8px;border-radius:6px;color:#555;cursor:pointer}' +
-    '.close:hover,.close:focus-visible{background:#eee}' +
-    '.cta{display:inline-block;margin-top:4px;padding:8px 14px;border-radius:8px;background:#0b57d0;' +
-    'color:#fff;font-weight:600;text-decoration:none}' +
-    '@keyframes in{from{opacity:0;transform:translateY(8px)}}' +
-    '.top_bar,.bottom_bar{border-radius:0;padding:10px 48px 10px 16px;display:flex;flex-wrap:wrap;' +
-    'align-items:center;gap:4px 16px}.top_bar .title,.bottom_bar .title,.top_bar p,.bottom_bar p{margin:0}' +
-    '.inline{box-shadow:none;border:1px solid #ddd;animation:none}' +
-    '.card{max-height:calc(100vh - 32px);overflow:auto}.area{margin-top:6px}' +
-    '.form label{display:block;margin:6px 0;font-size:13px}.form fieldset{border:0;padding:0;margin:6px 0}' +
-    '.form legend{font-weight:600;font-size:13px}.form textarea,.form input:not([type=radio]):not([type=checkbox])' +
-    '{box-sizing:border-box;width:100%;padding:6px 8px;border:1px solid #bbb;border-radius:6px;font:inherit}' +
-    '.form .slot,.form .choice{display:inline-block;margin:2px 4px 2px 0;padding:4px 8px;border:1px solid #bbb;' +
-    'border-radius:6px}.days{max-height:170px;overflow:auto}.error{color:#b3261e;font-size:12px;margin:2px 0}' +
-    '.notice{background:#fff4e5;padding:6px;border-radius:6px}.done{color:#0b6b2b}' +
-    'button.cta{border:0;cursor:pointer;font:inherit;font-weight:600}button.cta:disabled{opacity:.6}' +
-    '@media (prefers-reduced-motion:reduce){.card{animation:none}}';
+  var CSS = ':host{all:initial}\
+.card{box-sizing:border-box;position:relative;font:14px/1.45 system-ui,sans-serif;\
+color:#1d1d1f;background:#fff;border-radius:12px;\
+box-shadow:0 8px 30px #0003;padding:14px 40px 14px 16px;animation:in .25s ease-out;\
+max-height:calc(100vh - 32px);overflow:auto}\
+.title{font-weight:600;font-size:15px;margin:0 0 6px}.body p{margin:0 0 8px}\
+.close{position:absolute;top:6px;right:6px;border:0;background:none;font-size:20px;\
+line-height:1;padding:4px 8px;border-radius:6px;color:#555;cursor:pointer}\
+.close:is(:hover,:focus-visible){background:#eee}\
+.cta{display:inline-block;margin-top:4px;padding:8px 14px;border-radius:8px;background:#0b57d0;\
+color:#fff;font-weight:600;text-decoration:none}\
+@keyframes in{from{opacity:0;transform:translateY(8px)}}\
+.top_bar,.bottom_bar{border-radius:0;padding:10px 48px 10px 16px;display:flex;flex-wrap:wrap;\
+align-items:center;gap:4px 16px}:is(.top_bar,.bottom_bar) :is(.title,p){margin:0}\
+.inline{box-shadow:none;border:1px solid #ddd;animation:none}\
+.area{margin-top:6px}\
+.form label{display:block;margin:6px 0;font-size:13px}.form fieldset{border:0;padding:0;margin:6px 0}\
+.form legend{font-weight:600;font-size:13px}.form textarea,.form input:not([type=radio]):not([type=checkbox])\
+{box-sizing:border-box;width:100%;padding:6px 8px;border:1px solid #bbb;border-radius:6px;font:inherit}\
+.form :is(.slot,.choice){display:inline-block;margin:2px 4px 2px 0;padding:4px 8px;border:1px solid #bbb;\
+border-radius:6px}.days{max-height:170px;overflow:auto}.error{color:#b3261e;font-size:12px;margin:2px 0}\
+.notice{background:#fff4e5;padding:6px;border-radius:6px}.done{color:#0b6b2b}\
+button.cta{border:0;cursor:pointer;font:inherit;font-weight:600}button.cta:disabled{opacity:.6}\
+@media (prefers-reduced-motion:reduce){.card{animation:none}}';
   function report(id, status) {
     send({ type: 'popin', id: id, status: status });
   }
@@ -302,13 +313,13 @@
     } catch (e) {
       root.innerHTML = '<style>' + CSS + '</style>' + message.html;
     }
-    current = { id: id, root: root, corner: !PLACES[message.placement] || message.placement.indexOf('corner') === 0,
+    current = { id: id, root: root, corner: !PLACES[message.placement] || !message.placement.indexOf('corner'),
       left: message.placement === 'corner_left', offset: message.offset || [16, 16] };
     root.addEventListener('submit', function (event) {
       event.preventDefault();
       var form = event.target, fields = {}, button = form.querySelector('button');
       new FormData(form).forEach(function (value, key) { fields[key] = String(value); });
-      if (button) button.disabled = true;
+      if (button) button.disabled = 1;
       send({ type: 'form', id: id, form: form.getAttribute('data-popin-form'), fields: fields });
     });
     root.addEventListener('click', function (event) {
@@ -325,9 +336,9 @@
       if (target.target || event.ctrlKey || event.metaKey || event.shiftKey) return;
       // Let the report leave before the page does.
       event.preventDefault();
-      var started = Date.now();
+      var started = now();
       (function go() {
-        if (ws && ws.bufferedAmount && Date.now() - started < 300) setTimeout(go, 20);
+        if (ws && (outbox[0] || ws.bufferedAmount) && now() - started < 300) setTimeout(go, 20);
         else location.href = target.href;
       })();
     });
@@ -371,16 +382,16 @@
     return nodes.every(function (node) { return node.nodeType === 1 && node.hasAttribute('data-popin'); });
   }
   function start() {
-    ['pointerdown', 'pointermove', 'keydown', 'scroll', 'wheel', 'touchstart'].forEach(function (name) {
-      w.addEventListener(name, active, { passive: true, capture: true });
+    'pointerdown pointermove keydown scroll wheel touchstart'.split(' ').forEach(function (name) {
+      w.addEventListener(name, active, { passive: 1, capture: 1 });
     });
-    w.addEventListener('scroll', scrolled, { passive: true });
+    w.addEventListener('scroll', scrolled, { passive: 1 });
     d.addEventListener('mouseout', function (event) {
       if (!event.relatedTarget && event.clientY <= 0) exitIntent();
     });
     d.addEventListener('visibilitychange', function () {
-      if (d.hidden) return void (hiddenAt = Date.now());
-      var away = hiddenAt && (Date.now() - hiddenAt) / 1000;
+      if (d.hidden) return void (hiddenAt = now());
+      var away = hiddenAt && (now() - hiddenAt) / 1000;
       if (config.tab && away >= config.tab) send({ type: 'tab', seconds: Math.round(away) });
       hiddenAt = 0;
     });
@@ -397,7 +408,7 @@
     // Content that arrives later (SPA views, lazy sections) may hold keywords too.
     if (w.MutationObserver) new MutationObserver(function (changes) {
       if (!changes.every(ours)) scanSoon();
-    }).observe(d.body, { childList: true, subtree: true });
+    }).observe(d.body, { childList: 1, subtree: 1 });
     setInterval(tick, 1000);
     pageview();
     if (preview) send({ type: 'preview', token: preview[1] });
@@ -406,7 +417,7 @@
   var api = function (command) {
     if (typeof api[command] === 'function') api[command].apply(api, [].slice.call(arguments, 1));
   };
-  api.loaded = true;
+  api.loaded = 1;
   api.track = function (name, props) {
     send({ type: 'event', name: String(name), props: props || {} });
   };
@@ -421,14 +432,14 @@
     place();
   };
   api.consent = function (granted) {
-    stored('popin_c', choice = granted ? '1' : '0', true);
+    stored('popin_c', choice = granted ? '1' : '0', 1);
     remembers(!!granted, 1);
     send({ type: 'consent', granted: !!granted });
   };
   // For popin-consent.js: the latest word of each consent tool, sent now and on reconnects.
   api.signal = function (message) {
-    signals[message.source] = message = JSON.stringify(message);
-    if (ws && ws.readyState === 1) ws.send(message);
+    signals[message.source] = message;
+    if (ws && ws.readyState === 1) send(message);
   };
   w.popin = api;
   if (cmp) d.head.appendChild(d.createElement('script')).src = new URL('popin-consent.js', origin);

@@ -53,6 +53,9 @@ SEARCH_PARAMETERS = ("q", "s", "search", "query", "keywords")
 DAY = 86400.0
 # A visitor who just closed one pop-in is not shown another campaign's straight away.
 QUIET_AFTER_ANY_DISMISS = 60.0
+# A membership may end up to this much (and at most a hundredth of its length) earlier
+# than the visitor's last qualifying event says.
+MAX_REFRESH_SLACK = 3600.0
 
 
 @dataclass(slots=True)
@@ -73,6 +76,8 @@ class Result:
     profile_changed: bool = False
     # (audience, until): memberships the visitor earned or refreshed.
     taggings: list[tuple[str, float]] = field(default_factory=list)
+    # Of those, audiences whose membership was refreshed moments ago: no write needed.
+    refreshed: list[str] = field(default_factory=list)
     # The visitor withdrew (consent denied, GPC): out of every audience.
     leave_audiences: bool = False
     # The visitor's consent now withholds storage: the store keeps only that refusal (the
@@ -229,6 +234,7 @@ class Session:
         into.trace += other.trace
         into.profile_changed |= other.profile_changed
         into.taggings += other.taggings
+        into.refreshed += other.refreshed
         into.leave_audiences |= other.leave_audiences
         into.refused = other.refused if other.refused is not None else into.refused
         into.stats += other.stats
@@ -614,8 +620,13 @@ class Session:
                 continue
             audiences = self.profile.audiences
             until = now + tag.days * DAY
-            audiences[tag.audience] = max(audiences.get(tag.audience, 0.0), until)
+            previous = audiences.get(tag.audience, 0.0)
+            audiences[tag.audience] = max(previous, until)
+            # A membership refreshed moments ago needs no write: one page viewed again
+            # and again would otherwise write to the store every time.
             result.taggings.append((tag.audience, until))
+            if until - previous <= min(MAX_REFRESH_SLACK, tag.days * DAY / 100):
+                result.refreshed.append(tag.audience)
             result.counts.append("tagged")
         for hook in rule.webhooks:
             result.effects.append(WebhookCall(rule.id, hook.url, {

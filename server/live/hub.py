@@ -271,6 +271,30 @@ class Hub:
         self.counts[f"form.{event.form}"] += 1
         return {"type": "update", "id": event.push_id, "html": html}
 
+    def settled(self, session: Session, result: Result) -> bool:
+        """`settle` without a coroutine for a result that needs no store call (nearly
+        every event from a widget); False, having done nothing, for any other."""
+        if (result.leave_audiences or result.effects or not session.facts.may_remember
+                or any(audience not in result.refreshed
+                       for audience, _until in result.taggings)):
+            return False
+        self.counts.update(result.counts)
+        site, visitor = session.site, session.profile.visitor
+        if result.stats:
+            self.record_stats(session, result, self.clock())
+        self._outbox(site, visitor, result)
+        if result.profile_changed:
+            self.pending.profile(site, session.profile)
+        return True
+
+    def _outbox(self, site: str, visitor: str, result: Result) -> None:
+        for message in result.messages:
+            if message["type"] == "show":
+                # Until the widget acknowledges it, a push waits here for the next socket.
+                self.pending.outbox_put(site, visitor, message, message["expires"])
+        for push_id in result.acks:
+            self.pending.outbox_remove(site, visitor, push_id)
+
     async def settle(self, session: Session, result: Result) -> None:
         """Persist what a result changed: profile, outbox, acknowledgements, webhooks,
         audiences; nothing at all while the visitor's consent is needed and not given.
@@ -299,21 +323,18 @@ class Hub:
                 # allowed for an unknown visitor there.
                 self.pending.profile(site, Profile(visitor, withheld=list(refused)))
             return
-        for message in result.messages:
-            if message["type"] == "show":
-                # Until the widget acknowledges it, a push waits here for the next socket.
-                self.pending.outbox_put(site, visitor, message, message["expires"])
-        for push_id in result.acks:
-            self.pending.outbox_remove(site, visitor, push_id)
+        self._outbox(site, visitor, result)
         for call in result.effects:
             await self.store.save_delivery(Delivery.new(site, visitor, call.url, call.payload,
                                                         now))
             self.counts["webhook.queued"] += 1
-        if result.taggings:
+        taggings = [(audience, until) for audience, until in result.taggings
+                    if audience not in result.refreshed]
+        if taggings:
             ids = identifiers(session.profile)
             self.counts["audience.joined"] += await self.store.audience_tag(
                 site, [Tagging(visitor, audience, until, ids)
-                       for audience, until in result.taggings], now)
+                       for audience, until in taggings], now)
         if result.profile_changed:
             self.pending.profile(site, session.profile)
 

@@ -26,6 +26,8 @@ from .contract import RECENT_KEPT, Store
 
 log = logging.getLogger("popin.pending")
 FLUSH_SECONDS = 1.0
+# Profiles written per store call in a flush.
+FLUSH_SLICE = 64
 
 VisitorKey = tuple[str, str]
 OutboxEntry = tuple[dict[str, Any], float] | None
@@ -141,8 +143,11 @@ class PendingWrites:
         stats, self.stats = self.stats, {}
         recent, self.recent = self.recent, {}
         try:
-            if profiles:
-                await store.save_profiles(list(profiles.items()))
+            # In slices: serialising a thousand profiles at once held the interpreter
+            # for milliseconds, and every socket's pushes waited behind it.
+            items = list(profiles.items())
+            for start in range(0, len(items), FLUSH_SLICE):
+                await store.save_profiles(items[start:start + FLUSH_SLICE])
             for (site, visitor), pushes in outbox.items():
                 for push_id, entry in pushes.items():
                     if entry is None:

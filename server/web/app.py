@@ -47,9 +47,11 @@ from .api.openapi import document
 from .api.routes import ROUTES as API_ROUTES
 from .api.routes import ApiError, api_error
 from .appointments import ROUTES as APPOINTMENT_ROUTES
+from .connection import WidgetProtocol
 from .headers import SecurityHeaders
 from .health import routes as health_routes
 from .health import sync_metrics
+from .heap import settle_heap
 from .limits import Admission, receive_body_within, slow_header_guard
 from .logs import scrub_client_addresses
 from .socket import widget_socket
@@ -60,8 +62,8 @@ METRICS_SECONDS = 1.0
 
 # How popin runs on uvicorn, for `popin serve`, the tests and the benchmarks alike.
 UVICORN_OPTIONS: dict[str, Any] = {
-    # The fastest Starlette configuration measured (PRODUCT.md).
-    "ws": "websockets-sansio",
+    # The fastest Starlette configuration measured (PRODUCT.md), lighter per idle socket.
+    "ws": WidgetProtocol,
     # Browsers offer permessage-deflate; our frames are tiny and it costs memory per socket.
     "ws_per_message_deflate": False,
     "ws_max_size": 16 * 1024,
@@ -102,8 +104,10 @@ class PopinApp:
             await self.app(scope, receive, send)
 
 
-def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
-    """Build the app; pass `store` to share one the caller owns (tests, benchmarks)."""
+def create_app(settings: Settings, store: Store | None = None,
+               serving: bool = False) -> PopinApp:
+    """Build the app; pass `store` to share one the caller owns (tests, benchmarks), and
+    `serving` when it is the process's only app (`popin serve`): its heap is tuned."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -144,6 +148,8 @@ def create_app(settings: Settings, store: Store | None = None) -> PopinApp:
             watch_rules(hub, settings.folders(), geo is not None, files=settings.reload)))
         if relay is not None:
             tasks.append(asyncio.create_task(relay.run(hub)))
+        if serving:
+            settle_heap()
         try:
             yield
         finally:

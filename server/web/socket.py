@@ -29,11 +29,13 @@ from ..core.wire.protocol import (
     CLOSE_UNKNOWN_SITE,
     MAX_ERRORS_PER_CONNECTION,
     ProtocolError,
-    decode,
     encode,
+    messages_of,
+    parse,
 )
 from ..live.hub import Hub, IdentityRefused
 from .limits import Admission, TokenBucket
+from .wheel import Alarm, wheel
 
 log = logging.getLogger("popin.socket")
 
@@ -119,17 +121,19 @@ async def widget_socket(hub: Hub, gate: Admission, limits: Limits, scope: Scope,
         hub.counts[f"refused.{full}"] += 1
         await websocket.close(CLOSE_TRY_LATER)
         return
+    # Read before the handshake completes: the headers are let go then (web.connection).
+    user_agent = websocket.header(b"user-agent") or ""
     try:
         await websocket.accept()
-        await _serve(websocket, hub, site, limits)
+        await _serve(websocket, hub, site, limits, user_agent)
     except OSError:
         pass  # the client went away while we were sending (uvicorn's ClientDisconnected)
     finally:
         gate.release(address)
 
 
-async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> None:
-    user_agent = websocket.header(b"user-agent") or ""
+async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
+                 user_agent: str) -> None:
     client_ip = websocket.client_host
     session: Session | None = None
     errors = dropped = 0
@@ -137,6 +141,8 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
     loop = asyncio.get_running_loop()
     bucket = TokenBucket(limits.messages_per_second, limits.message_burst, loop.time())
     opened = last_message = loop.time()
+    timers = wheel()
+    alarm = Alarm(asyncio.current_task())
     try:
         while True:
             # Whichever comes first: a session timer, the idle limit, the hello limit.
@@ -147,11 +153,21 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
                 deadline = session.next_deadline()
                 if deadline is not None and loop.time() + deadline - hub.clock() < wake:
                     wake, why = loop.time() + deadline - hub.clock(), 0
-            try:
-                # A timeout, not wait_for: no task is made for every frame.
-                async with asyncio.timeout_at(wake):
+            timed_out = loop.time() >= wake
+            if not timed_out:
+                timers.set(alarm, wake)
+                alarm.waiting = True
+                try:
                     frame = await websocket.receive()
-            except TimeoutError:
+                except asyncio.CancelledError:
+                    if not alarm.woken():
+                        raise
+                    timed_out = loop.time() >= wake
+                    if not timed_out:
+                        continue
+                finally:
+                    alarm.waiting = False
+            if timed_out:
                 if why:
                     hub.counts["closed.hello_timeout" if why == CLOSE_HELLO_TIMEOUT
                                else "closed.idle"] += 1
@@ -182,47 +198,69 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits) -> Non
             if data is None:
                 data = frame.get("bytes") or b""
             try:
-                message = decode(data)
-                if session is None:
-                    if not isinstance(message, Hello):
-                        raise ProtocolError("not_ready", "the first message must be 'hello'")
-                    session = await hub.open(site, message, user_agent, client_ip)
-                    hub.attach(session, websocket)
-                    result = session.begin(message, hub.rules_of(site.key), hub.clock())
-                    await _deliver(websocket, hub, session, result)
-                    # Already in the outbox: sent again as they are, not stored again.
-                    for push in await hub.unacknowledged(session):
-                        await websocket.send_text(encode(push))
-                    continue
-                if isinstance(message, Hello):
-                    raise ProtocolError("bad_message", "'hello' was already received", "type")
-                if isinstance(message, Identify):
-                    await _identify(websocket, hub, site, session, message)
-                    continue
-                if isinstance(message, Preview):
-                    try:
-                        await websocket.send_text(encode(hub.preview(session, message.token)))
-                    except PreviewError as error:
-                        raise ProtocolError("bad_field", str(error), "token") from None
-                    continue
-                if isinstance(message, FormSubmit):
-                    update = await hub.form(session, message, client_ip or "",
-                                            websocket.origin_of_server())
-                    if update is None:
-                        raise ProtocolError("bad_field", "no pop-in here has that form", "id")
-                    await websocket.send_text(encode(update))
-                    continue
-                result = session.handle(message, hub.rules_of(site.key), hub.clock())
+                items: list[Any] = messages_of(data)
             except ProtocolError as error:
-                errors += 1
-                hub.counts[f"error.{error.code}"] += 1
-                await websocket.send_text(encode(error.frame()))
-                if errors >= MAX_ERRORS_PER_CONNECTION:
-                    await websocket.close(CLOSE_POLICY_VIOLATION)
-                    return
-                continue
-            await _deliver(websocket, hub, session, result)
+                items = [error]
+            for index, item in enumerate(items):
+                # The frame paid for its first message above; the others of a batch pay
+                # their own way.
+                if index and not bucket.take(last_message):
+                    dropped += 1
+                    hub.counts["dropped.rate"] += 1
+                    if dropped >= limits.dropped_before_close:
+                        hub.counts["closed.rate"] += 1
+                        await websocket.close(CLOSE_RATE)
+                        return
+                    continue
+                try:
+                    if isinstance(item, ProtocolError):
+                        raise item
+                    message = parse(item)
+                    if session is None:
+                        if not isinstance(message, Hello):
+                            raise ProtocolError("not_ready",
+                                                "the first message must be 'hello'")
+                        session = await hub.open(site, message, user_agent, client_ip)
+                        hub.attach(session, websocket)
+                        result = session.begin(message, hub.rules_of(site.key), hub.clock())
+                        await _deliver(websocket, hub, session, result)
+                        # Already in the outbox: sent again as they are, not stored again.
+                        for push in await hub.unacknowledged(session):
+                            await websocket.send_text(encode(push))
+                        continue
+                    if isinstance(message, Hello):
+                        raise ProtocolError("bad_message", "'hello' was already received",
+                                            "type")
+                    if isinstance(message, Identify):
+                        await _identify(websocket, hub, site, session, message)
+                        continue
+                    if isinstance(message, Preview):
+                        try:
+                            await websocket.send_text(encode(hub.preview(session,
+                                                                         message.token)))
+                        except PreviewError as error:
+                            raise ProtocolError("bad_field", str(error), "token") from None
+                        continue
+                    if isinstance(message, FormSubmit):
+                        update = await hub.form(session, message, client_ip or "",
+                                                websocket.origin_of_server())
+                        if update is None:
+                            raise ProtocolError("bad_field", "no pop-in here has that form",
+                                                "id")
+                        await websocket.send_text(encode(update))
+                        continue
+                    result = session.handle(message, hub.rules_of(site.key), hub.clock())
+                except ProtocolError as error:
+                    errors += 1
+                    hub.counts[f"error.{error.code}"] += 1
+                    await websocket.send_text(encode(error.frame()))
+                    if errors >= MAX_ERRORS_PER_CONNECTION:
+                        await websocket.close(CLOSE_POLICY_VIOLATION)
+                        return
+                    continue
+                await _deliver(websocket, hub, session, result)
     finally:
+        timers.stop(alarm)
         if session is not None:
             hub.detach(session, websocket)
             hub.release(session)
@@ -251,11 +289,12 @@ async def _identify(websocket: Socket, hub: Hub, site: Site, session: Session,
 
 
 async def _deliver(websocket: Socket, hub: Hub, session: Session, result: Result) -> None:
-    # Read only when there is something to send: an ordinary event pays nothing for it.
-    decided = hub.metrics.now() if result.messages else 0.0
-    await hub.prepare(session, result)
-    for message in result.messages:
-        await websocket.send_text(encode(message))
-    if decided:
+    if result.messages:
+        # Read only when there is something to send: an ordinary event pays nothing for it.
+        decided = hub.metrics.now()
+        await hub.prepare(session, result)
+        for message in result.messages:
+            await websocket.send_text(encode(message))
         hub.metrics.pushed("session", decided, result.messages)
-    await hub.settle(session, result)
+    if not hub.settled(session, result):
+        await hub.settle(session, result)

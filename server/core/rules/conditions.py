@@ -150,6 +150,17 @@ def number_condition(read: Number, key: str, value: Any, line: int,
     checks = [(NUMBER_OPERATORS[op], reader.number(bound, value.line_of(op), f"'{key}.{op}'"))
               for op, bound in value.items()]
 
+    if len(checks) == 1:
+        # The usual single bound, without a generator per evaluation (a busy rule set
+        # evaluates this for every event).
+        ((compare, bound),) = checks
+
+        def holds_one(facts: Facts) -> bool:
+            actual = read(facts)
+            return actual is not None and compare(actual, bound)
+
+        return holds_one
+
     def holds(facts: Facts) -> bool:
         actual = read(facts)
         return actual is not None and all(compare(actual, bound) for compare, bound in checks)

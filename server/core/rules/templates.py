@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -15,6 +15,7 @@ from jinja2.sandbox import SandboxedEnvironment
 from markupsafe import Markup
 
 from .schema import Reader, place
+from .variables import Cards, UsingTemplate, uses_of
 from .yamlsource import Mapping
 
 PLACEMENTS = ("corner", "corner_left", "top_bar", "bottom_bar", "inline")
@@ -50,6 +51,8 @@ class BoundedEnvironment(SandboxedEnvironment):
     """The sandbox (no attribute or call that reaches Python's internals), and no
     computation that grows without bound: repetition, powers, padding and ranges are
     capped, so a template cannot stall the server."""
+
+    template_class = UsingTemplate
 
     intercepted_binops = frozenset({"*", "**", "%"})
 
@@ -141,8 +144,21 @@ class PopinTemplate:
     delay: float = 0.0
     # A corner card's distance from the side and the bottom of the window, in pixels.
     offset: tuple[int, int] = DEFAULT_OFFSET
+    cards: Cards = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cards", Cards([self.title, self.body, *(
+            template for link in self.links for template in link)]))
 
     def render(self, context: dict[str, Any]) -> str:
+        key = self.cards.key(context)
+        card = self.cards.get(key)
+        if card is None:
+            card = self._render(context)
+            self.cards.keep(key, card)
+        return card
+
+    def _render(self, context: dict[str, Any]) -> str:
         try:
             # What the owner's templates render is already escaped (the environment
             # autoescapes): Markup, so the card does not escape it a second time.
@@ -175,11 +191,15 @@ def _loop_depth(node: nodes.Node) -> int:
 def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
     source = reader.text(node, key, max_length=5000)
     try:
-        if _loop_depth(ENVIRONMENT.parse(source)) > MAX_LOOP_DEPTH:
+        tree = ENVIRONMENT.parse(source)
+        if _loop_depth(tree) > MAX_LOOP_DEPTH:
             reader.fail(node.line_of(key), f"template error in {key!r}: loops nested more "
                         f"than {MAX_LOOP_DEPTH} deep; expected at most {MAX_LOOP_DEPTH} (a "
                         "pop-in never needs more)")
-        return ENVIRONMENT.from_string(source)
+        template = ENVIRONMENT.from_string(source)
+        assert isinstance(template, UsingTemplate)
+        template.uses = uses_of(tree)
+        return template
     except TemplateSyntaxError as error:
         # A block scalar (`body: |`) starts on the line after its key.
         offset = error.lineno if "\n" in source else 0

@@ -61,6 +61,9 @@ class Facts:
         say (one denying is enough to deny)."""
         if self.consent == "denied":
             return "denied"
+        if not self.signals:
+            # No consent tool spoke (most pages): asked for every event, kept short.
+            return "granted" if self.consent == "granted" else "unknown"
         if self.consent == "granted":
             older = self.overruled
             since = [levels for source, levels in self.signals.items()

@@ -2,6 +2,7 @@
 
 Client to server: {"type": "hello"|"pageview"|"dwell"|"scroll"|"idle"|"exit"|"tab"|"typing"|
                    "consent"|"event"|"popin"|"identify"|"form"|"preview", ...}
+                 A frame holds one message, or a list of them (what happened together).
 Server to client: {"type": "config"|"show"|"update"|"identity"|"error", ...}
 
 Anything malformed raises `ProtocolError`, which becomes an error frame; the
@@ -43,6 +44,8 @@ from .events import (
 )
 
 MAX_MESSAGE_BYTES = 4096
+# Messages in one frame, at most (a batch counts message by message against the rate).
+MAX_BATCH = 50
 # Past this many bad messages on one connection, the client is broken or hostile.
 MAX_ERRORS_PER_CONNECTION = 20
 CLOSE_POLICY_VIOLATION = 1008
@@ -90,12 +93,31 @@ def encode(message: dict[str, Any]) -> str:
 
 
 def decode(data: str | bytes) -> ClientMessage:
+    return parse(load(data))
+
+
+def load(data: str | bytes) -> Any:
+    """The JSON of one frame: a message, or a batch (a list of messages)."""
     if len(data) > MAX_MESSAGE_BYTES:
         raise ProtocolError("too_big", f"messages are limited to {MAX_MESSAGE_BYTES} bytes")
     try:
-        message = orjson.loads(data)
+        return orjson.loads(data)
     except orjson.JSONDecodeError:
         raise ProtocolError("bad_json", "message is not valid JSON") from None
+
+
+def messages_of(data: str | bytes) -> list[Any]:
+    """The messages of one frame, each for `parse`: the widget sends what happened in
+    the same moment as one frame, a list, to save frames."""
+    loaded = load(data)
+    if not isinstance(loaded, list):
+        return [loaded]
+    if not loaded or len(loaded) > MAX_BATCH:
+        raise ProtocolError("bad_message", f"a batch holds 1 to {MAX_BATCH} messages")
+    return loaded
+
+
+def parse(message: Any) -> ClientMessage:
     if not isinstance(message, dict):
         raise ProtocolError("bad_message", "message must be a JSON object")
     kind = message.get("type")
