@@ -102,9 +102,10 @@ class _Loader(yaml.SafeLoader):
     # each is reported and the rest of the file is still read.
     problems: list[tuple[yaml.Mark, str]]
 
-    def compose_document(self) -> yaml.Node:
-        document: yaml.Node = super().compose_document()
-        _measure(document)
+    def compose_document(self) -> yaml.Node | None:
+        document: yaml.Node | None = super().compose_document()
+        if document is not None:
+            _measure(document)
         return document
 
 
