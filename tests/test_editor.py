@@ -464,6 +464,27 @@ def test_oversized_input_is_refused_naming_the_field(
     assert (folders["demo"] / "waxing.yaml").read_text() == COMMENTED
 
 
+BOMB = ("[&a [x,x,x,x,x,x,x,x,x], " + ", ".join(
+    f"&{name} [{', '.join([f'*{before}'] * 9)}]" for before, name in zip("abcdefg", "bcdefgh",
+                                                                         strict=True)) + "]")
+
+
+@pytest.mark.timeout(30)
+@pytest.mark.parametrize("value", [BOMB, "[" * 5000 + "]" * 5000])
+def test_a_value_that_expands_beyond_reason_is_refused_at_once(
+        client: TestClient, folders: dict[str, Path], value: str) -> None:
+    """Aliases standing for billions of values, or thousands of nested lists, in one field:
+    a short error, answered at once, nothing written (it once froze the server)."""
+    form = opened(client, "waxing-help")
+    form["when.0.name"], form["when.0.value"] = "country", value
+    for path in ("/admin/campaigns/waxing-help/edit", "/admin/editor/preview"):
+        answer = client.post(path, data=form)
+        assert answer.status_code == 400 or answer.json()["errors"], path
+        assert len(answer.text) < 100_000
+        assert "values" in html.unescape(answer.text) and "expected" in answer.text
+    assert (folders["demo"] / "waxing.yaml").read_text() == COMMENTED
+
+
 def test_the_preview_uses_the_widgets_own_card_styles(client: TestClient) -> None:
     styles = client.get("/admin/card.css")
     assert styles.headers["content-type"].startswith("text/css")

@@ -50,6 +50,7 @@ from .pages import render
 from .rows import VARIANT_COLUMNS, VARIANT_PLACEMENTS
 from .saving import Refused, Saved, opened, refusal, save, submitted, turn
 from .sentence import sentence
+from .texts import Unreadable
 
 # What a new campaign's form starts from: a keyword-dwell pop-in, polite by default.
 DEFAULTS = {"trigger": "dwell", "show": "popin", "category": "behavioural",
@@ -118,6 +119,8 @@ async def create(request: Request, hub: Hub, site: Site) -> Response:
             return await _create(request, hub, site, form)
     except Refused as refused:
         return refusal(request, refused)
+    except Unreadable as error:
+        return _form_page(request, site, 400, form, errors={_field_of(form, error): [str(error)]})
 
 
 async def _create(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
@@ -152,6 +155,10 @@ async def update(request: Request, hub: Hub, site: Site) -> Response:
             return await _update(request, hub, site, form)
     except Refused as refused:
         return refusal(request, refused)
+    except Unreadable as error:
+        return _form_page(request, site, 400, form, request.path_params["rule"],
+                          form.get("version", ""),
+                          errors={_field_of(form, error): [str(error)]})
 
 
 async def _update(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
@@ -185,6 +192,10 @@ def _draft(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Comm
     return new_rule({**form, "id": form.get("id", "").strip() or "new-campaign"})
 
 
+def _field_of(form: dict[str, str], error: Unreadable) -> str:
+    return next((name for name, value in form.items() if error.text.strip() in value), "")
+
+
 async def preview(request: Request, hub: Hub, site: Site) -> Response:
     """The draft as the widget would show it, with a sample visitor; never saved."""
     try:
@@ -192,6 +203,9 @@ async def preview(request: Request, hub: Hub, site: Site) -> Response:
         node = _draft(request, hub, site, form)
     except Refused as refused:
         return refusal(request, refused, json=True)
+    except Unreadable as error:
+        return JSONResponse({"errors": [{"field": _field_of(form, error),
+                                         "message": str(error)}]}, 400)
     except (YAMLError, ValueError) as error:
         return JSONResponse({"errors": [{"field": "", "message": str(error)}]}, 400)
     yaml = drafts.loader("")

@@ -10,6 +10,32 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import YAMLError
 
 _SAFE = YAML(typ="safe", pure=True)
+# As for rule files (core.rules.yamlsource): a few characters of aliases can stand for
+# billions of values, which building the form's value would expand.
+MAX_VALUES = 2_000
+
+
+class Unreadable(ValueError):
+    """A field's value that stands for too much to be read; `text` is what was typed."""
+
+    def __init__(self, text: str, message: str) -> None:
+        super().__init__(message)
+        self.text = text
+
+
+def _expanded(value: Any, sizes: dict[int, int]) -> int:
+    known = sizes.get(id(value))
+    if known is not None:
+        return known
+    total = 1
+    if isinstance(value, dict):
+        total += sum(_expanded(item, sizes) for item in value.values())
+    elif isinstance(value, list):
+        total += sum(_expanded(item, sizes) for item in value)
+    if total > MAX_VALUES:
+        raise ValueError
+    sizes[id(value)] = total
+    return total
 
 
 def flow(value: Any, nested: bool = False, bare: bool = False) -> str:
@@ -35,8 +61,12 @@ def parse(text: str) -> Any:
         return styled([parse(part) for part in text.split(",") if part.strip()])
     try:
         value = _SAFE.load(text)
+        _expanded(value, {})
     except YAMLError:
         return text
+    except (RecursionError, ValueError):
+        raise Unreadable(text, f"this value stands for more than {MAX_VALUES:,} values or "
+                         "nests too deep; expected a few words, numbers or a short list") from None
     return styled(value) if isinstance(value, dict | list) else (
         text if value is None else value)
 
