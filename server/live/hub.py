@@ -64,6 +64,9 @@ class Peers(Protocol):
     async def publish(self, site: str, visitor: str, messages: list[dict[str, Any]],
                       received: float | None = None) -> bool: ...
 
+    async def refer(self, site: str, visitor: str, event: dict[str, Any],
+                    received: float | None = None) -> dict[str, Any] | None: ...
+
     async def save_session(self, site: str, visitor: str, session: str,
                            snapshot: dict[str, Any], ttl: float) -> None: ...
 
@@ -413,10 +416,36 @@ class Hub:
         """An event from the site's backend: live if the visitor is connected, else the
         pop-in waits in their outbox for the next visit. The API acknowledges what this
         returns, so the outbox and profile it changed are in the store when it returns
-        (webhooks and audiences always are); it raises when the store refuses them.
-        `received` (Metrics.now) is when the API took the request: pushes are timed from
-        it."""
+        (webhooks and audiences always are); it raises when the store refuses them, and
+        live.referral.Undecided when the process holding the visitor took the event and
+        did not say what it did. `received` (Metrics.now) is when the API took the
+        request: pushes are timed from it."""
         received = self.metrics.now() if received is None else received
+        if self.peers is not None and not self.holds(site.key, visitor):
+            # Caps, quiet periods and the pop-in on screen are in the session of the
+            # process holding the socket: that process decides (live.referral).
+            referred = await self.peers.refer(site.key, visitor, {
+                "name": event.name, "props": event.props}, received)
+            if referred is not None:
+                self.counts["relay.referred"] += 1
+                return Outcome(visitor, int(referred["shown_live"]), int(referred["queued"]))
+        return await self._decide(site, visitor, event, received)
+
+    def holds(self, site: str, visitor: str) -> bool:
+        """Whether a socket of this visitor is open on this process."""
+        return bool(self._sockets.get((site, visitor)))
+
+    async def referred_event(self, site: str, visitor: str, event: dict[str, Any],
+                             received: float | None) -> dict[str, int]:
+        """A business event another process referred here, where the visitor's socket is:
+        decided with the live session, and stored before the answer goes back."""
+        outcome = await self._decide(self.sites[site], visitor, Custom(
+            str(event["name"]), dict(event["props"]), confirmed=True),
+            self.metrics.now() if received is None else received, "relay")
+        return {"shown_live": outcome.shown_live, "queued": outcome.queued}
+
+    async def _decide(self, site: Site, visitor: str, event: Custom, received: float,
+                      path: str = "api") -> Outcome:
         outcome = Outcome(visitor)
         live = self._sockets.get((site.key, visitor), {})
         session = next(iter(live.values()), None) or self._idle_session(site.key, visitor)
@@ -445,7 +474,7 @@ class Hub:
         for message in shown:
             for socket in list(live):
                 await socket.send(message)
-                self.metrics.pushed("api", received, (message,))
+                self.metrics.pushed(path, received, (message,))
         elsewhere = False
         if shown and not live and self.peers is not None:
             # Already in the outbox: a relay that fails only makes it wait for the next visit.

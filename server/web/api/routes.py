@@ -33,6 +33,7 @@ from ...core.visitor.identity import TraitError, public_profile
 from ...core.wire.events import Custom, Scalar
 from ...core.wire.protocol import EVENT_NAME, MAX_PROPS, USER_ID, VISITOR_ID, is_scalar
 from ...live.hub import Hub
+from ...live.referral import Undecided
 from ...stores.contract import ClaimOutcome
 from ...stores.keys import ApiKey, digest_of
 
@@ -212,6 +213,13 @@ async def post_events(request: Request) -> JSONResponse:
         try:
             outcome = await hub.business_event(site, visitor, Custom(
                 event["name"], event["props"], confirmed=True), received)
+        except Undecided:
+            log.warning("a referred business event went unanswered; the answer is 503")
+            # Perhaps applied: its key stays claimed, so a retry cannot apply it twice.
+            await _release(hub, site.key, checked, claims, index + 1)
+            raise ApiError(503, "unavailable", "the visitor's process did not answer; "
+                           f"events before index {index} were applied, retry the batch with "
+                           "the same idempotency keys", f"events[{index}]") from None
         except Exception:
             log.exception("a business event could not be stored; the answer is 503")
             # The events not applied may be retried with their keys: give those back.
