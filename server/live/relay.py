@@ -146,7 +146,12 @@ class Relay:
                     received: float | None = None) -> dict[str, Any] | None:
         """Have the node holding the visitor's socket decide a business event (see
         live.referral): its outcome, or None when this node decides."""
-        holders = await self._holders(site, visitor)
+        try:
+            holders = await self._holders(site, visitor)
+        except Exception:
+            # As in publish: after Redis restarted, the first try may meet a dead
+            # connection; the publish that follows then has a live one.
+            holders = await self._holders(site, visitor)
         if not holders:
             return None
         return await self.referrals.refer(holders, site, visitor, event, received)
