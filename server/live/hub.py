@@ -403,11 +403,17 @@ class Hub:
         """Pushes another process relayed for a visitor whose sockets are here; how many
         sockets they were sent on (none: the outbox keeps them for the next visit).
         `received`: when the other process's API took the event, for the latency."""
-        sent = 0
+        sent, counted = 0, set()
         for socket, session in list(self._sockets.get((site, visitor), {}).items()):
             for message in messages:
                 session.adopt(message)
+                if message["type"] == "show" and session.id not in counted:
+                    # Decided elsewhere (this process did not answer the referred event
+                    # in time): on screen here all the same, so it counts toward the
+                    # session's cap.
+                    session.shown[message["rule"]] = session.shown.get(message["rule"], 0) + 1
                 await socket.send(message)
+            counted.add(session.id)
             if received is not None:
                 self.metrics.pushed("relay", received, messages)
             sent += 1
