@@ -1,7 +1,8 @@
 """A business event referred to the process holding the visitor's socket (live.referral),
-against our own redis-server: the holder's answer comes back; a holder that hears it and
-stays silent is taken over, and then cannot apply it late; a holder that took it and
-stays silent leaves the asker undecided (503), never deciding it a second time."""
+against our own redis-server: the holder's answer comes back (a failure too); a holder
+that hears it and stays silent is taken over, and then cannot apply it late; a holder
+that took it and stays silent leaves the asker undecided (503), never deciding it a
+second time."""
 
 from __future__ import annotations
 
@@ -21,7 +22,7 @@ from popin.core.site import Site
 from popin.core.wire.events import Custom, Hello, PopinStatus
 from popin.live import referral
 from popin.live.hub import Hub
-from popin.live.referral import Referrals, Undecided
+from popin.live.referral import Referrals, Refused, Undecided
 from popin.stores.backends import open_store
 from popin.stores.connection import connect
 from popin.stores.keyspace import Keys
@@ -63,6 +64,16 @@ def test_referrals_between_two_nodes(redis_url: str,
             answer = await heard(on_asker)
             asker.answered(answer["id"], answer["outcome"])
             assert await asked == {"shown_live": 1, "queued": 0}
+
+            # The holder could not store it: refused at once, as a local failure is.
+            asked = asyncio.create_task(asker.refer(["holder"], "demo", "v1", EVENT, None))
+            failing = await heard(on_holder)
+            assert await holder.take("demo", "v1", failing["id"])
+            await holder.answer("asker", failing["id"], {"failed": True})
+            answer = await heard(on_asker)
+            asker.answered(answer["id"], answer["outcome"])
+            with pytest.raises(Refused):
+                await asked
 
             # Heard and never answered: taken back, and the holder, late, finds it taken.
             assert await asker.refer(["holder"], "demo", "v1", EVENT, None) is None

@@ -48,6 +48,10 @@ class Undecided(Exception):
     """The holder took the event and did not say what it did in time."""
 
 
+class Refused(Exception):
+    """The holder took the event and could not store it: nothing of it was kept."""
+
+
 class Referrals:
     def __init__(self, client: Client, keys: Keys, node: str) -> None:
         self._client = client
@@ -68,7 +72,16 @@ class Referrals:
     async def refer(self, nodes: list[str], site: str, visitor: str, event: dict[str, Any],
                     received: float | None) -> dict[str, Any] | None:
         """The holder's outcome; None when this process must decide (nobody took the
-        event). Raises Undecided when a holder took it and never said."""
+        event). Raises Undecided when a holder took it and never said, Refused when it
+        could not store it."""
+        outcome = await self._referred(nodes, site, visitor, event, received)
+        if outcome is not None and outcome.get("failed"):
+            raise Refused("the visitor's process could not store the event")
+        return outcome
+
+    async def _referred(self, nodes: list[str], site: str, visitor: str,
+                        event: dict[str, Any],
+                        received: float | None) -> dict[str, Any] | None:
         referral = secrets.token_hex(8)
         answer: asyncio.Future[dict[str, Any] | None] = (
             asyncio.get_running_loop().create_future())
@@ -114,14 +127,20 @@ class Referrals:
         """Here, an event another node referred: decided if the visitor is still here and
         the asker has not taken it back; "not here" lets the asker decide at once."""
         site, visitor = referred["site"], referred["visitor"]
-        outcome = None
+        outcome: dict[str, Any] | None = None
         try:
             if hub.holds(site, visitor):
                 if not await self.take(site, visitor, referred["id"]):
                     return  # the asker gave up waiting and decided it itself
                 outcome = await hub.referred_event(site, visitor, referred["event"],
                                                    referred.get("received"))
+        except Exception:
+            # Refused as a local event would be (nothing stored): the asker answers 503 at
+            # once and gives the idempotency key back, rather than wait for silence.
+            log.exception("a referred business event could not be stored")
+            outcome = {"failed": True}
+        try:
             await self.answer(referred["from"], referred["id"], outcome)
         except Exception:
-            # Unanswered: the asker takes the event back, or answers 503 if it was taken.
-            log.exception("a referred business event could not be decided")
+            # Unanswered: the asker answers 503 once it has waited, keeping the key.
+            log.exception("a referred business event's outcome could not be sent back")
