@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import nh3
 from jinja2 import Template, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
@@ -118,6 +119,18 @@ CARD = ENVIRONMENT.from_string(
 )
 
 
+# What the owner's title may hold: inline emphasis only (it is also the dialog's label).
+TITLE_TAGS = {"b", "strong", "i", "em", "u", "s", "small", "span", "br", "mark"}
+
+
+def owner_html(html: str, tags: set[str] | None = None) -> Markup:
+    """The owner's markup as it may reach a visitor's page: tags and attributes from
+    Ammonia's allow-list (no script, event handler, iframe, form, style or meta; links
+    only to safe schemes). Whoever edits a campaign, in a file or in the dashboard,
+    cannot run script in the site's pages through a pop-in."""
+    return Markup(nh3.clean(html, tags=tags) if tags is not None else nh3.clean(html))
+
+
 class RenderError(Exception):
     """A template failed at render time (sandbox refusal, bad URL, ...)."""
 
@@ -167,9 +180,9 @@ class PopinTemplate:
                 url = Markup(url_template.render(context).strip())
                 if urlsplit(url.unescape()).scheme.lower() not in SAFE_URL_SCHEMES:
                     raise RenderError(f"link URL {url[:40]!r} has a forbidden scheme")
-                links.append((Markup(label.render(context)), url))
-            card = CARD.render(title=Markup(self.title.render(context)),
-                               body=Markup(self.body.render(context)),
+                links.append((owner_html(label.render(context), TITLE_TAGS), url))
+            card = CARD.render(title=owner_html(self.title.render(context), TITLE_TAGS),
+                               body=owner_html(self.body.render(context)),
                                links=links, placement=self.placement,
                                form=Markup(self.form))
             if len(card) > MAX_CARD_BYTES:
