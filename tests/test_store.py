@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -585,3 +586,91 @@ def test_a_key_id_never_reads_as_an_option(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr("popin.stores.keys.secrets.token_urlsafe", lambda _n: next(drawn))
     _token, key = new_key("demo", ("events",), "", 0.0)
     assert key.id == "Kq" + "c" * 8
+
+
+DAYS = 86_400.0
+
+
+def test_a_visitor_unseen_for_the_sites_retention_is_forgotten(make_store: StoreFactory) -> None:
+    """Profile, user link and outbox go; a visitor seen since, another site's visitors and
+    the site's statistics stay. Redis expires the keys itself, from the store's clock."""
+    async def scenario() -> None:
+        store = make_store()
+        now = time.time()
+        store.retention.keep("demo", 30)
+        store.retention.clock = lambda: now - 31 * DAYS
+        await store.outbox_put("demo", "visitor-gone", {"id": "p1"}, expires=now + DAYS)
+        await store.save_profile("demo", sample("visitor-gone"))
+        await store.link_user("demo", "user-gone", "visitor-gone")
+        await store.save_profile("shop", sample("visitor-gone"))
+        await store.stats_add("demo", "2026-01-01", [("rule", "shown", 1.0)])
+        store.retention.clock = lambda: now - 29 * DAYS
+        await store.save_profile("demo", sample("visitor-kept"))
+        store.retention.clock = lambda: now
+        while await store.forget_unseen("demo", now):
+            pass
+        assert await store.load_profile("demo", "visitor-gone") is None
+        assert await store.visitor_of_user("demo", "user-gone") is None
+        assert await store.outbox_list("demo", "visitor-gone", now) == []
+        assert await store.load_profile("demo", "visitor-kept") == sample("visitor-kept")
+        assert await store.load_profile("shop", "visitor-gone") == sample("visitor-gone")
+        assert await store.stats_read("demo", "2026-01-01", "2026-01-01") == [
+            ("2026-01-01", "rule", "shown", 1.0)]
+        await store.close()
+
+    run(scenario())
+
+
+def test_every_write_pushes_the_retention_back(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        now = time.time()
+        store.retention.keep("demo", 30)
+        store.retention.clock = lambda: now - 40 * DAYS
+        profile = sample("visitor-back")
+        await store.save_profile("demo", profile)
+        store.retention.clock = lambda: now - DAYS
+        await store.save_profiles([(("demo", profile.visitor), profile)])
+        assert await store.forget_unseen("demo", now) == 0
+        assert await store.load_profile("demo", profile.visitor) == profile
+        await store.close()
+
+    run(scenario())
+
+
+def test_forgetting_goes_in_bounded_batches_and_erases_memberships(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "popin.db")
+        store.retention.keep("demo", 1)
+        store.retention.clock = lambda: 1000.0
+        for number in range(3):
+            await store.save_profile("demo", sample(f"visitor-{number}"))
+        await store.audience_tag("demo", [Tagging("visitor-0", "buyers", 9e9, {})], 1000.0)
+        later = 1000.0 + 2 * DAYS
+        assert [await store.forget_unseen("demo", later, limit=2) for _ in range(3)] == [2, 1, 0]
+        assert await store.audience_members("demo", "buyers", "", 10) == []
+        await store.close()
+
+    run(scenario())
+
+
+def test_profiles_kept_before_they_were_dated_count_from_the_upgrade(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "popin.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE profiles (site TEXT NOT NULL, visitor TEXT NOT NULL, "
+                "data BLOB NOT NULL, PRIMARY KEY (site, visitor)) WITHOUT ROWID")
+    old.execute("INSERT INTO profiles VALUES ('demo', 'visitor-0001', ?)",
+                (sample().to_json(),))
+    old.commit()
+    old.close()
+
+    async def scenario() -> None:
+        store = SQLiteStore(path)
+        assert await store.forget_unseen("demo", time.time() + 394 * DAYS) == 0
+        assert await store.load_profile("demo", "visitor-0001") == sample()
+        assert await store.forget_unseen("demo", time.time() + 396 * DAYS) == 1
+        await store.close()
+
+    run(scenario())
