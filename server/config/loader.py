@@ -78,6 +78,7 @@ MEETING_CHANNELS = ("phone", "video", "store")
 LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "hello_seconds": (1, 60), "idle_seconds": (30, 86_400), "connections": (1, 1_000_000),
     "connections_per_address": (1, 1_000_000), "messages_per_second": (1, 1000),
+    "handshakes_per_minute": (1, 100_000), "handshake_burst": (1, 100_000),
     "message_burst": (1, 10_000), "dropped_before_close": (1, 1_000_000),
     "header_seconds": (1, 300), "body_seconds": (1, 600), "sessions": (2, 10_000_000),
 }
