@@ -674,3 +674,18 @@ def test_profiles_kept_before_they_were_dated_count_from_the_upgrade(tmp_path: P
         await store.close()
 
     run(scenario())
+
+
+def test_no_membership_outlives_the_sites_retention(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        store.retention.keep("demo", 30)
+        await store.audience_tag("demo", [Tagging("visitor-0001", "buyers", 1000.0 + 540 * DAYS,
+                                                  {})], 1000.0)
+        [member] = await store.audience_members("demo", "buyers", "", 10)
+        assert member.expires == 1000.0 + 30 * DAYS
+        assert await store.audience_expire("demo", 1001.0 + 30 * DAYS) == 1
+        assert await store.audience_members("demo", "buyers", "", 10) == []
+        await store.close()
+
+    run(scenario())

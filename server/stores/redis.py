@@ -22,7 +22,7 @@ from .deliveries import Delivery
 from .keys import ApiKey
 from .keyspace import Keys
 from .redisaudiences import RedisAudiences
-from .retention import FORGET_BATCH, Retention
+from .retention import FORGET_BATCH
 from .revisions import Attempt, Revisions
 from .scripts import ATTEMPTED, BOOK, CLAIM, LEASE, MOVE, PROFILE_CAS
 
@@ -42,7 +42,6 @@ class RedisStore(RedisAudiences):
     def __init__(self, client: Client, prefix: str = "popin") -> None:
         super().__init__(client, Keys(prefix))
         self._revisions = Revisions()
-        self.retention = Retention()
         self._lease = client.register_script(LEASE)
         self._book = client.register_script(BOOK)
         self._move = client.register_script(MOVE)

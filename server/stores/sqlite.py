@@ -464,18 +464,22 @@ class SQLiteStore:
     # -- audiences ----------------------------------------------------------------------
 
     async def audience_tag(self, site: str, taggings: Sequence[Tagging], now: float) -> int:
+        kept = self.retention.seconds(site)
+
         def tag(db: sqlite3.Connection) -> int:
             joined = 0
             with db:
                 db.execute("BEGIN IMMEDIATE")
                 for tagging in taggings:
+                    # No membership outlives the site's retention of the visitor.
+                    until = min(tagging.until, now + kept)
                     member = _lapse(db, site, tagging.audience, tagging.visitor, now)
                     if member is not None and member.ended == 0.0:
-                        member.expires = max(member.expires, tagging.until)
+                        member.expires = max(member.expires, until)
                         member.ids = tagging.ids
                         _put(db, site, tagging.audience, member)
                         continue
-                    member = Member(tagging.visitor, now, tagging.until, ids=tagging.ids,
+                    member = Member(tagging.visitor, now, until, ids=tagging.ids,
                                     changes=member.changes if member else [])
                     _record(db, site, tagging.audience, member, now, +1)
                     joined += 1
