@@ -689,3 +689,32 @@ def test_no_membership_outlives_the_sites_retention(make_store: StoreFactory) ->
         await store.close()
 
     run(scenario())
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("server", ["redis_url", "redis_cluster_url"])
+def test_redis_profiles_kept_before_they_expired_are_given_the_retention(
+        request: pytest.FixtureRequest, server: str) -> None:
+    """As an upgrade finds them: written without an expiry, never written again."""
+    import uuid
+
+    url = f"{request.getfixturevalue(server)}?prefix=test-{uuid.uuid4().hex}"
+
+    async def scenario() -> None:
+        store: Any = open_store(url)
+        now = time.time()
+        store.retention.keep("demo", 30)
+        store.retention.clock = lambda: now
+        old = [f"visitor-old-{number}" for number in range(5)]
+        for visitor in [*old, "visitor-dated"]:
+            await store._client.hset(store._profile_key("demo", visitor),
+                                     mapping={"rev": "r1", "json": sample(visitor).to_json()})
+        await store._client.expire(store._profile_key("demo", "visitor-dated"), 3600)
+        await store.forget_unseen("demo", now)
+        ttls = [await store._client.ttl(store._profile_key("demo", visitor)) for visitor in old]
+        assert all(29 * DAYS < ttl <= 30 * DAYS + 1 for ttl in ttls), ttls
+        assert 0 < await store._client.ttl(store._profile_key("demo", "visitor-dated")) <= 3600
+        assert await store.load_profile("demo", "visitor-old-0") == sample("visitor-old-0")
+        await store.close()
+
+    run(scenario())

@@ -25,6 +25,7 @@ from .redisaudiences import RedisAudiences
 from .retention import FORGET_BATCH
 from .revisions import Attempt, Revisions
 from .scripts import ATTEMPTED, BOOK, CLAIM, LEASE, MOVE, PROFILE_CAS
+from .undated import Undated
 
 # A writer that lost twice holds the profile's turn this long at most (it may have died
 # holding it); the others poll meanwhile, and give up (the write-behind keeps the profile
@@ -42,6 +43,7 @@ class RedisStore(RedisAudiences):
     def __init__(self, client: Client, prefix: str = "popin") -> None:
         super().__init__(client, Keys(prefix))
         self._revisions = Revisions()
+        self._undated = Undated(client, self._keys)
         self._lease = client.register_script(LEASE)
         self._book = client.register_script(BOOK)
         self._move = client.register_script(MOVE)
@@ -120,7 +122,9 @@ class RedisStore(RedisAudiences):
         return deleted > 0
 
     async def forget_unseen(self, site: str, now: float, limit: int = FORGET_BATCH) -> int:
-        # Profiles, outboxes and user links carry their expiry from their last write.
+        # Profiles, outboxes and user links carry their expiry from their last write:
+        # Redis deletes them on time. Only profiles kept before that need one.
+        await self._undated.date(site, self.retention.expires(site))
         return 0
 
     async def link_user(self, site: str, user_id: str, visitor: str) -> str:
