@@ -695,7 +695,8 @@ def test_no_membership_outlives_the_sites_retention(make_store: StoreFactory) ->
 @pytest.mark.parametrize("server", ["redis_url", "redis_cluster_url"])
 def test_redis_profiles_kept_before_they_expired_are_given_the_retention(
         request: pytest.FixtureRequest, server: str) -> None:
-    """As an upgrade finds them: written without an expiry, never written again."""
+    """As an upgrade finds them, with their user links: written without an expiry, never
+    written again."""
     import uuid
 
     url = f"{request.getfixturevalue(server)}?prefix=test-{uuid.uuid4().hex}"
@@ -710,8 +711,13 @@ def test_redis_profiles_kept_before_they_expired_are_given_the_retention(
             await store._client.hset(store._profile_key("demo", visitor),
                                      mapping={"rev": "r1", "json": sample(visitor).to_json()})
         await store._client.expire(store._profile_key("demo", "visitor-dated"), 3600)
+        links = [store._key("demo", "user", "user-old"),
+                 store._key("demo", "visitor-users", "visitor-old-0")]
+        await store._client.set(links[0], "visitor-old-0")
+        await store._client.sadd(links[1], "user-old")
         await store.forget_unseen("demo", now)
-        ttls = [await store._client.ttl(store._profile_key("demo", visitor)) for visitor in old]
+        ttls = [await store._client.ttl(key) for key in [
+            *(store._profile_key("demo", visitor) for visitor in old), *links]]
         assert all(29 * DAYS < ttl <= 30 * DAYS + 1 for ttl in ttls), ttls
         assert 0 < await store._client.ttl(store._profile_key("demo", "visitor-dated")) <= 3600
         assert await store.load_profile("demo", "visitor-old-0") == sample("visitor-old-0")
