@@ -79,7 +79,8 @@ class Setup:
         self.config = folder / "popin.toml"
         self.config.write_text(f'store = "{store}"\nrules = "rules"\n'
                                '[[sites]]\nkey = "demo"\nholdout = 0\n'
-                               '[limits]\nmessages_per_second = 1000\nmessage_burst = 1000\n')
+                               '[limits]\nmessages_per_second = 1000\nmessage_burst = 1000\n'
+                               'handshake_burst = 100000\n')
         from popin.cli import main
 
         out = io.StringIO()

@@ -280,6 +280,7 @@ class Server:
                               # worth of traffic: the per-address and per-socket limits
                               # stay on (their cost is measured) with room for that.
                               '[limits]\nconnections_per_address = 1000000\n'
+                              'handshakes_per_minute = 100000\nhandshake_burst = 100000\n'
                               'messages_per_second = 1000\nmessage_burst = 10000\n'
                               '[[sites]]\nkey = "bench"\norigins = ["self"]\n'
                               'fatigue = {per_session = 2, per_day = 3}\n')

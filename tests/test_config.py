@@ -54,6 +54,10 @@ BAD = [
     ('rules = "/etc/passwd"\n' + SITE, "rules: /etc/passwd is a file that is no rule file"),
     (SITE + "holdout = 60", "site 'demo': holdout must be a number from 0 to 50, not 60"),
     (SITE + "holdout = '5%'", "holdout must be a number from 0 to 50, not '5%'"),
+    (SITE + "retention_days = 0", "site 'demo': retention_days must be a whole number from 1 "
+                                  "to 1825, not 0"),
+    (SITE + "retention_days = 3650", "retention_days must be a whole number from 1 to 1825"),
+    (SITE + "retention_days = 30.5", "retention_days must be a whole number"),
     (SITE + "[sites.tcf]\npersonalisation = [5, 12]",
      "site 'demo': tcf: personalisation must be a list of TCF purposes, whole numbers from 1 "
      "to 11"),
@@ -117,6 +121,15 @@ def test_the_default_control_group_is_a_few_percent_and_zero_turns_it_off(
     assert load_settings(path).sites["demo"].holdout == 0
     path.write_text(SITE + "holdout = 2.5\n")
     assert load_settings(path).sites["demo"].holdout == 2.5
+
+
+def test_a_visitor_is_kept_thirteen_months_unless_the_site_says_otherwise(
+        tmp_path: Path) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text(SITE)
+    assert load_settings(path).sites["demo"].retention_days == 395
+    path.write_text(SITE + "retention_days = 30\n")
+    assert load_settings(path).sites["demo"].retention_days == 30
 
 
 def test_good_settings_load(tmp_path: Path) -> None:

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from conftest import LOOPBACK, settings_with_rules
-from popin.config import ConfigError, load_settings
+from popin.config import ConfigError, Limits, load_settings
 from popin.core.rules.campaign import parse_document
 from popin.core.rules.yamlsource import SourceError, load
 from popin.core.wire.protocol import ProtocolError, decode
@@ -179,8 +179,10 @@ def _garbage(chooser: random.Random) -> str:
 
 def test_garbage_on_sockets_leaves_the_server_serving(tmp_path: Path) -> None:
     """Sockets stream random frames, then a well-behaved widget is served as usual."""
+    # Every socket comes from one address, faster than the handshake brake allows.
     settings_ = settings_with_rules(tmp_path, "rules:\n  - {id: hi, trigger: {event: go}, "
-                                    "popin: {title: t, body: b}}\n")
+                                    "popin: {title: t, body: b}}\n",
+                                    limits=Limits(handshake_burst=100))
     hello = {"type": "hello", "visitor": "visitor-0001", "session": "session-0001",
              "url": "http://testserver/"}
     chooser = random.Random(None if LONG else 13)

@@ -19,7 +19,13 @@ from starlette.websockets import WebSocketDisconnect
 from conftest import LOOPBACK, LiveServer, settings_with_rules
 from popin.config import ConfigError, Limits, Settings, load_settings
 from popin.web.app import create_app
-from popin.web.limits import RESERVED_DESCRIPTORS, raise_open_files, socket_ceiling
+from popin.web.limits import (
+    PRUNE_AT,
+    RESERVED_DESCRIPTORS,
+    Admission,
+    raise_open_files,
+    socket_ceiling,
+)
 
 ORIGIN = {"origin": "http://testserver"}
 HELLO = orjson.dumps({"type": "hello", "visitor": "visitor-0001", "session": "session-0001",
@@ -105,6 +111,36 @@ def test_sockets_per_address_and_in_all_are_capped(tmp_path: Path) -> None:
         assert 'kind="refused.connections"} 1' in metrics(client)
 
 
+def test_new_sockets_per_address_are_braked(tmp_path: Path) -> None:
+    """Each handshake may bring a fresh visitor id: a script opening and closing sockets
+    in a loop is refused like one holding too many, and counted."""
+    with client_with(tmp_path, handshakes_per_minute=1, handshake_burst=3) as client:
+        for _ in range(3):
+            with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+                ws.send_text(HELLO)
+                assert ws.receive_json()["type"] == "config"
+        with pytest.raises(WebSocketDisconnect) as refused, \
+                client.websocket_connect("/ws?site=demo", headers=ORIGIN):
+            pass
+        assert refused.value.code == 1013
+        assert 'kind="refused.handshakes"} 1' in metrics(client)
+
+
+def test_the_handshake_brake_refills_and_forgets_quiet_addresses() -> None:
+    gate = Admission(Limits(handshakes_per_minute=60, handshake_burst=2))
+    assert [gate.admit("203.0.113.9", now=0.0) for _ in range(3)] == [None, None, "handshakes"]
+    assert gate.admit("203.0.113.10", now=0.0) is None, "another address has its own"
+    assert gate.admit("203.0.113.9", now=1.0) is None, "a token a second comes back"
+    # One IPv6 host holds a whole /64: its addresses share one bucket.
+    assert gate.admit("2001:db8::1", now=0.0) is None
+    assert gate.admit("2001:db8::2", now=0.0) is None
+    assert gate.admit("2001:db8::3", now=0.0) == "handshakes"
+    # A scan of addresses leaves no more buckets than were busy lately.
+    for number in range(3 * PRUNE_AT):
+        gate.admit(f"10.{number >> 16}.{(number >> 8) & 255}.{number & 255}", now=100.0 + number)
+    assert len(gate._handshakes) <= PRUNE_AT + 1
+
+
 @pytest.fixture
 def slow_server(tmp_path: Path) -> Iterator[LiveServer]:
     settings = settings_with_rules(tmp_path, RULES,
@@ -175,6 +211,8 @@ def test_serve_reports_its_socket_ceiling(tmp_path: Path) -> None:
     ("connections = 2.5", "connections must be a whole number"),
     ("hello_seconds = true", "hello_seconds must be a number from 1 to 60, not True"),
     ("idle_seconds = 5", "idle_seconds must be a number from 30 to 86400, not 5"),
+    ("handshakes_per_minute = 0", "handshakes_per_minute must be a number from 1 to 100000, not 0"),
+    ("handshake_burst = 'many'", "handshake_burst must be a whole number from 1 to 100000"),
 ])
 def test_a_bad_limit_is_refused_with_its_name(tmp_path: Path, table: str,
                                               complaint: str) -> None:

@@ -14,7 +14,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import make_key, settings_with_rules
+from conftest import make_key, run, settings_with_rules
 from popin.cli import main
 from popin.config import Settings
 from popin.core.site import Site
@@ -227,6 +227,32 @@ def test_erased_rows_are_overwritten_whatever_sqlites_build(
             await store.save_profile("demo", profile)
         await store.erase_visitor("demo", "visitor-0007")
         assert raw_bytes(database).count(NAME.encode()) == 0
+        await store.close()
+
+    run(scenario())
+
+
+def test_the_minute_sweep_forgets_every_visitor_past_the_retention(tmp_path: Path) -> None:
+    """In batches (other work runs between them), until none is left past it."""
+    from popin.core.visitor.profile import Profile
+    from popin.live.hub import Hub
+    from popin.stores.retention import DAY_SECONDS, FORGET_BATCH
+    from popin.stores.sqlite import SQLiteStore
+    from popin.web.app import _forget_unseen
+
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "popin.db")
+        store.retention.keep("demo", 1)
+        store.retention.clock = lambda: 1000.0
+        await store.save_profiles([(("demo", f"visitor-{number:04d}"),
+                                    Profile(f"visitor-{number:04d}"))
+                                   for number in range(2 * FORGET_BATCH + 5)])
+        store.retention.clock = lambda: 1000.0 + DAY_SECONDS
+        await store.save_profile("demo", Profile("visitor-seen-today"))
+        hub = Hub(store, {}, {"demo": Site("demo", "Demo")}, clock=lambda: 1001.0 + DAY_SECONDS)
+        assert await _forget_unseen(hub, "demo") == 2 * FORGET_BATCH + 5
+        assert await store.load_profile("demo", "visitor-0000") is None
+        assert await store.load_profile("demo", "visitor-seen-today") is not None
         await store.close()
 
     run(scenario())

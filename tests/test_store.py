@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
@@ -620,3 +621,141 @@ def test_a_key_id_never_reads_as_an_option(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr("popin.stores.keys.secrets.token_urlsafe", lambda _n: next(drawn))
     _token, key = new_key("demo", ("events",), "", 0.0)
     assert key.id == "Kq" + "c" * 8
+
+
+DAYS = 86_400.0
+
+
+def test_a_visitor_unseen_for_the_sites_retention_is_forgotten(make_store: StoreFactory) -> None:
+    """Profile, user link and outbox go; a visitor seen since, another site's visitors and
+    the site's statistics stay. Redis expires the keys itself, from the store's clock."""
+    async def scenario() -> None:
+        store = make_store()
+        now = time.time()
+        store.retention.keep("demo", 30)
+        store.retention.clock = lambda: now - 31 * DAYS
+        await store.outbox_put("demo", "visitor-gone", {"id": "p1"}, expires=now + DAYS)
+        await store.save_profile("demo", sample("visitor-gone"))
+        await store.link_user("demo", "user-gone", "visitor-gone")
+        await store.save_profile("shop", sample("visitor-gone"))
+        await store.stats_add("demo", "2026-01-01", [("rule", "shown", 1.0)])
+        store.retention.clock = lambda: now - 29 * DAYS
+        await store.save_profile("demo", sample("visitor-kept"))
+        store.retention.clock = lambda: now
+        while await store.forget_unseen("demo", now):
+            pass
+        assert await store.load_profile("demo", "visitor-gone") is None
+        assert await store.visitor_of_user("demo", "user-gone") is None
+        assert await store.outbox_list("demo", "visitor-gone", now) == []
+        assert await store.load_profile("demo", "visitor-kept") == sample("visitor-kept")
+        assert await store.load_profile("shop", "visitor-gone") == sample("visitor-gone")
+        assert await store.stats_read("demo", "2026-01-01", "2026-01-01") == [
+            ("2026-01-01", "rule", "shown", 1.0)]
+        await store.close()
+
+    run(scenario())
+
+
+def test_every_write_pushes_the_retention_back(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        now = time.time()
+        store.retention.keep("demo", 30)
+        store.retention.clock = lambda: now - 40 * DAYS
+        profile = sample("visitor-back")
+        await store.save_profile("demo", profile)
+        store.retention.clock = lambda: now - DAYS
+        await store.save_profiles([(("demo", profile.visitor), profile)])
+        assert await store.forget_unseen("demo", now) == 0
+        assert await store.load_profile("demo", profile.visitor) == profile
+        await store.close()
+
+    run(scenario())
+
+
+def test_forgetting_goes_in_bounded_batches_and_erases_memberships(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = SQLiteStore(tmp_path / "popin.db")
+        store.retention.keep("demo", 1)
+        store.retention.clock = lambda: 1000.0
+        for number in range(3):
+            await store.save_profile("demo", sample(f"visitor-{number}"))
+        await store.audience_tag("demo", [Tagging("visitor-0", "buyers", 9e9, {})], 1000.0)
+        later = 1000.0 + 2 * DAYS
+        assert [await store.forget_unseen("demo", later, limit=2) for _ in range(3)] == [2, 1, 0]
+        assert await store.audience_members("demo", "buyers", "", 10) == []
+        await store.close()
+
+    run(scenario())
+
+
+def test_profiles_kept_before_they_were_dated_count_from_the_upgrade(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "popin.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE profiles (site TEXT NOT NULL, visitor TEXT NOT NULL, "
+                "data BLOB NOT NULL, PRIMARY KEY (site, visitor)) WITHOUT ROWID")
+    old.execute("INSERT INTO profiles VALUES ('demo', 'visitor-0001', ?)",
+                (sample().to_json(),))
+    old.commit()
+    old.close()
+
+    async def scenario() -> None:
+        store = SQLiteStore(path)
+        assert await store.forget_unseen("demo", time.time() + 394 * DAYS) == 0
+        assert await store.load_profile("demo", "visitor-0001") == sample()
+        assert await store.forget_unseen("demo", time.time() + 396 * DAYS) == 1
+        await store.close()
+
+    run(scenario())
+
+
+def test_no_membership_outlives_the_sites_retention(make_store: StoreFactory) -> None:
+    async def scenario() -> None:
+        store = make_store()
+        store.retention.keep("demo", 30)
+        await store.audience_tag("demo", [Tagging("visitor-0001", "buyers", 1000.0 + 540 * DAYS,
+                                                  {})], 1000.0)
+        [member] = await store.audience_members("demo", "buyers", "", 10)
+        assert member.expires == 1000.0 + 30 * DAYS
+        assert await store.audience_expire("demo", 1001.0 + 30 * DAYS) == 1
+        assert await store.audience_members("demo", "buyers", "", 10) == []
+        await store.close()
+
+    run(scenario())
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("server", ["redis_url", "redis_cluster_url"])
+def test_redis_profiles_kept_before_they_expired_are_given_the_retention(
+        request: pytest.FixtureRequest, server: str) -> None:
+    """As an upgrade finds them, with their user links: written without an expiry, never
+    written again."""
+    import uuid
+
+    url = f"{request.getfixturevalue(server)}?prefix=test-{uuid.uuid4().hex}"
+
+    async def scenario() -> None:
+        store: Any = open_store(url)
+        now = time.time()
+        store.retention.keep("demo", 30)
+        store.retention.clock = lambda: now
+        old = [f"visitor-old-{number}" for number in range(5)]
+        for visitor in [*old, "visitor-dated"]:
+            await store._client.hset(store._profile_key("demo", visitor),
+                                     mapping={"rev": "r1", "json": sample(visitor).to_json()})
+        await store._client.expire(store._profile_key("demo", "visitor-dated"), 3600)
+        links = [store._key("demo", "user", "user-old"),
+                 store._key("demo", "visitor-users", "visitor-old-0")]
+        await store._client.set(links[0], "visitor-old-0")
+        await store._client.sadd(links[1], "user-old")
+        await store.forget_unseen("demo", now)
+        ttls = [await store._client.ttl(key) for key in [
+            *(store._profile_key("demo", visitor) for visitor in old), *links]]
+        assert all(29 * DAYS < ttl <= 30 * DAYS + 1 for ttl in ttls), ttls
+        assert 0 < await store._client.ttl(store._profile_key("demo", "visitor-dated")) <= 3600
+        assert await store.load_profile("demo", "visitor-old-0") == sample("visitor-old-0")
+        await store.close()
+
+    run(scenario())

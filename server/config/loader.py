@@ -15,6 +15,7 @@ defaults (the demo site). Relative paths in it are relative to its own folder.
     consent = "required"                         # or "implied" (the default): see Site
     fatigue = {per_session = 2, per_day = 3}     # pop-ins per visitor, all rules together
     holdout = 5                                  # percent kept out of marketing pop-ins (0: off)
+    retention_days = 395                         # a visitor unseen this long is forgotten
     [sites.business_hours]
     mon = "09:00-12:00, 14:00-18:00"
     sat = "10:00-16:00"
@@ -42,9 +43,11 @@ from ..core.rules.schema import did_you_mean
 from ..core.site import (
     CONSENT_MODES,
     DEFAULT_HOLDOUT,
+    DEFAULT_RETENTION_DAYS,
     DEMO_HOURS,
     GUARD_MODES,
     MAX_HOLDOUT,
+    MAX_RETENTION_DAYS,
     TCF_BASES,
     TCF_PURPOSES,
     UNSIGNED_IDENTIFY_MODES,
@@ -66,7 +69,7 @@ TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxie
        "metrics_token", "metrics_allow")
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
         "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "holdout",
-        "guard", "rules", "tcf", "consent_mode")
+        "guard", "rules", "tcf", "consent_mode", "retention_days")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
             "min_notice_minutes", "horizon_days", "capacity", "channels",
             "bookings_per_visitor_day", "bookings_per_address_day")
@@ -75,6 +78,7 @@ MEETING_CHANNELS = ("phone", "video", "store")
 LIMIT_RANGES: dict[str, tuple[float, float]] = {
     "hello_seconds": (1, 60), "idle_seconds": (30, 86_400), "connections": (1, 1_000_000),
     "connections_per_address": (1, 1_000_000), "messages_per_second": (1, 1000),
+    "handshakes_per_minute": (1, 100_000), "handshake_burst": (1, 100_000),
     "message_burst": (1, 10_000), "dropped_before_close": (1, 1_000_000),
     "header_seconds": (1, 300), "body_seconds": (1, 600), "sessions": (2, 10_000_000),
 }
@@ -235,7 +239,9 @@ def _site(site: Table) -> Site:
         site.text("identity_secret", min_length=16),
         site.choice("unsigned_identify", UNSIGNED_IDENTIFY_MODES, "refuse"),
         holdout=site.number("holdout", DEFAULT_HOLDOUT, 0, MAX_HOLDOUT),
-        guard=site.choice("guard", GUARD_MODES, "confirmed"))
+        guard=site.choice("guard", GUARD_MODES, "confirmed"),
+        retention_days=site.whole("retention_days", DEFAULT_RETENTION_DAYS, 1,
+                                  MAX_RETENTION_DAYS))
     found = replace(found, consent_map=_consent_map(site))
     if "calendars" not in site:
         return found

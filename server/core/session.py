@@ -188,6 +188,12 @@ class Session:
 
     def begin(self, hello: Hello, rules: RuleSet, now: float) -> Result:
         """A (re)connection: count the visit if it is new, tell the widget what to watch."""
+        # Written even for a visitor who only connects and leaves: the visit count is
+        # the memory of that visit, and without it a visitor who reads one page a week
+        # would be new every time (visit-count and returning-visitor conditions, caps
+        # across visits). What bounds it is the site's retention (stores/retention.py),
+        # the handshake rate per address (web/limits.py) and, on a "consent required"
+        # site, that nothing is written before consent.
         result = Result(profile_changed=True)
         self.facts.now = now
         self.started = self.started or now

@@ -24,6 +24,10 @@ UNSIGNED_IDENTIFY_MODES = ("refuse", "new_users")
 DEFAULT_HOLDOUT = 5.0
 MAX_HOLDOUT = 50.0
 GUARD_MODES = ("confirmed", "all", "off")
+# Days a visitor's profile is kept after they were last seen: 13 months, the CNIL's
+# guidance for trackers, so that a yearly returning visitor is still recognised.
+DEFAULT_RETENTION_DAYS = 395
+MAX_RETENTION_DAYS = 1825
 
 # What a visitor's consent may allow, each level needing the one before it: an id on the
 # device and a kept profile; pop-ins chosen or written from that profile; retargeting
@@ -109,6 +113,8 @@ class Site:
     guard: str = "confirmed"
     # What the consent tools on the site's pages must grant for each consent level.
     consent_map: ConsentMap = field(default_factory=ConsentMap)
+    # A visitor not seen for this many days is forgotten (see stores/contract.py).
+    retention_days: int = DEFAULT_RETENTION_DAYS
 
     def allows(self, origin: str | None, host: str | None) -> bool:
         """Is a WebSocket from a page at `origin` welcome? Browsers always send Origin."""

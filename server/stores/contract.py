@@ -14,6 +14,7 @@ from .audiences import AudienceInfo, Member, Tagging
 from .bookings import Booking, BookOutcome, Lead, MoveOutcome, Quota
 from .deliveries import Delivery
 from .keys import ApiKey
+from .retention import FORGET_BATCH, Retention
 
 # The raw recent-events log is for debugging: bounded, whatever the traffic.
 RECENT_KEPT = 1000
@@ -22,6 +23,9 @@ ClaimOutcome = Literal["claimed", "duplicate", "conflict", "pending"]
 
 
 class Store(Protocol):
+    # Each site's retention, and the clock that dates profile writes (see retention.py).
+    retention: Retention
+
     async def open(self) -> None:
         """Be ready to serve, or fail now with a clear error (at start, not first visit)."""
 
@@ -47,6 +51,11 @@ class Store(Protocol):
         """Forget a visitor everywhere: profile, user links, outbox, queued webhooks,
         appointments and leads. They leave their audiences; until the change has aged
         out of incremental exports, only its hashed contacts remain, under a new id."""
+
+    async def forget_unseen(self, site: str, now: float, limit: int = FORGET_BATCH) -> int:
+        """Erase, as erase_visitor does, up to `limit` visitors whose profile was last
+        written longer ago than the site's retention; how many. A store whose keys expire
+        on their own (Redis) has nothing left to do and answers 0."""
 
     # API keys
     async def put_key(self, key: ApiKey) -> None: ...

@@ -22,8 +22,10 @@ from .deliveries import Delivery
 from .keys import ApiKey
 from .keyspace import Keys
 from .redisaudiences import RedisAudiences
+from .retention import FORGET_BATCH
 from .revisions import Attempt, Revisions
 from .scripts import ATTEMPTED, BOOK, CLAIM, LEASE, MOVE, PROFILE_CAS
+from .undated import Undated
 
 # A writer that lost twice holds the profile's turn this long at most (it may have died
 # holding it); the others poll meanwhile, and give up (the write-behind keeps the profile
@@ -41,6 +43,7 @@ class RedisStore(RedisAudiences):
     def __init__(self, client: Client, prefix: str = "popin") -> None:
         super().__init__(client, Keys(prefix))
         self._revisions = Revisions()
+        self._undated = Undated(client, self._keys)
         self._lease = client.register_script(LEASE)
         self._book = client.register_script(BOOK)
         self._move = client.register_script(MOVE)
@@ -80,7 +83,7 @@ class RedisStore(RedisAudiences):
         # never meets a server that has not loaded the script.
         async with self._client.pipeline(transaction=False) as pipe:
             for attempt in attempts:
-                pipe.eval(PROFILE_CAS, 2, *self._cas_args(attempt, "", 0))
+                pipe.eval(PROFILE_CAS, 3, *self._cas_args(attempt, "", 0))
             replies = await pipe.execute()
         for attempt, reply in zip(attempts, replies, strict=True):
             await self._save(attempt, reply)
@@ -88,8 +91,9 @@ class RedisStore(RedisAudiences):
     def _cas_args(self, attempt: Attempt, turn: str, losses: int) -> list[Any]:
         site, visitor = attempt.site, attempt.profile.visitor
         return [self._profile_key(site, visitor), self._keys.visitor(site, visitor, "turn"),
+                self._keys.visitor(site, visitor, "outbox"),
                 attempt.expected, attempt.revision, attempt.data, turn or "-", losses,
-                int(TURN_SECONDS * 1000)]
+                int(TURN_SECONDS * 1000), self.retention.expires(site)]
 
     async def _save(self, attempt: Attempt, reply: Any = None) -> None:
         turn, losses = secrets.token_hex(8), 0
@@ -97,7 +101,7 @@ class RedisStore(RedisAudiences):
         while time.monotonic() < deadline:
             if reply is None:
                 args = self._cas_args(attempt, turn, losses)
-                reply = await self._cas(keys=args[:2], args=args[2:])
+                reply = await self._cas(keys=args[:3], args=args[3:])
             if not reply:
                 self._revisions.written(attempt)
                 return
@@ -117,12 +121,26 @@ class RedisStore(RedisAudiences):
         deleted: int = await self._client.delete(self._profile_key(site, visitor))
         return deleted > 0
 
+    async def forget_unseen(self, site: str, now: float, limit: int = FORGET_BATCH) -> int:
+        # Profiles, outboxes and user links carry their expiry from their last write:
+        # Redis deletes them on time. Only profiles kept before that need one.
+        await self._undated.date(site, self.retention.expires(site))
+        return 0
+
     async def link_user(self, site: str, user_id: str, visitor: str) -> str:
         key = self._key(site, "user", user_id)
         await self._client.set(key, visitor, nx=True)
         found: bytes | str | None = await self._client.get(key)
         linked = visitor if found is None else text(found)
-        await self._client.sadd(self._key(site, "visitor-users", linked), user_id)
+        users_key = self._key(site, "visitor-users", linked)
+        # A link outlives no profile: each identification pushes it as far as the
+        # profile's own expiry.
+        expires = self.retention.expires(site)
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.sadd(users_key, user_id)
+            pipe.expireat(key, expires)
+            pipe.expireat(users_key, expires)
+            await pipe.execute()
         return linked
 
     async def visitor_of_user(self, site: str, user_id: str) -> str | None:
@@ -222,8 +240,12 @@ class RedisStore(RedisAudiences):
 
     async def outbox_put(self, site: str, visitor: str, push: dict[str, Any],
                          expires: float) -> None:
-        await self._client.hset(self._keys.visitor(site, visitor, "outbox"), push["id"],
-                                orjson.dumps({"push": push, "expires": expires}))
+        key = self._keys.visitor(site, visitor, "outbox")
+        async with self._client.pipeline(transaction=True) as pipe:
+            pipe.hset(key, push["id"], orjson.dumps({"push": push, "expires": expires}))
+            # A push for a visitor never seen again goes with them.
+            pipe.expireat(key, self.retention.expires(site))
+            await pipe.execute()
 
     async def outbox_list(self, site: str, visitor: str, now: float) -> list[dict[str, Any]]:
         key = self._keys.visitor(site, visitor, "outbox")

@@ -13,6 +13,7 @@ import orjson
 from .audiences import RETENTION_SECONDS, AudienceInfo, Member, Tagging, utc_day
 from .connection import Client, text
 from .keyspace import Keys
+from .retention import Retention
 from .scripts import MEMBER, TRIM
 
 
@@ -22,6 +23,7 @@ class RedisAudiences:
         self._keys = keys
         self._member = client.register_script(MEMBER)
         self._trim = client.register_script(TRIM)
+        self.retention = Retention()
 
     def _key(self, site: str, kind: str, name: str) -> str:
         return self._keys.site(site, kind, name)
@@ -52,17 +54,23 @@ class RedisAudiences:
             return 0
         # The site's and the visitors' lists of audiences first (other slots than the
         # audience's): listed and not a member is harmless, a member not listed would
-        # escape erasure.
+        # escape erasure. The visitor's list lasts as long as their memberships can, and
+        # as their ended ones are kept for incremental exports.
+        kept = self.retention.seconds(site)
         async with self._client.pipeline(transaction=False) as pipe:
             for tagging in taggings:
+                listed = self._key(site, "visitor-audiences", tagging.visitor)
                 pipe.sadd(self._key(site, "audiences", "all"), tagging.audience)
-                pipe.sadd(self._key(site, "visitor-audiences", tagging.visitor),
-                          tagging.audience)
+                pipe.sadd(listed, tagging.audience)
+                pipe.expireat(listed, int(self.retention.clock() + kept + RETENTION_SECONDS) + 1)
             await pipe.execute()
         joined = 0
         for tagging in taggings:
+            # No membership outlives the site's retention of the visitor (see
+            # retention.py): a tag's days past it are cut.
             joined += await self._member_change("tag", site, tagging.audience, tagging.visitor,
-                                                now, tagging.until, tagging.ids)
+                                                now, min(tagging.until, now + kept),
+                                                tagging.ids)
         return joined
 
     async def _audiences_of(self, site: str, visitor: str) -> list[str]:

@@ -5,6 +5,9 @@ keyspace.py), so that it runs on Redis Cluster as on one server."""
 # stored revision and profile come back, to be merged and tried again. A writer that lost
 # twice (ARGV[5]) gets the turn (KEYS[2], with expiry): until it writes, the others wait,
 # so that one that merges slowly is not starved by one that writes in a loop.
+# Every write pushes the visitor's expiry (ARGV[7], Unix seconds: the site's retention
+# from now) on the profile and their outbox (KEYS[3]) in the same step, so that no
+# profile is ever stored without one; a time already past deletes them.
 PROFILE_CAS = """
 local turn = redis.call('GET', KEYS[2])
 if turn and turn ~= ARGV[4] then return {'*wait'} end
@@ -16,6 +19,8 @@ if ARGV[1] ~= '*' and revision ~= ARGV[1] then
   return {revision, redis.call('HGET', KEYS[1], 'json') or ''}
 end
 redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'json', ARGV[3])
+redis.call('EXPIREAT', KEYS[1], ARGV[7])
+redis.call('EXPIREAT', KEYS[3], ARGV[7])
 if turn then redis.call('DEL', KEYS[2]) end
 return {}
 """

@@ -32,6 +32,7 @@ from .bookings import Booking, BookOutcome, Lead, MoveOutcome, Quota
 from .contract import RECENT_KEPT, ClaimOutcome
 from .deliveries import Delivery
 from .keys import ApiKey
+from .retention import FORGET_BATCH, Retention
 
 T = TypeVar("T")
 log = logging.getLogger("popin.sqlite")
@@ -41,7 +42,7 @@ PENDING = "pending:"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
-    site TEXT NOT NULL, visitor TEXT NOT NULL, data BLOB NOT NULL,
+    site TEXT NOT NULL, visitor TEXT NOT NULL, data BLOB NOT NULL, seen REAL NOT NULL DEFAULT 0,
     PRIMARY KEY (site, visitor)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS users (
     site TEXT NOT NULL, user_id TEXT NOT NULL, visitor TEXT NOT NULL,
@@ -98,6 +99,10 @@ CREATE TABLE IF NOT EXISTS audience_sizes (
 # With `ended` in the query SQLite's planner may prefer scanning the primary key by site,
 # the whole table, for one visitor (seen at a million members). Named, the index is used.
 BY_VISITOR = "INDEXED BY audience_by_visitor"
+# Every write dates the profile (see retention.py).
+SAVE_PROFILE = ("INSERT INTO profiles (site, visitor, data, seen) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (site, visitor) DO UPDATE SET data = excluded.data, "
+                "seen = excluded.seen")
 
 
 class SQLiteStore:
@@ -105,6 +110,7 @@ class SQLiteStore:
         self.path = path
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="popin-sqlite")
         self._db: sqlite3.Connection | None = None
+        self.retention = Retention()
 
     @classmethod
     def from_url(cls, url: str) -> SQLiteStore:
@@ -166,20 +172,17 @@ class SQLiteStore:
         return None if data is None else Profile.from_json(bytes(data))
 
     async def save_profile(self, site: str, profile: Profile) -> None:
-        await self._write(
-            "INSERT INTO profiles (site, visitor, data) VALUES (?, ?, ?) "
-            "ON CONFLICT (site, visitor) DO UPDATE SET data = excluded.data",
-            site, profile.visitor, profile.to_json())
+        await self._write(SAVE_PROFILE, site, profile.visitor, profile.to_json(),
+                          self.retention.clock())
 
     async def save_profiles(self, profiles: Sequence[tuple[tuple[str, str], Profile]]) -> None:
+        now = self.retention.clock()
+
         def save(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                db.executemany(
-                    "INSERT INTO profiles (site, visitor, data) VALUES (?, ?, ?) "
-                    "ON CONFLICT (site, visitor) DO UPDATE SET data = excluded.data",
-                    [(site, profile.visitor, profile.to_json())
-                     for (site, _visitor), profile in profiles])
+                db.executemany(SAVE_PROFILE, [(site, profile.visitor, profile.to_json(), now)
+                                              for (site, _visitor), profile in profiles])
 
         await self._run(save)
 
@@ -203,20 +206,27 @@ class SQLiteStore:
         def erase(db: sqlite3.Connection) -> None:
             with db:
                 db.execute("BEGIN IMMEDIATE")
-                _forget_memberships(db, site, visitor, time.time())
-                for table in ("profiles", "users", "outbox", "deliveries", "bookings", "leads"):
-                    db.execute(f"DELETE FROM {table} WHERE site = ? AND visitor = ?",
-                               (site, visitor))
-                db.execute("DELETE FROM recent WHERE site = ? AND "
-                           "json_extract(CAST(data AS TEXT), '$.visitor') = ?", (site, visitor))
-            # Until checkpointed, the WAL still holds the pages as they were before: copy
-            # the zeroed pages into the file and empty the WAL.
-            busy, _frames, _copied = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
-            if busy:
-                log.warning("after an erasure, another connection kept the WAL from being "
-                            "emptied; it is emptied at the next erasure or checkpoint")
+                _erase(db, site, visitor, time.time())
+            _checkpoint(db)
 
         await self._run(erase)
+
+    async def forget_unseen(self, site: str, now: float, limit: int = FORGET_BATCH) -> int:
+        cutoff = self.retention.cutoff(site, now)
+
+        def forget(db: sqlite3.Connection) -> int:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                visitors = [row[0] for row in db.execute(
+                    "SELECT visitor FROM profiles INDEXED BY profiles_seen WHERE site = ? "
+                    "AND seen < ? LIMIT ?", (site, cutoff, limit))]
+                for visitor in visitors:
+                    _erase(db, site, visitor, now)
+            if visitors:
+                _checkpoint(db)
+            return len(visitors)
+
+        return await self._run(forget)
 
     async def put_key(self, key: ApiKey) -> None:
         await self._write("INSERT OR REPLACE INTO api_keys (digest, site, data) VALUES (?, ?, ?)",
@@ -472,18 +482,22 @@ class SQLiteStore:
     # -- audiences ----------------------------------------------------------------------
 
     async def audience_tag(self, site: str, taggings: Sequence[Tagging], now: float) -> int:
+        kept = self.retention.seconds(site)
+
         def tag(db: sqlite3.Connection) -> int:
             joined = 0
             with db:
                 db.execute("BEGIN IMMEDIATE")
                 for tagging in taggings:
+                    # No membership outlives the site's retention of the visitor.
+                    until = min(tagging.until, now + kept)
                     member = _lapse(db, site, tagging.audience, tagging.visitor, now)
                     if member is not None and member.ended == 0.0:
-                        member.expires = max(member.expires, tagging.until)
+                        member.expires = max(member.expires, until)
                         member.ids = tagging.ids
                         _put(db, site, tagging.audience, member)
                         continue
-                    member = Member(tagging.visitor, now, tagging.until, ids=tagging.ids,
+                    member = Member(tagging.visitor, now, until, ids=tagging.ids,
                                     changes=member.changes if member else [])
                     _record(db, site, tagging.audience, member, now, +1)
                     joined += 1
@@ -589,8 +603,31 @@ def _owner_only(path: Path) -> None:
                 name.chmod(0o600)
 
 
+def _erase(db: sqlite3.Connection, site: str, visitor: str, now: float) -> None:
+    _forget_memberships(db, site, visitor, now)
+    for table in ("profiles", "users", "outbox", "deliveries", "bookings", "leads"):
+        db.execute(f"DELETE FROM {table} WHERE site = ? AND visitor = ?", (site, visitor))
+    db.execute("DELETE FROM recent WHERE site = ? AND "
+               "json_extract(CAST(data AS TEXT), '$.visitor') = ?", (site, visitor))
+
+
+def _checkpoint(db: sqlite3.Connection) -> None:
+    # Until checkpointed, the WAL still holds the pages as they were before an erasure:
+    # copy the zeroed pages into the file and empty the WAL.
+    busy, _frames, _copied = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+    if busy:
+        log.warning("after an erasure, another connection kept the WAL from being "
+                    "emptied; it is emptied at the next erasure or checkpoint")
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     """Columns added since a file was made (CREATE TABLE IF NOT EXISTS keeps old tables)."""
+    if "seen" not in {row[1] for row in db.execute("PRAGMA table_info(profiles)")}:
+        # Profiles kept before they were dated count from the upgrade: none is forgotten
+        # the minute it happens, all are within the retention after it.
+        db.execute("ALTER TABLE profiles ADD COLUMN seen REAL NOT NULL DEFAULT 0")
+        db.execute("UPDATE profiles SET seen = ?", (time.time(),))
+    db.execute("CREATE INDEX IF NOT EXISTS profiles_seen ON profiles (site, seen)")
     columns = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
     if "digest" not in columns:
         # Claims made before digests were kept say nothing of their request: duplicates.

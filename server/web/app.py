@@ -37,6 +37,7 @@ from ..live.relay import Relay, redis_url
 from ..live.reload import reload_rules, watch_rules
 from ..stores.backends import open_store
 from ..stores.contract import Store
+from ..stores.retention import FORGET_BATCH
 from ..stores.roundtrips import timed
 from ..stores.writebehind import FLUSH_SECONDS
 from .admin.auth import LoginGuard, PasswordChecks, Sessions
@@ -58,6 +59,8 @@ from .socket import widget_socket
 
 log = logging.getLogger("popin")
 SWEEP_INTERVAL_SECONDS = 60.0
+# Up to 10,000 visitors forgotten per site a minute: far more than a site gains.
+FORGET_BATCHES_PER_SWEEP = 50
 METRICS_SECONDS = 1.0
 
 # How popin runs on uvicorn, for `popin serve`, the tests and the benchmarks alike.
@@ -120,6 +123,8 @@ def create_app(settings: Settings, store: Store | None = None,
         secret = load_secret(settings)
         sites = {key: replace(site, assignment_key=_assignment_key(secret, key))
                  for key, site in settings.sites.items()}
+        for key, site in sites.items():
+            active.retention.keep(key, site.retention_days)
         hub = Hub(active, {}, sites, geo=geo, max_sessions=settings.limits.sessions)
         hub.links = Links(secret)
         hub.previews = PreviewLinks(secret)
@@ -263,3 +268,21 @@ async def _sweep_forever(hub: Hub) -> None:
                     site, hub.clock())
             except Exception:
                 log.exception("audience expiry failed for site %s; retried next minute", site)
+            try:
+                hub.counts["visitor.forgotten"] += await _forget_unseen(hub, site)
+            except Exception:
+                log.exception("forgetting unseen visitors failed for site %s; retried next "
+                              "minute", site)
+
+
+async def _forget_unseen(hub: Hub, site: str) -> int:
+    """Visitors past the site's retention, batch after batch: each is one short
+    transaction, and other work runs between them."""
+    forgotten = 0
+    for _ in range(FORGET_BATCHES_PER_SWEEP):
+        batch = await hub.store.forget_unseen(site, hub.clock(), FORGET_BATCH)
+        forgotten += batch
+        if batch < FORGET_BATCH:
+            break
+        await asyncio.sleep(0)
+    return forgotten

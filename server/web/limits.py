@@ -1,5 +1,6 @@
-"""What one stranger may take from the server: sockets per address and in all, messages
-per second per socket, and the file descriptors the process may hold.
+"""What one stranger may take from the server: sockets per address and in all, new
+sockets per minute per address, messages per second per socket, and the file
+descriptors the process may hold.
 
 The socket is public; without these a script can open sockets until the process runs
 out of file descriptors, or stream thousands of messages a second into the store.
@@ -8,6 +9,8 @@ out of file descriptors, or stream thousands of messages a second into the store
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import time
 from collections import Counter, deque
 
 import orjson
@@ -20,6 +23,8 @@ from ..config import Limits
 BUFFERED_BODY = 1 << 20
 # File descriptors kept for the store, log files, HTTP requests and the listening socket.
 RESERVED_DESCRIPTORS = 128
+# Handshake buckets kept before the refilled ones are looked for.
+PRUNE_AT = 4096
 
 
 class TokenBucket:
@@ -40,30 +45,67 @@ class TokenBucket:
         self._tokens -= 1.0
         return True
 
+    def full_at(self, now: float) -> bool:
+        """Refilled by `now`: the same as a bucket never used, so it can be dropped."""
+        return self._tokens + (now - self._stamp) * self._rate >= self._burst
+
 
 class Admission:
-    """Open sockets, per client address and in all."""
+    """Open sockets, per client address and in all, and new ones per address. Addresses
+    live only in these counters, in memory: never stored, never logged."""
 
     def __init__(self, limits: Limits) -> None:
         self._limits = limits
         self._by_address: Counter[str] = Counter()
         self.open = 0
+        # Only the closing of a socket limits the sockets held at once; each new one
+        # may make a profile (a fresh visitor id is free to invent), so their rate is
+        # bounded too, per address (per /64 for IPv6: one host gets a whole one).
+        self._handshakes: dict[str, TokenBucket] = {}
+        self._prune_at = PRUNE_AT
 
-    def admit(self, address: str) -> str | None:
-        """Count the socket in, or say why not ("connections", "per_address")."""
+    def admit(self, address: str, now: float | None = None) -> str | None:
+        """Count the socket in, or say why not ("connections", "per_address",
+        "handshakes")."""
         if self.open >= self._limits.connections:
             return "connections"
         if self._by_address[address] >= self._limits.connections_per_address:
             return "per_address"
+        if not self._handshake(address, time.monotonic() if now is None else now):
+            return "handshakes"
         self._by_address[address] += 1
         self.open += 1
         return None
+
+    def _handshake(self, address: str, now: float) -> bool:
+        source = _source(address)
+        bucket = self._handshakes.get(source)
+        if bucket is None:
+            if len(self._handshakes) >= self._prune_at:
+                # Buckets refilled since are dropped: memory follows the addresses busy
+                # in the last half minute or so, whatever a scan of addresses sends.
+                self._handshakes = {key: kept for key, kept in self._handshakes.items()
+                                    if not kept.full_at(now)}
+                self._prune_at = max(PRUNE_AT, 2 * len(self._handshakes))
+            limits = self._limits
+            bucket = self._handshakes[source] = TokenBucket(
+                limits.handshakes_per_minute / 60.0, limits.handshake_burst, now)
+        return bucket.take(now)
 
     def release(self, address: str) -> None:
         self.open -= 1
         self._by_address[address] -= 1
         if self._by_address[address] <= 0:
             del self._by_address[address]
+
+
+def _source(address: str) -> str:
+    if ":" not in address:
+        return address
+    try:
+        return str(ipaddress.IPv6Network(f"{address}/64", strict=False).network_address)
+    except ValueError:
+        return address
 
 
 def raise_open_files() -> int:
