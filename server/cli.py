@@ -597,6 +597,7 @@ def init(args: argparse.Namespace) -> int:
         DEFAULT_STORE,
         Starter,
         check,
+        copy_playbook,
         site_key_from,
         site_name_from,
         starter_toml,
@@ -627,13 +628,9 @@ def init(args: argparse.Namespace) -> int:
         raise Refused(str(error)) from None
     rules = folder / starter.rules
     present = rule_files(rules) if rules.exists() else []
-    copied = 0
+    copied, left_out = 0, list[str]()
     if not present:
-        for source in rule_files(DEFAULT_RULES):
-            destination = rules / source.relative_to(DEFAULT_RULES)
-            destination.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(source, destination)
-            copied += 1
+        copied, left_out = copy_playbook(DEFAULT_RULES, rule_files(DEFAULT_RULES), rules)
     folder.mkdir(parents=True, exist_ok=True)
     # Owner-only from the start: the file holds secrets.
     with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
@@ -648,6 +645,9 @@ def init(args: argparse.Namespace) -> int:
     if copied:
         print(f"Copied the playbook into {rules}/: {plural(copied, 'rule file')} to adapt "
               "or delete.")
+    if left_out:
+        print(f"  left out what changed in {DEFAULT_RULES} since it was shipped (the demo's "
+              f"editor writes there): {', '.join(left_out)}")
     else:
         print(f"Left {rules}/ as it is: it already holds {plural(len(present), 'rule file')}.")
     pages = " and ".join(starter.origins) or "your site"

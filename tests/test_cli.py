@@ -5,6 +5,7 @@ words ("1 member", "2 members")."""
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shlex
 import stat
@@ -19,6 +20,7 @@ import pytest
 from conftest import ROOT
 from popin.cli import main, parser
 from popin.config import load_settings
+from popin.config.starter import copy_playbook, shipped
 from popin.core.rules.campaign import load_rules, rule_files
 
 SHOP = '[[sites]]\nkey = "shop"\nname = "Shop"\n'
@@ -188,6 +190,30 @@ def test_init_writes_a_commented_config_with_fresh_secrets_and_the_playbook(
     assert broken.returncode == 1
     assert broken.stderr.startswith("rules/typo.yaml:2:5: rule 'a' does nothing; ")
     assert "\nrules/typo.yaml:2:23: unknown key 'evnt' in 'trigger'" in broken.stderr
+
+
+def test_the_playbook_manifest_lists_the_playbook_as_shipped() -> None:
+    listed = shipped(ROOT / "rules")
+    actual = {path.relative_to(ROOT / "rules").as_posix():
+              hashlib.sha256(path.read_bytes()).hexdigest() for path in rule_files(ROOT / "rules")}
+    assert listed == actual, ("rules/PLAYBOOK.sha256 is stale: after changing the playbook "
+                              "on purpose, run 'cd rules && sha256sum *.yaml > PLAYBOOK.sha256'")
+
+
+def test_init_leaves_out_what_the_demo_changed_in_the_playbook(tmp_path: Path) -> None:
+    playbook = tmp_path / "playbook"
+    playbook.mkdir()
+    for name in ("kept.yaml", "edited.yaml"):
+        (playbook / name).write_text(f"# {name}\nrules: []\n")
+    (playbook / "PLAYBOOK.sha256").write_text("".join(
+        f"{hashlib.sha256((playbook / name).read_bytes()).hexdigest()}  {name}\n"
+        for name in ("kept.yaml", "edited.yaml")))
+    (playbook / "edited.yaml").write_text("# someone's demo experiment\nrules: []\n")
+    (playbook / "added.yaml").write_text("rules: []\n")
+    site = tmp_path / "site"
+    copied, left_out = copy_playbook(playbook, rule_files(playbook), site)
+    assert (copied, sorted(left_out)) == (1, ["added.yaml", "edited.yaml"])
+    assert [path.name for path in site.iterdir()] == ["kept.yaml"]
 
 
 def test_init_guesses_what_it_is_not_told_and_says_so(tmp_path: Path) -> None:

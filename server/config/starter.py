@@ -5,9 +5,11 @@ name, the time zone from this machine's clock), and says so."""
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 import secrets
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -147,3 +149,35 @@ fatigue = {{per_session = 2, per_day = 3}}
 # [limits]
 # connections = 10000
 """
+
+
+# The playbook as shipped: `sha256sum`'s lines for each rule file, beside them. The
+# demo's editor writes into the same folder, and `popin init` must not hand a new site the
+# experiments someone made in the demo (tests/test_cli.py keeps the list fresh).
+MANIFEST = "PLAYBOOK.sha256"
+
+
+def shipped(playbook: Path) -> dict[str, str]:
+    """Relative path -> SHA-256 of each playbook file as shipped."""
+    listed = playbook / MANIFEST
+    if not listed.is_file():
+        return {}
+    pairs = (line.split(maxsplit=1) for line in listed.read_text().splitlines() if line.strip())
+    return {name.strip().lstrip("*"): digest for digest, name in pairs}
+
+
+def copy_playbook(playbook: Path, files: list[Path], into: Path) -> tuple[int, list[str]]:
+    """Copy the playbook's files as shipped into `into`; the names of those changed or
+    added since (left out) come back with the count copied."""
+    expected = shipped(playbook)
+    copied, left_out = 0, []
+    for source in files:
+        name = source.relative_to(playbook).as_posix()
+        if expected.get(name) != hashlib.sha256(source.read_bytes()).hexdigest():
+            left_out.append(name)
+            continue
+        destination = into / name
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, destination)
+        copied += 1
+    return copied, left_out
