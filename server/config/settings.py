@@ -61,8 +61,8 @@ class Limits:
     connections_per_address: int = 200
     # New sockets per address: a page load or two a second from a whole office behind
     # one NAT passes; a script minting visitors by the thousand does not.
-    handshakes_per_minute: float = 60.0
-    handshake_burst: int = 30
+    handshakes_per_minute: float = 600.0
+    handshake_burst: int = 200
     # A widget sends a few messages a second at most; bursts on page load.
     messages_per_second: float = 20.0
     message_burst: int = 60

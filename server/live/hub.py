@@ -286,12 +286,20 @@ class Hub:
             return False
         self.counts.update(result.counts)
         site, visitor = session.site, session.profile.visitor
+        self._mark_unsaved(session, result)
         if result.stats:
             self.record_stats(session, result, self.clock())
         self._outbox(site, visitor, result)
         if result.profile_changed:
             self.pending.profile(site, session.profile)
         return True
+
+    def _mark_unsaved(self, session: Session, result: Result) -> None:
+        # A session that pushed or heard a report has its snapshot written with the next
+        # flush (save_changed_sessions): a process killed outright then loses at most a
+        # second of its caps and pushes awaiting reports. Both ways of settling mark it.
+        if self.peers is not None and (result.messages or result.acks):
+            self._unsaved.add((session.site, session.profile.visitor, session.id))
 
     def _outbox(self, site: str, visitor: str, result: Result) -> None:
         for message in result.messages:
@@ -307,8 +315,7 @@ class Hub:
         What can wait a moment goes through `pending` and is written with the next flush."""
         self.counts.update(result.counts)
         site, visitor = session.site, session.profile.visitor
-        if self.peers is not None and (result.messages or result.acks):
-            self._unsaved.add((site, visitor, session.id))
+        self._mark_unsaved(session, result)
         now = self.clock()
         if result.stats:
             self.record_stats(session, result, now)
