@@ -300,3 +300,41 @@ def test_a_batch_is_read_as_its_messages_in_order(client: TestClient) -> None:
         ws.send_text("[]")
         assert ws.receive_json()["code"] == "bad_message"
     assert 'kind="popin.shown"} 1' in metrics(client)
+
+
+def test_an_event_taken_as_the_socket_closes_is_kept(tmp_path: Path) -> None:
+    """At a stop, uvicorn closes every socket while their last frames wait to be read:
+    the hello is taken, but its answer cannot leave. What the hello changed (the visit,
+    the profile) must be written all the same; it was dropped with the failed send."""
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    from popin.config import Limits
+    from popin.live.hub import Hub
+    from popin.web.limits import Admission
+    from popin.web.socket import widget_socket
+
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'popin.db'}")
+        await store.open()
+        hub = Hub(store, {}, {"demo": Site("demo")})
+        frames = [{"type": "websocket.connect"},
+                  {"type": "websocket.receive", "text": orjson.dumps(hello()).decode()},
+                  {"type": "websocket.disconnect", "code": 1012}]
+
+        async def receive() -> dict[str, Any]:
+            return frames.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.send":
+                raise ClientDisconnected  # closed by the shutdown meanwhile
+
+        scope = {"type": "websocket", "path": "/ws", "query_string": b"site=demo",
+                 "client": ("127.0.0.1", 50000),
+                 "headers": [(b"host", b"testserver"), (b"origin", b"http://testserver")]}
+        await widget_socket(hub, Admission(Limits()), Limits(), scope, receive, send)
+        await hub.flush()
+        stored = await store.load_profile("demo", VISITOR)
+        assert stored is not None and stored.visits == 1, "the hello's visit was lost"
+        await store.close()
+
+    run(scenario())

@@ -293,8 +293,20 @@ async def _deliver(websocket: Socket, hub: Hub, session: Session, result: Result
         # Read only when there is something to send: an ordinary event pays nothing for it.
         decided = hub.metrics.now()
         await hub.prepare(session, result)
-        for message in result.messages:
-            await websocket.send_text(encode(message))
+        try:
+            for message in result.messages:
+                await websocket.send_text(encode(message))
+        except OSError:
+            # The socket closed under us (the client left, or the server is stopping and
+            # uvicorn closed it): the event was taken all the same, and its session has
+            # already changed. What it changed is kept (its pop-in waits in the outbox
+            # for the next visit), or the last events before a stop were lost.
+            await _settle(hub, session, result)
+            raise
         hub.metrics.pushed("session", decided, result.messages)
+    await _settle(hub, session, result)
+
+
+async def _settle(hub: Hub, session: Session, result: Result) -> None:
     if not hub.settled(session, result):
         await hub.settle(session, result)
