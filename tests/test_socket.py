@@ -302,10 +302,11 @@ def test_a_batch_is_read_as_its_messages_in_order(client: TestClient) -> None:
     assert 'kind="popin.shown"} 1' in metrics(client)
 
 
-def test_an_event_taken_as_the_socket_closes_is_kept(tmp_path: Path) -> None:
-    """At a stop, uvicorn closes every socket while their last frames wait to be read:
-    the hello is taken, but its answer cannot leave. What the hello changed (the visit,
-    the profile) must be written all the same; it was dropped with the failed send."""
+def test_events_taken_as_the_socket_closes_are_kept(tmp_path: Path) -> None:
+    """The socket closes (the visitor leaves at once, or uvicorn closes every socket at a
+    stop) while its last frames wait to be read: the hello is taken but its answer cannot
+    leave. What the hello and the frames after it change must be written all the same;
+    the failed send dropped them, and the profile was never stored."""
     from uvicorn.protocols.utils import ClientDisconnected
 
     from popin.config import Limits
@@ -317,8 +318,10 @@ def test_an_event_taken_as_the_socket_closes_is_kept(tmp_path: Path) -> None:
         store = open_store(f"sqlite:///{tmp_path / 'popin.db'}")
         await store.open()
         hub = Hub(store, {}, {"demo": Site("demo")})
+        dwell = {"type": "dwell", "keyword": "waxing", "seconds": 5}
         frames = [{"type": "websocket.connect"},
                   {"type": "websocket.receive", "text": orjson.dumps(hello()).decode()},
+                  {"type": "websocket.receive", "text": orjson.dumps(dwell).decode()},
                   {"type": "websocket.disconnect", "code": 1012}]
 
         async def receive() -> dict[str, Any]:
@@ -326,15 +329,17 @@ def test_an_event_taken_as_the_socket_closes_is_kept(tmp_path: Path) -> None:
 
         async def send(message: dict[str, Any]) -> None:
             if message["type"] == "websocket.send":
-                raise ClientDisconnected  # closed by the shutdown meanwhile
+                raise ClientDisconnected  # closed meanwhile
 
         scope = {"type": "websocket", "path": "/ws", "query_string": b"site=demo",
                  "client": ("127.0.0.1", 50000),
                  "headers": [(b"host", b"testserver"), (b"origin", b"http://testserver")]}
         await widget_socket(hub, Admission(Limits()), Limits(), scope, receive, send)
+        assert frames == [], "frames received before the disconnect were left unread"
         await hub.flush()
         stored = await store.load_profile("demo", VISITOR)
         assert stored is not None and stored.visits == 1, "the hello's visit was lost"
+        assert stored.interests == {"waxing": 5.0}, "the dwell after it was lost"
         await store.close()
 
     run(scenario())
