@@ -166,3 +166,32 @@ def test_an_erasure_during_a_flush_leaves_nothing_written_after_it(tmp_path: Pat
         await store.close()
 
     run(scenario())
+
+
+def test_a_flush_cancelled_midway_still_writes_what_it_took(tmp_path: Path) -> None:
+    """At shutdown the app cancels its flush loop, then flushes once more and closes the
+    store: a flush caught in its store call lost the profiles it had taken (the last one
+    found nothing to write, and did not wait for it)."""
+    from popin.core.site import Site
+    from popin.live.hub import Hub
+
+    async def scenario() -> None:
+        store = store_at(tmp_path)
+        held = HeldAtProfiles(store, fail=False)
+        hub = Hub(held, {}, {"demo": Site("demo")})  # type: ignore[arg-type]
+        hub.pending.profile("demo", Profile("visitor-1", visits=1))
+        loop_flush = asyncio.create_task(hub.flush())
+        await held.reached.wait()
+        loop_flush.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await loop_flush
+        # The store answers a moment later; the last flush must wait for it.
+        asyncio.get_running_loop().call_later(0.05, held.release.set)
+        await hub.flush()
+        stored = await store.load_profile("demo", "visitor-1")
+        assert stored is not None and stored.visits == 1, \
+            "the profile taken by the cancelled flush was lost"
+        assert not hub.pending and not hub.pending.in_flight
+        await store.close()
+
+    run(scenario())

@@ -300,3 +300,46 @@ def test_a_batch_is_read_as_its_messages_in_order(client: TestClient) -> None:
         ws.send_text("[]")
         assert ws.receive_json()["code"] == "bad_message"
     assert 'kind="popin.shown"} 1' in metrics(client)
+
+
+def test_events_taken_as_the_socket_closes_are_kept(tmp_path: Path) -> None:
+    """The socket closes (the visitor leaves at once, or uvicorn closes every socket at a
+    stop) while its last frames wait to be read: the hello is taken but its answer cannot
+    leave. What the hello and the frames after it change must be written all the same;
+    the failed send dropped them, and the profile was never stored."""
+    from uvicorn.protocols.utils import ClientDisconnected
+
+    from popin.config import Limits
+    from popin.live.hub import Hub
+    from popin.web.limits import Admission
+    from popin.web.socket import widget_socket
+
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'popin.db'}")
+        await store.open()
+        hub = Hub(store, {}, {"demo": Site("demo")})
+        dwell = {"type": "dwell", "keyword": "waxing", "seconds": 5}
+        frames = [{"type": "websocket.connect"},
+                  {"type": "websocket.receive", "text": orjson.dumps(hello()).decode()},
+                  {"type": "websocket.receive", "text": orjson.dumps(dwell).decode()},
+                  {"type": "websocket.disconnect", "code": 1012}]
+
+        async def receive() -> dict[str, Any]:
+            return frames.pop(0)
+
+        async def send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.send":
+                raise ClientDisconnected  # closed meanwhile
+
+        scope = {"type": "websocket", "path": "/ws", "query_string": b"site=demo",
+                 "client": ("127.0.0.1", 50000),
+                 "headers": [(b"host", b"testserver"), (b"origin", b"http://testserver")]}
+        await widget_socket(hub, Admission(Limits()), Limits(), scope, receive, send)
+        assert frames == [], "frames received before the disconnect were left unread"
+        await hub.flush()
+        stored = await store.load_profile("demo", VISITOR)
+        assert stored is not None and stored.visits == 1, "the hello's visit was lost"
+        assert stored.interests == {"waxing": 5.0}, "the dwell after it was lost"
+        await store.close()
+
+    run(scenario())

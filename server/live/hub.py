@@ -369,8 +369,9 @@ class Hub:
                                secrets.token_hex(6))
 
     async def flush(self) -> None:
-        """Write what is pending now (also done every FLUSH_SECONDS by the app)."""
-        if self.pending:
+        """Write what is pending now (also done every FLUSH_SECONDS by the app), after
+        any flush still writing (at shutdown: the one the app's cancelled loop began)."""
+        if self.pending or self.pending.in_flight:
             await self.pending.flush(self.store)
 
     def record_stats(self, session: Session, result: Result, now: float) -> None:

@@ -45,6 +45,7 @@ class PendingWrites:
         # Held by a flush from start to end: an erasure waits for the one in flight, whose
         # writes (taken from here before the erasure began) would otherwise land after it.
         self._flushing = asyncio.Lock()
+        self._in_flight: set[asyncio.Future[None]] = set()
         # Since when writes have been failing (None: the last one succeeded), and why:
         # /healthz reports it, so a full disk shows before anything reads it back.
         self.failing_since: float | None = None
@@ -133,7 +134,23 @@ class PendingWrites:
 
     async def flush(self, store: Store) -> None:
         """Write everything pending. What arrives meanwhile waits for the next flush; what
-        fails is kept for it."""
+        fails is kept for it. Cancelling the caller does not cancel the writes: a flush
+        holds what it took from here only in itself, so one cancelled midway (the app
+        stops its flush loop at shutdown) lost those profiles for good. It runs to its end
+        in a task of its own, holding the lock, so the next flush (the last one, at
+        shutdown) waits for it and then writes what came after."""
+        task = asyncio.ensure_future(self._flush_locked(store))
+        # The loop keeps only a weak reference to a task: a cancelled caller's must live on.
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+        await asyncio.shield(task)
+
+    @property
+    def in_flight(self) -> bool:
+        """A flush whose caller was cancelled is still writing: the last flush waits."""
+        return bool(self._in_flight)
+
+    async def _flush_locked(self, store: Store) -> None:
         async with self._flushing:
             await self._flush(store)
 

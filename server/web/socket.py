@@ -45,10 +45,13 @@ class Socket:
     wrapper cost about a fifth of the time of every frame (py-spy under bench/sockets.py);
     this endpoint needs none of them. It is also what the hub pushes business events to."""
 
-    __slots__ = ("_receive", "_send", "scope")
+    __slots__ = ("_receive", "_send", "gone", "scope")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.scope, self._receive, self._send = scope, receive, send
+        # The peer is gone (it left, or uvicorn closed the socket at a stop) while frames
+        # it sent before wait to be read.
+        self.gone = False
 
     def header(self, name: bytes) -> str | None:
         for key, value in self.scope["headers"]:
@@ -83,7 +86,17 @@ class Socket:
         return await self._receive()
 
     async def send_text(self, text: str) -> None:
-        await self._send({"type": "websocket.send", "text": text})
+        # A send that fails does not end the socket's work: the frames already received
+        # (up to the disconnect uvicorn queued after them) are still handled and what
+        # they change is written; only their answers are dropped (a pop-in waits in the
+        # outbox for the next visit). Raising here left a hello's visit, and every event
+        # after it, unwritten, and a clean stop lost the last visitors' profiles.
+        if self.gone:
+            return
+        try:
+            await self._send({"type": "websocket.send", "text": text})
+        except OSError:
+            self.gone = True
 
     async def send(self, message: dict[str, Any]) -> None:
         await self.send_text(encode(message))
