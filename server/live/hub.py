@@ -61,6 +61,8 @@ class Peers(Protocol):
 
     def absent(self, site: str, visitor: str) -> None: ...
 
+    async def arrive(self, site: str, visitor: str) -> None: ...
+
     async def publish(self, site: str, visitor: str, messages: list[dict[str, Any]],
                       received: float | None = None) -> bool: ...
 
@@ -376,6 +378,10 @@ class Hub:
         """The oldest push this visitor never acknowledged, to send again on (re)connect."""
         if self.pending.has_outbox(session.site, session.profile.visitor):
             await self.flush()
+        if self.peers is not None:
+            # Present before the outbox is read, as the API writes the outbox before it
+            # looks for presence: a push posted meanwhile is relayed here or read below.
+            await self.peers.arrive(session.site, session.profile.visitor)
         waiting = await self.store.outbox_list(session.site, session.profile.visitor,
                                                self.clock())
         if not waiting:

@@ -105,6 +105,13 @@ class Relay:
         self._changed[(site, visitor)] = False
         self._wake.set()
 
+    async def arrive(self, site: str, visitor: str) -> None:
+        """Presence written now rather than by the presence task: the hub reads the
+        visitor's outbox after this returns, and a push the API wrote before it looked us
+        up must not fall between the two (left in the outbox until the next reconnect)."""
+        if (site, visitor) in self._here:
+            await self._write({(site, visitor): True})
+
     async def publish(self, site: str, visitor: str, messages: list[dict[str, Any]],
                       received: float | None = None) -> bool:
         """Send pushes to the nodes where the visitor has a socket; whether one took them.
