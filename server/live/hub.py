@@ -435,6 +435,17 @@ class Hub:
         self.counts["relay.delivered" if sent else "relay.missed"] += 1
         return sent
 
+    async def resend_waiting(self) -> None:
+        """The relay's channel was lost a while: pushes published for visitors held here
+        meanwhile wait in their outboxes, and are sent again as at hello."""
+        for sockets in list(self._sockets.values()):
+            for socket, session in list(sockets.items()):
+                try:
+                    for push in await self.unacknowledged(session):
+                        await socket.send(push)
+                except Exception:
+                    log.warning("a waiting push is sent on the visitor's next reconnect")
+
     async def business_event(self, site: Site, visitor: str, event: Custom,
                              received: float | None = None) -> Outcome:
         """An event from the site's backend: live if the visitor is connected, else the

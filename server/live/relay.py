@@ -215,23 +215,32 @@ class Relay:
 
     async def _listen(self, hub: Hub) -> None:
         failures = 0
+        lost = False
         while True:
             try:
+                # A cluster client that ran no command yet has no slot map, and redis-py
+                # (8.1) fails the SUBSCRIBE with a KeyError: every retry did, while idle.
+                await self._client.ping()
                 async with self._client.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel(self.node))
                     failures = 0
+                    if lost:
+                        # Pushes published while the channel was down wait in outboxes.
+                        lost = False
+                        await hub.resend_waiting()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             await self._deliver(hub, message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                lost = True
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
                 log.warning("relay channel lost (%s); subscribing again in %g s",
                             type(error).__name__, delay)
                 await asyncio.sleep(delay)
-                # What was published meanwhile is in the outboxes; presence is rewritten.
+                # Presence is rewritten; what was published meanwhile is sent again above.
                 for key in self._here:
                     self._changed.setdefault(key, True)
                 self._wake.set()
