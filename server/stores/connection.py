@@ -27,6 +27,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.typing import EncodableT
 
+from .urls import without_password
+
 Client: TypeAlias = "redis.Redis | redis.RedisCluster"
 
 MAX_CONNECTIONS = 32
@@ -120,7 +122,7 @@ def parse(url: str) -> Target:
     """The parts of a store URL, or ValueError naming what is wrong."""
     scheme, sep, rest = url.partition("://")
     if not sep or scheme not in SCHEMES:
-        raise ValueError(f"not a Redis URL: {url!r}; expected one of "
+        raise ValueError(f"not a Redis URL: {without_password(url)!r}; expected one of "
                          f"{', '.join(s + '://' for s in SCHEMES)}")
     # urlsplit reads one host only; the credentials and the host list are split here.
     location, _, tail = rest.partition("/")
