@@ -108,7 +108,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .web.app import create_app, uvicorn_options
-    from .web.limits import raise_open_files, socket_ceiling
+    from .web.limits import raise_open_files, socket_ceiling, worker_share
     from .web.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format)
@@ -129,6 +129,8 @@ def serve(args: argparse.Namespace) -> int:
     settings.limits = replace(settings.limits,
                               connections=socket_ceiling(settings.limits, open_files))
     worker_fd = os.environ.get(WORKER_FD)
+    if worker_fd is not None and args.workers > 1:
+        settings.limits = worker_share(settings.limits, args.workers)
     if args.workers > 1 and worker_fd is None:
         return _supervise(args, settings)
     app = create_app(settings, serving=True)
