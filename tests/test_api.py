@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from starlette.websockets import WebSocketDisconnect
 from conftest import LOOPBACK, make_key, run, settings_with_rules
 from popin.config import Settings
 from popin.core.site import Site
+from popin.web.api import routes
 from popin.web.api.openapi import document
 from popin.web.app import create_app
 
@@ -161,6 +163,31 @@ def test_an_idempotency_key_reused_for_another_event_is_refused(
         timed = client.post("/api/v1/events", headers=auth(token), json={"events": [
             {**fresh, "idempotency_key": "order-2004", "time": when}]})
         assert timed.status_code == (200 if when == 1.0 else 409)
+
+
+def test_a_key_claimed_by_a_worker_that_died_before_storing_is_applied_by_the_retry(
+        client: TestClient, settings_: Settings) -> None:
+    """A worker killed between its claim and its write never answered 2xx: the retry is
+    told to wait while the claim may still be at work, then applies the event."""
+    token = make_key(settings_, "events")
+    store = client.app.state.hub.store  # type: ignore[attr-defined]
+    item = {"name": "signup", "visitor": "visitor-died-1", "idempotency_key": "signup-died"}
+    # What the dead worker left: a pending claim, nothing written (a short lease here).
+    digest = routes._digest(routes._event(item, 0))
+    assert run(store.claim("demo", [("event:signup-died", digest)], 60, lease=0.3)) == [
+        "claimed"]
+    early = client.post("/api/v1/events", headers=auth(token), json={"events": [item]})
+    assert early.status_code == 503
+    assert early.json()["error"]["code"] == "in_progress"
+    assert early.headers["Retry-After"] == "10"
+    time.sleep(0.4)
+    retried = client.post("/api/v1/events", headers=auth(token), json={"events": [item]})
+    assert retried.json()["results"][0] | {"status": "applied", "queued": 1} == \
+        retried.json()["results"][0], retried.text
+    assert client.post("/api/v1/events", headers=auth(token), json={"events": [item]}).json()[
+        "results"][0]["status"] == "duplicate"
+    run(client.app.state.hub.flush())  # type: ignore[attr-defined]
+    assert len(run(store.outbox_list("demo", "visitor-died-1", 0.0))) == 1
 
 
 def test_an_event_the_store_cannot_keep_is_refused_and_its_retry_applied(

@@ -93,10 +93,8 @@ def test_tcf_all_purposes_granted_keeps_and_tags_the_visitor(
     assert page.evaluate("[...document.scripts].some(s => s.src.endsWith('/popin-consent.js'))")
     [hello] = log.of_type("hello")
     assert hello["cmp"] is True and hello["consent"] == "unknown"
-    # The banner is up: the CMP says GDPR applies and nothing is consented to yet.
-    first = eventually(page, lambda: tcf_signals(log))
-    assert first == [{"type": "consent", "source": "tcf", "applies": True, "purposes": [],
-                      "publisher": [], "action": 0}]
+    # The banner is up ('cmpuishown'): the visitor has not answered, so popin tells the
+    # server nothing and keeps waiting.
     page.click("#subscribe")
     nothing_kept(page, server, "tcf", hello["visitor"])
     page.screenshot(path=screenshots / "consent-tcf-banner.png")
@@ -106,8 +104,8 @@ def test_tcf_all_purposes_granted_keeps_and_tags_the_visitor(
     [string] = page.evaluate("fixtureCmp.strings")
     assert string.startswith("C") and page.evaluate(f"fixtureCmp.decode('{string}')") == \
         ALL_PURPOSES
-    assert eventually(page, lambda: len(tcf_signals(log)) == 2)
-    assert tcf_signals(log)[1]["purposes"] == ALL_PURPOSES
+    assert eventually(page, lambda: len(tcf_signals(log)) == 1)
+    assert tcf_signals(log)[0]["purposes"] == ALL_PURPOSES and tcf_signals(log)[0]["action"]
     visitor = eventually(page, lambda: page.evaluate("localStorage.getItem('popin_v')"))
     assert visitor == hello["visitor"]
     page.click("#subscribe")
@@ -135,13 +133,13 @@ def test_tcf_purpose_1_refused_keeps_nothing_whatever_else_is_granted(
     page.click("#refuse-storage")
     [string] = page.evaluate("fixtureCmp.strings")
     assert page.evaluate(f"fixtureCmp.decode('{string}')") == ALL_PURPOSES[1:]
-    assert eventually(page, lambda: len(tcf_signals(log)) == 2)
+    assert eventually(page, lambda: len(tcf_signals(log)) == 1)
     page.click("#subscribe")
     nothing_kept(page, server, "tcf", hello["visitor"])
     # Nor on the next page, where the CMP answers from its cookie at once.
     page.reload()
-    assert eventually(page, lambda: len(tcf_signals(log)) == 3)
-    assert tcf_signals(log)[2]["purposes"] == ALL_PURPOSES[1:]
+    assert eventually(page, lambda: len(tcf_signals(log)) == 2)
+    assert tcf_signals(log)[1]["purposes"] == ALL_PURPOSES[1:]
     page.click("#subscribe")
     nothing_kept(page, server, "tcf", log.of_type("hello")[1]["visitor"])
 
@@ -238,7 +236,7 @@ def test_the_page_own_choice_wins_over_the_cmp(
     [hello] = log.of_type("hello")
     page.evaluate("popin.consent(false)")
     page.click("#accept-all")
-    assert eventually(page, lambda: len(tcf_signals(log)) == 2)
+    assert eventually(page, lambda: len(tcf_signals(log)) == 1)
     page.click("#subscribe")
     page.wait_for_timeout(1300)
     assert page.evaluate(POPIN_KEYS) == ["popin_c"]
@@ -279,24 +277,29 @@ def test_an_empty_data_layer_does_not_answer_for_a_late_tcf_cmp(
 
 def test_what_the_visitor_did_before_a_late_cmp_granted_counts_once_it_does(
         shop: tuple[FixtureSite, LiveServer], page: Any) -> None:
-    """The landing page's tag and the newsletter sign-up happened while the CMP had not
-    answered: nothing kept then; the CMP's grant seconds later tags for both (the landing
-    pageview does not come again)."""
+    """The landing page's tag, the newsletter sign-up and a pop-in with a tag happened
+    while the CMP had not answered: the pop-in shows (it needs no consent), nothing is kept
+    then; the CMP's grant seconds later tags for all three (the landing pageview does not
+    come again, the pop-in is not shown again)."""
     site, server = shop
     log = SocketLog(page)
     page.goto(f"{site.url}/tcf-late.html")
     [hello] = eventually(page, lambda: log.of_type("hello"))
     page.click("#subscribe")
+    page.click("#offer")
+    page.locator(POPIN_CARD, has_text="An offer before any consent").wait_for(timeout=10000)
     page.wait_for_timeout(1300)  # past a write-behind flush (1 s)
     assert profile_of(server.settings, hello["visitor"], "demo") is None
-    assert audience_members(server.settings, "demo", "late-cmp-landers") == []
-    assert audience_members(server.settings, "demo", AUDIENCE) == []
+    for audience in ("late-cmp-landers", AUDIENCE, "offer-seen"):
+        assert audience_members(server.settings, "demo", audience) == []
 
     page.click("#accept")
     visitor = hello["visitor"]
     assert eventually(page, lambda: audience_members(server.settings, "demo",
                                                      "late-cmp-landers") == [visitor])
     assert audience_members(server.settings, "demo", AUDIENCE) == [visitor]
+    assert audience_members(server.settings, "demo", "offer-seen") == [visitor]
+    assert page.locator(POPIN_CARD).count() == 1
     profile = eventually(page, lambda: (p := profile_of(server.settings, visitor, "demo"))
                          and "late-cmp-landers" in p.audiences and p)
     assert profile and AUDIENCE in profile.audiences
@@ -322,24 +325,24 @@ def test_a_preview_sends_no_consent_signal(shop: tuple[FixtureSite, LiveServer],
 
 def test_a_refusal_in_the_cmp_after_the_page_own_grant_wins(
         shop: tuple[FixtureSite, LiveServer], page: Any) -> None:
-    """popin.consent(true) wins over what the CMP said before (its banner up, nothing
-    chosen); the visitor then refusing everything in the CMP has the latest word: out of
+    """popin.consent(true) wins while the CMP's banner is up (nothing chosen, nothing said
+    to popin); the visitor then refusing everything in the CMP has the latest word: out of
     the audience, the device forgets popin's ids, and the next page does not keep them
     again on the strength of the page's earlier grant."""
     site, server = shop
     log = SocketLog(page)
     page.goto(f"{site.url}/tcf.html")
     page.locator(POPIN_CARD, has_text="Help before any consent").wait_for(timeout=10000)
-    assert eventually(page, lambda: tcf_signals(log))[0]["purposes"] == []
     page.evaluate("popin.consent(true)")
     visitor = eventually(page, lambda: page.evaluate("localStorage.getItem('popin_v')"))
     page.click("#subscribe")
     assert eventually(page, lambda: audience_members(server.settings, "tcf", AUDIENCE)
                       == [visitor])
 
+    assert tcf_signals(log) == []
     page.click("#withdraw")
-    assert eventually(page, lambda: len(tcf_signals(log)) == 2)
-    assert tcf_signals(log)[1]["purposes"] == [] and tcf_signals(log)[1]["action"] > 0
+    assert eventually(page, lambda: len(tcf_signals(log)) == 1)
+    assert tcf_signals(log)[0]["purposes"] == [] and tcf_signals(log)[0]["action"] > 0
     assert eventually(page, lambda: audience_members(server.settings, "tcf", AUDIENCE) == [])
     assert eventually(page, lambda: page.evaluate(POPIN_KEYS) == ["popin_c"])
     page.click("#subscribe")
@@ -351,7 +354,7 @@ def test_a_refusal_in_the_cmp_after_the_page_own_grant_wins(
     page.reload()
     assert eventually(page, lambda: len(log.of_type("hello")) == 2)
     assert log.of_type("hello")[1]["consent"] == "granted"
-    assert eventually(page, lambda: len(tcf_signals(log)) == 3)
+    assert eventually(page, lambda: len(tcf_signals(log)) == 2)
     page.click("#subscribe")
     page.wait_for_timeout(1300)
     assert page.evaluate(POPIN_KEYS) == ["popin_c"]

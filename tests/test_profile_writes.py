@@ -14,7 +14,9 @@ import pytest
 
 from conftest import ROOT, run
 from popin.core.visitor.profile import Profile
+from popin.live.hub import Hub
 from popin.stores.backends import open_store
+from popin.web.health import sync_metrics
 
 ROUNDS = 300
 EVERY = 5
@@ -126,6 +128,11 @@ def test_a_session_keeps_what_another_process_wrote_meanwhile(shared_url: str) -
             "Lou", 2, {"parcel": 1.0, "waxing": 30.0})
         assert session == stored, "the session's profile took in the other's change"
         assert here.profile_merges == 1  # type: ignore[attr-defined]
+        # ... and the process's /metrics counts it.
+        hub = Hub(here, {}, {})
+        for _ in range(2):
+            sync_metrics(hub)
+            assert b"\npopin_profile_merges_total 1.0\n" in hub.metrics.exposition()
         for store in (here, there):
             await store.close()
 

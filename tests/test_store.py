@@ -218,6 +218,41 @@ def test_a_claim_reused_for_another_request_is_a_conflict_and_claims_nothing(
     run(scenario())
 
 
+def test_a_claim_whose_work_never_committed_is_applied_by_a_retry_after_its_lease(
+        make_store: StoreFactory) -> None:
+    """A worker that claimed a key and died before storing its work never answered 2xx:
+    its pending claim lapses, and the retry applies the request; once committed, a retry
+    is a duplicate."""
+    async def scenario() -> None:
+        store = make_store()
+        assert await store.claim("demo", [("order-1", "d")], 60, lease=0.3) == ["claimed"]
+        # The first try may still be at work: neither applied again nor called done.
+        assert await store.claim("demo", [("order-1", "d")], 60, lease=0.3) == ["pending"]
+        assert await store.claim("demo", [("order-1", "e")], 60, lease=0.3) == ["conflict"]
+        # A batch meeting a pending key claims none of its keys.
+        assert await store.claim("demo", [("order-2", "d"), ("order-1", "d")], 60,
+                                 lease=0.3) == ["claimed", "pending"]
+        await asyncio.sleep(0.5)
+        # Died: the retry takes the key over and applies the request.
+        assert await store.claim("demo", [("order-1", "d"), ("order-2", "d")], 60,
+                                 lease=0.3) == ["claimed", "claimed"]
+        await store.commit("demo", [("order-1", "d")], 60)
+        await asyncio.sleep(0.5)
+        assert await store.claim("demo", [("order-1", "d")], 60, lease=0.3) == ["duplicate"]
+        assert await store.claim("demo", [("order-1", "e")], 60, lease=0.3) == ["conflict"]
+        assert await store.claim("other", [("order-1", "d")], 60, lease=0.3) == ["claimed"]
+        # Its work failed and was never stored: given back, claimed again at once.
+        await store.release("demo", ["order-2"])
+        assert await store.claim("demo", [("order-2", "d")], 60, lease=0.3) == ["claimed"]
+        await store.commit("demo", [], 60)
+        outcomes = await asyncio.gather(*(store.claim("demo", [("race", "d")], 60, lease=5)
+                                          for _ in range(20)))
+        assert sorted(outcomes) == [["claimed"]] + [["pending"]] * 19
+        await store.close()
+
+    run(scenario())
+
+
 def test_claims_made_before_digests_were_kept_stay_duplicates(tmp_path: Path) -> None:
     """A file from before digests: its claims table gains the column, its claims hold."""
     import sqlite3

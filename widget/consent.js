@@ -19,7 +19,9 @@
   }
   if (typeof tcf === 'function') {
     tcf('addEventListener', 2, function (tc, ok) {
-      if (!ok || !tc) return;
+      // 'cmpuishown': the banner is up, the visitor has not answered yet (IAB: wait for
+      // 'tcloaded' or 'useractioncomplete').
+      if (!ok || !tc || tc.eventStatus === 'cmpuishown') return;
       popin.signal({
         type: 'consent', source: 'tcf',
         // Undetermined counts as applying: consent is then needed.

@@ -56,6 +56,9 @@ QUIET_AFTER_ANY_DISMISS = 60.0
 # A membership may end up to this much (and at most a hundredth of its length) earlier
 # than the visitor's last qualifying event says.
 MAX_REFRESH_SLACK = 3600.0
+# What waited for consent (Session.deferred): the whole rule (it did not fire), or only
+# its tags and/or its webhooks (it showed its pop-in, which needs no consent).
+RETRY, TAGS, HOOKS = 0, 1, 2
 
 
 @dataclass(slots=True)
@@ -146,10 +149,11 @@ class Session:
         self.open_unasked = False
         self.typing = False
         self.visit_pending = False
-        # rule id -> the event it met while the page's consent tool had not answered yet: a
-        # rule that only tags or calls webhooks is retried with it once the tool grants
-        # (the landing page's own pageview does not come again). One entry per rule at most.
-        self.deferred: dict[str, Event] = {}
+        # rule id -> the event it met while consent was missing, and what waited (RETRY,
+        # TAGS, HOOKS): applied once the visitor grants during this page (the landing
+        # page's own pageview does not come again), dropped when they refuse. One entry
+        # per rule at most.
+        self.deferred: dict[str, tuple[Event, int]] = {}
         # After the visitor dismisses a pop-in, other campaigns keep quiet for a while.
         self.quiet_until = 0.0
         self.started = 0.0
@@ -399,7 +403,7 @@ class Session:
         # What the consent tools said so far is older than the page's word; after a new
         # act of the visitor in one of them, its denial wins again (Facts.level).
         self.facts.overruled = dict(self.facts.acts)
-        return self._consent_changed(Result(counts=[f"consent.{self.facts.consent}"]),
+        return self._consent_changed(Result(counts=[f"consent.{self.facts.consent}"]), True,
                                      rules, now)
 
     def _signal(self, event: TcfSignal | ConsentModeSignal, rules: RuleSet,
@@ -412,13 +416,17 @@ class Session:
                                  else mapping.consent_mode(event))
         if event.action:
             facts.acts[source] = event.action
-        result = self._consent_changed(Result(counts=[f"consent.{source}"]), rules, now)
+        result = self._consent_changed(Result(counts=[f"consent.{source}"]), bool(event.action),
+                                       rules, now)
         # The widget keeps its ids, or forgets them, as the server now decides (it knows
         # the page's own choice without being told).
         result.messages.append({"type": "consent", "remember": facts.may_remember})
         return result
 
-    def _consent_changed(self, result: Result, rules: RuleSet, now: float) -> Result:
+    def _consent_changed(self, result: Result, act: bool, rules: RuleSet,
+                         now: float) -> Result:
+        """`act`: the visitor's own word now (the page's choice, their click in the
+        consent tool), rather than a tool's state at load."""
         facts = self.facts
         # Consent is known now, whoever said it (the page's own choice needs no word from
         # its consent tool).
@@ -433,7 +441,15 @@ class Session:
         if facts.may_remember:
             for rule in by_priority(rules.by_id[rule_id] for rule_id in deferred
                                     if rule_id in rules.by_id):
-                self._merge(result, self._fire([rule], deferred[rule.id], rules, now))
+                event, waited = deferred[rule.id]
+                if waited == RETRY:
+                    self._merge(result, self._fire([rule], event, rules, now))
+                else:
+                    self._effects(rule, event, now, result, waited)
+        elif not act:
+            # A tool's state at load (a Consent Mode default, a stored TC string) is not the
+            # visitor's answer to this page: what they earned waits on.
+            self.deferred = deferred
         if facts.gpc or not facts.may_tag:
             self._withdraw(result)
         withheld = facts.withheld()
@@ -490,8 +506,8 @@ class Session:
         for rule in candidates:
             outcome = self._try(rule, event, rules, now, result, showed)
             result.trace.append((rule.id, outcome))
-            if outcome == "no_consent" and self.facts.undecided:
-                self.deferred[rule.id] = event
+            if outcome == "no_consent":
+                self.deferred[rule.id] = (event, RETRY)
             if outcome == "shown":
                 showed = True
             elif outcome in ("holdout", "template_error"):
@@ -609,14 +625,17 @@ class Session:
         today = sum(1 for moment in self.profile.exposures if moment >= now - DAY)
         return in_session >= site.fatigue_per_session or today >= site.fatigue_per_day
 
-    def _effects(self, rule: Rule, event: Event, now: float, result: Result) -> None:
-        for tag in rule.tags:
+    def _effects(self, rule: Rule, event: Event, now: float, result: Result,
+                 only: int = TAGS | HOOKS) -> None:
+        waited = 0
+        for tag in rule.tags if only & TAGS else ():
             # GPC: never into an audience meant for ad platforms.
             if self.facts.gpc:
                 result.counts.append("tag.gpc_refused")
                 continue
             if not self.facts.may_tag:
                 result.counts.append("tag.no_consent")
+                waited |= TAGS
                 continue
             audiences = self.profile.audiences
             until = now + tag.days * DAY
@@ -628,10 +647,15 @@ class Session:
             if until - previous <= min(MAX_REFRESH_SLACK, tag.days * DAY / 100):
                 result.refreshed.append(tag.audience)
             result.counts.append("tagged")
-        for hook in rule.webhooks:
-            result.effects.append(WebhookCall(rule.id, hook.url, {
-                "rule": rule.id, "site": self.site, "visitor": self.profile.visitor,
-                "event": type(event).__name__.lower(), "at": now}))
+        if rule.webhooks and only & HOOKS and not self.facts.may_remember:
+            waited |= HOOKS
+        elif only & HOOKS:
+            for hook in rule.webhooks:
+                result.effects.append(WebhookCall(rule.id, hook.url, {
+                    "rule": rule.id, "site": self.site, "visitor": self.profile.visitor,
+                    "event": type(event).__name__.lower(), "at": now}))
+        if waited:
+            self.deferred[rule.id] = (event, waited | self.deferred.get(rule.id, (event, 0))[1])
 
     def _push(self, rule: Rule, visual: PopinTemplate, variant: Variant | None, html: str,
               now: float) -> dict[str, Any]:

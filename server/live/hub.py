@@ -42,6 +42,9 @@ SESSION_IDLE_SECONDS = 30 * 60
 SessionKey = tuple[str, str, str]
 EMPTY_RULES = RuleSet()
 VisitorKey = tuple[str, str]
+# How long an idempotency key of the API answers "duplicate" once its event is stored.
+IDEMPOTENCY_TTL = 7 * 86400.0
+Claim = tuple[str, str]
 # Close code telling a widget its visitor was erased: forget the ids, do not come back.
 CLOSE_ERASED = 4010
 
@@ -65,6 +68,9 @@ class Peers(Protocol):
 
     async def publish(self, site: str, visitor: str, messages: list[dict[str, Any]],
                       received: float | None = None) -> bool: ...
+
+    async def refer(self, site: str, visitor: str, event: dict[str, Any],
+                    received: float | None = None) -> dict[str, Any] | None: ...
 
     async def save_session(self, site: str, visitor: str, session: str,
                            snapshot: dict[str, Any], ttl: float) -> None: ...
@@ -424,11 +430,17 @@ class Hub:
         """Pushes another process relayed for a visitor whose sockets are here; how many
         sockets they were sent on (none: the outbox keeps them for the next visit).
         `received`: when the other process's API took the event, for the latency."""
-        sent = 0
+        sent, counted = 0, set()
         for socket, session in list(self._sockets.get((site, visitor), {}).items()):
             for message in messages:
                 session.adopt(message)
+                if message["type"] == "show" and session.id not in counted:
+                    # Decided elsewhere (this process did not answer the referred event
+                    # in time): on screen here all the same, so it counts toward the
+                    # session's cap.
+                    session.shown[message["rule"]] = session.shown.get(message["rule"], 0) + 1
                 await socket.send(message)
+            counted.add(session.id)
             if received is not None:
                 self.metrics.pushed("relay", received, messages)
             sent += 1
@@ -447,14 +459,44 @@ class Hub:
                     log.warning("a waiting push is sent on the visitor's next reconnect")
 
     async def business_event(self, site: Site, visitor: str, event: Custom,
-                             received: float | None = None) -> Outcome:
+                             received: float | None = None,
+                             claim: Claim | None = None) -> Outcome:
         """An event from the site's backend: live if the visitor is connected, else the
         pop-in waits in their outbox for the next visit. The API acknowledges what this
         returns, so the outbox and profile it changed are in the store when it returns
-        (webhooks and audiences always are); it raises when the store refuses them.
-        `received` (Metrics.now) is when the API took the request: pushes are timed from
-        it."""
+        (webhooks and audiences always are); it raises when the store refuses them, and
+        live.referral.Undecided when the process holding the visitor took the event and
+        did not say what it did. `received` (Metrics.now) is when the API took the
+        request: pushes are timed from it. `claim`, the pending idempotency claim (key,
+        digest) of the event, is committed by the process that stored the event."""
         received = self.metrics.now() if received is None else received
+        if self.peers is not None and not self.holds(site.key, visitor):
+            # Caps, quiet periods and the pop-in on screen are in the session of the
+            # process holding the socket: that process decides (live.referral).
+            referred = await self.peers.refer(site.key, visitor, {
+                "name": event.name, "props": event.props, "claim": claim}, received)
+            if referred is not None:
+                self.counts["relay.referred"] += 1
+                return Outcome(visitor, int(referred["shown_live"]), int(referred["queued"]))
+        return await self._decide(site, visitor, event, received, claim=claim)
+
+    def holds(self, site: str, visitor: str) -> bool:
+        """Whether a socket of this visitor is open on this process."""
+        return bool(self._sockets.get((site, visitor)))
+
+    async def referred_event(self, site: str, visitor: str, event: dict[str, Any],
+                             received: float | None) -> dict[str, int]:
+        """A business event another process referred here, where the visitor's socket is:
+        decided with the live session, and stored before the answer goes back."""
+        claim = event.get("claim")
+        outcome = await self._decide(self.sites[site], visitor, Custom(
+            str(event["name"]), dict(event["props"]), confirmed=True),
+            self.metrics.now() if received is None else received, "relay",
+            (str(claim[0]), str(claim[1])) if claim else None)
+        return {"shown_live": outcome.shown_live, "queued": outcome.queued}
+
+    async def _decide(self, site: Site, visitor: str, event: Custom, received: float,
+                      path: str = "api", claim: Claim | None = None) -> Outcome:
         outcome = Outcome(visitor)
         live = self._sockets.get((site.key, visitor), {})
         session = next(iter(live.values()), None) or self._idle_session(site.key, visitor)
@@ -480,10 +522,12 @@ class Hub:
             for message in shown:
                 self.pending.outbox_drop(site.key, session.profile.visitor, message["id"])
             raise
+        if claim is not None:
+            await self._commit(site.key, claim)
         for message in shown:
             for socket in list(live):
                 await socket.send(message)
-                self.metrics.pushed("api", received, (message,))
+                self.metrics.pushed(path, received, (message,))
         elsewhere = False
         if shown and not live and self.peers is not None:
             # Already in the outbox: a relay that fails only makes it wait for the next visit.
@@ -498,6 +542,17 @@ class Hub:
         outcome.queued = (0 if live or elsewhere or not session.facts.may_remember
                           else len(shown))
         return outcome
+
+    async def _commit(self, site: str, claim: Claim) -> None:
+        """The event is stored: its key now answers "duplicate". A second step, not one
+        transaction with the outbox (another hash tag on a cluster): a process that dies
+        in between leaves the claim pending, and the retry after its lease applies the
+        event again; a pop-in twice rather than none."""
+        try:
+            await self.store.commit(site, [claim], IDEMPOTENCY_TTL)
+        except Exception:
+            # Stored all the same, and the answer says so; the claim lapses.
+            log.exception("an idempotency key could not be committed")
 
     def _idle_session(self, site: str, visitor: str) -> Session | None:
         for (site_key, visitor_id, _), session in self._sessions.items():

@@ -74,6 +74,11 @@ class Metrics:
             "popin_store_round_trip_seconds", "One store operation (a batched flush's writes "
             "count one each), by operation", ["operation"], buckets=BUCKETS,
             registry=registry)
+        self.profile_merges = Counter(
+            "popin_profile_merges", "Profile writes that lost a compare-and-set to another "
+            "process's write and were merged with it (Redis; a steady rise means several "
+            "processes write the same visitors)", registry=registry)
+        self._merges_synced = 0
         self._paths = {path: self.push_seconds.labels(path) for path in PUSH_PATHS}
         self._operations: dict[str, Any] = {}
         self._synced: dict[str, int] = {}
@@ -107,6 +112,12 @@ class Metrics:
                 synced[kind] = count
         for name, value in gauges.items():
             self._gauges[name].set(value)
+
+    def merged(self, total: int) -> None:
+        """The store's count of merged profile writes, as it stands now."""
+        if total > self._merges_synced:
+            self.profile_merges.inc(total - self._merges_synced)
+            self._merges_synced = total
 
     def exposition(self) -> bytes:
         """The text a scrape gets: every worker's, summed, when there are several."""

@@ -5,6 +5,7 @@ Three key families, beside the store's (stores/keyspace.py gives every hash tag)
 
     {prefix}:{site:visitor}:presence             hash: node id -> until (epoch s); TTL 60 s
     {prefix}:node:{node}                         pub/sub channel of one process
+    {prefix}:{site:visitor}:referral:{id}        who applies a referred event; TTL 60 s
     {prefix}:{site:visitor}:session:{session}    a session's snapshot; TTL 30 min
 
 Each process is a node with a random id. When a visitor's first socket opens on a node,
@@ -12,8 +13,9 @@ the node writes itself into the visitor's presence hash, with a deadline; a hear
 every PRESENCE_REFRESH seconds pushes the deadlines of all its visitors further, and the
 last socket closing removes the node. A node that dies stops refreshing: its entries are
 ignored past their deadline and the key expires. A business event for a visitor with no
-socket here looks the visitor up and publishes the pushes on the channel of each node
-present; that node sends them on the visitor's sockets.
+socket here looks the visitor up and refers the event to a node present, which decides it
+with the visitor's session (live.referral says why); only when no node took it does this
+node decide, and it publishes the pushes on the channel of each node present.
 
 When a session's last socket on a node closes (and when the node stops), the node writes
 the session's snapshot (caps, quiet period, timers, pushes awaiting reports); a socket
@@ -51,6 +53,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..stores.keyspace import Keys
+from .referral import Referrals
 
 if TYPE_CHECKING:
     from ..stores.connection import Client
@@ -80,6 +83,9 @@ class Relay:
         self._wake = asyncio.Event()
         self.published = 0
         self.delivered = 0
+        self.referrals = Referrals(client, self._keys, self.node)
+        # Referred events being decided here: kept so that none is collected mid-way.
+        self._deciding: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_url(cls, url: str) -> Relay:
@@ -124,17 +130,38 @@ class Relay:
 
     async def _publish(self, site: str, visitor: str, messages: list[dict[str, Any]],
                        received: float | None) -> bool:
-        now = time.time()
-        nodes = await self._client.hgetall(self._presence(site, visitor))
         payload = orjson.dumps({"site": site, "visitor": visitor, "messages": messages,
                                 "received": received})
         reached = 0
+        for node in await self._holders(site, visitor):
+            reached += int(await self._client.publish(self._channel(node), payload))
+        self.published += 1
+        return reached > 0
+
+    async def _holders(self, site: str, visitor: str) -> list[str]:
+        """The other nodes where the visitor has a socket, by presence."""
+        now = time.time()
+        nodes = await self._client.hgetall(self._presence(site, visitor))
+        holders = []
         for raw_node, raw_until in nodes.items():
             node = raw_node.decode() if isinstance(raw_node, bytes) else str(raw_node)
             if node != self.node and float(raw_until) >= now:
-                reached += int(await self._client.publish(self._channel(node), payload))
-        self.published += 1
-        return reached > 0
+                holders.append(node)
+        return holders
+
+    async def refer(self, site: str, visitor: str, event: dict[str, Any],
+                    received: float | None = None) -> dict[str, Any] | None:
+        """Have the node holding the visitor's socket decide a business event (see
+        live.referral): its outcome, or None when this node decides."""
+        try:
+            holders = await self._holders(site, visitor)
+        except Exception:
+            # As in publish: after Redis restarted, the first try may meet a dead
+            # connection; the publish that follows then has a live one.
+            holders = await self._holders(site, visitor)
+        if not holders:
+            return None
+        return await self.referrals.refer(holders, site, visitor, event, received)
 
     def _session(self, site: str, visitor: str, session: str) -> str:
         return self._keys.visitor(site, visitor, f"session:{session}")
@@ -218,9 +245,10 @@ class Relay:
         lost = False
         while True:
             try:
-                # A cluster client that ran no command yet has no slot map, and redis-py
-                # (8.1) fails the SUBSCRIBE with a KeyError: every retry did, while idle.
-                await self._client.ping()
+                # A cluster client learns the slots on its first command, and its pub/sub
+                # looks the channel's slot up without doing so: this node's channel must
+                # be up at once, it carries the answers to the events it refers.
+                await self._client.initialize()
                 async with self._client.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel(self.node))
                     failures = 0
@@ -248,6 +276,17 @@ class Relay:
     async def _deliver(self, hub: Hub, data: bytes) -> None:
         try:
             relayed = orjson.loads(data)
+            kind = relayed.get("kind")
+            if kind == "decided":
+                self.referrals.answered(relayed["id"], relayed["outcome"])
+                return
+            if kind == "event":
+                # Decided beside the channel: deciding waits for the store, and the
+                # answers this node waits for arrive on this same channel.
+                task = asyncio.create_task(self.referrals.decide(hub, relayed))
+                self._deciding.add(task)
+                task.add_done_callback(self._deciding.discard)
+                return
             await hub.deliver(relayed["site"], relayed["visitor"], relayed["messages"],
                               relayed.get("received"))
             self.delivered += 1

@@ -18,7 +18,7 @@ from .keys import ApiKey
 # The raw recent-events log is for debugging: bounded, whatever the traffic.
 RECENT_KEPT = 1000
 
-ClaimOutcome = Literal["claimed", "duplicate", "conflict"]
+ClaimOutcome = Literal["claimed", "duplicate", "conflict", "pending"]
 
 
 class Store(Protocol):
@@ -57,11 +57,21 @@ class Store(Protocol):
 
     # Requests applied once
     async def claim(self, site: str, claims: Sequence[tuple[str, str]],
-                    ttl: float) -> list[ClaimOutcome]:
+                    ttl: float, lease: float = 0.0) -> list[ClaimOutcome]:
         """Claim each (key, digest of the request it stands for) for `ttl` seconds, in
         order, in one atomic step: "claimed" the first time, "duplicate" when the key is
         held with the same digest (or an empty one), "conflict" with another. When any
-        is a conflict, nothing is claimed: a refused batch leaves no trace."""
+        is a conflict or pending, nothing is claimed: a refused batch leaves no trace.
+
+        With a `lease`, a claim is pending until `commit`: held `lease` seconds only,
+        during which the same request meets "pending" (its first try is still at work),
+        and after which a retry claims it again (the first try died before its work was
+        stored, and never got a 2xx)."""
+
+    async def commit(self, site: str, claims: Sequence[tuple[str, str]],
+                     ttl: float) -> None:
+        """The work of these pending claims is stored: held `ttl` seconds from now, so
+        that a retry is a duplicate."""
 
     async def release(self, site: str, keys: Sequence[str]) -> None:
         """Give claimed keys back: the request they stood for failed before it was applied,

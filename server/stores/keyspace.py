@@ -4,7 +4,7 @@ Redis Cluster runs a Lua script or a MULTI only when all its keys hash to one sl
 the slot of a key with braces is that of the text between its first braces (the hash
 tag). So each family carries the tag of what its atomic steps touch together:
 
-    {prefix}:{site:visitor}:profile|turn|outbox|presence|session:ID   one visitor
+    {prefix}:{site:visitor}:profile|turn|outbox|presence|session:ID|referral:ID   one visitor
     {prefix}:{site}:KIND:NAME        one site: user links, claims, bookings, slots, quotas,
                                      leads, stats, recent log, the per-visitor indexes
     {prefix}:{site:audience=NAME}:PART  one audience (members, changes, expiries, sizes)

@@ -196,13 +196,24 @@ class RedisStore(RedisAudiences):
         return sorted((key for key in keys if key is not None), key=lambda key: key.created)
 
     async def claim(self, site: str, claims: Sequence[tuple[str, str]],
-                    ttl: float) -> list[ClaimOutcome]:
+                    ttl: float, lease: float = 0.0) -> list[ClaimOutcome]:
         if not claims:
             return []
         outcomes = await self._claim(
             keys=[self._key(site, "claim", key) for key, _digest in claims],
-            args=[max(1, int(ttl * 1000)), *(digest for _key, digest in claims)])
+            args=[max(1, int(ttl * 1000)), lease, *(digest for _key, digest in claims)])
         return [cast(ClaimOutcome, text(outcome)) for outcome in outcomes]
+
+    async def commit(self, site: str, claims: Sequence[tuple[str, str]],
+                     ttl: float) -> None:
+        # Two steps, not one script with the work: the claims are under {site}, the
+        # outbox they protect under {site:visitor}, two slots on a cluster.
+        if claims:
+            async with self._client.pipeline(transaction=False) as pipe:
+                for key, digest in claims:
+                    pipe.set(self._key(site, "claim", key), digest,
+                             px=max(1, int(ttl * 1000)))
+                await pipe.execute()
 
     async def release(self, site: str, keys: Sequence[str]) -> None:
         if keys:

@@ -83,24 +83,34 @@ return {'confirmed', ARGV[2]}
 
 # Idempotency claims, all or nothing: each key holds the digest of its request. A key
 # held as "1" was claimed before digests were kept; like an empty digest, it never
-# conflicts. A key given twice in one call meets its own earlier claim.
+# conflicts. A key given twice in one call meets its own earlier claim. With a lease
+# (ARGV[2] > 0) a claim is written "pending:DIGEST" for the lease only, until committed:
+# a worker that dies before its work is stored leaves a claim that lapses, not a key
+# that answers "duplicate" for work never done.
 CLAIM = """
-local taken, outcomes, conflict = {}, {}, false
+local taken, outcomes, refused = {}, {}, false
+local lease = tonumber(ARGV[2])
 for i, key in ipairs(KEYS) do
-  local digest = ARGV[i + 1]
+  local digest = ARGV[i + 2]
   local held = taken[key] or redis.call('GET', key)
   if not held then
-    taken[key] = digest
+    taken[key] = lease > 0 and ('pending:' .. digest) or digest
     outcomes[i] = 'claimed'
-  elseif held == digest or held == '1' or held == '' or digest == '' then
-    outcomes[i] = 'duplicate'
   else
-    outcomes[i] = 'conflict'
-    conflict = true
+    local pending = string.sub(held, 1, 8) == 'pending:'
+    if pending then held = string.sub(held, 9) end
+    if held == digest or held == '1' or held == '' or digest == '' then
+      outcomes[i] = pending and 'pending' or 'duplicate'
+      refused = refused or pending
+    else
+      outcomes[i] = 'conflict'
+      refused = true
+    end
   end
 end
-if not conflict then
-  for key, digest in pairs(taken) do redis.call('SET', key, digest, 'PX', ARGV[1]) end
+if not refused then
+  local px = lease > 0 and math.max(1, math.floor(lease * 1000)) or ARGV[1]
+  for key, value in pairs(taken) do redis.call('SET', key, value, 'PX', px) end
 end
 return outcomes
 """

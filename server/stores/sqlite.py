@@ -35,6 +35,9 @@ from .keys import ApiKey
 
 T = TypeVar("T")
 log = logging.getLogger("popin.sqlite")
+# A claim whose work is not stored yet (Store.claim with a lease), as the Redis script
+# writes it.
+PENDING = "pending:"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS profiles (
@@ -230,7 +233,7 @@ class SQLiteStore:
                       key=lambda key: key.created)
 
     async def claim(self, site: str, claims: Sequence[tuple[str, str]],
-                    ttl: float) -> list[ClaimOutcome]:
+                    ttl: float, lease: float = 0.0) -> list[ClaimOutcome]:
         def claim(db: sqlite3.Connection) -> list[ClaimOutcome]:
             now = time.time()
             outcomes: list[ClaimOutcome] = []
@@ -240,16 +243,31 @@ class SQLiteStore:
                     row = db.execute("SELECT digest FROM claims WHERE site = ? AND key = ? AND "
                                      "expires >= ?", (site, key, now)).fetchone()
                     if row is None:
+                        # Pending until committed, as in the Redis script (scripts.CLAIM).
                         db.execute("INSERT OR REPLACE INTO claims (site, key, expires, digest) "
-                                   "VALUES (?, ?, ?, ?)", (site, key, now + ttl, digest))
+                                   "VALUES (?, ?, ?, ?)",
+                                   (site, key, now + (lease or ttl),
+                                    f"{PENDING}{digest}" if lease else digest))
                         outcomes.append("claimed")
                     else:
                         outcomes.append(_same_claim(row[0], digest))
-                if "conflict" in outcomes:
+                if "conflict" in outcomes or "pending" in outcomes:
                     db.execute("ROLLBACK")
             return outcomes
 
         return await self._run(claim)
+
+    async def commit(self, site: str, claims: Sequence[tuple[str, str]],
+                     ttl: float) -> None:
+        def commit(db: sqlite3.Connection) -> None:
+            with db:
+                db.executemany("INSERT OR REPLACE INTO claims (site, key, expires, digest) "
+                               "VALUES (?, ?, ?, ?)",
+                               [(site, key, time.time() + ttl, digest)
+                                for key, digest in claims])
+
+        if claims:
+            await self._run(commit)
 
     async def release(self, site: str, keys: Sequence[str]) -> None:
         def release(db: sqlite3.Connection) -> None:
@@ -580,7 +598,11 @@ def _migrate(db: sqlite3.Connection) -> None:
 
 
 def _same_claim(held: str, digest: str) -> ClaimOutcome:
-    return "duplicate" if held in ("", digest) or not digest else "conflict"
+    pending = held.startswith(PENDING)
+    held = held.removeprefix(PENDING)
+    if held in ("", digest) or not digest:
+        return "pending" if pending else "duplicate"
+    return "conflict"
 
 
 def _put(db: sqlite3.Connection, site: str, audience: str, member: Member) -> None:

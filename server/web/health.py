@@ -98,6 +98,8 @@ def sync_metrics(hub: Hub) -> None:
                      pending_pushes=sum(len(pushes) for pushes in pending.outbox.values()),
                      write_behind_failing=pending.failing_since is not None,
                      rules=hub.rule_count, rule_errors=len(hub.rule_status.errors))
+    # Only the Redis store merges (SQLite's writers take turns in a transaction).
+    hub.metrics.merged(int(getattr(hub.store, "profile_merges", 0)))
 
 
 def _refused(settings: Settings) -> Response:

@@ -57,7 +57,9 @@ def _errors(*statuses: int) -> dict[str, Any]:
                   "it); nothing of the batch was applied",
              410: "The cursor is too old: take a full export",
              503: "The store could not keep an event: the events before the index the "
-                  "field names were applied; retry the batch with the same keys"}
+                  "field names were applied; retry the batch with the same keys (code "
+                  "in_progress: an earlier request with that key is still at work, or its "
+                  "worker stopped; retry after Retry-After seconds)"}
     if 401 in statuses and 503 not in statuses:
         # Checking the key needs the store: when it is not answering, nothing is done.
         statuses = (*statuses, 503)

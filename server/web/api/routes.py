@@ -32,13 +32,17 @@ from starlette.routing import Route
 from ...core.visitor.identity import TraitError, public_profile
 from ...core.wire.events import Custom, Scalar
 from ...core.wire.protocol import EVENT_NAME, MAX_PROPS, USER_ID, VISITOR_ID, is_scalar
-from ...live.hub import Hub
+from ...live.hub import IDEMPOTENCY_TTL, Hub
+from ...live.referral import Undecided
 from ...stores.contract import ClaimOutcome
 from ...stores.keys import ApiKey, digest_of
 
 MAX_BODY_BYTES = 256 * 1024
 MAX_BATCH = 100
-IDEMPOTENCY_TTL = 7 * 86400.0
+# How long a claimed key waits for its event to be stored: a worker that dies in between
+# never answered 2xx, and the backend's retry applies the event once this has passed. It
+# outlasts a request's longest path (an event referred to another process: 5 s).
+CLAIM_LEASE = 10.0
 log = logging.getLogger("popin.api")
 UNAVAILABLE_MESSAGE = "the store is not answering; nothing was applied, retry later"
 EVENT_KEYS = frozenset({"name", "visitor", "user_id", "props", "time", "idempotency_key"})
@@ -54,6 +58,8 @@ class ApiError(Exception):
         if self.field:
             error["field"] = self.field
         headers = {"WWW-Authenticate": "Bearer"} if self.status == 401 else None
+        if self.code == "in_progress":
+            headers = {"Retry-After": str(int(CLAIM_LEASE))}
         if self.status == 413:
             # The rest of the body is not wanted: closing stops the client sending it.
             headers = {"Connection": "close"}
@@ -210,8 +216,19 @@ async def post_events(request: Request) -> JSONResponse:
             results.append({"index": index, "status": "duplicate", "visitor": visitor})
             continue
         try:
+            # Committed once the event is stored, by whichever process stores it.
+            claim = ((f"event:{event['idempotency_key']}", _digest(event))
+                     if claims.get(index) == "claimed" else None)
             outcome = await hub.business_event(site, visitor, Custom(
-                event["name"], event["props"], confirmed=True), received)
+                event["name"], event["props"], confirmed=True), received, claim)
+        except Undecided:
+            log.warning("a referred business event went unanswered; the answer is 503")
+            # Perhaps applied: its key stays claimed, and the process that took it commits
+            # it once stored (a retry is then a duplicate), or it lapses (then applied).
+            await _release(hub, site.key, checked, claims, index + 1)
+            raise ApiError(503, "unavailable", "the visitor's process did not answer; "
+                           f"events before index {index} were applied, retry the batch with "
+                           "the same idempotency keys", f"events[{index}]") from None
         except Exception:
             log.exception("a business event could not be stored; the answer is 503")
             # The events not applied may be retried with their keys: give those back.
@@ -252,11 +269,17 @@ async def _claims(hub: Hub, site: str, checked: list[dict[str, Any]],
         return {}
     outcomes = await hub.store.claim(
         site, [(f"event:{checked[index]['idempotency_key']}", _digest(checked[index]))
-               for index in keyed], IDEMPOTENCY_TTL)
+               for index in keyed], IDEMPOTENCY_TTL, CLAIM_LEASE)
     for index, outcome in zip(keyed, outcomes, strict=True):
         if outcome == "conflict":
             raise ApiError(409, "conflict", "this idempotency_key was used before with a "
                            "different event; use a new key for a new event",
+                           f"events[{index}].idempotency_key")
+    for index, outcome in zip(keyed, outcomes, strict=True):
+        if outcome == "pending":
+            raise ApiError(503, "in_progress", "an earlier request with this "
+                           "idempotency_key is still being applied (or its worker stopped); "
+                           f"nothing of the batch was applied, retry in {CLAIM_LEASE:g} s",
                            f"events[{index}].idempotency_key")
     return dict(zip(keyed, outcomes, strict=True))
 
