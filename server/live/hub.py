@@ -288,6 +288,9 @@ class Hub:
             return False
         self.counts.update(result.counts)
         site, visitor = session.site, session.profile.visitor
+        if self.peers is not None and (result.messages or result.acks):
+            # As in `settle`: the snapshot another process continues from (caps) is due.
+            self._unsaved.add((site, visitor, session.id))
         if result.stats:
             self.record_stats(session, result, self.clock())
         self._outbox(site, visitor, result)
