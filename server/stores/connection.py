@@ -38,8 +38,10 @@ SCHEMES = ("redis", "rediss", "redis+sentinel", "redis+cluster", "rediss+cluster
 DEFAULT_PORTS = {"redis+sentinel": 26379}
 # A pooled connection that Redis closed (a restart, a failover) fails the next command
 # sent on it: without a retry, every connection the pool held fails one request after
-# Redis is back (35 of 40 API calls answered 503 twenty seconds after a restart).
-RETRY_ATTEMPTS = 3
+# Redis is back (35 of 40 API calls answered 503 twenty seconds after a restart). Once:
+# a retry opens a new connection, and each retry may wait POOL_TIMEOUT_SECONDS for a free
+# one (three retries kept a stopping process past 30 s, one time in seven).
+RETRY_ATTEMPTS = 1
 HEALTH_CHECK_SECONDS = 10
 
 
