@@ -30,6 +30,7 @@ from .core.rules.engine import RuleSet
 from .core.rules.schema import plural
 from .core.site import Site
 from .stores.contract import Store
+from .stores.urls import without_password
 
 
 class Refused(Exception):
@@ -107,7 +108,7 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from .web.app import create_app, uvicorn_options
-    from .web.limits import raise_open_files, socket_ceiling
+    from .web.limits import raise_open_files, socket_ceiling, worker_share
     from .web.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format)
@@ -116,18 +117,20 @@ def serve(args: argparse.Namespace) -> int:
         raise Refused(f"geoip: {settings.geoip} does not exist")
     for key, folder in settings.folders().items():
         if not folder.exists():
-            print(f"popin: rules: {folder} does not exist"
-                  + (f" (site {key})" if len(settings.sites) > 1 else ""), file=sys.stderr)
+            _say(args, f"popin: rules: {folder} does not exist"
+                 + (f" (site {key})" if len(settings.sites) > 1 else ""), logging.ERROR)
             return 2
     _check_workers(args, settings)
     problem = _store_problem(settings.store)
     if problem:
-        print(f"popin: store: {problem}", file=sys.stderr)
+        _say(args, f"popin: store: {problem}", logging.ERROR)
         return 2
     open_files = raise_open_files()
     settings.limits = replace(settings.limits,
                               connections=socket_ceiling(settings.limits, open_files))
     worker_fd = os.environ.get(WORKER_FD)
+    if worker_fd is not None and args.workers > 1:
+        settings.limits = worker_share(settings.limits, args.workers)
     if args.workers > 1 and worker_fd is None:
         return _supervise(args, settings)
     app = create_app(settings, serving=True)
@@ -135,7 +138,7 @@ def serve(args: argparse.Namespace) -> int:
     shown = f"demo shop at {where}demo/" if "demo" in settings.sites else f"listening on {where}"
     if worker_fd is None:
         _say(args, f"popin {__version__}: {shown} (sites {', '.join(settings.sites)}; store "
-             f"{settings.store}, rules {_folders_said(settings)}; at most "
+             f"{without_password(settings.store)}, rules {_folders_said(settings)}; at most "
              f"{plural(settings.limits.connections, 'socket')}, "
              f"{plural(open_files, 'open file')})")
         # log_config=None: uvicorn's lines go through popin's handler (configure_logging).
@@ -210,7 +213,7 @@ def _supervise(args: argparse.Namespace, settings: Settings) -> int:
         return subprocess.Popen(command, env=environment, pass_fds=(fd,))
 
     _say(args, f"popin {__version__}: {args.workers} workers on http://{args.host}:{args.port}/ "
-         f"(sites {', '.join(settings.sites)}; store {settings.store}, rules "
+         f"(sites {', '.join(settings.sites)}; store {without_password(settings.store)}, rules "
          f"{_folders_said(settings)})")
     workers = [start() for _ in range(args.workers)]
     stopping = False
@@ -266,7 +269,7 @@ def _store_problem(url: str) -> str:
     try:
         asyncio.run(check())
     except Exception as error:  # whatever the backend raises: said, not shown as a trace
-        return f"{url} cannot be opened: {error}".replace("\n", " ")
+        return f"{without_password(url)} cannot be opened: {error}".replace("\n", " ")
     return ""
 
 
@@ -372,7 +375,7 @@ def _paused_lines(settings: Settings, rules: Sequence[Rule], sites: list[str]) -
         return asyncio.run(read())
     except Exception as error:  # the rules are still checked; say why pauses are unknown
         return [f"warning: cannot tell which campaigns are paused: the store "
-                f"{settings.store} cannot be read ({error})".replace("\n", " ")]
+                f"{without_password(settings.store)} cannot be read ({error})".replace("\n", " ")]
 
 
 def rules_preview(args: argparse.Namespace) -> int:

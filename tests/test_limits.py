@@ -262,3 +262,60 @@ def test_new_visitor_ids_cannot_grow_memory_without_end(tmp_path: Path) -> None:
         hub = client.app.state.hub  # type: ignore[attr-defined]
         assert hub.live_sessions <= 3
         assert 'kind="session.evicted"} 3' in metrics(client)
+
+
+@pytest.mark.redis
+def test_socket_limits_are_the_machines_under_workers(tmp_path: Path, redis_url: str) -> None:
+    """`--workers 2` and 4 sockets per address: each worker holds at most 2, so the
+    machine at most 4, whichever worker the kernel gives each connection to (of 10
+    attempts, one worker gets at least 5: without its share it would hold 4)."""
+    import uuid
+    from contextlib import ExitStack
+
+    from websockets.exceptions import InvalidStatus
+    from websockets.sync.client import connect
+
+    from conftest import free_port, serve, socket_holder, workers_of
+
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "rules.yaml").write_text(RULES)
+    config = tmp_path / "popin.toml"
+    config.write_text(f'store = "{redis_url}?prefix=limits-{uuid.uuid4().hex}"\n'
+                      'rules = "rules"\n[limits]\nconnections_per_address = 4\n'
+                      '[[sites]]\nkey = "demo"\nholdout = 0\n')
+    port = free_port()
+    server = serve(config, port, "--workers", "2")
+    held = ExitStack()
+    try:
+        pids = workers_of(server, 2)
+        holders: list[int | None] = []
+        refused = 0
+        for number in range(10):
+            try:
+                ws = held.enter_context(connect(
+                    f"ws://127.0.0.1:{port}/ws?site=demo", open_timeout=10,
+                    origin=f"http://127.0.0.1:{port}"))  # type: ignore[arg-type]
+            except InvalidStatus as refusal:
+                assert refusal.response.status_code == 403
+                refused += 1
+                continue
+            ws.send(orjson.dumps({"type": "hello", "visitor": f"visitor-{number:04}",
+                                  "session": f"session-{number:04}",
+                                  "url": f"http://127.0.0.1:{port}/demo/"}).decode())
+            assert orjson.loads(ws.recv(timeout=10))["type"] == "config"
+            holders.append(socket_holder(ws.socket, port, pids))
+        assert None not in holders
+        assert max(holders.count(pid) for pid in pids) <= 2, holders
+        assert 2 <= len(holders) <= 4 and refused == 10 - len(holders)
+    finally:
+        held.close()
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_a_workers_share_of_the_limits_is_rounded_up() -> None:
+    from popin.web.limits import worker_share
+
+    shared = worker_share(Limits(connections=10_001, connections_per_address=200), 2)
+    assert (shared.connections, shared.connections_per_address) == (5001, 100)
+    assert worker_share(Limits(connections_per_address=1), 4).connections_per_address == 1

@@ -138,3 +138,54 @@ def test_a_json_line_holds_the_traceback_and_fields_scrubbed() -> None:
            "at redis://[credentials]@[address]:6379/0" in record["exception"]
     for secret in (EMAIL, VISITOR_ADDRESS, "2001:db8::7", "pk_secret", "hunter2", "10.1.2.3"):
         assert secret not in line
+
+
+WRONG_PASSWORD = "WRONGpw123456"
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_a_store_password_is_never_printed(tmp_path: Path, log_format: str) -> None:
+    """A Redis that refuses the store's password: `serve` says why it cannot start, and
+    `rules check` why it cannot tell the paused campaigns, without the password; under
+    --log-format json the refusal is a JSON line like any other."""
+    from conftest import start_redis, stop
+
+    port = free_port()
+    redis = start_redis(tmp_path / "redis", port, "--requirepass", "the-right-password-123")
+    store = f"redis://:{WRONG_PASSWORD}@127.0.0.1:{port}/0"
+    config = tmp_path / "popin.toml"
+    config.write_text(f'store = "{store}"\nrules = "{ROOT / "rules"}"\n'
+                      '[[sites]]\nkey = "demo"\n')
+    try:
+        served = subprocess.run(
+            [sys.executable, "-m", "popin", "--config", str(config), "serve", "--port",
+             str(free_port()), "--store", store, "--log-format", log_format],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        checked = subprocess.run(
+            [sys.executable, "-m", "popin", "--config", str(config), "rules", "check"],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    finally:
+        stop([redis])
+    assert served.returncode == 2 and "cannot be opened" in served.stderr
+    assert "cannot tell which campaigns are paused" in checked.stdout
+    for said in (served.stdout, served.stderr, checked.stdout, checked.stderr):
+        assert WRONG_PASSWORD not in said, said
+    if log_format == "json":
+        lines = [orjson.loads(line) for line in served.stderr.splitlines()]
+        assert [line["level"] for line in lines] == ["error"]
+        assert lines[0]["message"].startswith("popin: store: redis://")
+
+
+def test_a_store_url_is_shown_without_its_password() -> None:
+    from popin.stores.backends import open_store
+    from popin.stores.urls import without_password as shown
+
+    assert shown("redis://app:s3cret@10.0.0.5:6379/0?prefix=p") == \
+        "redis://app:[password]@10.0.0.5:6379/0?prefix=p"
+    assert shown("redis+cluster://:s3cret@h1:7000,h2:7001") == \
+        "redis+cluster://:[password]@h1:7000,h2:7001"
+    assert shown("sqlite:///srv/popin.db") == "sqlite:///srv/popin.db"
+    with pytest.raises(ValueError) as refused:
+        open_store("redis+nope://:s3cret@h:1/0")
+    assert "s3cret" not in str(refused.value) and "[password]" in str(refused.value)

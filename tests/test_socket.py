@@ -343,3 +343,31 @@ def test_events_taken_as_the_socket_closes_are_kept(tmp_path: Path) -> None:
         await store.close()
 
     run(scenario())
+
+
+def test_a_store_failing_at_hello_closes_with_a_frame_or_carries_on(
+        client: TestClient) -> None:
+    """Redis restarting: a hello whose profile cannot be read is closed with 1013 (try
+    later), counted; one whose outbox cannot be read carries on without it. Neither socket
+    is dropped without a close frame by an exception escaping the application."""
+    hub = client.app.state.hub  # type: ignore[attr-defined]
+
+    async def broken(*args: Any) -> Any:
+        raise ConnectionError("Connection closed by server.")
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hub.store, "load_profile", broken)
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+            send(ws, hello())
+            with pytest.raises(WebSocketDisconnect) as closed:
+                ws.receive_json()
+        assert closed.value.code == 1013
+        assert hub.counts["closed.store"] == 1
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(hub.store, "outbox_list", broken)
+        with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
+            send(ws, hello("session-0002"))
+            assert ws.receive_json()["type"] == "config"
+            send(ws, {"type": "dwell", "keyword": "waxing", "seconds": 5})
+            assert ws.receive_json()["rule"] == "wax", "the socket goes on"
+        assert hub.counts["outbox.unread"] == 1

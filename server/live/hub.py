@@ -64,6 +64,8 @@ class Peers(Protocol):
 
     def absent(self, site: str, visitor: str) -> None: ...
 
+    async def arrive(self, site: str, visitor: str) -> None: ...
+
     async def publish(self, site: str, visitor: str, messages: list[dict[str, Any]],
                       received: float | None = None) -> bool: ...
 
@@ -390,6 +392,10 @@ class Hub:
         """The oldest push this visitor never acknowledged, to send again on (re)connect."""
         if self.pending.has_outbox(session.site, session.profile.visitor):
             await self.flush()
+        if self.peers is not None:
+            # Present before the outbox is read, as the API writes the outbox before it
+            # looks for presence: a push posted meanwhile is relayed here or read below.
+            await self.peers.arrive(session.site, session.profile.visitor)
         waiting = await self.store.outbox_list(session.site, session.profile.visitor,
                                                self.clock())
         if not waiting:
@@ -448,6 +454,17 @@ class Hub:
             sent += 1
         self.counts["relay.delivered" if sent else "relay.missed"] += 1
         return sent
+
+    async def resend_waiting(self) -> None:
+        """The relay's channel was lost a while: pushes published for visitors held here
+        meanwhile wait in their outboxes, and are sent again as at hello."""
+        for sockets in list(self._sockets.values()):
+            for socket, session in list(sockets.items()):
+                try:
+                    for push in await self.unacknowledged(session):
+                        await socket.send(push)
+                except Exception:
+                    log.warning("a waiting push is sent on the visitor's next reconnect")
 
     async def business_event(self, site: Site, visitor: str, event: Custom,
                              received: float | None = None,

@@ -111,6 +111,13 @@ class Relay:
         self._changed[(site, visitor)] = False
         self._wake.set()
 
+    async def arrive(self, site: str, visitor: str) -> None:
+        """Presence written now rather than by the presence task: the hub reads the
+        visitor's outbox after this returns, and a push the API wrote before it looked us
+        up must not fall between the two (left in the outbox until the next reconnect)."""
+        if (site, visitor) in self._here:
+            await self._write({(site, visitor): True})
+
     async def publish(self, site: str, visitor: str, messages: list[dict[str, Any]],
                       received: float | None = None) -> bool:
         """Send pushes to the nodes where the visitor has a socket; whether one took them.
@@ -235,6 +242,7 @@ class Relay:
 
     async def _listen(self, hub: Hub) -> None:
         failures = 0
+        lost = False
         while True:
             try:
                 # A cluster client learns the slots on its first command, and its pub/sub
@@ -244,18 +252,23 @@ class Relay:
                 async with self._client.pubsub() as pubsub:
                     await pubsub.subscribe(self._channel(self.node))
                     failures = 0
+                    if lost:
+                        # Pushes published while the channel was down wait in outboxes.
+                        lost = False
+                        await hub.resend_waiting()
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             await self._deliver(hub, message["data"])
             except asyncio.CancelledError:
                 raise
             except Exception as error:
+                lost = True
                 delay = RETRY_SECONDS[min(failures, len(RETRY_SECONDS) - 1)]
                 failures += 1
                 log.warning("relay channel lost (%s); subscribing again in %g s",
                             type(error).__name__, delay)
                 await asyncio.sleep(delay)
-                # What was published meanwhile is in the outboxes; presence is rewritten.
+                # Presence is rewritten; what was published meanwhile is sent again above.
                 for key in self._here:
                     self._changed.setdefault(key, True)
                 self._wake.set()

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .contract import Store
+from .urls import without_password
 
 
 def _sqlite(url: str) -> Store:
@@ -44,6 +45,6 @@ def open_store(url: str) -> Store:
         return _sqlite(f"sqlite:///{url}")
     backend = STORES.get(scheme)
     if backend is None:
-        raise ValueError(f"unknown store {scheme!r} in {url!r}; expected one of "
+        raise ValueError(f"unknown store {scheme!r} in {without_password(url)!r}; expected one of "
                          f"{', '.join(STORES)}")
     return backend(url)

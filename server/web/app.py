@@ -142,7 +142,7 @@ def create_app(settings: Settings, store: Store | None = None,
         # The relay's Redis round trips that the hub waits for are timed as the store's.
         hub.peers = None if relay is None else timed(
             relay, hub.metrics.round_trip, "relay.",
-            only=("publish", "save_session", "load_session"))
+            only=("arrive", "publish", "save_session", "load_session"))
         tasks = [asyncio.create_task(_sweep_forever(hub)),
                  asyncio.create_task(_metrics_forever(hub)),
                  asyncio.create_task(_guard_forever(hub)),

@@ -12,6 +12,7 @@ import asyncio
 import ipaddress
 import time
 from collections import Counter, deque
+from dataclasses import replace
 
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -123,6 +124,18 @@ def raise_open_files() -> int:
         soft = max(soft, 1 << 16)
         resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     return 1 << 20 if soft == resource.RLIM_INFINITY else int(soft)
+
+
+def worker_share(limits: Limits, workers: int) -> Limits:
+    """One worker's limits under `--workers N`: the configured socket limits are the
+    machine's, and the kernel hands one address's connections to any worker, so each
+    worker holds at most its share, rounded up (200 per address on two workers: 100 each,
+    which also refuses an address sooner when its sockets land unevenly)."""
+    def share(limit: int) -> int:
+        return max(1, -(-limit // workers))
+
+    return replace(limits, connections=share(limits.connections),
+                   connections_per_address=share(limits.connections_per_address))
 
 
 def socket_ceiling(limits: Limits, open_files: int) -> int:

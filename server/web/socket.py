@@ -233,12 +233,21 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
                         if not isinstance(message, Hello):
                             raise ProtocolError("not_ready",
                                                 "the first message must be 'hello'")
-                        session = await hub.open(site, message, user_agent, client_ip)
+                        try:
+                            session = await hub.open(site, message, user_agent, client_ip)
+                        except Exception as error:
+                            # The store failing: a close frame the widget retries after,
+                            # not a socket dropped without one.
+                            hub.counts["closed.store"] += 1
+                            log.warning("a socket was closed at hello: the store failed "
+                                        "(%s)", type(error).__name__)
+                            await websocket.close(CLOSE_TRY_LATER)
+                            return
                         hub.attach(session, websocket)
                         result = session.begin(message, hub.rules_of(site.key), hub.clock())
                         await _deliver(websocket, hub, session, result)
                         # Already in the outbox: sent again as they are, not stored again.
-                        for push in await hub.unacknowledged(session):
+                        for push in await _waiting(hub, session):
                             await websocket.send_text(encode(push))
                         continue
                     if isinstance(message, Hello):
@@ -278,6 +287,18 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
             hub.detach(session, websocket)
             hub.release(session)
             await hub.hand_over(session)
+
+
+async def _waiting(hub: Hub, session: Session) -> list[dict[str, Any]]:
+    """The outbox to send again at hello; none while the store fails: the pushes stay
+    there for the next reconnect, and the session goes on meanwhile."""
+    try:
+        return await hub.unacknowledged(session)
+    except Exception as error:
+        hub.counts["outbox.unread"] += 1
+        log.warning("the outbox could not be read at hello (%s); it is sent on the next "
+                    "visit", type(error).__name__)
+        return []
 
 
 async def _identify(websocket: Socket, hub: Hub, site: Site, session: Session,
