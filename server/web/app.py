@@ -72,6 +72,10 @@ UVICORN_OPTIONS: dict[str, Any] = {
     "ws_max_size": 16 * 1024,
     # Raw client addresses are never logged.
     "access_log": False,
+    # A stop waits this long for open sockets to finish what they read, then cancels
+    # them; the final flush runs after either way. Without it, one socket handler still
+    # waiting on its peer held a stopping process (and a rolling restart) indefinitely.
+    "timeout_graceful_shutdown": 5,
 }
 
 
