@@ -22,12 +22,12 @@ from .pages import owner_only, render
 from .saving import (
     Refused,
     Saved,
+    in_turn,
     opened,
     refusal,
     relative,
     save,
     submitted,
-    turn,
 )
 from .sentence import sentence
 
@@ -54,15 +54,11 @@ def summary(request: Request, hub: Hub, site: Site, rule_id: str) -> dict[str, s
 
 
 async def duplicate(request: Request, hub: Hub, site: Site) -> Response:
-    try:
-        await submitted(request)
-        async with turn(request, hub, site):
-            return await _duplicate(request, hub, site)
-    except Refused as refused:
-        return refusal(request, refused)
+    return await in_turn(request, hub, site, _duplicate)
 
 
-async def _duplicate(request: Request, hub: Hub, site: Site) -> Response:
+async def _duplicate(request: Request, hub: Hub, site: Site,
+                     _form: dict[str, str]) -> Response:
     found = opened(request, hub, site, request.path_params["rule"])
     taken = set(hub.rules_of(site.key).by_id)
     number, rule_id = 1, f"{found.rule_id}-copy"[:64]
@@ -124,12 +120,7 @@ async def versions(request: Request, hub: Hub, site: Site) -> Response:
 
 
 async def restore(request: Request, hub: Hub, site: Site) -> Response:
-    try:
-        form = await submitted(request)
-        async with turn(request, hub, site):
-            return await _restore(request, hub, site, form)
-    except Refused as refused:
-        return refusal(request, refused)
+    return await in_turn(request, hub, site, _restore)
 
 
 async def _restore(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:

@@ -28,13 +28,11 @@ from .pages import owner_only, render
 from .saving import (
     Refused,
     Saved,
+    in_turn,
     opened,
-    refusal,
     relative,
     reload,
     save,
-    submitted,
-    turn,
 )
 
 # Enough to undo a bad afternoon; older deletions are in the owner's git, if anywhere.
@@ -83,12 +81,7 @@ def _errors(result: dict[str, list[str]]) -> str:
 
 
 async def delete(request: Request, hub: Hub, site: Site) -> Response:
-    try:
-        form = await submitted(request)
-        async with turn(request, hub, site):
-            return await _delete(request, hub, site, form)
-    except Refused as refused:
-        return refusal(request, refused)
+    return await in_turn(request, hub, site, _delete)
 
 
 async def _delete(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
@@ -119,12 +112,7 @@ async def _delete(request: Request, hub: Hub, site: Site, form: dict[str, str]) 
 
 
 async def restore(request: Request, hub: Hub, site: Site) -> Response:
-    try:
-        form = await submitted(request)
-        async with turn(request, hub, site):
-            return await _restore(request, hub, site, form)
-    except Refused as refused:
-        return refusal(request, refused)
+    return await in_turn(request, hub, site, _restore)
 
 
 async def _restore(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:

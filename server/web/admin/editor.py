@@ -48,7 +48,7 @@ from .fields import (
 from .forms import applies, values
 from .pages import render
 from .rows import VARIANT_COLUMNS, VARIANT_PLACEMENTS
-from .saving import Refused, Saved, opened, refusal, save, submitted, turn
+from .saving import Refused, Saved, in_turn, opened, refusal, save, submitted
 from .sentence import sentence
 from .texts import Unreadable
 
@@ -113,14 +113,7 @@ async def paused_now(hub: Hub, site: Site, rule_id: str) -> Pause | None:
 
 
 async def create(request: Request, hub: Hub, site: Site) -> Response:
-    try:
-        form = await submitted(request)
-        async with turn(request, hub, site):
-            return await _create(request, hub, site, form)
-    except Refused as refused:
-        return refusal(request, refused)
-    except Unreadable as error:
-        return _form_page(request, site, 400, form, errors={_field_of(form, error): [str(error)]})
+    return await in_turn(request, hub, site, _create)
 
 
 async def _create(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
@@ -140,7 +133,10 @@ async def _create(request: Request, hub: Hub, site: Site, form: dict[str, str]) 
     if not text:
         document["campaign"] = form.get("campaign", "").strip() or rule_id
         document["rules"] = CommentedSeq()
-    document["rules"].append(new_rule(form))
+    try:
+        document["rules"].append(new_rule(form))
+    except Unreadable as error:
+        return _form_page(request, site, 400, form, errors={_field_of(form, error): [str(error)]})
     result = await save(request, hub, site, path, text, yaml, document, rule_id,
                         form.get("author", ""), "created")
     if isinstance(result, Saved):
@@ -149,16 +145,7 @@ async def _create(request: Request, hub: Hub, site: Site, form: dict[str, str]) 
 
 
 async def update(request: Request, hub: Hub, site: Site) -> Response:
-    try:
-        form = await submitted(request)
-        async with turn(request, hub, site):
-            return await _update(request, hub, site, form)
-    except Refused as refused:
-        return refusal(request, refused)
-    except Unreadable as error:
-        return _form_page(request, site, 400, form, request.path_params["rule"],
-                          form.get("version", ""),
-                          errors={_field_of(form, error): [str(error)]})
+    return await in_turn(request, hub, site, _update)
 
 
 async def _update(request: Request, hub: Hub, site: Site, form: dict[str, str]) -> Response:
@@ -168,7 +155,11 @@ async def _update(request: Request, hub: Hub, site: Site, form: dict[str, str]) 
                           paused=await paused_now(hub, site, found.rule_id), message=(
             "This campaign was changed since you opened it (in the dashboard or in its file). "
             "Nothing was saved: open it again to see the change, then make yours."))
-    apply(found.node, form)
+    try:
+        apply(found.node, form)
+    except Unreadable as error:
+        return _form_page(request, site, 400, form, found.rule_id, found.version,
+                          errors={_field_of(form, error): [str(error)]})
     campaign = form.get("campaign", "").strip()
     if campaign and campaign != found.document.get("campaign"):
         found.document["campaign"] = campaign

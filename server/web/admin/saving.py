@@ -5,7 +5,7 @@ its session's token, the campaign file opened afresh, and a save that is checked
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -84,6 +84,20 @@ async def turn(request: Request, hub: Hub, site: Site) -> AsyncIterator[None]:
             yield
     except Busy as busy:
         raise Refused(503, "", str(busy)) from None
+
+
+Change = Callable[[Request, Hub, Site, dict[str, str]], Awaitable[Response]]
+
+
+async def in_turn(request: Request, hub: Hub, site: Site, change: Change) -> Response:
+    """Every form that changes a site's campaign files: the form read and checked
+    (session token, sizes), then `change` in the site's turn; a refusal is a page."""
+    try:
+        form = await submitted(request)
+        async with turn(request, hub, site):
+            return await change(request, hub, site, form)
+    except Refused as refused:
+        return refusal(request, refused)
 
 
 @dataclass(slots=True)
