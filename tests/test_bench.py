@@ -32,8 +32,10 @@ def test_socket_benchmark_runs_against_both_servers() -> None:
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
-    figures = [line[:34].strip() for line in lines[1:]]
-    assert figures[:6] == ["events/s at saturation", "push latency p50 (ms), half load",
+    figures = [line[:36].strip() for line in lines[1:]]
+    assert figures[:8] == ["events/s at saturation", "server CPU us per event, saturation",
+                           "server core busy (%), saturation",
+                           "push latency p50 (ms), half load",
                            "push latency p99 (ms), half load", "KB per idle connection (1000)",
                            "connections opened per second", "engine: 10,000 rules cost"]
     assert lines[-1] == "popin error frames during the loads: 0; timeouts: 0"

@@ -22,6 +22,22 @@ def test_a_cancelled_read_loses_nothing() -> None:
     assert asyncio.run(scenario()) == ["first", "second"]
 
 
+def test_a_frame_that_arrives_as_the_timer_wheel_cancels_the_read_is_kept() -> None:
+    """The wheel wakes a socket by cancelling its read: a frame put in the same loop
+    iteration, before the cancellation, has already resolved the read's waiter. The
+    reader sees the cancellation, and the frame is still there for its next read."""
+    async def scenario() -> tuple[bool, str]:
+        box = Mailbox(asyncio.get_running_loop())
+        reader = asyncio.create_task(box.get())
+        await asyncio.sleep(0)
+        box.put_nowait("frame")
+        reader.cancel()
+        results = await asyncio.gather(reader, return_exceptions=True)
+        return isinstance(results[0], asyncio.CancelledError), await box.get()
+
+    assert asyncio.run(scenario()) == (True, "frame")
+
+
 def test_writers_wait_while_the_gate_is_shut() -> None:
     async def scenario() -> bool:
         gate = Gate(asyncio.get_running_loop())

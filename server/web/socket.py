@@ -156,6 +156,8 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
     opened = last_message = loop.time()
     timers = wheel()
     alarm = Alarm(asyncio.current_task())
+    # ASGI's receive itself: a wrapper around it is one more coroutine for every frame.
+    receive = websocket._receive
     try:
         while True:
             # Whichever comes first: a session timer, the idle limit, the hello limit.
@@ -171,7 +173,7 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
                 timers.set(alarm, wake)
                 alarm.waiting = True
                 try:
-                    frame = await websocket.receive()
+                    frame = await receive()
                 except asyncio.CancelledError:
                     if not alarm.woken():
                         raise
@@ -272,6 +274,9 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
                         await websocket.send_text(encode(update))
                         continue
                     result = session.handle(message, hub.rules_of(site.key), hub.clock())
+                    if not result.messages and hub.settled(session, result):
+                        # Nearly every event: nothing to send, nothing to wait for.
+                        continue
                 except ProtocolError as error:
                     errors += 1
                     hub.counts[f"error.{error.code}"] += 1
