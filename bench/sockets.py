@@ -258,6 +258,13 @@ def free_port() -> int:
         return port
 
 
+def stolen_seconds() -> float:
+    """CPU time the hypervisor gave to others while this machine wanted it."""
+    with open("/proc/stat") as stat:
+        fields = stat.readline().split()
+    return int(fields[8]) / os.sysconf("SC_CLK_TCK") if len(fields) > 8 else 0.0
+
+
 def rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as status:
         for line in status:
@@ -300,6 +307,17 @@ class Server:
 
     def rss(self) -> int:
         return rss_kb(self.process.pid)
+
+    def waited_seconds(self) -> float:
+        """Time the server's threads spent ready to run but not running (the kernel's
+        run queue; with schedstats off, 0): a tail the server did not make."""
+        total = 0
+        for task in Path(f"/proc/{self.process.pid}/task").iterdir():
+            try:
+                total += int((task / "schedstat").read_text().split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+        return total / 1e9
 
     def cpu_seconds(self) -> float:
         """User and system time the server process has used so far."""
@@ -362,9 +380,11 @@ def load(server: Server, total: int, processes: int, seconds: float,
     opened, _unused, handles, workers = clients(server, total, processes, {
         "mode": "load", "seconds": seconds, "interval": interval}, first=100_000)
     started, cpu = time.perf_counter(), server.cpu_seconds()
+    waited, stolen = server.waited_seconds(), stolen_seconds()
     reports = finish(handles, workers)
     elapsed = time.perf_counter() - started
     cpu = server.cpu_seconds() - cpu
+    waited, stolen = server.waited_seconds() - waited, stolen_seconds() - stolen
     latencies = sorted(latency for report in reports for latency in report["latencies"])
     messages = sum(report["messages"] for report in reports)
     quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 100 else [0.0] * 99
@@ -376,7 +396,11 @@ def load(server: Server, total: int, processes: int, seconds: float,
             # What the server's core spent per message, and how busy it was: on a machine
             # with few cores the clients may be what limits the bare server's rate.
             "cpu_us_per_event": cpu * 1e6 / max(1, messages),
-            "cpu_share": cpu / elapsed}
+            "cpu_share": cpu / elapsed,
+            # Milliseconds per second of the run: the server waiting for a core that
+            # something else held, and the machine's virtual cores held by its host.
+            "run_queue_ms_per_s": waited * 1000 / elapsed,
+            "steal_ms_per_s": stolen * 1000 / elapsed}
 
 
 def measure(kind: str, folder: Path, quick: bool) -> dict[str, dict[str, Any]]:
@@ -413,6 +437,8 @@ def measure(kind: str, folder: Path, quick: bool) -> dict[str, dict[str, Any]]:
             server.stop()
     figures["half_load"] = max(runs, key=lambda run: run["p99_ms"])
     figures["half_load"]["p99_runs_ms"] = [run["p99_ms"] for run in runs]
+    figures["half_load"]["waits_runs"] = [(run["run_queue_ms_per_s"], run["steal_ms_per_s"])
+                                          for run in runs]
     return figures
 
 
@@ -490,6 +516,11 @@ def print_table(report: dict[str, Any]) -> None:
     print("push latency p99 (ms) per half-load run: popin "
           + ", ".join(f"{value:.1f}" for value in half_p["p99_runs_ms"]) + "; bare "
           + ", ".join(f"{value:.1f}" for value in half_b["p99_runs_ms"]))
+    # A tail is only the server's own when it did not wait for its core meanwhile.
+    print("server waiting for its core / host steal (ms per s) per half-load run: popin "
+          + ", ".join(f"{queued:.1f}/{stolen:.1f}" for queued, stolen in half_p["waits_runs"])
+          + "; bare "
+          + ", ".join(f"{queued:.1f}/{stolen:.1f}" for queued, stolen in half_b["waits_runs"]))
     errors = popin["saturation"]["errors"] + popin["half_load"]["errors"]
     print(f"popin error frames during the loads: {errors}; timeouts: "
           f"{popin['saturation']['timeouts'] + popin['half_load']['timeouts']}")
