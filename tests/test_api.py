@@ -247,6 +247,51 @@ def test_signup_for_an_offline_visitor_shows_at_the_next_visit_once(
         assert ws.receive_json()["code"] == "bad_json", "shown twice"
 
 
+def frames_until_barrier(ws: Any) -> list[dict[str, Any]]:
+    """What the server sent before it answered a deliberately bad frame."""
+    ws.send_text("barrier")
+    frames = []
+    while (frame := ws.receive_json())["type"] != "error":
+        frames.append(frame)
+    return frames
+
+
+def test_a_push_for_a_visitor_with_two_tabs_shows_in_the_tab_they_used_last(
+        client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events")
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as first, \
+            client.websocket_connect("/ws?site=demo", headers=ORIGIN) as second:
+        first.send_text(hello("visitor-tabs-1", "session-tab-1"))
+        frames_until_barrier(first)
+        second.send_text(hello("visitor-tabs-1", "session-tab-2"))
+        frames_until_barrier(second)
+        time.sleep(0.01)
+        first.send_text(orjson.dumps({"type": "pageview",
+                                      "url": "http://testserver/demo/wax.html"}).decode())
+        frames_until_barrier(first)
+        response = client.post("/api/v1/events", headers=auth(token), json={"events": [
+            {"name": "purchase", "visitor": "visitor-tabs-1", "props": {"sku": "skis"}}]})
+        assert response.json()["results"][0]["shown_live"] == 1
+        shows = [[frame for frame in frames_until_barrier(ws) if frame["type"] == "show"]
+                 for ws in (first, second)]
+        assert [len(found) for found in shows] == [1, 0]
+
+
+def test_a_waiting_push_shows_in_one_of_two_tabs_opened_together(
+        client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events")
+    response = client.post("/api/v1/events", headers=auth(token), json={"events": [
+        {"name": "signup", "visitor": "visitor-tabs-2"}]})
+    assert response.json()["results"][0]["queued"] == 1
+    with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as first, \
+            client.websocket_connect("/ws?site=demo", headers=ORIGIN) as second:
+        first.send_text(hello("visitor-tabs-2", "session-tab-1"))
+        second.send_text(hello("visitor-tabs-2", "session-tab-2"))
+        shows = [frame for ws in (first, second) for frame in frames_until_barrier(ws)
+                 if frame["type"] == "show"]
+        assert [frame["rule"] for frame in shows] == ["welcome"]
+
+
 def test_identify_hashes_contacts_and_converges_devices(
         client: TestClient, settings_: Settings) -> None:
     token = make_key(settings_, "events", "profiles")

@@ -140,3 +140,30 @@ def test_a_push_decided_elsewhere_counts_toward_the_session_cap(tmp_path: Path) 
         await store.close()
 
     run(scenario())
+
+
+def test_a_relayed_push_goes_to_one_tab_of_the_visitor(tmp_path: Path) -> None:
+    """Two tabs of one visitor on this process: a push relayed from another process is
+    shown in the tab that spoke last, not in both."""
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'popin.db'}")
+        await store.open()
+        rules = RuleSet(parse_document(load(WELCOME, "rules.yaml"), "rules.yaml"))
+        site = Site("demo")
+        hub = Hub(store, {"demo": rules}, {"demo": site})
+        tabs = []
+        for number in (1, 2):
+            session = await hub.open(site, Hello("visitor-1", f"session-{number}",
+                                                 "https://x.test/"), "Mozilla/5.0")
+            socket = Frames()
+            hub.attach(session, socket)
+            tabs.append((session, socket))
+        # The first tab opened first but was used last.
+        tabs[0][0].facts.now = tabs[1][0].facts.now + 5
+        relayed = {"type": "show", "id": "decided-elsewhere", "rule": "welcome",
+                   "html": "<p>once a session</p>", "at": 1.0, "expires": 9e9}
+        assert await hub.deliver("demo", "visitor-1", [relayed]) == 1
+        assert [socket.sent for _session, socket in tabs] == [[relayed], []]
+        await store.close()
+
+    run(scenario())

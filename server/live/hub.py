@@ -398,11 +398,25 @@ class Hub:
             await self.peers.arrive(session.site, session.profile.visitor)
         waiting = await self.store.outbox_list(session.site, session.profile.visitor,
                                                self.clock())
-        if not waiting:
+        if not waiting or self._on_screen_elsewhere(session, waiting[0]["id"]):
+            # Another tab of the visitor, opened at the same moment, already shows it.
             return []
         session.adopt(waiting[0])
         self.counts["outbox.resent"] += 1
         return [waiting[0]]
+
+    def _on_screen_elsewhere(self, session: Session, push_id: str) -> bool:
+        others = self._sockets.get((session.site, session.profile.visitor), {}).values()
+        return any(push_id in other.pushes for other in others if other is not session)
+
+    def _front(self, site: str, visitor: str) -> tuple[Socket, Session] | None:
+        """The visitor's socket here that spoke last: the tab they are using. A push goes
+        to that one only; every open tab showing it would be one pop-in shown N times."""
+        live = self._sockets.get((site, visitor))
+        if not live:
+            return None
+        # max keeps the first of equals; reversed, the socket opened last wins a tie.
+        return max(reversed(live.items()), key=lambda item: item[1].facts.now)
 
     def attach(self, session: Session, socket: Socket) -> None:
         key = (session.site, session.profile.visitor)
@@ -438,20 +452,21 @@ class Hub:
         """Pushes another process relayed for a visitor whose sockets are here; how many
         sockets they were sent on (none: the outbox keeps them for the next visit).
         `received`: when the other process's API took the event, for the latency."""
-        sent, counted = 0, set()
-        for socket, session in list(self._sockets.get((site, visitor), {}).items()):
+        sent = 0
+        front = self._front(site, visitor)
+        if front is not None:
+            socket, session = front
             for message in messages:
                 session.adopt(message)
-                if message["type"] == "show" and session.id not in counted:
+                if message["type"] == "show":
                     # Decided elsewhere (this process did not answer the referred event
                     # in time): on screen here all the same, so it counts toward the
                     # session's cap.
                     session.shown[message["rule"]] = session.shown.get(message["rule"], 0) + 1
                 await socket.send(message)
-            counted.add(session.id)
             if received is not None:
                 self.metrics.pushed("relay", received, messages)
-            sent += 1
+            sent = 1
         self.counts["relay.delivered" if sent else "relay.missed"] += 1
         return sent
 
@@ -506,8 +521,8 @@ class Hub:
     async def _decide(self, site: Site, visitor: str, event: Custom, received: float,
                       path: str = "api", claim: Claim | None = None) -> Outcome:
         outcome = Outcome(visitor)
-        live = self._sockets.get((site.key, visitor), {})
-        session = next(iter(live.values()), None) or self._idle_session(site.key, visitor)
+        front = self._front(site.key, visitor)
+        session = front[1] if front else self._idle_session(site.key, visitor)
         if session is None:
             stored = await self._stored(site.key, visitor)
             profile = stored or Profile(visitor)
@@ -532,9 +547,16 @@ class Hub:
             raise
         if claim is not None:
             await self._commit(site.key, claim)
-        for message in shown:
-            for socket in list(live):
-                await socket.send(message)
+        # The socket that decided, or if it closed meanwhile, the visitor's other tab.
+        if front is None or front[0] not in self._sockets.get((site.key, visitor), {}):
+            front = self._front(site.key, visitor)
+        live = front is not None
+        if front is not None:
+            target, holder = front
+            for message in shown:
+                if holder is not session:
+                    holder.adopt(message)
+                await target.send(message)
                 self.metrics.pushed(path, received, (message,))
         elsewhere = False
         if shown and not live and self.peers is not None:
