@@ -142,6 +142,22 @@ def test_a_push_posted_to_one_process_reaches_a_socket_on_another(
         assert "parcel-later" in orjson.loads(ws.recv(timeout=5))["html"]
 
 
+def test_a_waiting_push_shows_in_one_of_two_tabs_opened_on_two_processes(
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+    token = cluster.key(monkeypatch)
+    first, second = cluster.serve(), cluster.serve()
+    assert post(first, token, "visitor-two-tabs", "", name="signup")["queued"] == 1
+    with visit(first, "visitor-two-tabs", "session-tab-0001") as one, \
+            visit(second, "visitor-two-tabs", "session-tab-0002") as two:
+        shows = []
+        for ws in (one, two):
+            with pytest.raises(TimeoutError):
+                while True:
+                    frame = orjson.loads(ws.recv(timeout=1))
+                    shows.append(frame["rule"])
+        assert shows == ["welcome"]
+
+
 @pytest.mark.parametrize("cluster", ["redis_url", "redis_cluster_url"], indirect=True)
 def test_a_session_moves_to_another_process_and_keeps_its_caps(
         cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:

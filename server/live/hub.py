@@ -44,6 +44,8 @@ EMPTY_RULES = RuleSet()
 VisitorKey = tuple[str, str]
 # How long an idempotency key of the API answers "duplicate" once its event is stored.
 IDEMPOTENCY_TTL = 7 * 86400.0
+# How long a waiting push sent again at hello belongs to the tab that asked first.
+RESEND_CLAIM_SECONDS = 10.0
 Claim = tuple[str, str]
 # Close code telling a widget its visitor was erased: forget the ids, do not come back.
 CLOSE_ERASED = 4010
@@ -401,6 +403,15 @@ class Hub:
         if not waiting or self._on_screen_elsewhere(session, waiting[0]["id"]):
             # Another tab of the visitor, opened at the same moment, already shows it.
             return []
+        if self.peers is not None:
+            # The same for a tab on another process: the first to claim the push sends
+            # it; the tab itself, reconnecting, claims it again. Unacknowledged, it is
+            # anyone's once the claim lapses.
+            key = f"resend:{session.profile.visitor}:{waiting[0]['id']}"
+            claimed = await self.store.claim(session.site, [(key, session.id)],
+                                             RESEND_CLAIM_SECONDS)
+            if claimed != ["claimed"] and claimed != ["duplicate"]:
+                return []
         session.adopt(waiting[0])
         self.counts["outbox.resent"] += 1
         return [waiting[0]]
