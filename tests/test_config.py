@@ -58,6 +58,9 @@ BAD = [
                                   "to 1825, not 0"),
     (SITE + "retention_days = 3650", "retention_days must be a whole number from 1 to 1825"),
     (SITE + "retention_days = 30.5", "retention_days must be a whole number"),
+    (SITE + "max_page_revenue = 0", "site 'demo': max_page_revenue must be a number from 1 to "
+                                    "1e+06, not 0"),
+    (SITE + "max_page_revenue = '99'", "max_page_revenue must be a number from 1 to 1e+06"),
     (SITE + "[sites.tcf]\npersonalisation = [5, 12]",
      "site 'demo': tcf: personalisation must be a list of TCF purposes, whole numbers from 1 "
      "to 11"),
@@ -121,6 +124,15 @@ def test_the_default_control_group_is_a_few_percent_and_zero_turns_it_off(
     assert load_settings(path).sites["demo"].holdout == 0
     path.write_text(SITE + "holdout = 2.5\n")
     assert load_settings(path).sites["demo"].holdout == 2.5
+
+
+def test_a_page_reported_order_counts_at_most_the_sites_max_page_revenue(
+        tmp_path: Path) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text(SITE)
+    assert load_settings(path).sites["demo"].max_page_revenue == 10_000
+    path.write_text(SITE + "max_page_revenue = 2500\n")
+    assert load_settings(path).sites["demo"].max_page_revenue == 2500
 
 
 def test_a_visitor_is_kept_thirteen_months_unless_the_site_says_otherwise(

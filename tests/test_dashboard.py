@@ -14,7 +14,7 @@ import orjson
 import pytest
 from starlette.testclient import TestClient
 
-from conftest import run, settings_with_rules
+from conftest import make_key, run, settings_with_rules
 from popin.cli import main
 from popin.config import Settings
 from popin.core.site import Site
@@ -326,3 +326,39 @@ rules:
         assert today["exposed"] == "20"
         assert (today["calm:exposed"], today["loud:shown"]) == (str(seen["calm"]),
                                                                 str(seen["loud"]))
+
+
+def test_revenue_a_page_reports_is_capped_and_unverified_and_the_backends_is_confirmed(
+        client: TestClient, settings_: Settings) -> None:
+    checkout = {"type": "event", "name": "checkout_started"}
+    exposed = [number for number in range(20) if visitor(client, 200 + number, checkout)]
+    assert len(exposed) >= 2, exposed
+    forger, buyer = exposed[:2]
+    # Anyone can script the widget socket: a forged order worth 9.99e15.
+    visitor(client, 200 + forger,
+            {"type": "event", "name": "order_placed", "props": {"value": 9.99e15}})
+    assert log_in(client) == 303
+
+    def funnel() -> dict[str, str]:
+        page = client.get("/admin/campaigns/sale").text
+        return dict(re.findall(r'data-metric="(revenue\w*)">([\d.]+)<', page))
+
+    assert funnel() == {"revenue": "10000.00", "revenue_confirmed": "0.00",
+                        "revenue_reported": "10000.00"}
+    page = " ".join(client.get("/admin/campaigns/sale").text.split())
+    assert "revenue (unverified)" in page
+    assert "revenue confirmed by your backend" in page
+    assert "revenue reported by pages (unverified)" in page
+    assert re.search(r'<tr data-rule="sale">.*?10000.00 <small data-unverified>',
+                     client.get("/admin/").text, re.S)
+    # The site's backend posts the buyer's order with its API key: that one is confirmed,
+    # and from then on it is the figure the summaries go by.
+    token = make_key(settings_, "events")
+    response = client.post("/api/v1/events", headers={"Authorization": f"Bearer {token}"},
+                           json={"events": [{"name": "order_placed",
+                                             "visitor": f"dashboard-visitor-{200 + buyer:03d}",
+                                             "props": {"value": 80}}]})
+    assert response.json()["results"][0]["status"] == "applied", response.text
+    assert funnel() == {"revenue": "80.00", "revenue_confirmed": "80.00",
+                        "revenue_reported": "10000.00"}
+    assert "revenue (confirmed)" in client.get("/admin/campaigns/sale").text

@@ -58,3 +58,19 @@ def test_funnels_add_up_days_and_metrics() -> None:
     assert found["wax"].series("exposed", ["2026-11-22", "2026-11-23", "2026-11-24"]) == [
         0.0, 3.0, 2.0]
     assert found["boots"].lift.control == 1
+
+
+def test_revenue_the_backend_confirmed_is_the_summary_once_there_is_any() -> None:
+    page_only = funnels([("2026-11-24", "wax", "revenue", 500.0)])["wax"]
+    assert (page_only.revenue, page_only.revenue_reported, page_only.revenue_confirmed) == (
+        500.0, 500.0, 0.0)
+    assert not page_only.revenue_is_confirmed
+    # `revenue` counts every conversion's value, `revenue_confirmed` the backend's share.
+    both = funnels([("2026-11-24", "wax", "revenue", 580.0),
+                    ("2026-11-24", "wax", "revenue_confirmed", 80.0),
+                    ("2026-11-24", "wax", "converted_confirmed", 1.0)])["wax"]
+    assert (both.revenue, both.revenue_reported, both.revenue_confirmed) == (80.0, 500.0, 80.0)
+    # Confirmed conversions without a value still make the backend the one to believe.
+    valueless = funnels([("2026-11-24", "wax", "revenue", 500.0),
+                         ("2026-11-24", "wax", "converted_confirmed", 1.0)])["wax"]
+    assert valueless.revenue_is_confirmed and valueless.revenue == 0.0

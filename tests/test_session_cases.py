@@ -15,11 +15,11 @@ from popin.core.rules.campaign import Loaded, load_rules, parse_document, parse_
 from popin.core.rules.engine import RuleSet
 from popin.core.rules.yamlsource import load
 from popin.core.session import Result, Session
-from popin.core.site import DEFAULT_HOLDOUT, Site
+from popin.core.site import DEFAULT_HOLDOUT, DEFAULT_MAX_PAGE_REVENUE, Site
 from popin.core.visitor.agent import Agent, Place
 from popin.core.visitor.facts import Facts, landing_facts
 from popin.core.visitor.profile import Profile
-from popin.core.wire.events import Hello, PopinStatus
+from popin.core.wire.events import Custom, Hello, PopinStatus
 from popin.core.wire.protocol import decode, encode
 
 CASES = sorted((Path(__file__).parent / "cases" / "session").glob("*.yaml"))
@@ -51,7 +51,9 @@ class Replay:
                         consent=case.get("consent_mode", "implied"),
                         # No control group unless the case is about one: each case has
                         # one visitor, who would be in it for some rules and not others.
-                        holdout=case.get("site_holdout", 0.0))
+                        holdout=case.get("site_holdout", 0.0),
+                        max_page_revenue=case.get("site_max_page_revenue",
+                                                  DEFAULT_MAX_PAGE_REVENUE))
         self.profile = Profile(visitor="visitor-0001", **case.get("visitor", {}))
         agent = case.get("agent", {})
         self.hello = Hello(visitor="visitor-0001", session="session-0000",
@@ -197,3 +199,17 @@ def test_status_for_push_of_another_session_is_ignored() -> None:
                           replay.rules, 1)
     assert result.counts == ["status.unknown_push"]
     assert replay.profile.popins["r"].dismissed is None
+
+
+def test_only_the_backend_confirms_revenue_and_its_figure_is_not_held_to_the_page_cap(
+        ) -> None:
+    rule = ("rules:\n- {id: offer, trigger: {event: go}, popin: {title: T, body: B},\n"
+            "   conversion: {event: order_placed, within: 1h, value: total}}")
+    replay = Replay({"rules": rule, "steps": [], "site_max_page_revenue": 100})
+    replay.send({"type": "event", "name": "go"}, 0)
+    # What the hub makes of an order the site's backend posted with its API key.
+    result = replay.session.handle(Custom("order_placed", {"total": 2500.0}, confirmed=True),
+                                   replay.rules, replay.start + 1)
+    assert result.stats == [("offer", "converted", 1.0), ("offer", "converted_confirmed", 1.0),
+                            ("offer", "revenue", 2500.0),
+                            ("offer", "revenue_confirmed", 2500.0)]

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import redis
 
@@ -17,6 +18,7 @@ from popin.stores.backends import open_store
 from popin.stores.bookings import Booking, Lead, Quota
 from popin.stores.deliveries import Delivery
 from popin.stores.keys import digest_of, new_key
+from popin.stores.retention import FINISHED_DELIVERY_DAYS, PENDING_DELIVERY_DAYS
 from popin.stores.sqlite import SQLiteStore
 
 
@@ -711,6 +713,32 @@ def test_profiles_kept_before_they_were_dated_count_from_the_upgrade(tmp_path: P
     run(scenario())
 
 
+def test_deliveries_kept_before_they_expired_count_from_the_upgrade(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "popin.db"
+    old = sqlite3.connect(path)
+    old.execute("CREATE TABLE deliveries (id TEXT PRIMARY KEY, site TEXT NOT NULL, "
+                "visitor TEXT NOT NULL, status TEXT NOT NULL, due REAL NOT NULL, "
+                "data BLOB NOT NULL)")
+    dead = delivery(1)
+    dead.status = "dead"
+    old.execute("INSERT INTO deliveries VALUES ('d1', 'demo', 'v1', 'dead', 10.0, ?)",
+                (orjson.dumps(dead.to_dict()),))
+    old.commit()
+    old.close()
+
+    async def scenario() -> None:
+        store = SQLiteStore(path)
+        await store.forget_unseen("demo", time.time() + (FINISHED_DELIVERY_DAYS - 1) * DAYS)
+        assert [d.id for d in await store.list_deliveries("demo", "dead")] == ["d1"]
+        await store.forget_unseen("demo", time.time() + (FINISHED_DELIVERY_DAYS + 1) * DAYS)
+        assert await store.list_deliveries("demo", "dead") == []
+        await store.close()
+
+    run(scenario())
+
+
 def test_no_membership_outlives_the_sites_retention(make_store: StoreFactory) -> None:
     async def scenario() -> None:
         store = make_store()
@@ -721,6 +749,78 @@ def test_no_membership_outlives_the_sites_retention(make_store: StoreFactory) ->
         assert member.expires == 1000.0 + 30 * DAYS
         assert await store.audience_expire("demo", 1001.0 + 30 * DAYS) == 1
         assert await store.audience_members("demo", "buyers", "", 10) == []
+        await store.close()
+
+    run(scenario())
+
+
+def test_a_finished_delivery_is_gone_after_its_retention_and_a_pending_one_is_kept(
+        make_store: StoreFactory) -> None:
+    """Redis expires the records itself, from the store's clock; SQLite drops them in the
+    minute sweep (forget_unseen). Either way a dead delivery does not stay for ever."""
+    async def scenario() -> None:
+        store = make_store()
+        now = time.time()
+        # Finished 31 days ago: one delivered at once, one dead after an attempt.
+        store.retention.clock = lambda: now - (FINISHED_DELIVERY_DAYS + 1) * DAYS
+        sent = delivery(1)
+        sent.status = "delivered"
+        await store.save_delivery(sent)
+        failed = delivery(2)
+        await store.save_delivery(failed)
+        failed.attempts, failed.status, failed.last_error = 8, "dead", "HTTP 500"
+        await store.save_delivery(failed)
+        # Dead 29 days ago, and one pending since 31 days: both still wanted.
+        store.retention.clock = lambda: now - (FINISHED_DELIVERY_DAYS - 1) * DAYS
+        recent = delivery(3)
+        await store.save_delivery(recent)
+        recent.attempts, recent.status = 8, "dead"
+        await store.save_delivery(recent)
+        store.retention.clock = lambda: now - (FINISHED_DELIVERY_DAYS + 1) * DAYS
+        await store.save_delivery(delivery(4, due=now - 31 * DAYS))
+        # Pending, untouched past its own generous backstop: dropped too.
+        store.retention.clock = lambda: now - (PENDING_DELIVERY_DAYS + 1) * DAYS
+        await store.save_delivery(delivery(5, due=now - 91 * DAYS))
+        store.retention.clock = lambda: now
+        await store.forget_unseen("demo", now)
+        assert await store.list_deliveries("demo", "delivered") == []
+        assert [d.id for d in await store.list_deliveries("demo", "dead")] == ["d3"]
+        assert [d.id for d in await store.list_deliveries("demo", "pending")] == ["d4"]
+        assert [d.id for d in await store.lease_deliveries(now, 10, 30)] == ["d4"]
+        await store.close()
+
+    run(scenario())
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("server", ["redis_url", "redis_cluster_url"])
+def test_every_redis_delivery_expires(request: pytest.FixtureRequest, server: str) -> None:
+    """The reviewer's finding: every popin:{deliveries}:ID had no TTL."""
+    import uuid
+
+    url = f"{request.getfixturevalue(server)}?prefix=test-{uuid.uuid4().hex}"
+
+    async def scenario() -> None:
+        store: Any = open_store(url)
+        now = time.time()
+        store.retention.clock = lambda: now
+        pending, dead = delivery(1), delivery(2)
+        await store.save_delivery(pending)
+        await store.save_delivery(dead)
+        dead.attempts, dead.status = 8, "dead"
+        await store.save_delivery(dead)
+        pending_ttl = await store._client.ttl(store._keys.delivery("d1"))
+        dead_ttl = await store._client.ttl(store._keys.delivery("d2"))
+        assert (PENDING_DELIVERY_DAYS - 1) * DAYS < pending_ttl <= PENDING_DELIVERY_DAYS * DAYS + 1
+        assert (FINISHED_DELIVERY_DAYS - 1) * DAYS < dead_ttl <= FINISHED_DELIVERY_DAYS * DAYS + 1
+        # An expired pending record leaves the queue instead of being leased every round.
+        await store._client.delete(store._keys.delivery("d1"))
+        assert await store.lease_deliveries(now, 10, 30) == []
+        assert await store._client.zcard(store._keys.deliveries_due) == 0
+        # Nor does an expired delivery stay in the site's index: the minute sweep tidies it.
+        await store._client.delete(store._keys.delivery("d2"))
+        await store.forget_unseen("demo", now)
+        assert await store._client.smembers(store._key("demo", "deliveries", "all")) == set()
         await store.close()
 
     run(scenario())

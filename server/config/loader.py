@@ -16,6 +16,7 @@ defaults (the demo site). Relative paths in it are relative to its own folder.
     fatigue = {per_session = 2, per_day = 3}     # pop-ins per visitor, all rules together
     holdout = 5                                  # percent kept out of marketing pop-ins (0: off)
     retention_days = 395                         # a visitor unseen this long is forgotten
+    max_page_revenue = 10000                     # most one page-reported order counts for
     [sites.business_hours]
     mon = "09:00-12:00, 14:00-18:00"
     sat = "10:00-16:00"
@@ -43,10 +44,12 @@ from ..core.rules.schema import did_you_mean
 from ..core.site import (
     CONSENT_MODES,
     DEFAULT_HOLDOUT,
+    DEFAULT_MAX_PAGE_REVENUE,
     DEFAULT_RETENTION_DAYS,
     DEMO_HOURS,
     GUARD_MODES,
     MAX_HOLDOUT,
+    MAX_PAGE_REVENUE,
     MAX_RETENTION_DAYS,
     TCF_BASES,
     TCF_PURPOSES,
@@ -69,7 +72,8 @@ TOP = ("store", "rules", "sites", "geoip", "webhooks", "secret", "trusted_proxie
        "metrics_token", "metrics_allow")
 SITE = ("key", "name", "origins", "timezone", "business_hours", "fatigue", "webhook_secret",
         "notify_url", "calendars", "consent", "identity_secret", "unsigned_identify", "holdout",
-        "guard", "rules", "tcf", "consent_mode", "retention_days")
+        "guard", "rules", "tcf", "consent_mode", "retention_days",
+        "max_page_revenue")
 CALENDAR = ("name", "timezone", "hours", "closed", "special", "slot_minutes", "buffer_minutes",
             "min_notice_minutes", "horizon_days", "capacity", "channels",
             "bookings_per_visitor_day", "bookings_per_address_day")
@@ -241,7 +245,9 @@ def _site(site: Table) -> Site:
         holdout=site.number("holdout", DEFAULT_HOLDOUT, 0, MAX_HOLDOUT),
         guard=site.choice("guard", GUARD_MODES, "confirmed"),
         retention_days=site.whole("retention_days", DEFAULT_RETENTION_DAYS, 1,
-                                  MAX_RETENTION_DAYS))
+                                  MAX_RETENTION_DAYS),
+        max_page_revenue=site.number("max_page_revenue", DEFAULT_MAX_PAGE_REVENUE, 1,
+                                     MAX_PAGE_REVENUE))
     found = replace(found, consent_map=_consent_map(site))
     if "calendars" not in site:
         return found

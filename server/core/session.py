@@ -100,7 +100,9 @@ class Result:
 
 # Keywords kept per page and in a profile's interests, past those the rules watch.
 MAX_KEYWORDS = 32
-# The largest order value a conversion counts (a page could send anything).
+# The largest order value a conversion counts, even one the site's backend confirmed (a
+# bug in its shop must not make a day's revenue infinite); a page's own figure is held to
+# the site's lower `max_page_revenue`.
 MAX_ORDER_VALUE = 1_000_000.0
 
 
@@ -384,10 +386,14 @@ class Session:
                 # Click-through, as against view-through (converted without a click).
                 result.stats.append((key, "converted_click", 1.0))
             if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
-                # The page says what an order was worth: capped, so that one visitor's
-                # 1e308 cannot make every day's revenue infinite.
-                result.stats.append((key, f"revenue{group}",
-                                     min(float(value), MAX_ORDER_VALUE)))
+                # Anyone can script a page's events: its figure is capped to what one order
+                # of this site may plausibly be worth, and only the backend's is counted as
+                # confirmed (`revenue` holds both, as `converted` does).
+                worth = min(float(value), MAX_ORDER_VALUE if event.confirmed
+                            else self.facts.site.max_page_revenue)
+                result.stats.append((key, f"revenue{group}", worth))
+                if event.confirmed:
+                    result.stats.append((key, f"revenue{group}_confirmed", worth))
         result.profile_changed = True
 
     def _variant(self, rule: Rule) -> Variant:

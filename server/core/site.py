@@ -28,6 +28,11 @@ GUARD_MODES = ("confirmed", "all", "off")
 # guidance for trackers, so that a yearly returning visitor is still recognised.
 DEFAULT_RETENTION_DAYS = 395
 MAX_RETENTION_DAYS = 1825
+# What one order reported by a page may be worth at most: anyone can script a page's
+# events, so a forged price must not dwarf a month of real sales. Backend-confirmed
+# values are only bounded by MAX_ORDER_VALUE (session.py).
+DEFAULT_MAX_PAGE_REVENUE = 10_000.0
+MAX_PAGE_REVENUE = 1_000_000.0
 
 # What a visitor's consent may allow, each level needing the one before it: an id on the
 # device and a kept profile; pop-ins chosen or written from that profile; retargeting
@@ -115,6 +120,8 @@ class Site:
     consent_map: ConsentMap = field(default_factory=ConsentMap)
     # A visitor not seen for this many days is forgotten (see stores/contract.py).
     retention_days: int = DEFAULT_RETENTION_DAYS
+    # The most one conversion reported by a page (not the backend) counts as revenue.
+    max_page_revenue: float = DEFAULT_MAX_PAGE_REVENUE
 
     def allows(self, origin: str | None, host: str | None) -> bool:
         """Is a WebSocket from a page at `origin` welcome? Browsers always send Origin."""

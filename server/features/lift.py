@@ -131,8 +131,26 @@ class Funnel:
         return int(self.counts.get(metric, 0))
 
     @property
+    def revenue_confirmed(self) -> float:
+        """Revenue the site's backend posted through the API (with its key)."""
+        return self.counts.get("revenue_confirmed", 0.0)
+
+    @property
+    def revenue_reported(self) -> float:
+        """Revenue only pages reported: anyone can script those events, so unverified.
+        `revenue` counts both, as `converted` does (never below 0 from rounding)."""
+        return max(0.0, self.counts.get("revenue", 0.0) - self.revenue_confirmed)
+
+    @property
+    def revenue_is_confirmed(self) -> bool:
+        """Does the site's backend confirm this campaign's conversions? Then its word is
+        the revenue to go by, and the pages' figures are a side note."""
+        return self.revenue_confirmed > 0 or self["converted_confirmed"] > 0
+
+    @property
     def revenue(self) -> float:
-        return self.counts.get("revenue", 0.0)
+        """The one figure for summaries: the backend's when it confirms any conversion."""
+        return self.revenue_confirmed if self.revenue_is_confirmed else self.revenue_reported
 
     @property
     def conversion_rate(self) -> float:

@@ -54,8 +54,10 @@ class Store(Protocol):
 
     async def forget_unseen(self, site: str, now: float, limit: int = FORGET_BATCH) -> int:
         """Erase, as erase_visitor does, up to `limit` visitors whose profile was last
-        written longer ago than the site's retention; how many. A store whose keys expire
-        on their own (Redis) has nothing left to do and answers 0."""
+        written longer ago than the site's retention; how many. Also drops up to `limit`
+        of the site's webhook deliveries past theirs (retention.delivery_expires: finished
+        ones after 30 days, pending ones 90 days after their last write). A store whose
+        keys expire on their own (Redis) only tidies its indexes and answers 0."""
 
     # API keys
     async def put_key(self, key: ApiKey) -> None: ...

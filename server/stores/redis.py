@@ -125,6 +125,7 @@ class RedisStore(RedisAudiences):
         # Profiles, outboxes and user links carry their expiry from their last write:
         # Redis deletes them on time. Only profiles kept before that need one.
         await self._undated.date(site, self.retention.expires(site))
+        await self._drop_expired_deliveries(site, limit)
         return 0
 
     async def link_user(self, site: str, user_id: str, visitor: str) -> str:
@@ -269,7 +270,8 @@ class RedisStore(RedisAudiences):
         if delivery.attempts:
             await self._attempted(keys=[record, due_key],
                                   args=[orjson.dumps(delivery.to_dict()), delivery.status,
-                                        delivery.due, delivery.id])
+                                        delivery.due, delivery.id,
+                                        self.retention.delivery_expires(delivery.status)])
             return
         # The site's indexes first: an erasure finds every delivery that was queued.
         async with self._client.pipeline(transaction=True) as pipe:
@@ -279,6 +281,7 @@ class RedisStore(RedisAudiences):
             await pipe.execute()
         async with self._client.pipeline(transaction=True) as pipe:
             pipe.set(record, orjson.dumps(delivery.to_dict()))
+            pipe.expireat(record, self.retention.delivery_expires(delivery.status))
             if delivery.status == "pending":
                 pipe.zadd(due_key, {delivery.id: delivery.due})
             else:
@@ -287,25 +290,53 @@ class RedisStore(RedisAudiences):
 
     async def lease_deliveries(self, now: float, limit: int, lease: float) -> list[Delivery]:
         ids = await self._lease(keys=[self._keys.deliveries_due], args=[now, limit, now + lease])
-        leased = []
+        leased, expired = [], []
         for delivery_id in ids:
             data = await self._client.get(self._keys.delivery(text(delivery_id)))
             if data is not None:
                 delivery = Delivery.from_dict(orjson.loads(data))
                 delivery.due = now + lease
                 leased.append(delivery)
+            else:
+                expired.append(delivery_id)
+        if expired:
+            # Its record expired (pending too long): else it would be leased every round.
+            await self._client.zrem(self._keys.deliveries_due, *expired)
         return leased
 
     async def list_deliveries(self, site: str, status: str) -> list[Delivery]:
-        ids = await self._client.smembers(self._key(site, "deliveries", "all"))
-        found = []
+        index = self._key(site, "deliveries", "all")
+        ids = await self._client.smembers(index)
+        found, expired = [], []
         for delivery_id in ids:
             data = await self._client.get(self._keys.delivery(text(delivery_id)))
             if data is not None:
                 delivery = Delivery.from_dict(orjson.loads(data))
                 if delivery.status == status:
                     found.append(delivery)
+            else:
+                expired.append(delivery_id)
+        if expired:
+            await self._client.srem(index, *expired)
         return sorted(found, key=lambda delivery: delivery.due)
+
+    async def _drop_expired_deliveries(self, site: str, limit: int) -> None:
+        """Take expired deliveries out of the site's index, a random sample at a time: the
+        records expire by themselves, their ids would otherwise stay in it for ever."""
+        index = self._key(site, "deliveries", "all")
+        found = await self._client.srandmember(index, limit)
+        # With a count the reply is always a list (the stubs also allow one member).
+        sample = found if isinstance(found, list) else []
+        if not sample:
+            return
+        async with self._client.pipeline(transaction=False) as pipe:
+            for delivery_id in sample:
+                pipe.exists(self._keys.delivery(text(delivery_id)))
+            exist = await pipe.execute()
+        expired = [delivery_id for delivery_id, exists in zip(sample, exist, strict=True)
+                   if not exists]
+        if expired:
+            await self._client.srem(index, *expired)
 
     def _slot_key(self, site: str, calendar: str, start: float) -> str:
         return self._key(site, "slot", f"{calendar}:{start!r}")

@@ -15,8 +15,16 @@ import time
 from collections.abc import Callable
 
 from ..core.site import DEFAULT_RETENTION_DAYS
+from .deliveries import DeliveryStatus
 
 DAY_SECONDS = 86_400.0
+# A webhook delivery sent or given up is kept as long as the dashboard looks back (30
+# days): long enough to read why one died and replay it, then it goes, on either store.
+FINISHED_DELIVERY_DAYS = 30
+# A pending delivery is retried within hours; one still pending after this (a sender that
+# never ran again, a lost lease) is dropped rather than kept for ever. Each write pushes
+# it back.
+PENDING_DELIVERY_DAYS = 90
 # Visitors erased per transaction: short enough that other writers barely wait.
 FORGET_BATCH = 200
 
@@ -40,3 +48,8 @@ class Retention:
     def cutoff(self, site: str, now: float) -> float:
         """Profiles last written before this, at `now`, are past the site's retention."""
         return now - self.seconds(site)
+
+    def delivery_expires(self, status: DeliveryStatus) -> int:
+        """When a delivery written now with `status` is dropped, unless written again."""
+        days = PENDING_DELIVERY_DAYS if status == "pending" else FINISHED_DELIVERY_DAYS
+        return int(self.clock() + days * DAY_SECONDS) + 1

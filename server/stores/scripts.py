@@ -35,10 +35,11 @@ return ids
 
 
 # An attempt's outcome, recorded only if the delivery is still there: its visitor may
-# have been erased while it was in flight.
+# have been erased while it was in flight. ARGV[5]: its new expiry (retention.py).
 ATTEMPTED = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('SET', KEYS[1], ARGV[1])
+redis.call('EXPIREAT', KEYS[1], ARGV[5])
 if ARGV[2] == 'pending' then redis.call('ZADD', KEYS[2], ARGV[3], ARGV[4])
 else redis.call('ZREM', KEYS[2], ARGV[4]) end
 return 1

@@ -58,7 +58,7 @@ CREATE TABLE IF NOT EXISTS outbox (
     at REAL NOT NULL, data BLOB NOT NULL, PRIMARY KEY (site, visitor, id)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS deliveries (
     id TEXT PRIMARY KEY, site TEXT NOT NULL, visitor TEXT NOT NULL, status TEXT NOT NULL,
-    due REAL NOT NULL, data BLOB NOT NULL);
+    due REAL NOT NULL, data BLOB NOT NULL, expires REAL NOT NULL DEFAULT 0);
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries (status, due);
 CREATE TABLE IF NOT EXISTS bookings (
     id TEXT PRIMARY KEY, site TEXT NOT NULL, calendar TEXT NOT NULL, start REAL NOT NULL,
@@ -222,7 +222,12 @@ class SQLiteStore:
                     "AND seen < ? LIMIT ?", (site, cutoff, limit))]
                 for visitor in visitors:
                     _erase(db, site, visitor, now)
-            if visitors:
+                # Deliveries past their retention (retention.py), as Redis expires them.
+                dropped = db.execute(
+                    "DELETE FROM deliveries WHERE rowid IN (SELECT rowid FROM deliveries "
+                    "INDEXED BY deliveries_expiry WHERE site = ? AND expires < ? LIMIT ?)",
+                    (site, now, limit)).rowcount
+            if visitors or dropped:
                 _checkpoint(db)
             return len(visitors)
 
@@ -309,14 +314,16 @@ class SQLiteStore:
         if delivery.attempts:
             # An attempt's outcome updates the delivery, and only if it is still there:
             # the visitor may have been erased while it was in flight.
-            await self._write("UPDATE deliveries SET status = ?, due = ?, data = ? WHERE id = ?",
-                              delivery.status, delivery.due, orjson.dumps(delivery.to_dict()),
-                              delivery.id)
+            await self._write("UPDATE deliveries SET status = ?, due = ?, data = ?, expires = ? "
+                              "WHERE id = ?", delivery.status, delivery.due,
+                              orjson.dumps(delivery.to_dict()),
+                              self.retention.delivery_expires(delivery.status), delivery.id)
             return
         await self._write(
-            "INSERT OR REPLACE INTO deliveries (id, site, visitor, status, due, data) "
-            "VALUES (?, ?, ?, ?, ?, ?)", delivery.id, delivery.site, delivery.visitor,
-            delivery.status, delivery.due, orjson.dumps(delivery.to_dict()))
+            "INSERT OR REPLACE INTO deliveries (id, site, visitor, status, due, data, expires) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)", delivery.id, delivery.site, delivery.visitor,
+            delivery.status, delivery.due, orjson.dumps(delivery.to_dict()),
+            self.retention.delivery_expires(delivery.status))
 
     async def lease_deliveries(self, now: float, limit: int, lease: float) -> list[Delivery]:
         def lease_due(db: sqlite3.Connection) -> list[Delivery]:
@@ -628,6 +635,14 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE profiles ADD COLUMN seen REAL NOT NULL DEFAULT 0")
         db.execute("UPDATE profiles SET seen = ?", (time.time(),))
     db.execute("CREATE INDEX IF NOT EXISTS profiles_seen ON profiles (site, seen)")
+    if "expires" not in {row[1] for row in db.execute("PRAGMA table_info(deliveries)")}:
+        # Deliveries queued before they expired count from the upgrade, as profiles do.
+        db.execute("ALTER TABLE deliveries ADD COLUMN expires REAL NOT NULL DEFAULT 0")
+        retention = Retention()
+        for status in ("pending", "delivered", "dead"):
+            db.execute("UPDATE deliveries SET expires = ? WHERE status = ?",
+                       (retention.delivery_expires(status), status))
+    db.execute("CREATE INDEX IF NOT EXISTS deliveries_expiry ON deliveries (site, expires)")
     columns = {row[1] for row in db.execute("PRAGMA table_info(claims)")}
     if "digest" not in columns:
         # Claims made before digests were kept say nothing of their request: duplicates.

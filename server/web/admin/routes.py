@@ -54,9 +54,10 @@ from .pages import owner_only, render, signed_in
 DAILY_METRICS = ("triggered", "exposed", "held_out", "shown", "clicked", "dismissed",
                  "converted", "converted_click", "converted_control", "revenue",
                  "revenue_control", "errors", "converted_confirmed",
-                 "converted_control_confirmed")
+                 "converted_control_confirmed", "revenue_confirmed",
+                 "revenue_control_confirmed")
 VARIANT_METRICS = ("exposed", "shown", "clicked", "dismissed", "converted", "converted_click",
-                   "revenue")
+                   "revenue", "revenue_confirmed")
 
 async def login_page(request: Request) -> Response:
     hub: Hub = request.app.state.hub
