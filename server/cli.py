@@ -645,14 +645,14 @@ def init(args: argparse.Namespace) -> int:
           "secrets.")
     for guess in guessed:
         print(f"  guessed {guess}")
-    if copied:
+    if present:
+        print(f"Left {rules}/ as it is: it already holds {plural(len(present), 'rule file')}.")
+    else:
         print(f"Copied the playbook into {rules}/: {plural(copied, 'rule file')} to adapt "
               "or delete.")
-    if left_out:
-        print(f"  left out what changed in {DEFAULT_RULES} since it was shipped (the demo's "
-              f"editor writes there): {', '.join(left_out)}")
-    else:
-        print(f"Left {rules}/ as it is: it already holds {plural(len(present), 'rule file')}.")
+        if left_out:
+            print(f"  left out what changed in {DEFAULT_RULES} since it was shipped (the "
+                  f"demo's editor writes there): {', '.join(left_out)}")
     pages = " and ".join(starter.origins) or "your site"
     print(f"\nPaste this tag into the pages of {pages}, before </body>:\n")
     print(f'  <script async src="{args.url.rstrip("/")}/popin.js" data-site="{site}"></script>')
