@@ -21,7 +21,7 @@ import hashlib
 import logging
 import math
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import orjson
@@ -46,6 +46,10 @@ CLAIM_LEASE = 10.0
 log = logging.getLogger("popin.api")
 UNAVAILABLE_MESSAGE = "the store is not answering; nothing was applied, retry later"
 EVENT_KEYS = frozenset({"name", "visitor", "user_id", "props", "time", "idempotency_key"})
+# An event's time is told by the backend's clock: before 2000 or more than a day ahead of
+# ours, it is a unit mistake (milliseconds, a date's digits) or garbage, not an event.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+EVENT_TIME_AHEAD = 86400.0
 
 
 class ApiError(Exception):
@@ -153,7 +157,7 @@ def _props(value: Any, where: str) -> dict[str, Scalar]:
     return value
 
 
-def _event(item: Any, index: int) -> dict[str, Any]:
+def _event(item: Any, index: int, now: float) -> dict[str, Any]:
     where = f"events[{index}]."
     if not isinstance(item, dict):
         raise ApiError(400, "invalid", "each event must be an object", f"events[{index}]")
@@ -176,6 +180,10 @@ def _event(item: Any, index: int) -> dict[str, Any]:
     if "time" in item:
         if isinstance(item["time"], bool) or not isinstance(item["time"], int | float):
             raise ApiError(400, "invalid", "'time' is seconds since the epoch", f"{where}time")
+        # Written so that NaN, should a parser ever let it through, is refused as well.
+        if not EARLIEST_EVENT_TIME <= item["time"] <= now + EVENT_TIME_AHEAD:
+            raise ApiError(400, "invalid", "'time' is seconds since the epoch, from "
+                           "2000-01-01 to a day ahead of the server's clock", f"{where}time")
         checked["time"] = item["time"]
     return checked
 
@@ -194,7 +202,8 @@ async def post_events(request: Request) -> JSONResponse:
         raise ApiError(400, "invalid", f"'events' must be a list of 1-{MAX_BATCH} events",
                        "events")
     # All checked before any is applied: a batch with a bad event changes nothing.
-    checked = [_event(item, index) for index, item in enumerate(events)]
+    now = hub.clock()
+    checked = [_event(item, index, now) for index, item in enumerate(events)]
     site = hub.sites[key.site]
     try:
         visitors = [event.get("visitor") or await hub.store.visitor_of_user(site.key,
