@@ -73,12 +73,14 @@ def test_keys_and_scopes(client: TestClient, settings_: Settings) -> None:
     body = {"events": [{"name": "purchase", "visitor": "visitor-0001"}]}
     missing = client.post("/api/v1/events", json=body)
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+    assert missing.json()["error"]["field"] == "Authorization", "the header to send"
     assert missing.headers["www-authenticate"] == "Bearer"
     for token in ("pk_wrong", revoked):
         response = client.post("/api/v1/events", json=body, headers=auth(token))
         assert response.status_code == 401
         assert response.json() == {"error": {"code": "unauthorized",
-                                             "message": "this API key is not valid"}}
+                                             "message": "this API key is not valid",
+                                             "field": "Authorization"}}
     forbidden = client.post("/api/v1/events", json=body, headers=auth(export))
     assert forbidden.status_code == 403
     assert "lacks the 'events' scope" in forbidden.json()["error"]["message"]
@@ -123,6 +125,19 @@ def test_bad_input_names_the_field_and_applies_nothing(
     assert response.status_code == 400
     assert response.json()["error"]["field"] == field
     assert 'kind="api.event"' not in client.get("/metrics").text
+
+
+def test_a_body_over_the_limit_names_the_body(client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events")
+    padding = " " * routes.MAX_BODY_BYTES
+    for headers in ({}, {"transfer-encoding": "chunked"}):
+        content: Any = (b'{"events": []}' + padding.encode() if not headers
+                        else iter([b'{"events": []}', padding.encode()]))
+        response = client.post("/api/v1/events", content=content,
+                               headers={**auth(token), **headers})
+        assert response.status_code == 413
+        assert response.json()["error"] | {"code": "too_large", "field": "body"} == \
+            response.json()["error"]
 
 
 def test_purchase_for_a_connected_visitor_arrives_live(client: TestClient,
@@ -357,9 +372,16 @@ def test_identify_says_when_the_visitor_id_was_never_seen(
     assert again["new_visitor"] is False, "linked once, it is known"
 
 
-def test_unknown_api_paths_answer_json(client: TestClient) -> None:
+def test_unknown_api_paths_answer_json(client: TestClient, settings_: Settings) -> None:
     response = client.get("/api/v1/nothing")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert response.json()["error"]["field"] == "path"
+    # A path parameter holding '/' matches no route: the path is what is wrong.
+    token = make_key(settings_, "profiles")
+    escaped = client.get("/api/v1/visitors/..%2f..%2fx", headers=auth(token))
+    assert escaped.status_code == 404
+    assert escaped.json()["error"] == {"code": "not_found", "message": "Not Found",
+                                       "field": "path"}
     assert client.get("/api/v1/events").status_code == 405
     assert client.get("/openapi.json").json()["openapi"].startswith("3.")
 

@@ -83,7 +83,8 @@ async def authorize(request: Request, scope: str) -> ApiKey:
     hub: Hub = request.app.state.hub
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer ") or not header[7:].strip():
-        raise ApiError(401, "unauthorized", "send an API key: 'Authorization: Bearer pk_...'")
+        raise ApiError(401, "unauthorized", "send an API key: 'Authorization: Bearer pk_...'",
+                       "Authorization")
     try:
         key = await hub.store.key_by_digest(digest_of(header[7:].strip()))
     except Exception:
@@ -91,7 +92,7 @@ async def authorize(request: Request, scope: str) -> ApiKey:
         raise unavailable() from None
     # One answer for unknown and revoked keys: nothing about other keys leaks.
     if key is None or key.revoked is not None or key.site not in hub.sites:
-        raise ApiError(401, "unauthorized", "this API key is not valid")
+        raise ApiError(401, "unauthorized", "this API key is not valid", "Authorization")
     if not key.allows(scope):
         raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope")
     return key
@@ -110,7 +111,8 @@ def check_query(request: Request, allowed: tuple[str, ...] = ()) -> None:
 
 async def body_of(request: Request) -> dict[str, Any]:
     check_query(request)
-    too_large = ApiError(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+    too_large = ApiError(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes",
+                         "body")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise too_large
