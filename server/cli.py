@@ -40,7 +40,8 @@ class Refused(Exception):
 
 def _settings(args: argparse.Namespace) -> Settings:
     try:
-        settings = load_settings(find_config(getattr(args, "config", None)))
+        settings = load_settings(find_config(getattr(args, "config", None)),
+                                 sites_required=True)
     except ConfigError as error:
         raise Refused(str(error)) from None
     if getattr(args, "store", None):
@@ -639,7 +640,8 @@ def init(args: argparse.Namespace) -> int:
     with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
                    encoding="utf-8") as file:
         file.write(starter_toml(starter))
-    load_settings(target)  # what init writes always loads; a test holds it to that
+    # What init writes always loads; a test holds it to that.
+    load_settings(target, sites_required=True)
 
     print(f"Wrote {target}: the site {site!r} ({starter.name}), time zone {zone}, fresh "
           "secrets.")
