@@ -40,7 +40,8 @@ class Refused(Exception):
 
 def _settings(args: argparse.Namespace) -> Settings:
     try:
-        settings = load_settings(find_config(getattr(args, "config", None)))
+        settings = load_settings(find_config(getattr(args, "config", None)),
+                                 sites_required=True)
     except ConfigError as error:
         raise Refused(str(error)) from None
     if getattr(args, "store", None):
@@ -639,20 +640,21 @@ def init(args: argparse.Namespace) -> int:
     with os.fdopen(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
                    encoding="utf-8") as file:
         file.write(starter_toml(starter))
-    load_settings(target)  # what init writes always loads; a test holds it to that
+    # What init writes always loads; a test holds it to that.
+    load_settings(target, sites_required=True)
 
     print(f"Wrote {target}: the site {site!r} ({starter.name}), time zone {zone}, fresh "
           "secrets.")
     for guess in guessed:
         print(f"  guessed {guess}")
-    if copied:
+    if present:
+        print(f"Left {rules}/ as it is: it already holds {plural(len(present), 'rule file')}.")
+    else:
         print(f"Copied the playbook into {rules}/: {plural(copied, 'rule file')} to adapt "
               "or delete.")
-    if left_out:
-        print(f"  left out what changed in {DEFAULT_RULES} since it was shipped (the demo's "
-              f"editor writes there): {', '.join(left_out)}")
-    else:
-        print(f"Left {rules}/ as it is: it already holds {plural(len(present), 'rule file')}.")
+        if left_out:
+            print(f"  left out what changed in {DEFAULT_RULES} since it was shipped (the "
+                  f"demo's editor writes there): {', '.join(left_out)}")
     pages = " and ".join(starter.origins) or "your site"
     print(f"\nPaste this tag into the pages of {pages}, before </body>:\n")
     print(f'  <script async src="{args.url.rstrip("/")}/popin.js" data-site="{site}"></script>')

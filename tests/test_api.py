@@ -73,12 +73,14 @@ def test_keys_and_scopes(client: TestClient, settings_: Settings) -> None:
     body = {"events": [{"name": "purchase", "visitor": "visitor-0001"}]}
     missing = client.post("/api/v1/events", json=body)
     assert missing.status_code == 401 and missing.json()["error"]["code"] == "unauthorized"
+    assert missing.json()["error"]["field"] == "Authorization", "the header to send"
     assert missing.headers["www-authenticate"] == "Bearer"
     for token in ("pk_wrong", revoked):
         response = client.post("/api/v1/events", json=body, headers=auth(token))
         assert response.status_code == 401
         assert response.json() == {"error": {"code": "unauthorized",
-                                             "message": "this API key is not valid"}}
+                                             "message": "this API key is not valid",
+                                             "field": "Authorization"}}
     forbidden = client.post("/api/v1/events", json=body, headers=auth(export))
     assert forbidden.status_code == 403
     assert "lacks the 'events' scope" in forbidden.json()["error"]["message"]
@@ -102,6 +104,18 @@ def test_keys_and_scopes(client: TestClient, settings_: Settings) -> None:
      "events[0].color"),
     ({"events": [{"name": "x", "visitor": "visitor-0001", "time": "yesterday"}]},
      "events[0].time"),
+    # Milliseconds, garbage, or a time before popin could have seen anything: refused, not
+    # applied as if it were now.
+    ({"events": [{"name": "x", "visitor": "visitor-0001", "time": 1e300}]}, "events[0].time"),
+    ({"events": [{"name": "x", "visitor": "visitor-0001", "time": -1e12}]}, "events[0].time"),
+    ({"events": [{"name": "x", "visitor": "visitor-0001", "time": 1.0}]}, "events[0].time"),
+    ({"events": [{"name": "x", "visitor": "visitor-0001",
+                  "time": time.time() * 1000}]}, "events[0].time"),
+    ({"events": [{"name": "x", "visitor": "visitor-0001",
+                  "time": time.time() + 2 * 86400}]}, "events[0].time"),
+    # orjson refuses what would parse as infinity: the body as a whole is not JSON.
+    (b'{"events": [{"name": "x", "visitor": "visitor-0001", "time": 1e400}]}', "body"),
+    (b'{"events": [{"name": "x", "visitor": "visitor-0001", "time": NaN}]}', "body"),
 ])
 def test_bad_input_names_the_field_and_applies_nothing(
         client: TestClient, settings_: Settings, body: Any, field: str) -> None:
@@ -111,6 +125,19 @@ def test_bad_input_names_the_field_and_applies_nothing(
     assert response.status_code == 400
     assert response.json()["error"]["field"] == field
     assert 'kind="api.event"' not in client.get("/metrics").text
+
+
+def test_a_body_over_the_limit_names_the_body(client: TestClient, settings_: Settings) -> None:
+    token = make_key(settings_, "events")
+    padding = " " * routes.MAX_BODY_BYTES
+    for headers in ({}, {"transfer-encoding": "chunked"}):
+        content: Any = (b'{"events": []}' + padding.encode() if not headers
+                        else iter([b'{"events": []}', padding.encode()]))
+        response = client.post("/api/v1/events", content=content,
+                               headers={**auth(token), **headers})
+        assert response.status_code == 413
+        assert response.json()["error"] | {"code": "too_large", "field": "body"} == \
+            response.json()["error"]
 
 
 def test_purchase_for_a_connected_visitor_arrives_live(client: TestClient,
@@ -159,10 +186,10 @@ def test_an_idempotency_key_reused_for_another_event_is_refused(
     # Refused as a whole, the batch claimed nothing: its good event is still new.
     alone = client.post("/api/v1/events", headers=auth(token), json={"events": [fresh]})
     assert alone.json()["results"][0]["status"] == "applied"
-    for when in (1.0, 2.0):
+    for when in (1.7e9, 1.7e9 + 1):
         timed = client.post("/api/v1/events", headers=auth(token), json={"events": [
             {**fresh, "idempotency_key": "order-2004", "time": when}]})
-        assert timed.status_code == (200 if when == 1.0 else 409)
+        assert timed.status_code == (200 if when == 1.7e9 else 409)
 
 
 def test_a_key_claimed_by_a_worker_that_died_before_storing_is_applied_by_the_retry(
@@ -173,7 +200,7 @@ def test_a_key_claimed_by_a_worker_that_died_before_storing_is_applied_by_the_re
     store = client.app.state.hub.store  # type: ignore[attr-defined]
     item = {"name": "signup", "visitor": "visitor-died-1", "idempotency_key": "signup-died"}
     # What the dead worker left: a pending claim, nothing written (a short lease here).
-    digest = routes._digest(routes._event(item, 0))
+    digest = routes._digest(routes._event(item, 0, time.time()))
     assert run(store.claim("demo", [("event:signup-died", digest)], 60, lease=0.3)) == [
         "claimed"]
     early = client.post("/api/v1/events", headers=auth(token), json={"events": [item]})
@@ -390,9 +417,16 @@ def test_identify_says_when_the_visitor_id_was_never_seen(
     assert again["new_visitor"] is False, "linked once, it is known"
 
 
-def test_unknown_api_paths_answer_json(client: TestClient) -> None:
+def test_unknown_api_paths_answer_json(client: TestClient, settings_: Settings) -> None:
     response = client.get("/api/v1/nothing")
     assert response.status_code == 404 and response.json()["error"]["code"] == "not_found"
+    assert response.json()["error"]["field"] == "path"
+    # A path parameter holding '/' matches no route: the path is what is wrong.
+    token = make_key(settings_, "profiles")
+    escaped = client.get("/api/v1/visitors/..%2f..%2fx", headers=auth(token))
+    assert escaped.status_code == 404
+    assert escaped.json()["error"] == {"code": "not_found", "message": "Not Found",
+                                       "field": "path"}
     assert client.get("/api/v1/events").status_code == 405
     assert client.get("/openapi.json").json()["openapi"].startswith("3.")
 

@@ -177,6 +177,10 @@ def test_init_writes_a_commented_config_with_fresh_secrets_and_the_playbook(
     assert copied == {path.name for path in rule_files(ROOT / "rules")}
     assert load_rules(first / "rules").errors == []
     output = made.stdout
+    # Said once, and only what happened: an else once told a fresh folder it held 0 files.
+    assert (f"Copied the playbook into rules/: {len(copied)} rule files to adapt or delete."
+            in output)
+    assert "Left rules/" not in output and "left out" not in output
     assert ('<script async src="http://127.0.0.1:8000/popin.js" data-site="shop"></script>'
             in output)
     for command in ("popin rules check", "popin serve", "popin admin set-password",
@@ -254,6 +258,7 @@ def test_init_leaves_an_existing_rules_folder_alone(tmp_path: Path) -> None:
     made = popin("init", "--site", "shop", "--timezone", "UTC", cwd=tmp_path)
     assert made.returncode == 0
     assert "Left rules/ as it is: it already holds 1 rule file." in made.stdout
+    assert "Copied the playbook" not in made.stdout
     assert [path.name for path in (tmp_path / "rules").iterdir()] == ["mine.yaml"]
 
 

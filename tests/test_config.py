@@ -4,6 +4,7 @@ and nothing hangs (a slot of 0 minutes used to loop for ever)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -185,3 +186,24 @@ def test_serve_refuses_a_store_or_rules_it_cannot_use_in_one_line(
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and complaint in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("toml", ["", "# nothing yet\n", "[limits]\nconnections = 500\n",
+                                  "sites = []\n"])
+def test_a_file_without_sites_is_refused_not_served_as_the_demo(tmp_path: Path,
+                                                                 toml: str) -> None:
+    """No file runs the demo (README's first command); a file found but naming no site
+    is an install half made, refused in one line rather than hidden behind the demo."""
+    (tmp_path / "popin.toml").write_text(toml)
+    environ = {**os.environ, "POPIN_CONFIG": ""}
+    for command in (["serve", "--port", "1"], ["keys", "list"]):
+        result = subprocess.run([sys.executable, "-m", "popin", *command], cwd=tmp_path,
+                                env=environ, capture_output=True, text=True, timeout=60)
+        assert result.returncode == 2, command
+        assert result.stderr == (f"popin: {tmp_path / 'popin.toml'}: no [[sites]] configured; "
+                                 "add one (popin init does) or remove the file to run the "
+                                 "demo\n"), command
+        assert "demo shop at" not in result.stdout
+    # Read as a fragment (the loader's own checks, README's snippets), it still loads.
+    assert load_settings(tmp_path / "popin.toml").sites.keys() <= {"demo"}
+    assert list(load_settings(None, sites_required=True).sites) == ["demo"]

@@ -115,7 +115,9 @@ def find_config(given: Path | None = None, environ: dict[str, str] | None = None
     return here if here.is_file() else None
 
 
-def load_settings(path: Path | None) -> Settings:
+def load_settings(path: Path | None, *, sites_required: bool = False) -> Settings:
+    """`sites_required`: a file must configure its sites, for the commands that run on
+    them (without one, a file only of [limits], say, is read as a fragment of settings)."""
     settings = Settings()
     if path is None:
         return settings
@@ -159,6 +161,11 @@ def load_settings(path: Path | None) -> Settings:
                 table.fail("rules", "is needed when there are several sites: each names "
                            f"its own campaign folder (rules = \"campaigns/{key}\")")
         _one_folder_each(path, settings)
+    if sites_required and not ("sites" in top and settings.sites):
+        # The demo is what runs without a file; a file that names no site is an install
+        # half made, and serving the demo's pop-ins from it would hide that.
+        raise ConfigError(f"{path}: no [[sites]] configured; add one (popin init does) or "
+                          "remove the file to run the demo")
     for folder in {settings.rules, *settings.campaigns.values()}:
         if folder.is_file() and folder.suffix not in RULE_FILE_SUFFIXES:
             raise ConfigError(f"{path}: rules: {folder} is a file that is no rule file; "

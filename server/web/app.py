@@ -224,7 +224,10 @@ async def http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     if request.url.path.startswith("/api/"):
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "error")
-        response = ApiError(error.status_code, code, str(error.detail)).response()
+        # Raised by the router, not a handler: no route took the path (a parameter
+        # holding '/' included), so the path is what the caller has to change.
+        field = "path" if error.status_code == 404 else None
+        response = ApiError(error.status_code, code, str(error.detail), field).response()
         # 405 must say which methods are allowed (RFC 9110).
         response.headers.update(error.headers or {})
         return response

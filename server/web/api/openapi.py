@@ -21,7 +21,9 @@ EVENT = {
     "properties": {
         "name": {"type": "string", "pattern": "^[A-Za-z0-9_.:-]{1,64}$"},
         "visitor": ID, "user_id": TEXT, "props": PROPS,
-        "time": {"type": "number", "description": "seconds since the epoch"},
+        "time": {"type": "number", "minimum": 946684800,
+                 "description": "seconds since the epoch, from 2000-01-01 to a day ahead of "
+                 "the server's clock"},
         "idempotency_key": {**TEXT, "description": "a retried request is applied once; the "
                             "same key with a different event is refused with 409"},
     },

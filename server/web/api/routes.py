@@ -21,7 +21,7 @@ import hashlib
 import logging
 import math
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import orjson
@@ -46,6 +46,10 @@ CLAIM_LEASE = 10.0
 log = logging.getLogger("popin.api")
 UNAVAILABLE_MESSAGE = "the store is not answering; nothing was applied, retry later"
 EVENT_KEYS = frozenset({"name", "visitor", "user_id", "props", "time", "idempotency_key"})
+# An event's time is told by the backend's clock: before 2000 or more than a day ahead of
+# ours, it is a unit mistake (milliseconds, a date's digits) or garbage, not an event.
+EARLIEST_EVENT_TIME = datetime(2000, 1, 1, tzinfo=UTC).timestamp()
+EVENT_TIME_AHEAD = 86400.0
 
 
 class ApiError(Exception):
@@ -79,7 +83,8 @@ async def authorize(request: Request, scope: str) -> ApiKey:
     hub: Hub = request.app.state.hub
     header = request.headers.get("authorization", "")
     if not header.lower().startswith("bearer ") or not header[7:].strip():
-        raise ApiError(401, "unauthorized", "send an API key: 'Authorization: Bearer pk_...'")
+        raise ApiError(401, "unauthorized", "send an API key: 'Authorization: Bearer pk_...'",
+                       "Authorization")
     try:
         key = await hub.store.key_by_digest(digest_of(header[7:].strip()))
     except Exception:
@@ -87,7 +92,7 @@ async def authorize(request: Request, scope: str) -> ApiKey:
         raise unavailable() from None
     # One answer for unknown and revoked keys: nothing about other keys leaks.
     if key is None or key.revoked is not None or key.site not in hub.sites:
-        raise ApiError(401, "unauthorized", "this API key is not valid")
+        raise ApiError(401, "unauthorized", "this API key is not valid", "Authorization")
     if not key.allows(scope):
         raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope")
     return key
@@ -106,7 +111,8 @@ def check_query(request: Request, allowed: tuple[str, ...] = ()) -> None:
 
 async def body_of(request: Request) -> dict[str, Any]:
     check_query(request)
-    too_large = ApiError(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+    too_large = ApiError(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes",
+                         "body")
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise too_large
@@ -153,7 +159,7 @@ def _props(value: Any, where: str) -> dict[str, Scalar]:
     return value
 
 
-def _event(item: Any, index: int) -> dict[str, Any]:
+def _event(item: Any, index: int, now: float) -> dict[str, Any]:
     where = f"events[{index}]."
     if not isinstance(item, dict):
         raise ApiError(400, "invalid", "each event must be an object", f"events[{index}]")
@@ -176,6 +182,10 @@ def _event(item: Any, index: int) -> dict[str, Any]:
     if "time" in item:
         if isinstance(item["time"], bool) or not isinstance(item["time"], int | float):
             raise ApiError(400, "invalid", "'time' is seconds since the epoch", f"{where}time")
+        # Written so that NaN, should a parser ever let it through, is refused as well.
+        if not EARLIEST_EVENT_TIME <= item["time"] <= now + EVENT_TIME_AHEAD:
+            raise ApiError(400, "invalid", "'time' is seconds since the epoch, from "
+                           "2000-01-01 to a day ahead of the server's clock", f"{where}time")
         checked["time"] = item["time"]
     return checked
 
@@ -194,7 +204,8 @@ async def post_events(request: Request) -> JSONResponse:
         raise ApiError(400, "invalid", f"'events' must be a list of 1-{MAX_BATCH} events",
                        "events")
     # All checked before any is applied: a batch with a bad event changes nothing.
-    checked = [_event(item, index) for index, item in enumerate(events)]
+    now = hub.clock()
+    checked = [_event(item, index, now) for index, item in enumerate(events)]
     site = hub.sites[key.site]
     try:
         visitors = [event.get("visitor") or await hub.store.visitor_of_user(site.key,
