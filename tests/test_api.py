@@ -427,7 +427,9 @@ def test_unknown_api_paths_answer_json(client: TestClient, settings_: Settings) 
     assert escaped.status_code == 404
     assert escaped.json()["error"] == {"code": "not_found", "message": "Not Found",
                                        "field": "path"}
-    assert client.get("/api/v1/events").status_code == 405
+    wrong_method = client.get("/api/v1/events")
+    assert wrong_method.status_code == 405 and wrong_method.json()["error"]["field"] == "method"
+    assert "POST" in wrong_method.headers["allow"]
     assert client.get("/openapi.json").json()["openapi"].startswith("3.")
 
 

@@ -226,7 +226,7 @@ async def http_error(request: Request, error: Exception) -> Response:
         code = {404: "not_found", 405: "method_not_allowed"}.get(error.status_code, "error")
         # Raised by the router, not a handler: no route took the path (a parameter
         # holding '/' included), so the path is what the caller has to change.
-        field = "path" if error.status_code == 404 else None
+        field = {404: "path", 405: "method"}.get(error.status_code)
         response = ApiError(error.status_code, code, str(error.detail), field).response()
         # 405 must say which methods are allowed (RFC 9110).
         response.headers.update(error.headers or {})
