@@ -21,7 +21,6 @@ from starlette.testclient import TestClient
 from conftest import ROOT, free_port, serve
 from popin.cli import main
 from popin.config import Settings
-from popin.core.rules.yamlsource import SourceError
 from popin.core.site import Site
 from popin.live.reload import reload_rules
 from popin.stores.pauses import PAUSED, Pause, save_pauses
@@ -190,9 +189,10 @@ def _slow_check(monkeypatch: pytest.MonkeyPatch) -> None:
     without turns, both would pass the version comparison."""
     check = drafts.check
 
-    def slow(folder: Path, path: Path, text: str) -> list[SourceError]:
+    def slow(folder: Path, path: Path, text: str,
+             allow_http_hosts: tuple[str, ...] = ()) -> drafts.Checked:
         time.sleep(0.3)
-        return check(folder, path, text)
+        return check(folder, path, text, allow_http_hosts)
 
     monkeypatch.setattr(drafts, "check", slow)
 
