@@ -302,7 +302,7 @@ def _check_folder(settings: Settings, path: Path, sites: list[str], said: str) -
     if not path.exists():
         print(f"{said}{path}: no such file or folder", file=sys.stderr)
         return 2
-    loaded = load_rules(path)
+    loaded = load_rules(path, settings.webhooks.allow_http_hosts)
     texts: dict[str, str] = {}
     for error in loaded.errors:
         if error.file not in texts:
@@ -386,7 +386,7 @@ def rules_preview(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     site = _site(args, settings)
-    loaded = load_rules(settings.folders()[site.key])
+    loaded = load_rules(settings.folders()[site.key], settings.webhooks.allow_http_hosts)
     rule = next((rule for rule in loaded.rules if rule.id == args.rule), None)
     if rule is None:
         raise Refused(f"no rule {args.rule!r} in the campaigns of site {site.key} "
@@ -419,7 +419,7 @@ def rules_explain(args: argparse.Namespace) -> int:
 
     settings = _settings(args)
     site = _site(args, settings)
-    loaded = load_rules(settings.folders()[site.key])
+    loaded = load_rules(settings.folders()[site.key], settings.webhooks.allow_http_hosts)
     for error in loaded.errors:
         print(error, file=sys.stderr)
     start = datetime.fromisoformat(args.start) if args.start else datetime.now(site.zone)
@@ -510,7 +510,8 @@ def audiences_command(args: argparse.Namespace) -> int:
     settings = _settings(args)
     site = _site(args, settings)
     folder = settings.folders()[site.key]
-    loaded = load_rules(folder) if folder.exists() else None
+    loaded = (load_rules(folder, settings.webhooks.allow_http_hosts) if folder.exists()
+              else None)
     ruled = RuleSet(loaded.rules).audience_days if loaded else {}
 
     async def work(store: Store) -> int:

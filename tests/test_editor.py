@@ -20,8 +20,7 @@ from starlette.testclient import TestClient
 
 from conftest import ROOT, free_port, serve
 from popin.cli import main
-from popin.config import Settings
-from popin.core.rules.yamlsource import SourceError
+from popin.config import Settings, WebhookSettings
 from popin.core.site import Site
 from popin.live.reload import reload_rules
 from popin.stores.pauses import PAUSED, Pause, save_pauses
@@ -190,9 +189,10 @@ def _slow_check(monkeypatch: pytest.MonkeyPatch) -> None:
     without turns, both would pass the version comparison."""
     check = drafts.check
 
-    def slow(folder: Path, path: Path, text: str) -> list[SourceError]:
+    def slow(folder: Path, path: Path, text: str,
+             allow_http_hosts: tuple[str, ...] = ()) -> drafts.Checked:
         time.sleep(0.3)
-        return check(folder, path, text)
+        return check(folder, path, text, allow_http_hosts)
 
     monkeypatch.setattr(drafts, "check", slow)
 
@@ -821,3 +821,48 @@ def test_a_new_campaign_deleted_comes_back_from_its_own_page_and_the_list(
     assert (folders["demo"] / "grip-help.yaml").read_text() == written
     assert client.get("/admin/campaigns/grip-help").status_code == 200
     assert _deleted(client, "grip-help") is None
+
+
+@pytest.mark.parametrize(("field", "value", "said"), [
+    ("popin.cta.url", "javascript:alert(1)", "a javascript: link"),
+    ("popin.cta.url", " JaVa\tscript:alert(1)", "a javascript: link"),
+    ("popin.cta.url", "data:text/html,<script>alert(1)</script>", "a data: link"),
+    ("popin.body", "{{ self.__init__.__globals__ }}", "the sandbox refuses it"),
+])
+def test_a_campaign_that_could_never_show_is_not_saved(
+        client: TestClient, folders: dict[str, Path], field: str, value: str,
+        said: str) -> None:
+    """The server would drop such a pop-in at every render: the editor says why, beside
+    the field, and writes nothing."""
+    form = form_of(client.get("/admin/editor/new").text)
+    form.update({"campaign": "Never", "id": "never", "trigger.dwell.keyword": "grip",
+                 "trigger.dwell.seconds": "3", "popin.title": "Hi", "popin.body": "<p>Hi</p>",
+                 "popin.cta.label": "Go", "popin.cta.url": "/ok", field: value})
+    refused = client.post("/admin/editor/new", data=form, follow_redirects=False)
+    assert refused.status_code == 400, refused.text
+    beside = re.search(rf'data-error-for="{re.escape(field)}">([^<]*)<', refused.text)
+    assert beside and said in html.unescape(beside[1]), refused.text
+    assert not (folders["demo"] / "never.yaml").exists()
+    preview = client.post("/admin/editor/preview", data=form).json()
+    assert [error["field"] for error in preview["errors"]] == [field]
+
+
+def test_a_webhook_over_http_is_judged_by_the_allow_list_in_effect(
+        tmp_path: Path, folders: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    settings = settings_of(tmp_path, folders)
+    monkeypatch.setattr("sys.stdin", io.StringIO(PASSWORD + "\n"))
+    assert main(["admin", "--store", settings.store, "set-password", "--password-stdin"]) == 0
+    for allowed, code in (((), 400), (("127.0.0.1",), 303)):
+        settings.webhooks = WebhookSettings(allow_http_hosts=allowed)
+        with TestClient(create_app(settings)) as test_client:
+            log_in(test_client)
+            form = form_of(test_client.get("/admin/editor/new").text)
+            form.update({"campaign": "Hook", "id": "hook", "trigger": "event",
+                         "trigger.event.name": "signup", "show": "nothing",
+                         "webhook.url": "http://127.0.0.1:8101/hook"})
+            answer = test_client.post("/admin/editor/new", data=form, follow_redirects=False)
+        assert answer.status_code == code, answer.text
+        if code == 400:
+            beside = re.search(r'data-error-for="webhook.url">([^<]*)<', answer.text)
+            assert beside and "[webhooks] allow_http_hosts" in beside[1], answer.text
+        assert (folders["demo"] / "hook.yaml").exists() == (code == 303)

@@ -207,3 +207,46 @@ def test_a_conversion_where_must_hold_values(tmp_path: Path,
     assert main(["rules", "check", str(tmp_path)]) == 1
     assert ("r.yaml:5:47: 'where.sku' holds a mapping or nothing; expected a value or a list "
             "of values") in capsys.readouterr().err
+
+
+def test_rules_check_judges_a_webhook_by_the_allow_list_in_popin_toml(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Plain http to a host popin.toml does not list is refused at every call: the check
+    says so where the URL is written; listed, the same rule is valid."""
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    hook = rules / "hook.yaml"
+    hook.write_text("rules:\n  - id: crm\n    trigger: {event: signup}\n"
+                    "    webhook: {url: \"http://127.0.0.1:8101/hook\"}\n")
+    config = tmp_path / "popin.toml"
+    config.write_text(f'rules = "{rules}"\n')
+    assert main(["--config", str(config), "rules", "check"]) == 1
+    captured = capsys.readouterr()
+    assert (f"{hook}:4:15: 'webhook.url' is 'http://127.0.0.1:8101/hook', plain http to "
+            "'127.0.0.1', which is not listed in [webhooks] allow_http_hosts") in captured.err
+    assert "0 valid rules" in captured.out
+    config.write_text(f'rules = "{rules}"\n[webhooks]\nallow_http_hosts = ["127.0.0.1"]\n')
+    assert main(["--config", str(config), "rules", "check"]) == 0
+    assert capsys.readouterr().out == "1 valid rule in 1 file\n"
+
+
+@pytest.mark.parametrize("url", ["javascript:alert(1)", " JaVa\tscript:alert(1)",
+                                 "\x01java\nscript:alert(1)", "data:text/html,<b>x</b>",
+                                 "JAVASCRIPT&colon;alert(1)", "vbscript:x"])
+def test_a_link_the_browser_reads_as_script_or_data_is_refused(url: str) -> None:
+    from markupsafe import Markup
+
+    from popin.core.rules.templates import link_refusal, link_url
+
+    assert link_refusal(link_url(Markup(url))) is not None
+
+
+@pytest.mark.parametrize("url", ["/demo/contact.html", "https://shop.example/x",
+                                 "mailto:a@shop.example", "tel:+3312345678", "?page=2",
+                                 "//shop.example/x", "HTTPS://shop.example/"])
+def test_links_to_pages_mail_and_phone_are_kept(url: str) -> None:
+    from markupsafe import Markup
+
+    from popin.core.rules.templates import link_refusal, link_url
+
+    assert link_refusal(link_url(Markup(url))) is None

@@ -9,8 +9,8 @@ import secrets
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
+from ..core.rules.actions import webhook_refusal
 from ..core.site import Site
 
 # Where this checkout keeps what the server serves and the shipped playbook.
@@ -35,16 +35,7 @@ class WebhookSettings:
 
     def scheme_refusal(self, url: str) -> str | None:
         """Why `url` may not be called, whatever its host resolves to; None if it may."""
-        try:
-            parts = urlsplit(url)
-            host = parts.hostname or ""
-        except ValueError:
-            return f"{url!r} is not a URL"
-        if host and (parts.scheme == "https"
-                     or (parts.scheme == "http" and host in self.allow_http_hosts)):
-            return None
-        return (f"{url} is refused: webhooks go over https, or over http to a host listed in "
-                "[webhooks] allow_http_hosts")
+        return webhook_refusal(url, self.allow_http_hosts)
 
 
 @dataclass(frozen=True, slots=True)

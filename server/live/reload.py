@@ -27,9 +27,10 @@ log = logging.getLogger("popin.rules")
 
 
 def reload_rules(hub: Hub, folders: dict[str, Path], geo_available: bool,
-                 starting: bool = False) -> bool:
+                 starting: bool = False, allow_http_hosts: tuple[str, ...] = ()) -> bool:
     """Load every site's campaign folder anew (`folders`: site key -> folder; sites may
-    share one). At start, broken files are left out and the rest loads; on a reload, a
+    share one; `allow_http_hosts`: [webhooks] allow_http_hosts, which webhooks are judged
+    by). At start, broken files are left out and the rest loads; on a reload, a
     folder with any error keeps its last good rules live, and the other folders reload."""
     by_folder: dict[Path, list[str]] = {}
     for site, folder in folders.items():
@@ -39,7 +40,7 @@ def reload_rules(hub: Hub, folders: dict[str, Path], geo_available: bool,
     fresh: dict[str, RuleSet] = {}
     now = time.time()
     for folder, sites in by_folder.items():
-        loaded = load_rules(folder)
+        loaded = load_rules(folder, allow_http_hosts)
         errors += [str(error) for error in loaded.errors]
         files += loaded.files
         for site in sites:
@@ -74,7 +75,7 @@ def reload_rules(hub: Hub, folders: dict[str, Path], geo_available: bool,
 
 
 async def watch_rules(hub: Hub, folders: dict[str, Path], geo_available: bool,
-                      files: bool = True) -> None:
+                      files: bool = True, allow_http_hosts: tuple[str, ...] = ()) -> None:
     """Reload on SIGHUP, and on every change to a rule file if `files`; runs until
     cancelled."""
     hangup = asyncio.Event()
@@ -88,7 +89,7 @@ async def watch_rules(hub: Hub, folders: dict[str, Path], geo_available: bool,
         while True:
             await hangup.wait()
             hangup.clear()
-            reload_rules(hub, folders, geo_available)
+            reload_rules(hub, folders, geo_available, allow_http_hosts=allow_http_hosts)
             await guard_all(hub)
 
     signals = asyncio.create_task(on_signal())
@@ -102,7 +103,7 @@ async def watch_rules(hub: Hub, folders: dict[str, Path], geo_available: bool,
                                      watch_filter=lambda _change, path: path.endswith(
                                          RULE_FILE_SUFFIXES)):
             # A changed rule that was paused runs again as a new version.
-            reload_rules(hub, folders, geo_available)
+            reload_rules(hub, folders, geo_available, allow_http_hosts=allow_http_hosts)
             await guard_all(hub)
     finally:
         signals.cancel()

@@ -138,7 +138,9 @@ def create_app(settings: Settings, store: Store | None = None,
         app.state.editor_locks = SaveLocks()
         # The campaign editor writes into these folders and reloads them as a change would.
         app.state.rule_folders, app.state.geo_available = settings.folders(), geo is not None
-        reload_rules(hub, settings.folders(), geo is not None, starting=True)
+        app.state.allow_http_hosts = settings.webhooks.allow_http_hosts
+        reload_rules(hub, settings.folders(), geo is not None, starting=True,
+                     allow_http_hosts=settings.webhooks.allow_http_hosts)
         # Paused campaigns stay paused across restarts: known before the first visitor.
         await guard_all(hub)
         app.state.hub = hub
@@ -154,7 +156,8 @@ def create_app(settings: Settings, store: Store | None = None,
                  asyncio.create_task(send_forever(hub.store, hub.sites, hub.counts,
                                                   settings.webhooks))]
         tasks.append(asyncio.create_task(
-            watch_rules(hub, settings.folders(), geo is not None, files=settings.reload)))
+            watch_rules(hub, settings.folders(), geo is not None, files=settings.reload,
+                        allow_http_hosts=settings.webhooks.allow_http_hosts)))
         if relay is not None:
             tasks.append(asyncio.create_task(relay.run(hub)))
         if serving:

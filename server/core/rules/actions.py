@@ -11,6 +11,7 @@ tag the visitor into an audience, call a webhook.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -97,7 +98,26 @@ def compile_tag(value: Any, line: int, reader: Reader) -> TagAction:
                                     node.line_of("audience"), reader), days)
 
 
-def compile_webhook(value: Any, line: int, reader: Reader) -> WebhookAction:
+def webhook_refusal(url: str, allow_http_hosts: Collection[str]) -> str | None:
+    """Why popin never calls `url`, whatever its host resolves to; None if it may. The one
+    decision for the sender (each call) and the loader (a rule whose every call would be
+    refused)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+    except ValueError:
+        return f"{url!r} is not a URL"
+    if host and (parts.scheme == "https"
+                 or (parts.scheme == "http" and host in allow_http_hosts)):
+        return None
+    return (f"{url} is refused: webhooks go over https, or over http to a host listed in "
+            "[webhooks] allow_http_hosts")
+
+
+def compile_webhook(value: Any, line: int, reader: Reader,
+                    allow_http_hosts: Collection[str] = ()) -> WebhookAction:
+    """`allow_http_hosts`: popin.toml's [webhooks] allow_http_hosts, in effect where the
+    rule runs."""
     node = reader.mapping(value, line, "'webhook'")
     reader.keys(node, "'webhook'", ["url"], required=["url"])
     url = reader.text(node, "url", max_length=2048)
@@ -108,6 +128,12 @@ def compile_webhook(value: Any, line: int, reader: Reader) -> WebhookAction:
         valid = False
     if not valid:
         reader.fail(node.line_of("url"), f"'webhook.url' is {url!r}; expected an http(s) URL")
+    if webhook_refusal(url, allow_http_hosts):
+        host = urlsplit(url).hostname
+        reader.fail(node.line_of("url"), f"'webhook.url' is {url!r}, plain http to {host!r}, "
+                    "which is not listed in [webhooks] allow_http_hosts of popin.toml: every "
+                    "call would be refused; expected an https URL, or the host listed in "
+                    "[webhooks] allow_http_hosts")
     return WebhookAction(url)
 
 

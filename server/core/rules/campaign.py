@@ -157,9 +157,11 @@ class Loaded:
     catalog_places: dict[str, tuple[str, int]] = field(default_factory=dict)
 
 
-def parse_rule(node: Mapping, reader: Reader, campaign: str, keywords: Keywords) -> Rule:
+def parse_rule(node: Mapping, reader: Reader, campaign: str, keywords: Keywords,
+               allow_http_hosts: tuple[str, ...] = ()) -> Rule:
     """One rule. Each of its parts is checked even after an error in another, so that all
-    are reported at once; a rule with any error raises them (already recorded)."""
+    are reported at once; a rule with any error raises them (already recorded).
+    `allow_http_hosts`: popin.toml's [webhooks] allow_http_hosts."""
     errors = len(reader.errors)
     reader.keys(node, "rule", RULE_KEYS, go_on=True)
     # A key misspelt, or written outside the place it belongs to, is already reported.
@@ -198,7 +200,7 @@ def parse_rule(node: Mapping, reader: Reader, campaign: str, keywords: Keywords)
     tag_actions = [reader.attempt(compile_tag, tag, node.line_of("tag"), reader)
                    for tag in tag_list]
     webhook = (reader.attempt(compile_webhook, node["webhook"], node.line_of("webhook"),
-                              reader) if "webhook" in node else None)
+                              reader, allow_http_hosts) if "webhook" in node else None)
     variants = (reader.attempt(compile_variants, node["variants"], node.line_of("variants"),
                                reader, visual, visual_keys[0] if visual_keys else "")
                 if "variants" in node else ())
@@ -372,7 +374,8 @@ def _catalog_item(catalog: Mapping, sku: str, entry: Any, reader: Reader,
     loaded.catalog_places[sku] = (reader.file, catalog.line_of(sku))
 
 
-def parse_document(document: Any, file: str, keywords: Keywords | None = None) -> list[Rule]:
+def parse_document(document: Any, file: str, keywords: Keywords | None = None,
+                   allow_http_hosts: tuple[str, ...] = ()) -> list[Rule]:
     """The rules of one file; raises every error found in it at once."""
     reader, top = _top(document, file)
     campaign = top.get("campaign", Path(file).stem)
@@ -384,15 +387,17 @@ def parse_document(document: Any, file: str, keywords: Keywords | None = None) -
         parse_shared(document, file, shared)
         keywords = shared.keywords
     items = reader.sequence(top["rules"], top.line_of("rules"), "'rules'")
-    rules = [reader.attempt(_parse_item, item, line, reader, str(campaign), keywords)
+    rules = [reader.attempt(_parse_item, item, line, reader, str(campaign), keywords,
+                            allow_http_hosts)
              for item, line in zip(items, items.item_lines, strict=True)]
     reader.check()
     return [rule for rule in rules if rule is not None]
 
 
 def _parse_item(item: Any, line: int, reader: Reader, campaign: str,
-                keywords: Keywords) -> Rule:
-    return parse_rule(reader.mapping(item, line, "each rule"), reader, campaign, keywords)
+                keywords: Keywords, allow_http_hosts: tuple[str, ...]) -> Rule:
+    return parse_rule(reader.mapping(item, line, "each rule"), reader, campaign, keywords,
+                      allow_http_hosts)
 
 
 def rule_files(folder: Path) -> list[Path]:
@@ -401,9 +406,10 @@ def rule_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix in RULE_FILE_SUFFIXES and p.is_file())
 
 
-def load_rules(folder: Path) -> Loaded:
+def load_rules(folder: Path, allow_http_hosts: tuple[str, ...] = ()) -> Loaded:
     """Parse every rule file and report every error of every file; a file with an error
-    is left out, the others load."""
+    is left out, the others load. `allow_http_hosts`: popin.toml's [webhooks]
+    allow_http_hosts where the rules run (none by default, as there)."""
     loaded = Loaded()
     documents: list[tuple[Path, Any]] = []
     yaml_problems: list[SourceError] = []
@@ -427,7 +433,7 @@ def load_rules(folder: Path) -> Loaded:
     seen: dict[str, Rule] = {}
     for path, document in documents:
         try:
-            rules = parse_document(document, str(path), loaded.keywords)
+            rules = parse_document(document, str(path), loaded.keywords, allow_http_hosts)
         except SourceError as error:
             _record(loaded, error)
             continue

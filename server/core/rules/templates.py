@@ -6,7 +6,6 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import nh3
 from jinja2 import Template, TemplateSyntaxError, nodes
@@ -29,6 +28,12 @@ POPIN_KEYS = ("title", "body", "cta", "placement", "slot", "delay", "offset")
 MAX_DELAY_SECONDS = 120.0
 # Where a call-to-action may lead: never javascript: or data: URLs.
 SAFE_URL_SCHEMES = frozenset({"", "http", "https", "mailto", "tel"})
+# What a browser drops before it reads a URL's scheme (the WHATWG URL standard): C0
+# controls and spaces at either end, tabs and newlines anywhere; " JaVa\tscript:" is
+# javascript: to a browser, so it must be to us.
+_URL_ENDS = "".join(map(chr, range(0x21)))
+_URL_INSIDE = re.compile(r"[\t\n\r]")
+_URL_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
 
 # An owner's template runs on the event loop for every pop-in: whatever it computes must
 # stay small. Longest text built by repetition or padding, largest count or width passed
@@ -131,6 +136,27 @@ def owner_html(html: str, tags: set[str] | None = None) -> Markup:
     return Markup(nh3.clean(html, tags=tags) if tags is not None else nh3.clean(html))
 
 
+def link_scheme(url: str) -> str:
+    """The scheme a browser reads in `url` (an href's value, entities decoded), lower
+    case; '' for a relative URL."""
+    found = _URL_SCHEME.match(_URL_INSIDE.sub("", url.strip(_URL_ENDS)))
+    return found[1].lower() if found else ""
+
+
+def link_url(rendered: str) -> Markup:
+    """A link template's output as it goes into the card's href."""
+    return Markup(rendered.strip())
+
+
+def link_refusal(url: Markup) -> str | None:
+    """Why a card may not hold a link to `url`; None if it may. The one decision for the
+    loader (a literal URL) and each render (a templated one)."""
+    scheme = link_scheme(url.unescape())
+    if scheme in SAFE_URL_SCHEMES:
+        return None
+    return f"link URL {url[:40]!r} has a forbidden scheme ({scheme}:)"
+
+
 class RenderError(Exception):
     """A template failed at render time (sandbox refusal, bad URL, ...)."""
 
@@ -177,9 +203,10 @@ class PopinTemplate:
             # autoescapes): Markup, so the card does not escape it a second time.
             links = []
             for label, url_template in self.links:
-                url = Markup(url_template.render(context).strip())
-                if urlsplit(url.unescape()).scheme.lower() not in SAFE_URL_SCHEMES:
-                    raise RenderError(f"link URL {url[:40]!r} has a forbidden scheme")
+                url = link_url(url_template.render(context))
+                refused = link_refusal(url)
+                if refused:
+                    raise RenderError(refused)
                 links.append((owner_html(label.render(context), TITLE_TAGS), url))
             card = CARD.render(title=owner_html(self.title.render(context), TITLE_TAGS),
                                body=owner_html(self.body.render(context)),
@@ -212,12 +239,57 @@ def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
         template = ENVIRONMENT.from_string(source)
         assert isinstance(template, UsingTemplate)
         template.uses = uses_of(tree)
-        return template
     except TemplateSyntaxError as error:
         # A block scalar (`body: |`) starts on the line after its key.
         offset = error.lineno if "\n" in source else 0
         reader.fail(node.line_of(key) + offset, f"template error in {key!r}: "
                     f"{(error.message or 'invalid').rstrip('.')}; expected a Jinja template")
+    refused = _sandbox_refusal(template)
+    if refused is not None:
+        line, message = refused
+        reader.fail(node.line_of(key) + (line if "\n" in source else 0),
+                    f"template error in {key!r}: the sandbox refuses it, for every visitor "
+                    f"({message.rstrip('.')}); expected a template that reads the visitor's, "
+                    "the page's and the event's values, within a pop-in's size")
+    return template
+
+
+def _sandbox_refusal(template: Template) -> tuple[int, str] | None:
+    """The line and message of a refusal the sandbox makes with no visitor at all: it
+    makes it for every visitor then (Python's internals, a size past the caps), so the
+    pop-in could never show. Any other failure depends on a visitor's values: the render
+    with a sample visitor (core/checks.py) warns of it."""
+    try:
+        template.render()
+    except SecurityError as error:
+        line, trace = 1, error.__traceback__
+        while trace is not None:
+            if trace.tb_frame.f_code.co_filename == "<template>":
+                line = trace.tb_lineno
+            trace = trace.tb_next
+        return line, str(error)
+    except Exception:
+        return None
+    return None
+
+
+def compile_link(node: Mapping, reader: Reader) -> tuple[Template, Template]:
+    """A call to action's label and URL. A URL written out, with no template in it, is
+    judged now as each render would judge it: a scheme that is always refused means a
+    pop-in that never shows."""
+    label, url = compile_template(node, "label", reader), compile_template(node, "url", reader)
+    tree = ENVIRONMENT.parse(node["url"])
+    if all(isinstance(part, nodes.Output) and all(isinstance(data, nodes.TemplateData)
+                                                  for data in part.nodes)
+           for part in tree.body):
+        written = link_url(url.render())
+        scheme = link_scheme(written.unescape())
+        if link_refusal(written):
+            reader.fail(node.line_of("url"), f"'cta.url' is {str(written)[:60]!r}, a "
+                        f"{scheme}: link, which a pop-in never holds (it would never show); "
+                        "expected a link over http, https, mailto or tel, or a path on the "
+                        "site")
+    return label, url
 
 
 def compile_popin(value: Any, line: int, reader: Reader) -> PopinTemplate:
@@ -227,7 +299,7 @@ def compile_popin(value: Any, line: int, reader: Reader) -> PopinTemplate:
     if "cta" in node:
         cta = reader.mapping(node["cta"], node.line_of("cta"), "'cta'")
         reader.keys(cta, "'cta'", ["label", "url"], required=["label", "url"])
-        links = ((compile_template(cta, "label", reader), compile_template(cta, "url", reader)),)
+        links = (compile_link(cta, reader),)
     placement = node.get("placement", "corner")
     if placement not in PLACEMENTS:
         reader.fail(node.line_of("placement"),

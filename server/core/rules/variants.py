@@ -22,6 +22,7 @@ from .templates import (
     PLACEMENTS,
     PopinTemplate,
     compile_delay,
+    compile_link,
     compile_offset,
     compile_template,
 )
@@ -103,8 +104,7 @@ def _variant(node: Mapping, reader: Reader, base: PopinTemplate) -> Variant:
     if "cta" in node:
         cta = reader.mapping(node["cta"], node.line_of("cta"), "'cta'")
         reader.keys(cta, "'cta'", ["label", "url"], required=["label", "url"])
-        visual = replace(visual, links=((compile_template(cta, "label", reader),
-                                         compile_template(cta, "url", reader)),))
+        visual = replace(visual, links=(compile_link(cta, reader),))
     if "placement" in node:
         placement = node["placement"]
         if placement not in PLACEMENTS:

@@ -122,7 +122,8 @@ def shown(folder: Path) -> str:
     return f"{folder.name}/" if folder.is_dir() else ""
 
 
-def check(folder: Path, path: Path, text: str) -> Checked:
+def check(folder: Path, path: Path, text: str,
+          allow_http_hosts: tuple[str, ...] = ()) -> Checked:
     """The errors `popin rules check` would report in `path` if it held `text`, with the
     folder's other files beside it (their keyword groups, their rule ids)."""
     with tempfile.TemporaryDirectory(prefix="popin-editor-") as scratch:
@@ -135,7 +136,7 @@ def check(folder: Path, path: Path, text: str) -> Checked:
         mine = copy / path.resolve().relative_to(base.resolve())
         mine.parent.mkdir(parents=True, exist_ok=True)
         mine.write_text(text, encoding="utf-8")
-        loaded = load_rules(copy)
+        loaded = load_rules(copy, allow_http_hosts)
         prefix = shown(folder)
 
         def said(reason: str) -> str:

@@ -208,7 +208,8 @@ async def preview(request: Request, hub: Hub, site: Site) -> Response:
         if problems:
             raise problems[0]
         rules = hub.rules_of(site.key)
-        rule = parse_document(document, "draft.yaml", rules.keywords)[0]
+        rule = parse_document(document, "draft.yaml", rules.keywords,
+                              request.app.state.allow_http_hosts)[0]
     except SourceError as errors:
         answer["errors"] = [{"field": drafts.field_of(text, str(node.get("id", "")), error),
                              "message": f"line {error.line}: {error.reason}"}

@@ -161,7 +161,8 @@ async def save(request: Request, hub: Hub, site: Site, path: Path, before: str, 
     after = drafts.dump(yaml, document) if text is None else text
     errors: dict[str, list[str]] = {}
     # Off the event loop: it copies and parses the site's whole folder.
-    checked = await asyncio.to_thread(drafts.check, folder, path, after)
+    checked = await asyncio.to_thread(drafts.check, folder, path, after,
+                                      request.app.state.allow_http_hosts)
     for error in checked.errors:
         field = drafts.field_of(after, rule_id, error) if error.line else ""
         errors.setdefault(field, []).append(f"line {error.line}: {error.reason}"
@@ -175,7 +176,8 @@ async def save(request: Request, hub: Hub, site: Site, path: Path, before: str, 
         # No await from here to the reload: no guard of this process sees the new file
         # before the pauses that name its new version.
         drafts.write(path, after)
-        reload_rules(hub, request.app.state.rule_folders, request.app.state.geo_available)
+        reload_rules(hub, request.app.state.rule_folders, request.app.state.geo_available,
+                 allow_http_hosts=request.app.state.allow_http_hosts)
         hub.paused_for(site.key).update(kept)
         await history.record(hub.store, site.key, relative(request, site, path), before,
                              history.Version(hub.clock(), author.strip() or "the owner",
@@ -209,5 +211,6 @@ async def _keep_paused(hub: Hub, site: Site, fingerprints: dict[str, str], rule_
 async def reload(request: Request, hub: Hub) -> None:
     """As for a change to the file: the folder reloads, and the campaign guard looks again
     (a changed campaign that was paused runs again)."""
-    reload_rules(hub, request.app.state.rule_folders, request.app.state.geo_available)
+    reload_rules(hub, request.app.state.rule_folders, request.app.state.geo_available,
+                 allow_http_hosts=request.app.state.allow_http_hosts)
     await guard_all(hub)
