@@ -219,13 +219,15 @@ def test_rules_check_judges_a_webhook_by_the_allow_list_in_popin_toml(
     hook.write_text("rules:\n  - id: crm\n    trigger: {event: signup}\n"
                     "    webhook: {url: \"http://127.0.0.1:8101/hook\"}\n")
     config = tmp_path / "popin.toml"
-    config.write_text(f'rules = "{rules}"\n')
+    site = '[[sites]]\nkey = "shop"\norigins = ["https://shop.example"]\n'
+    config.write_text(f'rules = "{rules}"\n{site}')
     assert main(["--config", str(config), "rules", "check"]) == 1
     captured = capsys.readouterr()
     assert (f"{hook}:4:15: 'webhook.url' is 'http://127.0.0.1:8101/hook', plain http to "
             "'127.0.0.1', which is not listed in [webhooks] allow_http_hosts") in captured.err
     assert "0 valid rules" in captured.out
-    config.write_text(f'rules = "{rules}"\n[webhooks]\nallow_http_hosts = ["127.0.0.1"]\n')
+    config.write_text(f'rules = "{rules}"\n[webhooks]\nallow_http_hosts = ["127.0.0.1"]\n'
+                      f'{site}')
     assert main(["--config", str(config), "rules", "check"]) == 0
     assert capsys.readouterr().out == "1 valid rule in 1 file\n"
 
