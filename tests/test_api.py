@@ -304,16 +304,20 @@ def test_a_push_for_a_visitor_with_two_tabs_shows_in_the_tab_they_used_last(
         assert [len(found) for found in shows] == [1, 0]
 
 
+@pytest.mark.parametrize("sessions", [("session-tab-1", "session-tab-2"),
+                                      ("session-tab-1", "session-tab-1")],
+                         ids=["own sessions", "one visit"])
 def test_a_waiting_push_shows_in_one_of_two_tabs_opened_together(
-        client: TestClient, settings_: Settings) -> None:
+        client: TestClient, settings_: Settings, sessions: tuple[str, str]) -> None:
+    """Tabs of one visit share its session (the widget keeps it in localStorage)."""
     token = make_key(settings_, "events")
     response = client.post("/api/v1/events", headers=auth(token), json={"events": [
         {"name": "signup", "visitor": "visitor-tabs-2"}]})
     assert response.json()["results"][0]["queued"] == 1
     with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as first, \
             client.websocket_connect("/ws?site=demo", headers=ORIGIN) as second:
-        first.send_text(hello("visitor-tabs-2", "session-tab-1"))
-        second.send_text(hello("visitor-tabs-2", "session-tab-2"))
+        first.send_text(hello("visitor-tabs-2", sessions[0]))
+        second.send_text(hello("visitor-tabs-2", sessions[1]))
         shows = [frame for ws in (first, second) for frame in frames_until_barrier(ws)
                  if frame["type"] == "show"]
         assert [frame["rule"] for frame in shows] == ["welcome"]

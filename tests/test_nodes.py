@@ -142,13 +142,15 @@ def test_a_push_posted_to_one_process_reaches_a_socket_on_another(
         assert "parcel-later" in orjson.loads(ws.recv(timeout=5))["html"]
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["own sessions", "one visit"])
 def test_a_waiting_push_shows_in_one_of_two_tabs_opened_on_two_processes(
-        cluster: Cluster, monkeypatch: pytest.MonkeyPatch) -> None:
+        cluster: Cluster, monkeypatch: pytest.MonkeyPatch, shared: bool) -> None:
     token = cluster.key(monkeypatch)
     first, second = cluster.serve(), cluster.serve()
     assert post(first, token, "visitor-two-tabs", "", name="signup")["queued"] == 1
     with visit(first, "visitor-two-tabs", "session-tab-0001") as one, \
-            visit(second, "visitor-two-tabs", "session-tab-0002") as two:
+            visit(second, "visitor-two-tabs",
+                  "session-tab-0001" if shared else "session-tab-0002") as two:
         shows = []
         for ws in (one, two):
             with pytest.raises(TimeoutError):

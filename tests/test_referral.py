@@ -107,6 +107,7 @@ class Frames:
 
     def __init__(self) -> None:
         self.sent: list[dict[str, Any]] = []
+        self.gone = False
 
     async def send(self, message: dict[str, Any]) -> None:
         self.sent.append(message)
@@ -164,6 +165,35 @@ def test_a_relayed_push_goes_to_one_tab_of_the_visitor(tmp_path: Path) -> None:
                    "html": "<p>once a session</p>", "at": 1.0, "expires": 9e9}
         assert await hub.deliver("demo", "visitor-1", [relayed]) == 1
         assert [socket.sent for _session, socket in tabs] == [[relayed], []]
+        await store.close()
+
+    run(scenario())
+
+
+class Closing(Frames):
+    """A tab the visitor just closed: what is sent to it is lost."""
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.gone = True
+
+
+def test_a_push_for_a_tab_closing_as_it_is_sent_goes_to_the_visitors_other_tab(
+        tmp_path: Path) -> None:
+    async def scenario() -> None:
+        store = open_store(f"sqlite:///{tmp_path / 'popin.db'}")
+        await store.open()
+        rules = RuleSet(parse_document(load(WELCOME, "rules.yaml"), "rules.yaml"))
+        site = Site("demo")
+        hub = Hub(store, {"demo": rules}, {"demo": site})
+        other, closing = Frames(), Closing()
+        for number, socket in ((1, other), (2, closing)):
+            session = await hub.open(site, Hello("visitor-1", f"session-{number}",
+                                                 "https://x.test/"), "Mozilla/5.0")
+            hub.attach(session, socket)
+        outcome = await hub.business_event(site, "visitor-1", Custom("signup",
+                                                                     confirmed=True))
+        assert (outcome.shown_live, outcome.queued) == (1, 0)
+        assert [message["rule"] for message in other.sent] == ["welcome"]
         await store.close()
 
     run(scenario())

@@ -44,8 +44,11 @@ EMPTY_RULES = RuleSet()
 VisitorKey = tuple[str, str]
 # How long an idempotency key of the API answers "duplicate" once its event is stored.
 IDEMPOTENCY_TTL = 7 * 86400.0
-# How long a waiting push sent again at hello belongs to the tab that asked first.
-RESEND_CLAIM_SECONDS = 10.0
+# How long a waiting push sent again at hello belongs to the tab that asked first: tabs
+# opened together ask within it; a tab reconnecting later may have it again.
+RESEND_CLAIM_SECONDS = 3.0
+# Pop-ins remembered per visitor with a tab open here, for which tab shows them.
+MAX_SHOWN_TRACKED = 64
 Claim = tuple[str, str]
 # Close code telling a widget its visitor was erased: forget the ids, do not come back.
 CLOSE_ERASED = 4010
@@ -53,6 +56,9 @@ CLOSE_ERASED = 4010
 
 class Socket(Protocol):
     """A live widget connection, as the endpoint gives it to the hub."""
+
+    # The peer is gone: what is sent now is dropped (the outbox keeps pop-ins).
+    gone: bool
 
     async def send(self, message: dict[str, Any]) -> None: ...
 
@@ -134,6 +140,11 @@ class Hub:
         self._profiles: dict[tuple[str, str], Profile] = {}
         self._profile_sessions: Counter[tuple[str, str]] = Counter()
         self._sockets: dict[VisitorKey, dict[Socket, Session]] = {}
+        # Per visitor: the socket each pop-in went to, while it is open. Tabs of one visit
+        # share a session, so the session cannot tell which tab shows what.
+        self._shown_on: dict[VisitorKey, dict[str, Socket]] = {}
+        # Names this process's sockets in claims other processes read.
+        self._node = secrets.token_hex(6)
         self.pending = PendingWrites()
         # Sessions kept in memory, live or resumable; past it the longest idle ones end.
         self.max_sessions = max_sessions
@@ -390,8 +401,9 @@ class Hub:
              **({"why": result.cause} if result.cause and metric == "triggered" else {})}
             for rule, metric, amount in result.stats])
 
-    async def unacknowledged(self, session: Session) -> list[dict[str, Any]]:
-        """The oldest push this visitor never acknowledged, to send again on (re)connect."""
+    async def unacknowledged(self, session: Session, socket: Socket) -> list[dict[str, Any]]:
+        """The oldest push this visitor never acknowledged, to send again on `socket`
+        (re)connecting; none when another tab of theirs already shows it."""
         if self.pending.has_outbox(session.site, session.profile.visitor):
             await self.flush()
         if self.peers is not None:
@@ -400,34 +412,66 @@ class Hub:
             await self.peers.arrive(session.site, session.profile.visitor)
         waiting = await self.store.outbox_list(session.site, session.profile.visitor,
                                                self.clock())
-        if not waiting or self._on_screen_elsewhere(session, waiting[0]["id"]):
+        key = (session.site, session.profile.visitor)
+        if not waiting or self._shown_elsewhere(key, waiting[0]["id"], socket):
             # Another tab of the visitor, opened at the same moment, already shows it.
             return []
         if self.peers is not None:
-            # The same for a tab on another process: the first to claim the push sends
-            # it; the tab itself, reconnecting, claims it again. Unacknowledged, it is
-            # anyone's once the claim lapses.
-            key = f"resend:{session.profile.visitor}:{waiting[0]['id']}"
-            claimed = await self.store.claim(session.site, [(key, session.id)],
-                                             RESEND_CLAIM_SECONDS)
+            # The same for a tab on another process: the first socket to claim the push
+            # sends it. Unacknowledged, it is anyone's once the claim lapses.
+            claimed = await self.store.claim(session.site, [
+                (f"resend:{session.profile.visitor}:{waiting[0]['id']}",
+                 f"{self._node}.{id(socket):x}")], RESEND_CLAIM_SECONDS)
             if claimed != ["claimed"] and claimed != ["duplicate"]:
                 return []
+            if self._shown_elsewhere(key, waiting[0]["id"], socket):
+                return []
+        self.shown_on(session, socket, waiting[0])
         session.adopt(waiting[0])
         self.counts["outbox.resent"] += 1
         return [waiting[0]]
 
-    def _on_screen_elsewhere(self, session: Session, push_id: str) -> bool:
-        others = self._sockets.get((session.site, session.profile.visitor), {}).values()
-        return any(push_id in other.pushes for other in others if other is not session)
+    def shown_on(self, session: Session, socket: Socket, message: dict[str, Any]) -> None:
+        """`message`, a pop-in, went to `socket`: no other tab is sent it again."""
+        if message["type"] != "show":
+            return
+        shown = self._shown_on.setdefault((session.site, session.profile.visitor), {})
+        shown[message["id"]] = socket
+        if len(shown) > MAX_SHOWN_TRACKED:
+            del shown[next(iter(shown))]
+
+    def _shown_elsewhere(self, key: VisitorKey, push_id: str, socket: Socket) -> bool:
+        holder = self._shown_on.get(key, {}).get(push_id)
+        return (holder is not None and holder is not socket and not holder.gone
+                and holder in self._sockets.get(key, {}))
 
     def _front(self, site: str, visitor: str) -> tuple[Socket, Session] | None:
-        """The visitor's socket here that spoke last: the tab they are using. A push goes
-        to that one only; every open tab showing it would be one pop-in shown N times."""
-        live = self._sockets.get((site, visitor))
+        """The visitor's open socket here that spoke last: the tab they are using. A push
+        goes to that one only; every open tab showing it would be one pop-in shown N
+        times."""
+        live = [item for item in self._sockets.get((site, visitor), {}).items()
+                if not item[0].gone]
         if not live:
             return None
         # max keeps the first of equals; reversed, the socket opened last wins a tie.
-        return max(reversed(live.items()), key=lambda item: item[1].facts.now)
+        return max(reversed(live), key=lambda item: item[1].facts.now)
+
+    async def _send_to_front(self, site: str, visitor: str, messages: list[dict[str, Any]],
+                             decided_by: Session | None,
+                             front: tuple[Socket, Session] | None) -> Session | None:
+        """Send to the tab in use, or if it closed meanwhile (its send failing), to the
+        next; the session that got them, or None when no tab is open here."""
+        while front is not None:
+            socket, session = front
+            for message in messages:
+                if session is not decided_by:
+                    session.adopt(message)
+                self.shown_on(session, socket, message)
+                await socket.send(message)
+            if not socket.gone:
+                return session
+            front = self._front(site, visitor)
+        return None
 
     def attach(self, session: Session, socket: Socket) -> None:
         key = (session.site, session.profile.visitor)
@@ -439,6 +483,8 @@ class Hub:
         key = (session.site, session.profile.visitor)
         sockets = self._sockets.get(key, {})
         sockets.pop(socket, None)
+        if not sockets:
+            self._shown_on.pop(key, None)
         if not sockets and self._sockets.pop(key, None) is not None and self.peers is not None:
             self.peers.absent(*key)
 
@@ -464,17 +510,15 @@ class Hub:
         sockets they were sent on (none: the outbox keeps them for the next visit).
         `received`: when the other process's API took the event, for the latency."""
         sent = 0
-        front = self._front(site, visitor)
-        if front is not None:
-            socket, session = front
+        session = await self._send_to_front(site, visitor, messages, None,
+                                            self._front(site, visitor))
+        if session is not None:
             for message in messages:
-                session.adopt(message)
                 if message["type"] == "show":
                     # Decided elsewhere (this process did not answer the referred event
                     # in time): on screen here all the same, so it counts toward the
                     # session's cap.
                     session.shown[message["rule"]] = session.shown.get(message["rule"], 0) + 1
-                await socket.send(message)
             if received is not None:
                 self.metrics.pushed("relay", received, messages)
             sent = 1
@@ -487,7 +531,7 @@ class Hub:
         for sockets in list(self._sockets.values()):
             for socket, session in list(sockets.items()):
                 try:
-                    for push in await self.unacknowledged(session):
+                    for push in await self.unacknowledged(session, socket):
                         await socket.send(push)
                 except Exception:
                     log.warning("a waiting push is sent on the visitor's next reconnect")
@@ -561,14 +605,10 @@ class Hub:
         # The socket that decided, or if it closed meanwhile, the visitor's other tab.
         if front is None or front[0] not in self._sockets.get((site.key, visitor), {}):
             front = self._front(site.key, visitor)
-        live = front is not None
-        if front is not None:
-            target, holder = front
-            for message in shown:
-                if holder is not session:
-                    holder.adopt(message)
-                await target.send(message)
-                self.metrics.pushed(path, received, (message,))
+        live = bool(shown) and await self._send_to_front(
+            site.key, visitor, shown, session, front) is not None
+        if live:
+            self.metrics.pushed(path, received, shown)
         elsewhere = False
         if shown and not live and self.peers is not None:
             # Already in the outbox: a relay that fails only makes it wait for the next visit.

@@ -249,7 +249,7 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
                         result = session.begin(message, hub.rules_of(site.key), hub.clock())
                         await _deliver(websocket, hub, session, result)
                         # Already in the outbox: sent again as they are, not stored again.
-                        for push in await _waiting(hub, session):
+                        for push in await _waiting(hub, session, websocket):
                             await websocket.send_text(encode(push))
                         continue
                     if isinstance(message, Hello):
@@ -294,11 +294,11 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
             await hub.hand_over(session)
 
 
-async def _waiting(hub: Hub, session: Session) -> list[dict[str, Any]]:
+async def _waiting(hub: Hub, session: Session, websocket: Socket) -> list[dict[str, Any]]:
     """The outbox to send again at hello; none while the store fails: the pushes stay
     there for the next reconnect, and the session goes on meanwhile."""
     try:
-        return await hub.unacknowledged(session)
+        return await hub.unacknowledged(session, websocket)
     except Exception as error:
         hub.counts["outbox.unread"] += 1
         log.warning("the outbox could not be read at hello (%s); it is sent on the next "
@@ -333,6 +333,7 @@ async def _deliver(websocket: Socket, hub: Hub, session: Session, result: Result
         decided = hub.metrics.now()
         await hub.prepare(session, result)
         for message in result.messages:
+            hub.shown_on(session, websocket, message)
             await websocket.send_text(encode(message))
         hub.metrics.pushed("session", decided, result.messages)
     if not hub.settled(session, result):
