@@ -8,6 +8,7 @@ import copy
 from hypothesis import given
 from hypothesis import strategies as st
 
+from popin.core.visitor.identity import merge_into
 from popin.core.visitor.merge import merge_profiles
 from popin.core.visitor.profile import CartLine, Profile
 
@@ -80,3 +81,28 @@ def test_a_side_that_did_not_change_gives_the_other_exactly(common: Profile,
                                                             changed: Profile) -> None:
     assert merged(common, changed, common) == changed
     assert merged(common, common, changed) == changed
+
+
+def test_a_confirmation_round_trips_and_a_profile_stored_before_it_existed_loads() -> None:
+    profile = base()
+    profile.history("buy").confirmed = 610.0
+    assert Profile.from_json(profile.to_json()).popins["buy"].confirmed == 610.0
+    old = b'{"visitor": "v", "popins": {"buy": {"shown": [1.0], "converted": 2.0}}}'
+    history = Profile.from_json(old).popins["buy"]
+    assert (history.converted, history.confirmed) == (2.0, None)
+
+
+def test_a_confirmation_on_another_process_is_kept() -> None:
+    common = base()
+    mine, theirs = copy.deepcopy(common), copy.deepcopy(common)
+    mine.history("waxing-help").converted = 620.0
+    theirs.history("waxing-help").confirmed = 620.0
+    history = merged(common, mine, theirs).popins["waxing-help"]
+    assert (history.converted, history.confirmed) == (620.0, 620.0)
+
+
+def test_a_device_folded_into_the_users_profile_brings_its_confirmation() -> None:
+    kept, other = base(), base()
+    other.history("waxing-help").confirmed = 620.0
+    merge_into(kept, other)
+    assert kept.popins["waxing-help"].confirmed == 620.0

@@ -94,6 +94,11 @@ class Replay:
         assert not isinstance(event, Hello)
         return self.remember(self.session.handle(event, self.rules, self.start + at))
 
+    def backend(self, message: dict[str, Any], at: float) -> Result:
+        """An event the site's backend posted with its API key, as the hub hands it on."""
+        event = Custom(message["name"], message.get("props", {}), confirmed=True)
+        return self.remember(self.session.handle(event, self.rules, self.start + at))
+
     def tick(self, at: float) -> Result:
         return self.remember(self.session.tick(self.rules, self.start + at))
 
@@ -137,6 +142,8 @@ def replay_case(path: Path) -> None:
             replay.new_visit(at)
         if "send" in step:
             result = replay.send(step["send"], at)
+        elif "backend" in step:
+            result = replay.backend(step["backend"], at)
         elif step.get("tick"):
             assert replay.session.next_deadline() is not None, f"{where}: no timer is set"
             result = replay.tick(at)

@@ -366,11 +366,18 @@ class Session:
             return
         exposed, held_out = history.exposed or 0.0, history.held_out or 0.0
         last = max(exposed, held_out)
-        if not last or now - last > rule.conversion.within or (history.converted or 0) >= last:
+        if not last or now - last > rule.conversion.within:
+            return
+        counted = (history.converted or 0) >= last
+        # The page usually reports an order before the backend confirms it: a page's
+        # report takes the exposure's conversion, not the backend's confirmation of it.
+        if (history.confirmed or 0) >= last if event.confirmed else counted:
             return
         if not rule.conversion.matches(event.props):
             return
         history.converted = now
+        if event.confirmed:
+            history.confirmed = now
         group = "_control" if held_out >= exposed else ""
         # The same counters for the variant the visitor saw (theirs for good).
         keys = [rule.id]
@@ -378,17 +385,20 @@ class Session:
             keys.append(stats_key(rule.id, history.variant or self._variant(rule).id))
         value = event.props.get(rule.conversion.value)
         for key in keys:
-            result.stats.append((key, f"converted{group}", 1.0))
+            if not counted:
+                result.stats.append((key, f"converted{group}", 1.0))
             if event.confirmed:
                 # Told by the site's backend: what the campaign guard may act on.
                 result.stats.append((key, f"converted{group}_confirmed", 1.0))
-            if not group and (history.clicked or 0) >= last:
+            if not counted and not group and (history.clicked or 0) >= last:
                 # Click-through, as against view-through (converted without a click).
                 result.stats.append((key, "converted_click", 1.0))
             if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
                 # Anyone can script a page's events: its figure is capped to what one order
                 # of this site may plausibly be worth, and only the backend's is counted as
-                # confirmed (`revenue` holds both, as `converted` does).
+                # confirmed. `revenue` is what was confirmed plus what pages reported (the
+                # dashboard tells the pages' share by the difference), so a confirmation of
+                # an order a page reported adds to it too.
                 worth = min(float(value), MAX_ORDER_VALUE if event.confirmed
                             else self.facts.site.max_page_revenue)
                 result.stats.append((key, f"revenue{group}", worth))

@@ -112,6 +112,7 @@ def merge_into(kept: Profile, other: Profile) -> None:
         mine.held_out = _latest(mine.held_out, history.held_out)
         mine.exposed = _latest(mine.exposed, history.exposed)
         mine.converted = _latest(mine.converted, history.converted)
+        mine.confirmed = _latest(mine.confirmed, history.confirmed)
     kept.exposures = sorted({*kept.exposures, *other.exposures})[-50:]
     for audience, until in other.audiences.items():
         kept.audiences[audience] = max(kept.audiences.get(audience, 0.0), until)

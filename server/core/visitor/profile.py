@@ -25,6 +25,10 @@ class RuleHistory:
     # When the rule last acted for this visitor (shown or not), and last converted them.
     exposed: float | None = None
     converted: float | None = None
+    # When the site's backend last confirmed a conversion: apart from `converted`, since a
+    # thank-you page usually reports the order before the backend does, and the backend's
+    # word must still count once for that exposure.
+    confirmed: float | None = None
     # The variant of an experiment the visitor saw: theirs for good, whatever the weights
     # become, and the one their conversion is credited to.
     variant: str = ""
