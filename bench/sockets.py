@@ -172,7 +172,7 @@ async def open_one(port: int, kind: str, visitor: str) -> Connection:
              "url": f"http://{HOST}:{port}/demo/", "language": "fr-FR",
              "timezone": "Europe/Paris"}
     writer.write(frame(orjson.dumps(hello)))
-    if kind == "popin":
+    if kind != "bare":
         opcode, _config = await read_frame(reader)  # popin's answer: what to watch
         assert opcode == 1
     return Connection(reader, writer, visitor)
@@ -279,6 +279,9 @@ class Server:
         self.port = free_port()
         if kind == "bare":
             command = [sys.executable, str(ROOT / "bench" / "bare_server.py"), str(self.port)]
+        elif kind == "ceiling":
+            command = [sys.executable, str(ROOT / "bench" / "ceiling_server.py"),
+                       str(self.port), str(folder / "rules")]
         else:
             config = folder / "popin.toml"
             config.write_text(f'store = "sqlite:///{folder / "popin.db"}"\n'
