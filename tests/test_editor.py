@@ -827,7 +827,9 @@ def test_a_new_campaign_deleted_comes_back_from_its_own_page_and_the_list(
     ("popin.cta.url", "javascript:alert(1)", "a javascript: link"),
     ("popin.cta.url", " JaVa\tscript:alert(1)", "a javascript: link"),
     ("popin.cta.url", "data:text/html,<script>alert(1)</script>", "a data: link"),
-    ("popin.body", "{{ self.__init__.__globals__ }}", "the sandbox refuses it"),
+    ("popin.cta.url", "{{ 'javascript:alert(1)' }}", "a javascript: link"),
+    ("popin.body", "{{ self.__init__ }}", "may not read names starting with '_'"),
+    ("popin.body", "{{ range(1000) }}", "the sandbox refuses it"),
 ])
 def test_a_campaign_that_could_never_show_is_not_saved(
         client: TestClient, folders: dict[str, Path], field: str, value: str,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import nh3
-from jinja2 import Template, TemplateSyntaxError, nodes
+from jinja2 import Template, TemplateSyntaxError, meta, nodes
 from jinja2.exceptions import SecurityError
 from jinja2.runtime import Context
 from jinja2.sandbox import SandboxedEnvironment
@@ -138,7 +138,8 @@ def owner_html(html: str, tags: set[str] | None = None) -> Markup:
 
 def link_scheme(url: str) -> str:
     """The scheme a browser reads in `url` (an href's value, entities decoded), lower
-    case; '' for a relative URL."""
+    case; '' for a URL without one: a path, or a network-path reference such as
+    //other.example or \\other.example, which browsers open on that other host."""
     found = _URL_SCHEME.match(_URL_INSIDE.sub("", url.strip(_URL_ENDS)))
     return found[1].lower() if found else ""
 
@@ -236,6 +237,13 @@ def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
             reader.fail(node.line_of(key), f"template error in {key!r}: loops nested more "
                         f"than {MAX_LOOP_DEPTH} deep; expected at most {MAX_LOOP_DEPTH} (a "
                         "pop-in never needs more)")
+        private = _private_read(tree)
+        if private is not None:
+            line, name = private
+            reader.fail(node.line_of(key) + (line if "\n" in source else 0),
+                        f"template error in {key!r}: templates may not read names starting "
+                        f"with '_' ({name!r}); expected a template that reads the visitor's, "
+                        "the page's and the event's values")
         template = ENVIRONMENT.from_string(source)
         assert isinstance(template, UsingTemplate)
         template.uses = uses_of(tree)
@@ -252,6 +260,39 @@ def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
                     f"({message.rstrip('.')}); expected a template that reads the visitor's, "
                     "the page's and the event's values, within a pop-in's size")
     return template
+
+
+# Filters that read an attribute named by their `attribute=` argument ("a.b" reads a, then b).
+_ATTRIBUTE_FILTERS = frozenset({"map", "sort", "groupby", "sum", "selectattr", "rejectattr",
+                                "unique", "min", "max"})
+
+
+def _private_read(node: nodes.Node) -> tuple[int, str] | None:
+    """The line and name of the first read of a name starting with '_' written in the
+    template. The sandbox turns such a read into empty text when it is only printed
+    ({{ self.__init__ }}), so the render at load time cannot see it; the owner would get
+    a pop-in with a hole in it, and no word why."""
+    # Inner nodes first: in self.__init__.__globals__ the owner wrote __init__ first.
+    for child in node.iter_child_nodes():
+        found = _private_read(child)
+        if found is not None:
+            return found
+    names: list[object] = []
+    if isinstance(node, nodes.Getattr):
+        names.append(node.attr)
+    elif isinstance(node, nodes.Getitem) and isinstance(node.arg, nodes.Const):
+        names.append(node.arg.value)
+    elif isinstance(node, nodes.Filter) and node.name == "attr":
+        names.extend(arg.value for arg in node.args[:1] if isinstance(arg, nodes.Const))
+    elif isinstance(node, nodes.Filter) and node.name in _ATTRIBUTE_FILTERS:
+        names.extend(part for keyword in node.kwargs if keyword.key == "attribute"
+                     and isinstance(keyword.value, nodes.Const)
+                     and isinstance(keyword.value.value, str)
+                     for part in keyword.value.value.split("."))
+    for name in names:
+        if isinstance(name, str) and name.startswith("_"):
+            return node.lineno, name
+    return None
 
 
 def _sandbox_refusal(template: Template) -> tuple[int, str] | None:
@@ -279,16 +320,23 @@ def compile_link(node: Mapping, reader: Reader) -> tuple[Template, Template]:
     pop-in that never shows."""
     label, url = compile_template(node, "label", reader), compile_template(node, "url", reader)
     tree = ENVIRONMENT.parse(node["url"])
-    if all(isinstance(part, nodes.Output) and all(isinstance(data, nodes.TemplateData)
-                                                  for data in part.nodes)
-           for part in tree.body):
-        written = link_url(url.render())
-        scheme = link_scheme(written.unescape())
-        if link_refusal(written):
-            reader.fail(node.line_of("url"), f"'cta.url' is {str(written)[:60]!r}, a "
-                        f"{scheme}: link, which a pop-in never holds (it would never show); "
-                        "expected a link over http, https, mailto or tel, or a path on the "
-                        "site")
+    written_out = all(isinstance(part, nodes.Output) and all(
+        isinstance(data, nodes.TemplateData) for data in part.nodes) for part in tree.body)
+    # A template that reads nothing, {{ 'javascript:alert(1)' }}, renders the same link for
+    # every visitor: it is judged now, as a link written out is.
+    if written_out or not meta.find_undeclared_variables(tree):
+        try:
+            rendered = link_url(url.render())
+        except Exception:
+            # Not a link to judge: what a failing render means is the sample check's say.
+            return label, url
+        if link_refusal(rendered):
+            shown = f"is {str(rendered)[:60]!r}" if written_out else (
+                f"renders to {str(rendered)[:60]!r} for every visitor")
+            reader.fail(node.line_of("url"), f"'cta.url' {shown}, a "
+                        f"{link_scheme(rendered.unescape())}: link, which a pop-in never "
+                        "holds (it would never show); expected a link over http, https, "
+                        "mailto or tel, or a relative one such as /page")
     return label, url
 
 
