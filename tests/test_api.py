@@ -84,6 +84,8 @@ def test_keys_and_scopes(client: TestClient, settings_: Settings) -> None:
     forbidden = client.post("/api/v1/events", json=body, headers=auth(export))
     assert forbidden.status_code == 403
     assert "lacks the 'events' scope" in forbidden.json()["error"]["message"]
+    # The key is what to change, as every 4xx names what to change.
+    assert forbidden.json()["error"]["field"] == "Authorization"
     assert client.get("/api/v1/visitors/visitor-0001", headers=auth(events)).status_code == 403
     assert client.post("/api/v1/events", json=body, headers=auth(events)).status_code == 200
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from popin.config import ConfigError, load_settings
+from popin.config import ConfigError, find_config, load_settings
 
 SITE = '[[sites]]\nkey = "demo"\n'
 CALENDAR = SITE + '[[sites.calendars]]\nname = "advisers"\n'
@@ -59,9 +59,26 @@ BAD = [
                                   "to 1825, not 0"),
     (SITE + "retention_days = 3650", "retention_days must be a whole number from 1 to 1825"),
     (SITE + "retention_days = 30.5", "retention_days must be a whole number"),
+    # Bounds as README writes them, never 1e+06.
     (SITE + "max_page_revenue = 0", "site 'demo': max_page_revenue must be a number from 1 to "
-                                    "1e+06, not 0"),
-    (SITE + "max_page_revenue = '99'", "max_page_revenue must be a number from 1 to 1e+06"),
+                                    "1000000, not 0"),
+    (SITE + "max_page_revenue = '99'", "max_page_revenue must be a number from 1 to 1000000,"),
+    ("[limits]\nsessions = 1", "limits: sessions must be a whole number from 2 to 10000000"),
+    ("[webhooks]\npoll_interval = 0", "poll_interval must be a number from 0.05 to 60, not 0"),
+    # Entries no URL's host could equal: every webhook to them would be refused.
+    ("[webhooks]\nallow_http_hosts = ['http://crm.internal']",
+     "webhooks: allow_http_hosts 'http://crm.internal' must be a host name alone (no scheme, "
+     "port, path or wildcard)"),
+    ("[webhooks]\nallow_http_hosts = ['crm.internal:8080']",
+     "allow_http_hosts 'crm.internal:8080' must be a host name alone"),
+    ("[webhooks]\nallow_http_hosts = ['*']", "allow_http_hosts '*' must be a host name alone"),
+    ("[webhooks]\nallow_http_hosts = ['*.internal']", "'*.internal' must be a host name alone"),
+    ("[webhooks]\nallow_http_hosts = ['']", "allow_http_hosts '' must be a host name alone"),
+    ("[webhooks]\nallow_http_hosts = ['crm.internal/hooks']", "'crm.internal/hooks' must be a"),
+    ("[webhooks]\nallow_http_hosts = ['[::1]']", "'[::1]' must be a host name alone"),
+    ("[webhooks]\nallow_http_hosts = ['fe80::1%eth0']", "'fe80::1%eth0' must be a host name"),
+    ("[webhooks]\nallow_http_hosts = ['user@crm']", "'user@crm' must be a host name alone"),
+    ("[webhooks]\nallow_http_hosts = [' crm']", "' crm' must be a host name alone"),
     (SITE + "[sites.tcf]\npersonalisation = [5, 12]",
      "site 'demo': tcf: personalisation must be a list of TCF purposes, whole numbers from 1 "
      "to 11"),
@@ -90,6 +107,33 @@ def test_a_bad_setting_is_one_line_naming_it(tmp_path: Path, toml: str, complain
     message = str(refused.value)
     assert complaint in message, message
     assert message.startswith(str(path)) and "\n" not in message
+
+
+def test_every_http_host_accepted_matches_its_urls(tmp_path: Path) -> None:
+    path = tmp_path / "popin.toml"
+    path.write_text("[webhooks]\nallow_http_hosts = ['CRM.internal', 'hooks_1.lan.', "
+                    "'10.0.0.5', '0:0::1', 'localhost']\n")
+    webhooks = load_settings(path).webhooks
+    for url in ("http://crm.internal/x", "http://Crm.Internal:8080/x?y=1", "http://hooks_1.lan./",
+                "http://10.0.0.5:81/", "http://[::1]/h", "http://[0::1]:8080/h",
+                "http://localhost/"):
+        assert webhooks.scheme_refusal(url) is None, url
+    for url in ("http://other.internal/", "http://10.0.0.6/", "http://[::2]/",
+                "http://crm.internal.evil/"):
+        assert webhooks.scheme_refusal(url) is not None, url
+
+
+def test_a_folder_given_as_the_config_is_said_to_be_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"is a folder, not a file") as given:
+        find_config(tmp_path)
+    assert "no such file" not in str(given.value)
+    with pytest.raises(ConfigError, match=r"POPIN_CONFIG=.*: is a folder, not a file"):
+        find_config(environ={"POPIN_CONFIG": str(tmp_path)})
+    result = subprocess.run([sys.executable, "-m", "popin", "--config", str(tmp_path), "serve"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr == (f"popin: --config {tmp_path}: is a folder, not a file; name the "
+                             "popin.toml in it\n")
 
 
 def test_a_file_that_is_not_utf8_is_refused(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from ..core.calendar import Calendar
+from ..core.rules.actions import http_host_key
 from ..core.rules.campaign import RULE_FILE_SUFFIXES
 from ..core.rules.schema import did_you_mean
 from ..core.site import (
@@ -103,16 +104,36 @@ def find_config(given: Path | None = None, environ: dict[str, str] | None = None
     that is named but missing is a ConfigError, said in one line."""
     environ = dict(os.environ) if environ is None else environ
     if given is not None:
+        if given.is_dir():
+            raise ConfigError(f"--config {given}: is a folder, not a file; name the popin.toml "
+                              "in it")
         if not given.is_file():
             raise ConfigError(f"--config {given}: no such file (popin init writes one)")
         return given
     named = environ.get(CONFIG_VARIABLE, "")
     if named:
+        if Path(named).is_dir():
+            raise ConfigError(f"{CONFIG_VARIABLE}={named}: is a folder, not a file; name the "
+                              "popin.toml in it")
         if not Path(named).is_file():
             raise ConfigError(f"{CONFIG_VARIABLE}={named}: no such file")
         return Path(named)
     here = (folder or Path.cwd()) / CONFIG_FILE
     return here if here.is_file() else None
+
+
+def _http_hosts(table: Table, key: str) -> tuple[str, ...]:
+    """Each entry as the sender compares it with a URL's host (`webhook_refusal`); one that
+    no URL's host could equal (a scheme, port, path, wildcard) is refused here rather than
+    every webhook to it being refused later."""
+    hosts = []
+    for entry in table.texts(key):
+        host = http_host_key(entry)
+        if host is None:
+            table.fail(key, f"{entry!r} must be a host name alone (no scheme, port, path or "
+                       "wildcard), like \"crm.internal\", \"10.0.0.5\" or \"::1\"")
+        hosts.append(host)
+    return tuple(hosts)
 
 
 def load_settings(path: Path | None, *, sites_required: bool = False) -> Settings:
@@ -136,7 +157,7 @@ def load_settings(path: Path | None, *, sites_required: bool = False) -> Setting
     webhooks = top.table("webhooks", (*WEBHOOK_RANGES, "allow_http_hosts", "allow_private"))
     settings.webhooks = replace(
         _numbers(webhooks, WebhookSettings, WEBHOOK_RANGES),
-        allow_http_hosts=tuple(host.lower() for host in webhooks.texts("allow_http_hosts")),
+        allow_http_hosts=_http_hosts(webhooks, "allow_http_hosts"),
         allow_private=_networks(webhooks, "allow_private"))
     settings.trusted_proxies = _networks(top, "trusted_proxies")
     settings.metrics_token = top.text("metrics_token", min_length=16)

@@ -18,6 +18,11 @@ def kind_of(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+def plain(number: float) -> str:
+    """A bound as README writes it: 1000000, never :g's 1e+06; 0.5 stays 0.5."""
+    return str(int(number)) if float(number).is_integer() else repr(float(number))
+
+
 class Table:
     def __init__(self, raw: Any, where: str, known: Collection[str]) -> None:
         if not isinstance(raw, dict):
@@ -54,7 +59,8 @@ class Table:
         value = self.raw.get(key, default)
         if isinstance(value, bool) or not isinstance(value, int | float) or not (
                 low <= value <= high):
-            self.fail(key, f"must be a number from {low:g} to {high:g}, not {value!r:.40}")
+            self.fail(key, f"must be a number from {plain(low)} to {plain(high)}, "
+                      f"not {value!r:.40}")
         return float(value)
 
     def whole(self, key: str, default: int, low: int, high: int) -> int:

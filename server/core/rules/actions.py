@@ -10,6 +10,7 @@ tag the visitor into an audience, call a webhook.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -98,6 +99,22 @@ def compile_tag(value: Any, line: int, reader: Reader) -> TagAction:
                                     node.line_of("audience"), reader), days)
 
 
+def http_host_key(host: str) -> str | None:
+    """`host` (an entry of allow_http_hosts, or a URL's host) in the one form both are
+    compared in; None if no URL's host could be it. IP literals are canonical so that
+    "0:0::1" listed matches http://[::1]/; a scope ("%eth0") is refused, as a URL spells it
+    "%25eth0"."""
+    host = host.lower()
+    try:
+        return str(ipaddress.ip_address(host)) if "%" not in host else None
+    except ValueError:
+        pass
+    labels = host[:-1].split(".") if host.endswith(".") else host.split(".")
+    if not all(label and all(c.isalnum() or c in "-_" for c in label) for label in labels):
+        return None
+    return host
+
+
 def webhook_refusal(url: str, allow_http_hosts: Collection[str]) -> str | None:
     """Why popin never calls `url`, whatever its host resolves to; None if it may. The one
     decision for the sender (each call) and the loader (a rule whose every call would be
@@ -107,8 +124,11 @@ def webhook_refusal(url: str, allow_http_hosts: Collection[str]) -> str | None:
         host = parts.hostname or ""
     except ValueError:
         return f"{url!r} is not a URL"
-    if host and (parts.scheme == "https"
-                 or (parts.scheme == "http" and host in allow_http_hosts)):
+    key = http_host_key(host)
+    # Both sides made canonical here: a list given in code (not read by the loader) may
+    # spell an address otherwise.
+    listed = key is not None and any(http_host_key(entry) == key for entry in allow_http_hosts)
+    if host and (parts.scheme == "https" or (parts.scheme == "http" and listed)):
         return None
     return (f"{url} is refused: webhooks go over https, or over http to a host listed in "
             "[webhooks] allow_http_hosts")

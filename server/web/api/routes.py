@@ -94,7 +94,8 @@ async def authorize(request: Request, scope: str) -> ApiKey:
     if key is None or key.revoked is not None or key.site not in hub.sites:
         raise ApiError(401, "unauthorized", "this API key is not valid", "Authorization")
     if not key.allows(scope):
-        raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope")
+        raise ApiError(403, "forbidden", f"this API key lacks the '{scope}' scope",
+                       "Authorization")
     return key
 
 
