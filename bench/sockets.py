@@ -11,7 +11,9 @@ keyword dwell, scroll, idle, custom events, the acknowledgement of the last pop-
 tenth, a custom event, is answered with a pop-in. The bare server (bench/bare_server.py)
 parses each message with orjson and answers one in ten with a payload of the same size.
 popin runs the shipped playbook plus 100 extra rules and a bench rule, on the embedded
-store, configured as `popin serve` runs it. Every load is bounded in connections and
+store, configured as `popin serve` runs it. A third server, bench/ceiling_server.py, is
+the bare one running popin's session on every message and nothing else: the rules'
+own cost, at best. Every load is bounded in connections and
 seconds, and only ever aimed at 127.0.0.1.
 
 The figures are ratios to the bare server measured in the same run: absolute numbers
@@ -460,6 +462,14 @@ def main() -> int:
         for kind in ("bare", "popin"):
             report[kind] = measure(kind, Path(folder), args.quick)
             print(f"{kind}: {json.dumps(report[kind])}", file=sys.stderr)
+        # The bare server running popin's session on every message, and nothing else:
+        # what the rules cost at best, beside what popin costs in all.
+        server = Server("ceiling", Path(folder))
+        try:
+            report["ceiling"] = {"saturation": load(server, 200 if args.quick else 1000, 3,
+                                                    3.0 if args.quick else 10.0, 0.0)}
+        finally:
+            server.stop()
         engine_json = Path(folder) / "engine.json"
         subprocess.run([sys.executable, str(ROOT / "bench" / "engine.py"), "--json",
                         str(engine_json), "--events", "20000" if args.quick else "100000"],
@@ -493,6 +503,11 @@ def print_table(report: dict[str, Any]) -> None:
         sat_p["cpu_us_per_event"] <= 2 * sat_b["cpu_us_per_event"])
     row("server core busy (%), saturation", 100 * sat_b["cpu_share"],
         100 * sat_p["cpu_share"], "", True)
+    sat_c = report["ceiling"]["saturation"]
+    row("ceiling (bare + session): events/s", sat_b["events_per_second"],
+        sat_c["events_per_second"], "", True)
+    row("ceiling: CPU us per event", sat_b["cpu_us_per_event"], sat_c["cpu_us_per_event"],
+        "", True)
     half_b, half_p = bare["half_load"], popin["half_load"]
     row("push latency p50 (ms), half load", half_b["p50_ms"], half_p["p50_ms"], "", True)
     row("push latency p99 (ms), half load", half_b["p99_ms"], half_p["p99_ms"], "< 10 ms",

@@ -33,8 +33,9 @@ def test_socket_benchmark_runs_against_both_servers() -> None:
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.splitlines()
     figures = [line[:36].strip() for line in lines[1:]]
-    assert figures[:8] == ["events/s at saturation", "server CPU us per event, saturation",
+    assert figures[:10] == ["events/s at saturation", "server CPU us per event, saturation",
                            "server core busy (%), saturation",
+                           "ceiling (bare + session): events/s", "ceiling: CPU us per event",
                            "push latency p50 (ms), half load",
                            "push latency p99 (ms), half load", "KB per idle connection (1000)",
                            "connections opened per second", "engine: 10,000 rules cost"]
