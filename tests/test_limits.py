@@ -319,3 +319,94 @@ def test_a_workers_share_of_the_limits_is_rounded_up() -> None:
     shared = worker_share(Limits(connections=10_001, connections_per_address=200), 2)
     assert (shared.connections, shared.connections_per_address) == (5001, 100)
     assert worker_share(Limits(connections_per_address=1), 4).connections_per_address == 1
+
+
+def masked(payload: bytes, opcode: int = 0x1) -> bytes:
+    """A client frame, masked with a zero key (which leaves the payload as it is)."""
+    size = len(payload)
+    header = (bytes([0x80 | opcode, 0x80 | size]) if size < 126
+              else bytes([0x80 | opcode, 0x80 | 126]) + size.to_bytes(2, "big"))
+    return header + b"\0\0\0\0" + payload
+
+
+def open_widget(port: int) -> socket.socket:
+    """A raw widget socket past its hello, as a hostile client would hold one."""
+    raw = socket.create_connection(("127.0.0.1", port), timeout=5)
+    raw.sendall((f"GET /ws?site=demo HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
+                 "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+                 f"Origin: http://127.0.0.1:{port}\r\n\r\n").encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += raw.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101"), head
+    raw.sendall(masked(orjson.dumps({"type": "hello", "visitor": "visitor-flood-1",
+                                     "session": "session-flood-1",
+                                     "url": f"http://127.0.0.1:{port}/"})))
+    return raw
+
+
+def closed_within(raw: socket.socket, seconds: float) -> bool:
+    """The server closed the connection, without waiting for our close frame."""
+    raw.settimeout(seconds)
+    try:
+        while raw.recv(65536):
+            pass
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+    return True
+
+
+@pytest.fixture
+def open_server(tmp_path: Path) -> Iterator[int]:
+    from conftest import free_port, serve
+
+    (tmp_path / "rules").mkdir()
+    config = tmp_path / "popin.toml"
+    config.write_text('store = "sqlite:///popin.db"\nrules = "rules"\n'
+                      '[[sites]]\nkey = "demo"\norigins = ["self"]\n')
+    port = free_port()
+    process = serve(config, port)
+    try:
+        yield port
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_burst_of_tiny_frames_drops_its_socket_and_nobody_else_waits(
+        open_server: int) -> None:
+    """Ten thousand 20-byte frames in one write: the socket is dropped unread, counted,
+    and /healthz answers meanwhile as fast as ever (it waited seconds before)."""
+    import httpx2
+
+    port = open_server
+    flood = masked(b'{"type":"idle","s":1}') * 10_000
+    floods = [open_widget(port) for _ in range(10)]
+    try:
+        for raw in floods:
+            raw.sendall(flood)
+        started = time.monotonic()
+        assert httpx2.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        assert time.monotonic() - started < 1.0
+        assert all(closed_within(raw, 2.0) for raw in floods)
+    finally:
+        for raw in floods:
+            raw.close()
+    time.sleep(1.2)  # counters reach /metrics once a second
+    assert 'kind="closed.flood"} 10' in httpx2.get(f"http://127.0.0.1:{port}/metrics").text
+
+
+def test_a_socket_closed_for_flooding_is_not_waited_for(open_server: int) -> None:
+    """Past the rate limit the server closes with 4029 and stops reading at once, instead
+    of reading and discarding what the flooder sends for the 10 s a close may take."""
+    with open_widget(open_server) as raw:
+        try:
+            for _ in range(400):
+                raw.sendall(masked(b"x"))
+                time.sleep(0.002)
+        except (BrokenPipeError, ConnectionResetError):
+            return  # closed as it flooded: not waited for
+        assert closed_within(raw, 2.0)

@@ -282,9 +282,13 @@ def test_a_signed_preview_shows_the_pop_in_and_counts_nothing(client: TestClient
 
 def test_a_batch_is_read_as_its_messages_in_order(client: TestClient) -> None:
     with client.websocket_connect("/ws?site=demo", headers=ORIGIN) as ws:
-        # The hello may open a batch: the widget sends what it queued before the socket.
-        ws.send_text(orjson.dumps([hello(), {"type": "pageview",
-                                             "url": "http://testserver/demo/skis.html"}]).decode())
+        # The hello may open a batch: the widget sends what it queued before the socket
+        # (up to 50), after its consent tools' last word.
+        ws.send_text(orjson.dumps([hello(), {"type": "consent", "granted": True},
+                                   {"type": "consent", "granted": True},
+                                   *[{"type": "idle", "seconds": 1}] * 49,
+                                   {"type": "pageview",
+                                    "url": "http://testserver/demo/skis.html"}]).decode())
         assert ws.receive_json()["type"] == "config"
         ws.send_text(orjson.dumps([
             {"type": "scroll", "percent": 300},
@@ -295,7 +299,7 @@ def test_a_batch_is_read_as_its_messages_in_order(client: TestClient) -> None:
         shown = ws.receive_json()
         assert shown["type"] == "show" and shown["rule"] == "wax"
         send(ws, {"type": "popin", "id": shown["id"], "status": "shown"})
-        ws.send_text(orjson.dumps([{"type": "idle", "seconds": 1}] * 51).decode())
+        ws.send_text(orjson.dumps([{"type": "idle", "seconds": 1}] * 65).decode())
         assert ws.receive_json()["code"] == "bad_message"
         ws.send_text("[]")
         assert ws.receive_json()["code"] == "bad_message"

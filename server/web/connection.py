@@ -14,9 +14,22 @@ from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from ..core.wire.protocol import CLOSE_POLICY_VIOLATION, CLOSE_RATE
+
 # What the widget socket still reads from its request once it is open (links in pop-ins
 # lead back to the host the visitor reached).
 KEPT_HEADERS = frozenset({b"host"})
+# A widget has a frame or a batch in flight at a time, each at most 16 KB: more than this
+# in one read, or this many frames read and not yet handled, is a flood. Its socket is
+# dropped at once: parsing and queueing tiny frames by the ten thousand held the loop for
+# seconds, every visitor's socket and /healthz with it (review).
+MAX_READ_BYTES = 128 * 1024
+MAX_UNREAD_FRAMES = 256
+# Closes for a peer that broke the rules: it is not waited for to answer the close
+# (uvicorn reads and discards what it sends meanwhile, for up to 10 s).
+HOSTILE_CLOSES = frozenset({CLOSE_POLICY_VIOLATION, CLOSE_RATE})
+# Set in the socket's scope when it was dropped as a flood, for the endpoint to count.
+FLOODED = "popin.flooded"
 
 
 class Mailbox:
@@ -36,6 +49,12 @@ class Mailbox:
 
     def empty(self) -> bool:
         return not self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
 
     async def get(self) -> Any:
         while not self._items:
@@ -85,8 +104,25 @@ class WidgetProtocol(WebSocketsSansIOProtocol):
         self.queue = Mailbox(self.loop)  # type: ignore[assignment]
         self.writable = Gate(self.loop)  # type: ignore[assignment]
 
+    def data_received(self, data: bytes) -> None:
+        if self.handshake_complete and len(data) > MAX_READ_BYTES:
+            self._flooded()
+            return
+        super().data_received(data)
+        if len(self.queue) > MAX_UNREAD_FRAMES:  # type: ignore[arg-type]
+            self._flooded()
+
+    def _flooded(self) -> None:
+        # What it sent is not read: the endpoint sees the disconnect next.
+        self.queue.clear()  # type: ignore[attr-defined]
+        self.scope[FLOODED] = True  # type: ignore[literal-required]
+        self.transport.abort()
+
     async def send(self, message: Any) -> None:
         await super().send(message)
+        if (message["type"] == "websocket.close" and message.get("code") in HOSTILE_CLOSES
+                and not self.transport.is_closing()):
+            self.transport.close()
         if message["type"] == "websocket.accept" and self.handshake_complete:
             # Only the handshake read these.
             self.request = self.response = None  # type: ignore[assignment]

@@ -34,10 +34,13 @@ from ..core.wire.protocol import (
     parse,
 )
 from ..live.hub import Hub, IdentityRefused
+from .connection import FLOODED
 from .limits import Admission, TokenBucket
 from .wheel import Alarm, wheel
 
 log = logging.getLogger("popin.socket")
+# Frames handled in a row, without waiting for more, before the loop is handed on.
+FRAMES_BEFORE_YIELDING = 32
 
 
 class Socket:
@@ -154,6 +157,7 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
     loop = asyncio.get_running_loop()
     bucket = TokenBucket(limits.messages_per_second, limits.message_burst, loop.time())
     opened = last_message = loop.time()
+    handled = 0
     timers = wheel()
     alarm = Alarm(asyncio.current_task())
     # ASGI's receive itself: a wrapper around it is one more coroutine for every frame.
@@ -193,7 +197,14 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
                 await _deliver(websocket, hub, session, ticked)
                 continue
             if frame["type"] == "websocket.disconnect":
+                if websocket.scope.get(FLOODED):
+                    hub.counts["closed.flood"] += 1
                 return
+            handled += 1
+            if not handled % FRAMES_BEFORE_YIELDING:
+                # Frames already read are handled without waiting: a socket with many
+                # lets the others (and HTTP) have the loop now and then.
+                await asyncio.sleep(0)
             last_message = loop.time()
             if not bucket.take(last_message):
                 # Dropped unread: decoding and the store are what a flood would cost.
