@@ -116,15 +116,20 @@ class Frames:
         raise AssertionError(f"closed with {code}")
 
 
+async def welcoming_hub(tmp_path: Path) -> tuple[Hub, Any]:
+    """A hub for site "demo" whose one rule welcomes a visitor once a session; its store."""
+    store = open_store(f"sqlite:///{tmp_path / 'popin.db'}")
+    await store.open()
+    rules = RuleSet(parse_document(load(WELCOME, "rules.yaml"), "rules.yaml"))
+    return Hub(store, {"demo": rules}, {"demo": Site("demo")}), store
+
+
 def test_a_push_decided_elsewhere_counts_toward_the_session_cap(tmp_path: Path) -> None:
     """When the process holding the socket did not answer in time, the other decided and
     relayed the pop-in: shown here, it counts toward this session's cap of one."""
     async def scenario() -> None:
-        store = open_store(f"sqlite:///{tmp_path / 'popin.db'}")
-        await store.open()
-        rules = RuleSet(parse_document(load(WELCOME, "rules.yaml"), "rules.yaml"))
-        site = Site("demo")
-        hub = Hub(store, {"demo": rules}, {"demo": site})
+        hub, store = await welcoming_hub(tmp_path)
+        rules, site = hub.rules_of("demo"), hub.sites["demo"]
         session = await hub.open(site, Hello("visitor-1", "session-1", "https://x.test/"),
                                  "Mozilla/5.0")
         socket = Frames()
@@ -147,11 +152,8 @@ def test_a_relayed_push_goes_to_one_tab_of_the_visitor(tmp_path: Path) -> None:
     """Two tabs of one visitor on this process: a push relayed from another process is
     shown in the tab that spoke last, not in both."""
     async def scenario() -> None:
-        store = open_store(f"sqlite:///{tmp_path / 'popin.db'}")
-        await store.open()
-        rules = RuleSet(parse_document(load(WELCOME, "rules.yaml"), "rules.yaml"))
-        site = Site("demo")
-        hub = Hub(store, {"demo": rules}, {"demo": site})
+        hub, store = await welcoming_hub(tmp_path)
+        site = hub.sites["demo"]
         tabs = []
         for number in (1, 2):
             session = await hub.open(site, Hello("visitor-1", f"session-{number}",
@@ -180,11 +182,8 @@ class Closing(Frames):
 def test_a_push_for_a_tab_closing_as_it_is_sent_goes_to_the_visitors_other_tab(
         tmp_path: Path) -> None:
     async def scenario() -> None:
-        store = open_store(f"sqlite:///{tmp_path / 'popin.db'}")
-        await store.open()
-        rules = RuleSet(parse_document(load(WELCOME, "rules.yaml"), "rules.yaml"))
-        site = Site("demo")
-        hub = Hub(store, {"demo": rules}, {"demo": site})
+        hub, store = await welcoming_hub(tmp_path)
+        site = hub.sites["demo"]
         other, closing = Frames(), Closing()
         for number, socket in ((1, other), (2, closing)):
             session = await hub.open(site, Hello("visitor-1", f"session-{number}",

@@ -231,6 +231,11 @@ def _loop_depth(node: nodes.Node) -> int:
 
 def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
     source = reader.text(node, key, max_length=5000)
+
+    def line_of(line_in_template: int) -> int:
+        # A block scalar (`body: |`) starts on the line after its key.
+        return node.line_of(key) + (line_in_template if "\n" in source else 0)
+
     try:
         tree = ENVIRONMENT.parse(source)
         if _loop_depth(tree) > MAX_LOOP_DEPTH:
@@ -240,7 +245,7 @@ def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
         private = _private_read(tree)
         if private is not None:
             line, name = private
-            reader.fail(node.line_of(key) + (line if "\n" in source else 0),
+            reader.fail(line_of(line),
                         f"template error in {key!r}: templates may not read names starting "
                         f"with '_' ({name!r}); expected a template that reads the visitor's, "
                         "the page's and the event's values")
@@ -248,14 +253,12 @@ def compile_template(node: Mapping, key: str, reader: Reader) -> Template:
         assert isinstance(template, UsingTemplate)
         template.uses = uses_of(tree)
     except TemplateSyntaxError as error:
-        # A block scalar (`body: |`) starts on the line after its key.
-        offset = error.lineno if "\n" in source else 0
-        reader.fail(node.line_of(key) + offset, f"template error in {key!r}: "
+        reader.fail(line_of(error.lineno), f"template error in {key!r}: "
                     f"{(error.message or 'invalid').rstrip('.')}; expected a Jinja template")
     refused = _sandbox_refusal(template)
     if refused is not None:
         line, message = refused
-        reader.fail(node.line_of(key) + (line if "\n" in source else 0),
+        reader.fail(line_of(line),
                     f"template error in {key!r}: the sandbox refuses it, for every visitor "
                     f"({message.rstrip('.')}); expected a template that reads the visitor's, "
                     "the page's and the event's values, within a pop-in's size")
