@@ -376,14 +376,15 @@ def open_server(tmp_path: Path) -> Iterator[int]:
         process.wait(timeout=30)
 
 
+@pytest.mark.parametrize("frames", [10_000, 4_500], ids=["over 128 KB", "under 128 KB"])
 def test_a_burst_of_tiny_frames_drops_its_socket_and_nobody_else_waits(
-        open_server: int) -> None:
-    """Ten thousand 20-byte frames in one write: the socket is dropped unread, counted,
+        open_server: int, frames: int) -> None:
+    """Thousands of 27-byte frames in one write: the socket is dropped unread, counted,
     and /healthz answers meanwhile as fast as ever (it waited seconds before)."""
     import httpx2
 
     port = open_server
-    flood = masked(b'{"type":"idle","s":1}') * 10_000
+    flood = masked(b'{"type":"idle","s":1}') * frames
     floods = [open_widget(port) for _ in range(10)]
     try:
         for raw in floods:
@@ -410,3 +411,25 @@ def test_a_socket_closed_for_flooding_is_not_waited_for(open_server: int) -> Non
         except (BrokenPipeError, ConnectionResetError):
             return  # closed as it flooded: not waited for
         assert closed_within(raw, 2.0)
+
+
+def test_a_socket_that_pings_and_never_reads_is_dropped(open_server: int) -> None:
+    """Pongs are written without asking the endpoint: a client that sends pings and reads
+    nothing would make the server hold them all (17 MB a second in review)."""
+    import httpx2
+
+    pings = masked(b"p" * 125, opcode=0x9) * 250
+    with open_widget(open_server) as widget:
+        # A small window: what the server sends piles up on its side, as over a slow link.
+        widget.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        deadline = time.monotonic() + 10
+        try:
+            while time.monotonic() < deadline:
+                widget.sendall(pings)
+                time.sleep(0.002)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        assert time.monotonic() < deadline, "still held after 10 s of unread pongs"
+    time.sleep(1.2)
+    assert 'kind="closed.flood"} 1' in httpx2.get(
+        f"http://127.0.0.1:{open_server}/metrics").text

@@ -25,6 +25,14 @@ KEPT_HEADERS = frozenset({b"host"})
 # seconds, every visitor's socket and /healthz with it (review).
 MAX_READ_BYTES = 128 * 1024
 MAX_UNREAD_FRAMES = 256
+# A read is parsed in slices of this size, the unread frames counted after each: a flood
+# costs a slice's parsing before it is dropped, not a whole read's (review: 150 sockets
+# sending 120 KB of tiny frames each at once held /healthz for 3 s).
+PARSE_SLICE = 8 * 1024
+# What we have to send and the peer has not taken: past it, a client that only sends
+# (pings, whose pongs are written without asking the app) is dropped (review: pings from
+# sockets that never read grew the server by 17 MB a second).
+MAX_UNSENT_BYTES = 256 * 1024
 # Closes for a peer that broke the rules: it is not waited for to answer the close
 # (uvicorn reads and discards what it sends meanwhile, for up to 10 s).
 HOSTILE_CLOSES = frozenset({CLOSE_POLICY_VIOLATION, CLOSE_RATE})
@@ -105,12 +113,23 @@ class WidgetProtocol(WebSocketsSansIOProtocol):
         self.writable = Gate(self.loop)  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if self.handshake_complete and len(data) > MAX_READ_BYTES:
+        if not self.handshake_complete:
+            # The upgrade request, and whatever the client sent right behind it.
+            super().data_received(data)
+            if len(self.queue) > MAX_UNREAD_FRAMES:  # type: ignore[arg-type]
+                self._flooded()
+            return
+        if (len(data) > MAX_READ_BYTES
+                or self.transport.get_write_buffer_size() > MAX_UNSENT_BYTES):
             self._flooded()
             return
-        super().data_received(data)
-        if len(self.queue) > MAX_UNREAD_FRAMES:  # type: ignore[arg-type]
-            self._flooded()
+        for start in range(0, len(data), PARSE_SLICE):
+            super().data_received(data[start:start + PARSE_SLICE])
+            if len(self.queue) > MAX_UNREAD_FRAMES:  # type: ignore[arg-type]
+                self._flooded()
+                return
+            if self.transport.is_closing():
+                return
 
     def _flooded(self) -> None:
         # What it sent is not read: the endpoint sees the disconnect next.
