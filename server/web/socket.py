@@ -48,10 +48,11 @@ class Socket:
     wrapper cost about a fifth of the time of every frame (py-spy under bench/sockets.py);
     this endpoint needs none of them. It is also what the hub pushes business events to."""
 
-    __slots__ = ("_receive", "_send", "gone", "scope")
+    __slots__ = ("_send", "gone", "receive", "scope")
 
     def __init__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self.scope, self._receive, self._send = scope, receive, send
+        # ASGI's receive itself: a wrapper would be one more coroutine for every frame.
+        self.scope, self.receive, self._send = scope, receive, send
         # The peer is gone (it left, or uvicorn closed the socket at a stop) while frames
         # it sent before wait to be read.
         self.gone = False
@@ -79,14 +80,11 @@ class Socket:
         return str(client[0]) if client else None
 
     async def connected(self) -> bool:
-        first: Message = await self._receive()
+        first: Message = await self.receive()
         return bool(first["type"] == "websocket.connect")
 
     async def accept(self) -> None:
         await self._send({"type": "websocket.accept"})
-
-    async def receive(self) -> Message:
-        return await self._receive()
 
     async def send_text(self, text: str) -> None:
         # A send that fails does not end the socket's work: the frames already received
@@ -160,8 +158,7 @@ async def _serve(websocket: Socket, hub: Hub, site: Site, limits: Limits,
     handled = 0
     timers = wheel()
     alarm = Alarm(asyncio.current_task())
-    # ASGI's receive itself: a wrapper around it is one more coroutine for every frame.
-    receive = websocket._receive
+    receive = websocket.receive
     try:
         while True:
             # Whichever comes first: a session timer, the idle limit, the hello limit.
